@@ -1,0 +1,60 @@
+//! Command-line interface: clap definitions and dispatch to `commands::*`.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::error::exit;
+
+/// Turns declarative TOML experiment specs into trained models.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train every run of an experiment's grid and name the winner.
+    Run(commands::run::Args),
+    /// Show the runs a spec expands to, and what runs/ already holds for each.
+    Plan(commands::plan::Args),
+    /// Print the fully resolved spec; --explain KEY says which source set KEY.
+    Config(commands::config::Args),
+    /// Per-layer output shapes and parameter counts of the spec's model.
+    Inspect(commands::inspect::Args),
+    /// Internal: train one run directory (started by the launchers).
+    #[command(hide = true)]
+    Worker(commands::worker::Args),
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match &cli.command {
+        Command::Run(a) => commands::run::execute(a),
+        Command::Plan(a) => commands::plan::execute(a),
+        Command::Config(a) => commands::config::execute(a),
+        Command::Inspect(a) => commands::inspect::execute(a),
+        Command::Worker(a) => commands::worker::execute(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

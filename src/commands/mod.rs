@@ -1,0 +1,7 @@
+//! One module per subcommand: its clap `Args` and its `execute`, returning the exit code.
+
+pub mod config;
+pub mod inspect;
+pub mod plan;
+pub mod run;
+pub mod worker;

@@ -1,0 +1,12 @@
+//! `orchestrate run`.
+
+use crate::error::Error;
+
+/// Arguments of `orchestrate run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the command; returns the exit code.
+pub fn execute(_args: &Args) -> Result<i32, Error> {
+    Err(Error::Usage("`run` is not built yet".into()))
+}

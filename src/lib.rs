@@ -1,0 +1,15 @@
+//! orchestrate: declarative TOML experiment specs turned into trained Candle models.
+//!
+//! Data flow: spec file -> [`spec`] (layered, validated) -> [`grid`] (runs with stable ids)
+//! -> [`launch`] (worker processes) -> [`train`] (seeded loop) -> [`events`] -> sinks
+//! (metrics stream, TensorBoard, progress) -> [`summary`] (selection, diff, report).
+//! The run directory ([`store`]) is the only interface between orchestrator and worker.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod spec;
+pub mod store;
+
+pub use error::Error;

@@ -1,0 +1,514 @@
+//! Typed experiment spec: the validated shape every other module reads.
+//!
+//! Every section has a `Default` equal to the homework set-up, so a spec only names what it
+//! changes. Serialising a `Spec` gives the fully resolved TOML that `orchestrate config`
+//! prints and that each run directory keeps as `config.toml`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A whole experiment: metadata, the eight sections and the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Spec {
+    /// Experiment name; names the directory `runs/<name>/`.
+    pub name: String,
+    /// Free text shown by `plan` and in summaries.
+    pub description: String,
+    /// Seed of every generator in a run (weights, dropout, shuffling, random grid search).
+    pub seed: u64,
+    pub data: DataSpec,
+    pub model: ModelSpec,
+    pub optimizer: OptimizerSpec,
+    pub train: TrainSpec,
+    pub decode: DecodeSpec,
+    pub select: SelectSpec,
+    pub launch: LaunchSpec,
+    /// Hyper-parameter search space; empty in a single run's resolved config.
+    pub grid: GridSpec,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            name: String::new(),
+            description: String::new(),
+            seed: 42,
+            data: DataSpec::default(),
+            model: ModelSpec::default(),
+            optimizer: OptimizerSpec::default(),
+            train: TrainSpec::default(),
+            decode: DecodeSpec::default(),
+            select: SelectSpec::default(),
+            launch: LaunchSpec::default(),
+            grid: GridSpec::default(),
+        }
+    }
+}
+
+/// On-disk data format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// MNIST-family IDX files, gzip-compressed or not.
+    Idx,
+    /// NPZ archives as KMNIST distributes them (`kmnist-train-imgs.npz` ...).
+    Npz,
+    /// Tab-separated parallel text, one pair a line.
+    TsvPairs,
+}
+
+/// `[data]`: where the examples come from and how they are split.
+///
+/// Relative paths resolve against the working directory `orchestrate` runs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSpec {
+    pub format: DataFormat,
+    /// Directory holding the files named below.
+    pub dir: String,
+    /// Training file(s): images (idx/npz) or the train TSV.
+    pub train: String,
+    /// Training labels (idx/npz); unused for tsv-pairs.
+    pub train_labels: String,
+    /// Dev TSV (tsv-pairs); images take dev out of train by `dev_fraction`.
+    pub dev: String,
+    pub test: String,
+    pub test_labels: String,
+    /// Fraction of train held out as dev when the data brings no dev split.
+    pub dev_fraction: f64,
+    /// Use only the first N training examples (0 = all); for smoke tests.
+    pub train_limit: usize,
+    /// Use only the first N test (and TSV dev) examples (0 = all).
+    pub test_limit: usize,
+    /// tsv-pairs: 0-based column of the source sentence.
+    pub source_column: usize,
+    /// tsv-pairs: 0-based column of the target sentence.
+    pub target_column: usize,
+    /// tsv-pairs: drop pairs whose source or target has this many characters or more.
+    pub max_len: usize,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        DataSpec {
+            format: DataFormat::Idx,
+            dir: "data/fashion-mnist-mini".into(),
+            train: "train-images-idx3-ubyte.gz".into(),
+            train_labels: "train-labels-idx1-ubyte.gz".into(),
+            dev: String::new(),
+            test: "t10k-images-idx3-ubyte.gz".into(),
+            test_labels: "t10k-labels-idx1-ubyte.gz".into(),
+            dev_fraction: 0.1,
+            train_limit: 0,
+            test_limit: 0,
+            source_column: 1,
+            target_column: 0,
+            max_len: 20,
+        }
+    }
+}
+
+/// Model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Cnn,
+    Mlp,
+    Seq2seq,
+}
+
+/// Padding of a convolution: a number of pixels or `"same"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Padding {
+    Pixels(usize),
+    Named(PaddingName),
+}
+
+/// The named padding modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaddingName {
+    /// Output has the input's spatial size (stride 1, odd kernel).
+    Same,
+}
+
+/// One convolution block: conv -> activation -> optional max-pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConvBlock {
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: Padding,
+    /// Max-pool window and stride after the activation; 0 or 1 = no pooling.
+    pub pool: usize,
+}
+
+impl Default for ConvBlock {
+    fn default() -> Self {
+        ConvBlock {
+            channels: 8,
+            kernel: 3,
+            stride: 1,
+            padding: Padding::Pixels(0),
+            pool: 2,
+        }
+    }
+}
+
+/// Activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Relu,
+    Tanh,
+}
+
+/// Attention of the seq2seq decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attention {
+    None,
+    /// Luong "general" (bilinear) attention.
+    General,
+}
+
+/// `[model]`: one flat table; each kind reads its own keys (see the README's spec reference).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    /// cnn: the convolution blocks, in order.
+    pub conv: Vec<ConvBlock>,
+    /// cnn and mlp: hidden linear layer sizes.
+    pub hidden: Vec<usize>,
+    /// cnn, mlp and seq2seq: dropout probability.
+    pub dropout: f64,
+    /// cnn and mlp: activation function.
+    pub activation: Activation,
+    /// seq2seq: character embedding size.
+    pub embedding_dim: usize,
+    /// seq2seq: LSTM units per direction of the bidirectional encoder.
+    pub encoder_hidden: usize,
+    /// seq2seq: LSTM units of the decoder.
+    pub decoder_hidden: usize,
+    /// seq2seq: attention mechanism.
+    pub attention: Attention,
+    /// seq2seq: tie the output projection to the decoder embedding.
+    pub tie_embeddings: bool,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            kind: ModelKind::Cnn,
+            conv: vec![
+                ConvBlock {
+                    channels: 8,
+                    kernel: 5,
+                    stride: 1,
+                    padding: Padding::Pixels(2),
+                    pool: 2,
+                },
+                ConvBlock {
+                    channels: 16,
+                    kernel: 3,
+                    stride: 1,
+                    padding: Padding::Pixels(0),
+                    pool: 2,
+                },
+            ],
+            hidden: vec![600, 120],
+            dropout: 0.3,
+            activation: Activation::Relu,
+            embedding_dim: 128,
+            encoder_hidden: 64,
+            decoder_hidden: 128,
+            attention: Attention::None,
+            tie_embeddings: true,
+        }
+    }
+}
+
+/// Optimizer family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `step_size` epochs.
+    Step,
+    /// Cosine decay from `lr` to 0 over all epochs.
+    Cosine,
+}
+
+/// `[optimizer]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// L2 penalty: added to the gradient for sgd and adam, decoupled for adamw.
+    pub l2_decay: f64,
+    /// sgd only.
+    pub momentum: f64,
+    /// adam and adamw.
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub schedule: Schedule,
+    /// step schedule: epochs between decays.
+    pub step_size: usize,
+    /// step schedule: decay factor.
+    pub gamma: f64,
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec {
+            kind: OptimizerKind::Adam,
+            lr: 0.001,
+            l2_decay: 0.0,
+            momentum: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            schedule: Schedule::Constant,
+            step_size: 10,
+            gamma: 0.1,
+        }
+    }
+}
+
+/// `[train.early_stopping]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EarlyStoppingSpec {
+    /// Epochs without improvement of `select.metric` before stopping; 0 = never stop early.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStoppingSpec {
+    fn default() -> Self {
+        EarlyStoppingSpec {
+            patience: 0,
+            min_delta: 0.0,
+        }
+    }
+}
+
+/// `[train.checkpoint]`: which epoch checkpoints stay on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Most recent checkpoints kept (at least 1: resume needs the last one).
+    pub keep_last: usize,
+    /// Also keep the best checkpoint by `select.metric`.
+    pub keep_best: bool,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            keep_last: 1,
+            keep_best: true,
+        }
+    }
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSpec {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+    /// CPU threads per run; 0 = cores / jobs.
+    pub threads: usize,
+    /// Log the running train loss every this many steps (0 = per epoch only).
+    pub log_every: usize,
+    pub early_stopping: EarlyStoppingSpec,
+    pub checkpoint: CheckpointSpec,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            epochs: 20,
+            batch_size: 8,
+            device: "cpu".into(),
+            threads: 0,
+            log_every: 100,
+            early_stopping: EarlyStoppingSpec::default(),
+            checkpoint: CheckpointSpec::default(),
+        }
+    }
+}
+
+/// Decoding strategy for seq2seq evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeStrategy {
+    Greedy,
+    Beam,
+}
+
+/// `[decode]`: evaluation-only settings, not part of a run's training identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeSpec {
+    pub strategy: DecodeStrategy,
+    pub beam_width: usize,
+    /// Exponent of the length normalisation of beam scores (0 = raw log probability).
+    pub length_penalty: f64,
+    /// Longest output, in characters.
+    pub max_len: usize,
+}
+
+impl Default for DecodeSpec {
+    fn default() -> Self {
+        DecodeSpec {
+            strategy: DecodeStrategy::Greedy,
+            beam_width: 5,
+            length_penalty: 1.0,
+            max_len: 50,
+        }
+    }
+}
+
+/// Whether a larger or a smaller metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectMode {
+    Max,
+    Min,
+}
+
+/// `[select]`: how the winner is picked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelectSpec {
+    /// Metric tag, e.g. `dev/accuracy` or `dev/error_rate`.
+    pub metric: String,
+    pub mode: SelectMode,
+    /// Evaluate the winner on the test split.
+    pub evaluate_test: bool,
+}
+
+impl Default for SelectSpec {
+    fn default() -> Self {
+        SelectSpec {
+            metric: "dev/accuracy".into(),
+            mode: SelectMode::Max,
+            evaluate_test: true,
+        }
+    }
+}
+
+/// Where runs execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Local,
+    Slurm,
+}
+
+/// `[launch.slurm]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlurmSpec {
+    pub partition: String,
+    /// `--time`, e.g. `"01:00:00"`; empty = the partition's default.
+    pub time: String,
+    pub cpus_per_task: usize,
+    /// `--mem`, e.g. `"4G"`.
+    pub mem: String,
+    /// `--gres`, e.g. `"gpu:1"`.
+    pub gres: String,
+    /// Array throttle (`%N`); 0 = no limit.
+    pub max_parallel: usize,
+    /// Extra `sbatch` arguments, passed as given.
+    pub extra_args: Vec<String>,
+}
+
+/// `[launch]`: how runs are executed. Never part of a run's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaunchSpec {
+    pub backend: Backend,
+    /// Runs in parallel.
+    pub jobs: usize,
+    /// Devices to spread runs over, e.g. `["cuda:0", "cuda:1"]`; empty = `train.device`.
+    pub devices: Vec<String>,
+    pub jobs_per_device: usize,
+    /// Extra attempts for a crashed run.
+    pub retries: usize,
+    /// Refuse grids that expand to more runs than this.
+    pub max_runs: usize,
+    pub slurm: SlurmSpec,
+}
+
+impl Default for LaunchSpec {
+    fn default() -> Self {
+        LaunchSpec {
+            backend: Backend::Local,
+            jobs: 1,
+            devices: Vec::new(),
+            jobs_per_device: 1,
+            retries: 0,
+            max_runs: 1000,
+            slurm: SlurmSpec::default(),
+        }
+    }
+}
+
+/// A value a grid axis takes: any TOML scalar or array.
+pub type GridValue = toml::Value;
+
+/// A random-search distribution for one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Distribution {
+    Uniform { low: f64, high: f64 },
+    LogUniform { low: f64, high: f64 },
+    Choice { values: Vec<GridValue> },
+}
+
+/// `[grid.random]`: seeded random sampling.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomSpec {
+    /// Number of samples drawn (0 = no random search).
+    pub samples: usize,
+    /// Seed of the sampler; defaults to the experiment seed when absent.
+    pub seed: Option<u64>,
+    /// Dotted key -> distribution.
+    pub params: BTreeMap<String, Distribution>,
+}
+
+/// `[grid]`: the search space. Axes are dotted keys of the spec (`"optimizer.lr"`).
+///
+/// Runs = cartesian product of `axes` and of each `zip` group (whose axes vary together)
+/// x each `variant` (when any) x each random sample (when `random.samples > 0`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GridSpec {
+    /// Cartesian axes: dotted key -> values.
+    pub axes: BTreeMap<String, Vec<GridValue>>,
+    /// Groups of axes of equal length that vary together.
+    pub zip: Vec<BTreeMap<String, Vec<GridValue>>>,
+    /// Explicit tables of dotted key -> value, one run each.
+    pub variant: Vec<BTreeMap<String, GridValue>>,
+    pub random: RandomSpec,
+}

@@ -1,0 +1,70 @@
+//! Run-directory layout and the records workers write there.
+//!
+//! The run directory is the only interface between the orchestrator and a worker: a worker
+//! reads `config.toml` and writes everything else; `status`, `summary` and the launchers
+//! only read.
+
+pub mod records;
+
+pub use records::*;
+
+use std::path::{Path, PathBuf};
+
+/// Paths inside `runs/<experiment>/<run-id>/`.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory `runs_root/<experiment>/<run_id>`.
+    pub fn new(runs_root: &Path, experiment: &str, run_id: &str) -> Self {
+        RunDir {
+            root: runs_root.join(experiment).join(run_id),
+        }
+    }
+    /// Wraps an existing run directory path.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The run's resolved config, written once by the orchestrator.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// `plan.json`: run id, training id, readable name and varied values.
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("plan.json")
+    }
+    /// `status.json`, rewritten atomically on every state change.
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    /// Append-only JSON lines of [`MetricRecord`].
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// Worker stdout and stderr.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("worker.log")
+    }
+    /// Checkpoint directory (safetensors).
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    /// TensorBoard event files of this run.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tb")
+    }
+    /// Figures and tables the run produces (activation maps, attention, samples).
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+    /// Per-run `summary.json`.
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+}
