@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A TensorBoard log could not be written (e.g. the experiment-level hparams record).
+    #[error(transparent)]
+    TensorBoard(#[from] crate::sinks::tensorboard::TbError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -47,7 +50,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::Io { .. } => exit::RUNTIME,
+            Error::Io { .. } | Error::TensorBoard(_) => exit::RUNTIME,
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

@@ -1,0 +1,3 @@
+//! Consumers of run events that write files: the metrics stream and TensorBoard logs.
+
+pub mod tensorboard;

@@ -1,0 +1,215 @@
+//! TensorBoard event logs that TensorBoard itself reads: scalars, images, text and the
+//! HParams dashboard, written durably by our own writer.
+//!
+//! tensorboard-rs is used only as the encoder (its proto types and scalar builder); its
+//! writer loses files to name collisions, does not wait on `flush()` and panics on I/O
+//! errors (`../shared/notes/tensorboard.md`). [`writer::EventFileWriter`] replaces it.
+//!
+//! Layout: each run logs to `runs/<experiment>/<run-id>/tb/` (TensorBoard run
+//! `<run-id>/tb`); [`write_experiment`] puts the experiment-level hparams record directly
+//! in `runs/<experiment>/` (TensorBoard run `.`), so `tensorboard --logdir
+//! runs/<experiment>` shows every run of the grid in one HParams table.
+
+pub mod hparams;
+pub mod record;
+pub mod resume;
+pub mod summaries;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::events::{EventSink, RunEvent, SinkError};
+use crate::store::{RunDir, RunState};
+
+pub use hparams::{Domain, HParamDomain, HParamValue, domains_from_runs, write_experiment};
+use resume::EpochLog;
+use writer::EventFileWriter;
+
+/// Why a TensorBoard log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TbError {
+    /// An I/O error on a named path.
+    #[error("TensorBoard log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record that could not be encoded or decoded as an `Event`.
+    #[error("TensorBoard event encoding: {0}")]
+    Proto(#[from] protobuf::ProtobufError),
+    /// A complete record whose CRC does not match: the file was damaged.
+    #[error("TensorBoard log {path}: corrupt record at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// An image event whose size and pixel buffer disagree.
+    #[error("image {tag}: {reason}")]
+    Image { tag: String, reason: String },
+    /// The resume sidecar is unreadable.
+    #[error("TensorBoard resume sidecar {path}: {message}")]
+    Sidecar { path: PathBuf, message: String },
+}
+
+impl TbError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        TbError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl From<TbError> for SinkError {
+    fn from(e: TbError) -> Self {
+        match e {
+            TbError::Io { path, source } => SinkError {
+                what: format!("TensorBoard log {}", path.display()),
+                source,
+            },
+            other => SinkError {
+                what: "TensorBoard log".into(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, other.to_string()),
+            },
+        }
+    }
+}
+
+/// Writes one run's events as a TensorBoard log.
+///
+/// Every `Scalar`, `Image` and `Text` becomes a record at its step; `Started` cleans up
+/// after a killed attempt (see [`resume`]), opens a new event file and writes the hparams
+/// session start; `EpochEnd` fsyncs and records where the epoch ended; `Finished` writes
+/// the session end: `Done` as success, `Failed` and `Diverged` as failure, and nothing
+/// for `Cancelled`, which is a pause: the run is resumed later and TensorBoard would keep
+/// a first end record over the resumed attempt's.
+#[derive(Debug)]
+pub struct TensorBoardSink {
+    dir: PathBuf,
+    hparams: BTreeMap<String, HParamValue>,
+    writer: Option<EventFileWriter>,
+    log: EpochLog,
+}
+
+impl TensorBoardSink {
+    /// A sink writing under `run_dir.tensorboard()`; `hparams` are the run's varied
+    /// hyper-parameters plus the fixed ones worth a column. Nothing is written until
+    /// the first event.
+    pub fn new(run_dir: &RunDir, hparams: BTreeMap<String, HParamValue>) -> Self {
+        Self::in_dir(run_dir.tensorboard(), hparams)
+    }
+
+    /// A sink writing into `dir`.
+    pub fn in_dir(dir: PathBuf, hparams: BTreeMap<String, HParamValue>) -> Self {
+        TensorBoardSink {
+            dir,
+            hparams,
+            writer: None,
+            log: EpochLog::default(),
+        }
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts an attempt: clean up, open a fresh file, mark the restart, log hparams.
+    fn start(&mut self, resumed_from: usize, steps_per_epoch: u64) -> Result<(), TbError> {
+        self.writer = None;
+        self.log = EpochLog::load(&self.dir)?;
+        let cutoff = resume::prepare(&self.dir, &mut self.log, resumed_from, steps_per_epoch)?;
+        let mut w = EventFileWriter::create(&self.dir)?;
+        self.log.files.push(w.file_name());
+        self.log.save(&self.dir)?;
+        w.write_event(&summaries::session_start(cutoff + 1))?;
+        if !self.hparams.is_empty() {
+            w.write_event(&hparams::session_start(&self.hparams)?)?;
+        }
+        w.sync()?;
+        self.writer = Some(w);
+        Ok(())
+    }
+
+    /// The open writer; events before `Started` open a file without cleaning up.
+    fn writer(&mut self) -> Result<&mut EventFileWriter, TbError> {
+        if self.writer.is_none() {
+            let w = EventFileWriter::create(&self.dir)?;
+            self.log = EpochLog::load(&self.dir)?;
+            self.log.files.push(w.file_name());
+            self.log.save(&self.dir)?;
+            self.writer = Some(w);
+        }
+        let dir = &self.dir;
+        self.writer
+            .as_mut()
+            .ok_or_else(|| TbError::io(dir, std::io::Error::other("event file not open")))
+    }
+
+    fn handle(&mut self, event: &RunEvent) -> Result<(), TbError> {
+        match event {
+            RunEvent::Started {
+                resumed_from,
+                steps_per_epoch,
+                ..
+            } => self.start(*resumed_from, *steps_per_epoch)?,
+            RunEvent::Scalar {
+                step, tag, value, ..
+            } => {
+                let ev = summaries::scalar(*step, tag, *value);
+                self.writer()?.write_event(&ev)?;
+            }
+            RunEvent::Image {
+                step,
+                tag,
+                width,
+                height,
+                channels,
+                pixels,
+            } => {
+                let ev = summaries::image(*step, tag, *width, *height, *channels, pixels)?;
+                self.writer()?.write_event(&ev)?;
+            }
+            RunEvent::Text { step, tag, text } => {
+                let ev = summaries::text(*step, tag, text)?;
+                self.writer()?.write_event(&ev)?;
+            }
+            RunEvent::EpochEnd { epoch, step } => {
+                let w = self.writer()?;
+                w.sync()?;
+                let mark = resume::EpochMark {
+                    epoch: *epoch,
+                    step: *step,
+                    file: w.file_name(),
+                    offset: w.len(),
+                };
+                self.log.epochs.retain(|m| m.epoch < *epoch);
+                self.log.epochs.push(mark);
+                self.log.save(&self.dir)?;
+            }
+            RunEvent::Finished { state, .. } => {
+                let success = match state {
+                    RunState::Done => Some(true),
+                    RunState::Failed | RunState::Diverged => Some(false),
+                    RunState::Cancelled | RunState::Queued | RunState::Running => None,
+                };
+                let w = self.writer()?;
+                if let Some(success) = success {
+                    w.write_event(&hparams::session_end(success)?)?;
+                }
+                w.sync()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventSink for TensorBoardSink {
+    fn emit(&mut self, event: &RunEvent) -> Result<(), SinkError> {
+        self.handle(event).map_err(SinkError::from)
+    }
+}
