@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "installing test tools"
+# TensorBoard's own reader checks the event files we write (tests/tensorboard.rs).
+if ! python3 -c "import tensorboard" 2>/dev/null; then
+  python3 -m pip install --quiet tensorboard ||
+    python3 -m pip install --quiet --break-system-packages tensorboard
+fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
