@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Reading run directories or summaries, writing summaries or figures.
+    #[error(transparent)]
+    Summary(#[from] crate::summary::SummaryError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -48,6 +51,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
+            Error::Summary(e) => e.exit_code(),
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

@@ -11,5 +11,6 @@ pub mod error;
 pub mod events;
 pub mod spec;
 pub mod store;
+pub mod summary;
 
 pub use error::Error;
