@@ -24,6 +24,14 @@ pub enum Command {
     Config(commands::config::Args),
     /// Per-layer output shapes and parameter counts of the spec's model.
     Inspect(commands::inspect::Args),
+    /// Print the winning run's config as a spec that runs as is.
+    Best(commands::best::Args),
+    /// Compare two summaries with tolerances; exit 1 when a metric regressed.
+    Diff(commands::diff::Args),
+    /// Draw PNG figures of an experiment (learning curves, final metrics).
+    Report(commands::report::Args),
+    /// List experiments under runs/ with run counts by state and their winners.
+    Ls(commands::ls::Args),
     /// Internal: train one run directory (started by the launchers).
     #[command(hide = true)]
     Worker(commands::worker::Args),
@@ -48,6 +56,10 @@ pub fn main() -> i32 {
         Command::Plan(a) => commands::plan::execute(a),
         Command::Config(a) => commands::config::execute(a),
         Command::Inspect(a) => commands::inspect::execute(a),
+        Command::Best(a) => commands::best::execute(a),
+        Command::Diff(a) => commands::diff::execute(a),
+        Command::Report(a) => commands::report::execute(a),
+        Command::Ls(a) => commands::ls::execute(a),
         Command::Worker(a) => commands::worker::execute(a),
     };
     match result {

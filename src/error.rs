@@ -40,6 +40,9 @@ pub enum Error {
     /// A TensorBoard log could not be written (e.g. the experiment-level hparams record).
     #[error(transparent)]
     TensorBoard(#[from] crate::sinks::tensorboard::TbError),
+    /// Reading run directories or summaries, writing summaries or figures.
+    #[error(transparent)]
+    Summary(#[from] crate::summary::SummaryError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -51,6 +54,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } | Error::TensorBoard(_) => exit::RUNTIME,
+            Error::Summary(e) => e.exit_code(),
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

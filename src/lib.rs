@@ -12,5 +12,6 @@ pub mod events;
 pub mod sinks;
 pub mod spec;
 pub mod store;
+pub mod summary;
 
 pub use error::Error;

@@ -1,0 +1,732 @@
+//! `orchestrate diff A B`: compare two summaries, metric by metric, with tolerances.
+//!
+//! A is the baseline and B the candidate. Runs are matched by name (by ID when a name is
+//! missing or repeated). A metric regresses when B is worse than A by more than its tolerance
+//! in the metric's direction (higher is better for accuracy-like tags, lower for loss and error
+//! rates, the `select` mode for the select metric); tags with no known direction are reported
+//! as changed but never fail. A run of A that is missing from B, or that finished in A and not
+//! in B, is a regression too. Config differences are shown beside, never judged.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::experiment::{ExperimentSummary, RunEntry, Selection, parse_summary, state_name};
+use super::num::{Num, fmt_delta, fmt_metric};
+use super::{SummaryError, git, load_experiment, run};
+use crate::spec::SelectMode;
+use crate::store::RunState;
+
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Higher,
+    Lower,
+    /// Not known (e.g. `lr`): differences are shown, never counted as regressions.
+    Unknown,
+}
+
+/// The direction of `tag`: the select mode for the select metric, else read from its name.
+pub fn direction(tag: &str, select: &Selection) -> Direction {
+    let name = tag.rsplit('/').next().unwrap_or(tag).to_ascii_lowercase();
+    let lower = ["loss", "error", "perplexity", "cer", "wer"];
+    let higher = ["accuracy", "acc", "bleu", "f1", "precision", "recall"];
+    let from_name = if lower.iter().any(|w| name.contains(w)) {
+        Direction::Lower
+    } else if higher.iter().any(|w| name.contains(w)) {
+        Direction::Higher
+    } else {
+        Direction::Unknown
+    };
+    // `test/accuracy` follows `dev/accuracy`'s mode: same quantity, other split.
+    let suffix = |t: &str| t.rsplit('/').next().unwrap_or(t).to_string();
+    if tag == select.metric
+        || (from_name == Direction::Unknown && suffix(tag) == suffix(&select.metric))
+    {
+        return match select.mode {
+            SelectMode::Max => Direction::Higher,
+            SelectMode::Min => Direction::Lower,
+        };
+    }
+    from_name
+}
+
+/// A tolerance: absolute, or relative to the baseline value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum Tolerance {
+    Absolute(f64),
+    /// A fraction of `|A|` (`1%` is `0.01`).
+    Relative(f64),
+}
+
+impl Tolerance {
+    /// How much worse than `baseline` B may be.
+    pub fn allowed(self, baseline: f64) -> f64 {
+        match self {
+            Tolerance::Absolute(t) => t,
+            // A NaN or infinite baseline allows nothing rather than NaN or everything.
+            Tolerance::Relative(r) if baseline.is_finite() => (baseline.abs() * r).abs(),
+            Tolerance::Relative(_) => 0.0,
+        }
+    }
+}
+
+/// Tolerances per tag from `--tol TAG=VALUE` (`*` sets the default; 0 without one).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tolerances {
+    by_tag: BTreeMap<String, Tolerance>,
+    default: Option<Tolerance>,
+}
+
+impl Tolerances {
+    /// Parses `dev/accuracy=0.005`, `dev/loss=1%`, `*=0.001`.
+    pub fn parse(args: &[String]) -> Result<Self, SummaryError> {
+        let mut t = Tolerances::default();
+        for arg in args {
+            let bad = |why: &str| {
+                SummaryError::Usage(format!(
+                    "--tol {arg}: {why} (expected TAG=VALUE or TAG=PERCENT%, e.g. dev/accuracy=0.005)"
+                ))
+            };
+            let (tag, value) = arg.split_once('=').ok_or_else(|| bad("no `=`"))?;
+            let tag = tag.trim();
+            if tag.is_empty() {
+                return Err(bad("empty tag"));
+            }
+            let value = value.trim();
+            let tol = if let Some(p) = value.strip_suffix('%') {
+                let p: f64 = p.trim().parse().map_err(|_| bad("not a number"))?;
+                Tolerance::Relative(p / 100.0)
+            } else {
+                Tolerance::Absolute(value.parse().map_err(|_| bad("not a number"))?)
+            };
+            let v = match tol {
+                Tolerance::Absolute(v) | Tolerance::Relative(v) => v,
+            };
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad("must be a finite number >= 0"));
+            }
+            if tag == "*" {
+                t.default = Some(tol);
+            } else {
+                t.by_tag.insert(tag.to_string(), tol);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The tolerance of `tag`.
+    pub fn get(&self, tag: &str) -> Tolerance {
+        self.by_tag
+            .get(tag)
+            .copied()
+            .or(self.default)
+            .unwrap_or(Tolerance::Absolute(0.0))
+    }
+}
+
+/// What happened to one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Same,
+    Better,
+    /// Worse, but within tolerance.
+    Within,
+    /// Worse beyond tolerance: a regression.
+    Worse,
+    /// Different, in a direction that is neither better nor worse.
+    Changed,
+    /// In A, not in B: a regression.
+    Missing,
+    /// In B only.
+    New,
+}
+
+impl Verdict {
+    /// True for the verdicts that fail `diff`.
+    pub fn is_regression(self) -> bool {
+        matches!(self, Verdict::Worse | Verdict::Missing)
+    }
+}
+
+/// One metric of one run in A and B.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricDiff {
+    pub tag: String,
+    pub a: Option<Num>,
+    pub b: Option<Num>,
+    pub delta: Option<Num>,
+    pub direction: Direction,
+    /// The allowed worsening for this baseline value.
+    pub tolerance: Num,
+    pub verdict: Verdict,
+}
+
+/// One config key that differs between the runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigDiff {
+    pub key: String,
+    pub a: Option<serde_json::Value>,
+    pub b: Option<serde_json::Value>,
+}
+
+/// One run of A, B or both.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDiff {
+    pub run: String,
+    pub id_a: Option<String>,
+    pub id_b: Option<String>,
+    pub state_a: Option<String>,
+    pub state_b: Option<String>,
+    pub regression: bool,
+    /// Run-level findings: missing in B, state changes.
+    pub notes: Vec<String>,
+    pub metrics: Vec<MetricDiff>,
+    pub config: Vec<ConfigDiff>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiffReport {
+    pub a: String,
+    pub b: String,
+    pub regression: bool,
+    pub winner_a: Option<String>,
+    pub winner_b: Option<String>,
+    pub runs: Vec<RunDiff>,
+}
+
+/// Reads a diff input: a summary file, an experiment directory or `REV:PATH` from git.
+pub fn load_input(arg: &str) -> Result<ExperimentSummary, SummaryError> {
+    let path = Path::new(arg);
+    if path.is_dir() {
+        if !super::run_dirs(path)?.is_empty() {
+            return Ok(load_experiment(path)?.0);
+        }
+        let file = path.join("summary.json");
+        if file.is_file() {
+            return parse_summary(&run::read_text(&file)?, &file);
+        }
+        return Err(SummaryError::NotFound(format!(
+            "{arg}: neither an experiment directory with runs nor one with a summary.json"
+        )));
+    }
+    if path.exists() {
+        return parse_summary(&run::read_text(path)?, path);
+    }
+    if arg.contains(':') {
+        return parse_summary(&git::show(arg)?, path);
+    }
+    Err(SummaryError::NotFound(format!(
+        "{arg}: no such file or directory (for a committed file write REV:PATH, e.g. HEAD~1:{arg})"
+    )))
+}
+
+/// Compares baseline `a` with candidate `b`.
+pub fn diff(
+    a_label: &str,
+    a: &ExperimentSummary,
+    b_label: &str,
+    b: &ExperimentSummary,
+    tol: &Tolerances,
+) -> DiffReport {
+    let a_runs: Vec<&RunEntry> = a.all_runs().collect();
+    let b_runs: Vec<&RunEntry> = b.all_runs().collect();
+    let mut used = vec![false; b_runs.len()];
+    let mut runs = Vec::new();
+    for ra in &a_runs {
+        let found = match_run(ra, &a_runs, &b_runs, &used);
+        if let Some(j) = found {
+            used[j] = true;
+        }
+        runs.push(compare_run(ra, found.map(|j| b_runs[j]), &a.select, tol));
+    }
+    for (_, rb) in b_runs.iter().enumerate().filter(|(j, _)| !used[*j]) {
+        runs.push(RunDiff {
+            run: rb.label().to_string(),
+            id_a: None,
+            id_b: Some(rb.id.clone()),
+            state_a: None,
+            state_b: Some(state_name(rb.state)),
+            regression: false,
+            notes: vec!["new in B".into()],
+            metrics: Vec::new(),
+            config: Vec::new(),
+        });
+    }
+    let label = |s: &ExperimentSummary| s.winner_entry().map(|w| w.label().to_string());
+    DiffReport {
+        a: a_label.to_string(),
+        b: b_label.to_string(),
+        regression: runs.iter().any(|r| r.regression),
+        winner_a: label(a),
+        winner_b: label(b),
+        runs,
+    }
+}
+
+/// The run of B matching `ra`: same name when the name is unique on both sides, else same ID.
+fn match_run(
+    ra: &RunEntry,
+    a_runs: &[&RunEntry],
+    b_runs: &[&RunEntry],
+    used: &[bool],
+) -> Option<usize> {
+    let unique =
+        |runs: &[&RunEntry], name: &str| runs.iter().filter(|r| r.name == name).count() == 1;
+    if !ra.name.is_empty()
+        && unique(a_runs, &ra.name)
+        && unique(b_runs, &ra.name)
+        && let Some(j) = b_runs.iter().position(|rb| rb.name == ra.name)
+        && !used[j]
+    {
+        return Some(j);
+    }
+    b_runs
+        .iter()
+        .enumerate()
+        .find(|(j, rb)| !used[*j] && rb.id == ra.id)
+        .map(|(j, _)| j)
+}
+
+fn compare_run(
+    ra: &RunEntry,
+    rb: Option<&RunEntry>,
+    select: &Selection,
+    tol: &Tolerances,
+) -> RunDiff {
+    let Some(rb) = rb else {
+        return RunDiff {
+            run: ra.label().to_string(),
+            id_a: Some(ra.id.clone()),
+            id_b: None,
+            state_a: Some(state_name(ra.state)),
+            state_b: None,
+            regression: true,
+            notes: vec!["missing in B".into()],
+            metrics: Vec::new(),
+            config: Vec::new(),
+        };
+    };
+    let mut notes = Vec::new();
+    let mut regression = false;
+    if ra.state != rb.state {
+        notes.push(format!(
+            "state {} -> {}",
+            state_name(ra.state),
+            state_name(rb.state)
+        ));
+        if ra.state == Some(RunState::Done) {
+            regression = true;
+        }
+    }
+    let (ma, mb) = (flat_metrics(ra), flat_metrics(rb));
+    let tags: BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    let metrics: Vec<MetricDiff> = tags
+        .into_iter()
+        .map(|tag| compare_metric(tag, ma.get(tag).copied(), mb.get(tag).copied(), select, tol))
+        .collect();
+    regression |= metrics.iter().any(|m| m.verdict.is_regression());
+    RunDiff {
+        run: ra.label().to_string(),
+        id_a: Some(ra.id.clone()),
+        id_b: Some(rb.id.clone()),
+        state_a: Some(state_name(ra.state)),
+        state_b: Some(state_name(rb.state)),
+        regression,
+        notes,
+        metrics,
+        config: config_diff(&ra.config, &rb.config),
+    }
+}
+
+/// The metrics `diff` compares: last-epoch values of every tag, and the test values.
+fn flat_metrics(r: &RunEntry) -> BTreeMap<String, Num> {
+    let mut m = r.metrics.last.clone();
+    m.extend(r.metrics.test.iter().map(|(k, v)| (k.clone(), *v)));
+    m
+}
+
+/// Judges one metric.
+pub fn compare_metric(
+    tag: &str,
+    a: Option<Num>,
+    b: Option<Num>,
+    select: &Selection,
+    tol: &Tolerances,
+) -> MetricDiff {
+    let dir = direction(tag, select);
+    let allowed = a.map_or(0.0, |a| tol.get(tag).allowed(a.get()));
+    let verdict = match (a, b) {
+        (Some(_), None) => Verdict::Missing,
+        (None, _) => Verdict::New,
+        (Some(a), Some(b)) if a == b => Verdict::Same,
+        (Some(_), Some(_)) if dir == Direction::Unknown => Verdict::Changed,
+        (Some(a), Some(b)) => {
+            let (a, b) = (a.get(), b.get());
+            // A NaN in B where A had a number is as bad as it gets; the reverse is a fix.
+            let worse_by = if b.is_nan() {
+                f64::INFINITY
+            } else if a.is_nan() {
+                f64::NEG_INFINITY
+            } else if dir == Direction::Higher {
+                a - b
+            } else {
+                b - a
+            };
+            if worse_by > allowed {
+                Verdict::Worse
+            } else if worse_by > 0.0 {
+                Verdict::Within
+            } else {
+                Verdict::Better
+            }
+        }
+    };
+    MetricDiff {
+        tag: tag.to_string(),
+        a,
+        b,
+        delta: a.zip(b).map(|(a, b)| {
+            if a == b {
+                Num(0.0)
+            } else {
+                Num(b.get() - a.get())
+            }
+        }),
+        direction: dir,
+        tolerance: Num(allowed),
+        verdict,
+    }
+}
+
+/// Config keys whose values differ; identity-free keys (`name`, `description`, `launch`) are
+/// left out because they never change what a run computes.
+pub fn config_diff(a: &serde_json::Value, b: &serde_json::Value) -> Vec<ConfigDiff> {
+    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", a, &mut fa);
+    flatten("", b, &mut fb);
+    let keys: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let top = k.split('.').next().unwrap_or(k);
+            !matches!(top, "name" | "description" | "launch")
+        })
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .map(|k| ConfigDiff {
+            key: k.clone(),
+            a: fa.get(k).cloned(),
+            b: fb.get(k).cloned(),
+        })
+        .collect()
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
+}
+
+fn show_num(n: Option<Num>) -> String {
+    n.map_or("-".into(), |n| fmt_metric(n.get()))
+}
+
+fn show_json(v: &Option<serde_json::Value>) -> String {
+    super::experiment::show_value(v.as_ref())
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Same => "same",
+        Verdict::Better => "better",
+        Verdict::Within => "within tolerance",
+        Verdict::Worse => "REGRESSION",
+        Verdict::Changed => "changed",
+        Verdict::Missing => "MISSING in B",
+        Verdict::New => "new in B",
+    }
+}
+
+impl DiffReport {
+    /// The headline: whether the diff passes.
+    pub fn headline(&self) -> String {
+        let bad = self.runs.iter().filter(|r| r.regression).count();
+        if bad == 0 {
+            format!("OK: {} run(s) within tolerance", self.runs.len())
+        } else {
+            format!(
+                "REGRESSION: {bad} of {} run(s) worse beyond tolerance",
+                self.runs.len()
+            )
+        }
+    }
+
+    fn winner_text(&self) -> String {
+        let w = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
+        if self.winner_a == self.winner_b {
+            format!("winner: {} (unchanged)", w(&self.winner_a))
+        } else {
+            format!("winner: {} -> {}", w(&self.winner_a), w(&self.winner_b))
+        }
+    }
+
+    /// Aligned plain-text tables for the terminal; every metric is listed.
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "A: {}\nB: {}\n{}\n{}\n",
+            self.a,
+            self.b,
+            self.winner_text(),
+            self.headline()
+        );
+        for r in &self.runs {
+            let id = r
+                .id_b
+                .as_ref()
+                .or(r.id_a.as_ref())
+                .cloned()
+                .unwrap_or_default();
+            let _ = write!(out, "\nrun {} ({id})", r.run);
+            for n in &r.notes {
+                let _ = write!(out, "; {n}");
+            }
+            out.push('\n');
+            let mut rows = vec![vec![
+                "metric".to_string(),
+                "A".into(),
+                "B".into(),
+                "delta".into(),
+                "tol".into(),
+                "verdict".into(),
+            ]];
+            for m in &r.metrics {
+                rows.push(vec![
+                    m.tag.clone(),
+                    show_num(m.a),
+                    show_num(m.b),
+                    m.delta.map_or("-".into(), |d| fmt_delta(d.get())),
+                    fmt_metric(m.tolerance.get()),
+                    verdict_word(m.verdict).into(),
+                ]);
+            }
+            if r.metrics.is_empty() {
+                rows.clear();
+            }
+            for c in &r.config {
+                rows.push(vec![
+                    format!("config {}", c.key),
+                    show_json(&c.a),
+                    show_json(&c.b),
+                    String::new(),
+                    String::new(),
+                    "changed".into(),
+                ]);
+            }
+            out.push_str(&align(&rows, "  "));
+        }
+        out
+    }
+
+    /// Markdown for a pull-request comment: the verdict, then only what moved.
+    pub fn to_markdown(&self) -> String {
+        let icon = if self.regression { "❌" } else { "✅" };
+        let mut md = format!("### {icon} orchestrate diff: {}\n\n", self.headline());
+        let _ = writeln!(
+            md,
+            "- A (baseline): `{}`\n- B: `{}`\n- {}\n",
+            self.a,
+            self.b,
+            self.winner_text()
+        );
+        let moved: Vec<(&RunDiff, &MetricDiff)> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.metrics.iter().map(move |m| (r, m)))
+            .filter(|(_, m)| m.verdict != Verdict::Same)
+            .collect();
+        let same = self.runs.iter().flat_map(|r| &r.metrics).count() - moved.len();
+        if !moved.is_empty() {
+            md.push_str("| run | metric | A | B | Δ | tolerance | verdict |\n");
+            md.push_str("| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+            for (r, m) in &moved {
+                let verdict = if m.verdict.is_regression() {
+                    format!("**{}**", verdict_word(m.verdict))
+                } else {
+                    verdict_word(m.verdict).to_string()
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | `{}` | {} | {} | {} | {} | {} |",
+                    r.run,
+                    m.tag,
+                    show_num(m.a),
+                    show_num(m.b),
+                    m.delta.map_or("-".into(), |d| fmt_delta(d.get())),
+                    fmt_metric(m.tolerance.get()),
+                    verdict
+                );
+            }
+            md.push('\n');
+        }
+        let _ = writeln!(md, "{same} metric value(s) identical.\n");
+        let notes: Vec<&RunDiff> = self.runs.iter().filter(|r| !r.notes.is_empty()).collect();
+        if !notes.is_empty() {
+            md.push_str("**Runs**\n\n");
+            for r in notes {
+                let mark = if r.regression { " (regression)" } else { "" };
+                let _ = writeln!(md, "- {}: {}{mark}", r.run, r.notes.join("; "));
+            }
+            md.push('\n');
+        }
+        let configs: Vec<(&RunDiff, &ConfigDiff)> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.config.iter().map(move |c| (r, c)))
+            .collect();
+        if !configs.is_empty() {
+            md.push_str(
+                "**Config differences**\n\n| run | key | A | B |\n| --- | --- | --- | --- |\n",
+            );
+            for (r, c) in configs {
+                let _ = writeln!(
+                    md,
+                    "| {} | `{}` | {} | {} |",
+                    r.run,
+                    c.key,
+                    show_json(&c.a),
+                    show_json(&c.b)
+                );
+            }
+            md.push('\n');
+        }
+        md
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let mut s = serde_json::to_string_pretty(self)?;
+        s.push('\n');
+        Ok(s)
+    }
+}
+
+/// Left-aligned columns separated by `sep`.
+fn align(rows: &[Vec<String>], sep: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in r.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < r.len() {
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count()));
+                line.push_str(sep);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(metric: &str, mode: SelectMode) -> Selection {
+        Selection {
+            metric: metric.into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn direction_comes_from_the_select_mode_then_the_tag_name() {
+        let acc = sel("dev/accuracy", SelectMode::Max);
+        assert_eq!(direction("dev/accuracy", &acc), Direction::Higher);
+        assert_eq!(direction("test/accuracy", &acc), Direction::Higher);
+        assert_eq!(direction("train/loss", &acc), Direction::Lower);
+        assert_eq!(direction("test/error_rate", &acc), Direction::Lower);
+        assert_eq!(direction("lr", &acc), Direction::Unknown);
+        let custom = sel("dev/score", SelectMode::Min);
+        assert_eq!(direction("dev/score", &custom), Direction::Lower);
+        assert_eq!(direction("test/score", &custom), Direction::Lower);
+    }
+
+    #[test]
+    fn tolerances_parse_absolute_relative_and_default() {
+        let t = Tolerances::parse(&[
+            "dev/accuracy=0.005".into(),
+            "dev/loss=2%".into(),
+            "*=1e-6".into(),
+        ])
+        .unwrap();
+        assert_eq!(t.get("dev/accuracy"), Tolerance::Absolute(0.005));
+        assert_eq!(t.get("dev/loss"), Tolerance::Relative(0.02));
+        assert_eq!(t.get("train/loss"), Tolerance::Absolute(1e-6));
+        assert_eq!(Tolerances::default().get("x"), Tolerance::Absolute(0.0));
+        for bad in ["dev/accuracy", "=1", "x=abc", "x=-1", "x=inf%"] {
+            assert!(
+                Tolerances::parse(&[bad.into()]).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        assert_eq!(Tolerance::Relative(0.1).allowed(-2.0), 0.2);
+        assert_eq!(Tolerance::Relative(0.1).allowed(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn verdicts_follow_direction_and_tolerance() {
+        let s = sel("dev/accuracy", SelectMode::Max);
+        let t = Tolerances::parse(&["*=0.01".into()]).unwrap();
+        let v = |tag: &str, a: Option<f64>, b: Option<f64>| {
+            compare_metric(tag, a.map(Num), b.map(Num), &s, &t).verdict
+        };
+        assert_eq!(v("dev/accuracy", Some(0.8), Some(0.8)), Verdict::Same);
+        assert_eq!(v("dev/accuracy", Some(0.8), Some(0.795)), Verdict::Within);
+        assert_eq!(v("dev/accuracy", Some(0.8), Some(0.78)), Verdict::Worse);
+        assert_eq!(v("dev/accuracy", Some(0.8), Some(0.9)), Verdict::Better);
+        assert_eq!(v("dev/loss", Some(0.5), Some(0.52)), Verdict::Worse);
+        assert_eq!(v("dev/loss", Some(0.5), Some(0.3)), Verdict::Better);
+        assert_eq!(v("dev/loss", Some(0.5), Some(f64::NAN)), Verdict::Worse);
+        assert_eq!(v("dev/loss", Some(f64::NAN), Some(0.5)), Verdict::Better);
+        assert_eq!(v("dev/loss", Some(f64::NAN), Some(f64::NAN)), Verdict::Same);
+        assert_eq!(v("lr", Some(0.1), Some(0.2)), Verdict::Changed);
+        assert_eq!(v("dev/loss", Some(0.5), None), Verdict::Missing);
+        assert_eq!(v("dev/loss", None, Some(0.5)), Verdict::New);
+    }
+
+    #[test]
+    fn config_diff_lists_changed_keys_but_not_names_or_launch() {
+        let a = serde_json::json!({"name": "a", "launch": {"jobs": 1}, "optimizer": {"lr": 0.1, "kind": "adam"}});
+        let b = serde_json::json!({"name": "b", "launch": {"jobs": 4}, "optimizer": {"lr": 0.2, "kind": "adam"}});
+        let d = config_diff(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].key, "optimizer.lr");
+    }
+}

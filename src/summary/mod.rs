@@ -1,0 +1,238 @@
+//! Run and experiment summaries, selection of the winner, `diff` and `report` figures.
+//!
+//! This module only reads run directories (`config.toml`, `plan.json`, `status.json`,
+//! `metrics.jsonl`) and never trains. [`summarize_experiment`] writes each run's `summary.json`
+//! and the experiment's `summary.json` and `summary.md`; [`collect_experiment`] computes the
+//! same without writing, for the read-only commands (`best`, `diff`, `report`, `ls`).
+
+pub mod best;
+pub mod diff;
+pub mod experiment;
+pub mod git;
+pub mod num;
+pub mod report;
+pub mod run;
+pub mod select;
+
+pub use experiment::{ExperimentSummary, RunEntry};
+pub use num::Num;
+pub use run::{LoadedRun, RunSummary};
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::exit;
+use crate::spec::SelectSpec;
+
+/// Errors of the summary module; each names the file or input it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is corrupt, truncated or not what was expected.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A summary or figure could not be written.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The named experiment, directory or file does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// `git` could not produce a file for `REV:PATH`.
+    #[error("{0}")]
+    Git(String),
+    /// A bad argument (`--tol`), or an experiment with nothing to work on.
+    #[error("{0}")]
+    Usage(String),
+    /// A figure could not be drawn.
+    #[error("{path}: cannot draw figure: {message}")]
+    Plot { path: PathBuf, message: String },
+}
+
+impl SummaryError {
+    /// Input and usage errors exit with 2; failing to write or draw is a runtime error (5).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SummaryError::Read { .. }
+            | SummaryError::Parse { .. }
+            | SummaryError::NotFound(_)
+            | SummaryError::Git(_)
+            | SummaryError::Usage(_) => exit::USAGE,
+            SummaryError::Write { .. } | SummaryError::Plot { .. } => exit::RUNTIME,
+        }
+    }
+}
+
+/// Extra facts a summary records that the run directory does not hold.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryOptions {
+    /// The spec file the experiment ran from; its repository's commit goes into summaries.
+    pub spec_path: Option<PathBuf>,
+}
+
+/// Summarises every run under `exp_dir`, writes the run and experiment summaries, returns the
+/// ranking (`orchestrate run` prints its [`ExperimentSummary::winner_line`]).
+pub fn summarize_experiment(
+    exp_dir: &Path,
+    select: &SelectSpec,
+) -> Result<ExperimentSummary, SummaryError> {
+    summarize_experiment_with(exp_dir, select, &SummaryOptions::default())
+}
+
+/// [`summarize_experiment`] with the spec path, so summaries record its git commit.
+pub fn summarize_experiment_with(
+    exp_dir: &Path,
+    select: &SelectSpec,
+    options: &SummaryOptions,
+) -> Result<ExperimentSummary, SummaryError> {
+    let (summary, runs) = collect_experiment(exp_dir, select, options)?;
+    for r in &runs {
+        let path = crate::store::RunDir::at(&r.dir).summary();
+        write_json(&path, &r.summary)?;
+    }
+    write_json(&exp_dir.join("summary.json"), &summary)?;
+    atomic_write(
+        &exp_dir.join("summary.md"),
+        summary.to_markdown().as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+/// Reads every run directory under `exp_dir` and ranks them, writing nothing.
+pub fn collect_experiment(
+    exp_dir: &Path,
+    select: &SelectSpec,
+    options: &SummaryOptions,
+) -> Result<(ExperimentSummary, Vec<LoadedRun>), SummaryError> {
+    let runs = run_dirs(exp_dir)?
+        .iter()
+        .map(|d| run::load_run(d, select, options.spec_path.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let summaries: Vec<RunSummary> = runs.iter().map(|r| r.summary.clone()).collect();
+    let name = experiment_name(exp_dir);
+    Ok((
+        ExperimentSummary::from_runs(&name, select, &summaries),
+        runs,
+    ))
+}
+
+/// The run directories directly under `exp_dir`, sorted by path.
+pub fn run_dirs(exp_dir: &Path) -> Result<Vec<PathBuf>, SummaryError> {
+    let read = |source| SummaryError::Read {
+        path: exp_dir.to_path_buf(),
+        source,
+    };
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(exp_dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        if path.is_dir() && run::is_run_dir(&path) {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The experiment's name: its directory's name.
+pub fn experiment_name(exp_dir: &Path) -> String {
+    exp_dir
+        .canonicalize()
+        .unwrap_or_else(|_| exp_dir.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `select` section the experiment ran with: that of its first run (lowest grid index).
+pub fn experiment_select(exp_dir: &Path) -> Result<SelectSpec, SummaryError> {
+    let mut first: Option<(usize, SelectSpec)> = None;
+    for dir in run_dirs(exp_dir)? {
+        let rd = crate::store::RunDir::at(&dir);
+        let plan: run::PlanFile = run::read_json(&rd.plan())?;
+        if first.as_ref().is_none_or(|(i, _)| plan.index < *i) {
+            let spec = run::read_config(&rd.config())?;
+            first = Some((plan.index, spec.select));
+        }
+    }
+    first.map(|(_, s)| s).ok_or_else(|| {
+        SummaryError::Usage(format!(
+            "{}: no run directories (with plan.json and config.toml) in this experiment",
+            exp_dir.display()
+        ))
+    })
+}
+
+/// An experiment given as a directory, or as a name under `runs_dir`.
+pub fn resolve_experiment(arg: &str, runs_dir: &Path) -> Result<PathBuf, SummaryError> {
+    let direct = Path::new(arg);
+    if direct.is_dir() {
+        return Ok(direct.to_path_buf());
+    }
+    let named = runs_dir.join(arg);
+    if named.is_dir() {
+        return Ok(named);
+    }
+    Err(SummaryError::NotFound(format!(
+        "no experiment `{arg}`: neither {} nor {} is a directory",
+        direct.display(),
+        named.display()
+    )))
+}
+
+/// Loads an experiment for the read-only commands, with the select section it ran with.
+pub fn load_experiment(
+    exp_dir: &Path,
+) -> Result<(ExperimentSummary, Vec<LoadedRun>), SummaryError> {
+    let select = experiment_select(exp_dir)?;
+    collect_experiment(exp_dir, &select, &SummaryOptions::default())
+}
+
+/// Writes canonical pretty JSON (with a trailing newline) atomically.
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), SummaryError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| SummaryError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    text.push('\n');
+    atomic_write(path, text.as_bytes())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
+/// a reader sees the old file or the new one, never half of one.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SummaryError> {
+    let err = |source| SummaryError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable once the directory is synced; not every platform allows it.
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}

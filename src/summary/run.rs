@@ -1,0 +1,384 @@
+//! One run's summary, read from its run directory.
+//!
+//! A run directory holds `config.toml`, `plan.json`, `status.json` and `metrics.jsonl`; this
+//! module folds the metric stream into one row per epoch (the last value of each tag in that
+//! epoch wins, so the running train loss ends on the epoch's value and a retried epoch's records
+//! replace the first try's), puts `test/*` tags in their own section and `time/*` tags in
+//! `timings`, so that the `metrics` section of two identical runs is byte-identical.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::num::Num;
+use super::{SummaryError, git};
+use crate::spec::{SelectMode, SelectSpec, Spec};
+use crate::store::{RunDir, RunState, RunStatus};
+
+/// Version of the Candle crates this binary was built with (checked against Cargo.lock).
+pub const CANDLE_VERSION: &str = "0.11.1";
+
+/// Tags under this prefix are timings: kept apart because they never repeat exactly.
+pub const TIMING_PREFIX: &str = "time/";
+/// Tags under this prefix are logged once, at the end of a run.
+pub const TEST_PREFIX: &str = "test/";
+
+/// `plan.json`, written by the orchestrator before the run starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFile {
+    pub index: usize,
+    pub id: String,
+    #[serde(default)]
+    pub training_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub varied: BTreeMap<String, serde_json::Value>,
+}
+
+/// Identity and lifecycle of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub name: String,
+    pub index: usize,
+    pub training_id: String,
+    /// `None` when the run has no `status.json` yet (never started).
+    pub state: Option<RunState>,
+    pub attempts: u32,
+    /// Last epoch on disk according to `status.json`.
+    pub epoch: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Values of every tag at one epoch, keyed by tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub values: BTreeMap<String, Num>,
+}
+
+/// Everything that must repeat exactly when a run is repeated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSection {
+    /// The `select` metric and mode the best epoch was chosen by.
+    pub select: String,
+    pub mode: SelectMode,
+    /// Epoch with the best finite value of `select` (earliest on ties); `None` when none.
+    pub best_epoch: Option<usize>,
+    /// The value of `select` at `best_epoch`: the run's score in the ranking.
+    pub best: Option<Num>,
+    /// Values of the last epoch, every non-timing, non-test tag.
+    #[serde(rename = "final")]
+    pub last: BTreeMap<String, Num>,
+    /// `test/*` values (the last logged of each).
+    pub test: BTreeMap<String, Num>,
+    pub epochs: Vec<EpochRow>,
+}
+
+/// Where and with what a run was made; never compared by `diff`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// `train.device` of the resolved config.
+    pub device: String,
+    /// `train.threads` of the resolved config (0 = cores / jobs).
+    pub threads: usize,
+    pub seed: u64,
+    pub orchestrate_version: String,
+    pub candle_version: String,
+    /// The spec file and the commit of the repository holding it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<git::SpecSource>,
+}
+
+/// Per-run `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run: RunInfo,
+    pub varied: BTreeMap<String, serde_json::Value>,
+    /// The resolved config (`config.toml`) as JSON.
+    pub config: serde_json::Value,
+    pub environment: Environment,
+    pub metrics: MetricsSection,
+    /// `time/*` tags per epoch.
+    pub timings: Vec<EpochRow>,
+}
+
+/// What the other summary code needs from a run directory besides its summary.
+#[derive(Debug, Clone)]
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub summary: RunSummary,
+}
+
+/// True when `dir` looks like a run directory (the orchestrator wrote its plan or config).
+pub fn is_run_dir(dir: &Path) -> bool {
+    let rd = RunDir::at(dir);
+    rd.plan().is_file() || rd.config().is_file()
+}
+
+/// Reads one run directory; `select` decides the best epoch.
+pub fn load_run(
+    dir: &Path,
+    select: &SelectSpec,
+    spec_path: Option<&Path>,
+) -> Result<LoadedRun, SummaryError> {
+    let rd = RunDir::at(dir);
+    let spec = read_config(&rd.config())?;
+    let plan: PlanFile = read_json(&rd.plan())?;
+    let status: Option<RunStatus> = if rd.status().exists() {
+        Some(read_json(&rd.status())?)
+    } else {
+        None
+    };
+    let records = read_metrics(&rd.metrics())?;
+    let (metrics, timings) = fold_metrics(&records, select);
+    let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
+        path: rd.config(),
+        message: e.to_string(),
+    })?;
+    let summary = RunSummary {
+        run: RunInfo {
+            id: plan.id,
+            name: plan.name,
+            index: plan.index,
+            training_id: plan.training_id,
+            state: status.as_ref().map(|s| s.state),
+            attempts: status.as_ref().map_or(0, |s| s.attempts),
+            epoch: status.as_ref().map_or(0, |s| s.epoch),
+            message: status.and_then(|s| s.message),
+        },
+        varied: plan.varied,
+        config,
+        environment: Environment {
+            device: spec.train.device.clone(),
+            threads: spec.train.threads,
+            seed: spec.seed,
+            orchestrate_version: env!("CARGO_PKG_VERSION").into(),
+            candle_version: CANDLE_VERSION.into(),
+            spec: spec_path.and_then(git::spec_source),
+        },
+        metrics,
+        timings,
+    };
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        spec,
+        summary,
+    })
+}
+
+/// Reads and parses a run's `config.toml`.
+pub fn read_config(path: &Path) -> Result<Spec, SummaryError> {
+    let text = read_text(path)?;
+    toml::from_str(&text).map_err(|e| SummaryError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads a file to a string, naming it on failure.
+pub(crate) fn read_text(path: &Path) -> Result<String, SummaryError> {
+    std::fs::read_to_string(path).map_err(|source| SummaryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads and parses a JSON file, naming it on failure.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SummaryError> {
+    let text = read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| SummaryError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// One line of `metrics.jsonl`, read leniently about non-finite values.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Record {
+    pub epoch: usize,
+    #[serde(default)]
+    pub step: u64,
+    pub tag: String,
+    pub value: Num,
+}
+
+/// Reads `metrics.jsonl`; a missing file is an empty stream.
+///
+/// A last line without its newline is a record cut off by a killed worker and is dropped;
+/// any other bad line is an error naming the line.
+pub fn read_metrics(path: &Path) -> Result<Vec<Record>, SummaryError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = read_text(path)?;
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => out.push(r),
+            Err(_) if !complete && i + 1 == lines.len() => {}
+            Err(e) => {
+                return Err(SummaryError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", i + 1),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Folds the metric stream into per-epoch rows, the test section and the timings.
+pub fn fold_metrics(records: &[Record], select: &SelectSpec) -> (MetricsSection, Vec<EpochRow>) {
+    let mut epochs: BTreeMap<usize, BTreeMap<String, Num>> = BTreeMap::new();
+    let mut timings: BTreeMap<usize, BTreeMap<String, Num>> = BTreeMap::new();
+    let mut test = BTreeMap::new();
+    for r in records {
+        if r.tag.starts_with(TIMING_PREFIX) {
+            timings
+                .entry(r.epoch)
+                .or_default()
+                .insert(r.tag.clone(), r.value);
+        } else if r.tag.starts_with(TEST_PREFIX) {
+            test.insert(r.tag.clone(), r.value);
+        } else {
+            epochs
+                .entry(r.epoch)
+                .or_default()
+                .insert(r.tag.clone(), r.value);
+        }
+    }
+    let rows: Vec<EpochRow> = epochs
+        .into_iter()
+        .map(|(epoch, values)| EpochRow { epoch, values })
+        .collect();
+    let last = rows.last().map(|r| r.values.clone()).unwrap_or_default();
+    let best = best_epoch(&rows, &select.metric, select.mode);
+    let metrics = MetricsSection {
+        select: select.metric.clone(),
+        mode: select.mode,
+        best_epoch: best.map(|(e, _)| e),
+        best: best.map(|(_, v)| Num(v)),
+        last,
+        test,
+        epochs: rows,
+    };
+    let timings = timings
+        .into_iter()
+        .map(|(epoch, values)| EpochRow { epoch, values })
+        .collect();
+    (metrics, timings)
+}
+
+/// The epoch with the best finite value of `tag`; the earliest wins a tie.
+pub fn best_epoch(rows: &[EpochRow], tag: &str, mode: SelectMode) -> Option<(usize, f64)> {
+    let mut best: Option<(usize, f64)> = None;
+    for row in rows {
+        let Some(v) = row.values.get(tag).map(|n| n.get()) else {
+            continue;
+        };
+        if !v.is_finite() {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((_, b)) => match mode {
+                SelectMode::Max => v > b,
+                SelectMode::Min => v < b,
+            },
+        };
+        if better {
+            best = Some((row.epoch, v));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, step: u64, tag: &str, value: f64) -> Record {
+        Record {
+            epoch,
+            step,
+            tag: tag.into(),
+            value: Num(value),
+        }
+    }
+
+    #[test]
+    fn last_record_of_an_epoch_wins_and_sections_are_apart() {
+        let records = vec![
+            rec(1, 10, "train/loss", 2.0),
+            rec(1, 20, "train/loss", 1.5),
+            rec(1, 20, "dev/accuracy", 0.5),
+            rec(1, 20, "time/epoch_seconds", 3.2),
+            rec(2, 30, "train/loss", 1.0),
+            rec(2, 40, "train/loss", 0.9),
+            rec(2, 40, "dev/accuracy", 0.7),
+            rec(2, 40, "time/epoch_seconds", 3.1),
+            rec(2, 40, "test/accuracy", 0.65),
+        ];
+        let (m, t) = fold_metrics(&records, &SelectSpec::default());
+        assert_eq!(m.epochs.len(), 2);
+        assert_eq!(m.epochs[0].values["train/loss"], Num(1.5));
+        assert_eq!(m.last["train/loss"], Num(0.9));
+        assert_eq!(m.last["dev/accuracy"], Num(0.7));
+        assert!(!m.last.contains_key("test/accuracy"));
+        assert!(!m.last.contains_key("time/epoch_seconds"));
+        assert_eq!(m.test["test/accuracy"], Num(0.65));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].values["time/epoch_seconds"], Num(3.1));
+        assert_eq!(m.best_epoch, Some(2));
+    }
+
+    #[test]
+    fn best_epoch_skips_nan_and_prefers_the_earliest_tie() {
+        let records = vec![
+            rec(1, 1, "dev/loss", 0.5),
+            rec(2, 2, "dev/loss", f64::NAN),
+            rec(3, 3, "dev/loss", 0.4),
+            rec(4, 4, "dev/loss", 0.4),
+        ];
+        let select = SelectSpec {
+            metric: "dev/loss".into(),
+            mode: SelectMode::Min,
+            evaluate_test: true,
+        };
+        let (m, _) = fold_metrics(&records, &select);
+        assert_eq!(m.best_epoch, Some(3));
+        assert_eq!(m.best, Some(Num(0.4)));
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_dropped_but_a_bad_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let good = r#"{"epoch":1,"step":1,"tag":"dev/loss","value":0.5}"#;
+        std::fs::write(&p, format!("{good}\n{{\"epoch\":2,\"st")).unwrap();
+        assert_eq!(read_metrics(&p).unwrap().len(), 1);
+        std::fs::write(&p, format!("{good}\nnot json\n{good}\n")).unwrap();
+        let err = read_metrics(&p).unwrap_err().to_string();
+        assert!(err.contains("metrics.jsonl"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn candle_version_matches_cargo_lock() {
+        let lock = include_str!("../../Cargo.lock");
+        let pos = lock
+            .find("name = \"candle-core\"")
+            .expect("candle-core in Cargo.lock");
+        let version_line = lock[pos..].lines().nth(1).unwrap();
+        assert_eq!(version_line, format!("version = \"{CANDLE_VERSION}\""));
+    }
+}
