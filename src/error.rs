@@ -37,6 +37,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The experiment spec is invalid (or the spec file cannot be read).
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// A grid that does not expand to valid runs.
+    #[error(transparent)]
+    Grid(#[from] crate::grid::GridError),
+    /// The model in the spec cannot be laid out on its input.
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -48,6 +57,8 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
+            Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
+            Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
             Error::Interrupted => exit::INTERRUPTED,
         }
     }
