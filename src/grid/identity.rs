@@ -8,6 +8,7 @@
 //! changes every run id: the golden tests below fail when that happens.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 use toml::Value;
@@ -25,18 +26,64 @@ pub const ID_LEN: usize = 12;
 
 /// `(id, training_id)` of a resolved run config.
 pub fn run_ids(config: &Spec) -> Result<(String, String), String> {
-    let Value::Table(mut t) = Value::try_from(config).map_err(|e| e.to_string())? else {
+    let v = Value::try_from(config).map_err(|e| e.to_string())?;
+    ids_of_value(&v)
+}
+
+/// `(id, training_id)` of a run config already serialised to TOML exactly as `Spec`
+/// serialises it.
+pub fn ids_of_value(v: &Value) -> Result<(String, String), String> {
+    let Value::Table(t) = v else {
         return Err("a spec serialises to a table".into());
     };
-    for k in NOT_IDENTITY {
-        t.remove(*k);
-    }
-    let id = short_hash(&canonical_json(&Value::Table(t.clone())));
-    for k in EVALUATION_ONLY {
-        t.remove(*k);
-    }
-    let training_id = short_hash(&canonical_json(&Value::Table(t)));
-    Ok((id, training_id))
+    let mut keys: Vec<&String> = t.keys().filter(|k| is_identity_key(k)).collect();
+    keys.sort();
+    let pieces: Vec<(&str, String)> = keys
+        .into_iter()
+        .map(|k| (k.as_str(), piece(k, &t[k])))
+        .collect();
+    Ok(ids_from_pieces(
+        pieces.iter().map(|(k, p)| (*k, p.as_str())),
+    ))
+}
+
+/// Whether a top-level key is part of a run's identity at all.
+pub fn is_identity_key(key: &str) -> bool {
+    !NOT_IDENTITY.contains(&key)
+}
+
+/// The canonical text of one top-level entry, `"key":value`.
+pub fn piece(key: &str, v: &Value) -> String {
+    let mut out = String::new();
+    write_str(key, &mut out);
+    out.push(':');
+    write_canonical(v, &mut out);
+    out
+}
+
+/// `(id, training_id)` from the pieces of the identity keys, sorted by key. Joined they
+/// are exactly `canonical_json` of the table without the excluded keys, so the grid can
+/// reuse the pieces of sections a run does not change.
+pub fn ids_from_pieces<'a>(
+    pieces: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> (String, String) {
+    let join = |skip: &[&str]| {
+        let mut text = String::from("{");
+        let mut first = true;
+        for (k, p) in pieces.clone() {
+            if skip.contains(&k) {
+                continue;
+            }
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(p);
+        }
+        text.push('}');
+        text
+    };
+    (short_hash(&join(&[])), short_hash(&join(EVALUATION_ONLY)))
 }
 
 /// The first [`ID_LEN`] hex digits of the SHA-256 of `text`.
@@ -59,7 +106,9 @@ pub fn canonical_json(v: &Value) -> String {
 fn write_canonical(v: &Value, out: &mut String) {
     match v {
         Value::String(s) => write_str(s, out),
-        Value::Integer(i) => out.push_str(&i.to_string()),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
         Value::Float(f) if f.is_finite() => out.push_str(&fmt_float(*f)),
         // JSON has no NaN or infinity; a quoted word keeps the text valid and distinct.
         Value::Float(f) => write_str(&fmt_float(*f), out),
@@ -94,8 +143,14 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 fn write_str(s: &str, out: &mut String) {
-    // serde_json's escaping of a plain string cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}")));
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // serde_json's escaping of a plain string cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}")));
+    }
 }
 
 /// A short, filesystem-safe name from the varied values: `adam-lr0.0005`,
@@ -212,6 +267,23 @@ mod tests {
             canonical_json(&v),
             r#"{"a":{"v":0.00001,"w":1.0,"x":0.0,"y":0.0005},"l":[true,3,2.5],"s":"tab\there","z":1}"#
         );
+    }
+
+    #[test]
+    fn section_pieces_join_to_the_canonical_text() {
+        let spec = Spec::default();
+        let Value::Table(mut t) = Value::try_from(&spec).unwrap() else {
+            unreachable!()
+        };
+        for k in NOT_IDENTITY {
+            t.remove(*k);
+        }
+        let id = short_hash(&canonical_json(&Value::Table(t.clone())));
+        for k in EVALUATION_ONLY {
+            t.remove(*k);
+        }
+        let tid = short_hash(&canonical_json(&Value::Table(t)));
+        assert_eq!(run_ids(&spec).unwrap(), (id, tid));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use toml::Value;
 
 use crate::spec::schema::{self, fmt_value, get_path, set_path};
 use crate::spec::validate;
-use crate::spec::{GridSpec, Spec};
+use crate::spec::{Distribution, GridSpec, Spec};
 
 /// One run of an experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
     let base = Value::try_from(&base_spec).map_err(|e| GridError::Serialize(e.to_string()))?;
     let g = &spec.grid;
 
-    let mut dims = build_dims(g, spec.seed)?;
+    let dims = build_dims(g, spec.seed)?;
     let total = dims
         .iter()
         .fold(1u128, |acc, d| acc.saturating_mul(d.len() as u128));
@@ -90,7 +90,19 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
             max: spec.launch.max_runs,
         });
     }
-    check_values(g, &base, &dims)?;
+    // Values as the typed spec serialises them (`lr = 1` becomes `1.0`, partial tables get
+    // their defaults), so a run's TOML value is its canonical form without a round trip.
+    let normalized = check_values(g, &base, &dims)?;
+    let Value::Table(base_table) = &base else {
+        return Err(GridError::Serialize("a spec serialises to a table".into()));
+    };
+    // Canonical pieces of the base config: a run recomputes only the sections it changes.
+    let mut base_pieces: Vec<(&str, String)> = base_table
+        .iter()
+        .filter(|(k, _)| identity::is_identity_key(k))
+        .map(|(k, v)| (k.as_str(), identity::piece(k, v)))
+        .collect();
+    base_pieces.sort_by(|a, b| a.0.cmp(b.0));
 
     let total = total as usize;
     let mut runs = Vec::with_capacity(total);
@@ -103,19 +115,45 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
             picks[i] = rest % d.len();
             rest /= d.len();
         }
-        let mut value = base.clone();
+        let mut sections: BTreeMap<&str, Value> = BTreeMap::new();
         let mut varied = BTreeMap::new();
-        for (d, &p) in dims.iter_mut().zip(&picks) {
-            for (k, v) in &d[p] {
-                set_path(&mut value, k, v.clone()).map_err(|m| GridError::Entry {
-                    at: format!("grid.{k}"),
-                    message: m,
-                })?;
-                varied.insert(k.clone(), v.clone());
+        for ((d, n), &p) in dims.iter().zip(&normalized).zip(&picks) {
+            for ((k, raw), (_, v)) in d[p].iter().zip(&n[p]) {
+                let (top, rest) = match k.split_once('.') {
+                    Some((top, rest)) => (top, Some(rest)),
+                    None => (k.as_str(), None),
+                };
+                let Some((top, base_section)) = base_table.get_key_value(top) else {
+                    return Err(GridError::Entry {
+                        at: format!("grid.{k}"),
+                        message: "no such key in the spec".into(),
+                    });
+                };
+                let section = sections
+                    .entry(top.as_str())
+                    .or_insert_with(|| base_section.clone());
+                match rest {
+                    None => *section = v.clone(),
+                    Some(rest) => {
+                        set_path(section, rest, v.clone()).map_err(|m| GridError::Entry {
+                            at: format!("grid.{k}"),
+                            message: m,
+                        })?
+                    }
+                }
+                varied.insert(k.clone(), raw.clone());
             }
         }
-        let config = build_run(index, value, &varied)?;
-        let (id, training_id) = identity::run_ids(&config).map_err(GridError::Serialize)?;
+        let pieces: Vec<(&str, std::borrow::Cow<str>)> = base_pieces
+            .iter()
+            .map(|(k, p)| match sections.get(k) {
+                Some(v) => (*k, identity::piece(k, v).into()),
+                None => (*k, p.as_str().into()),
+            })
+            .collect();
+        let (id, training_id) =
+            identity::ids_from_pieces(pieces.iter().map(|(k, p)| (*k, p.as_ref())));
+        let config = build_run(index, &base_spec, sections, &varied)?;
         if let Some(&first) = seen.get(&id) {
             return Err(GridError::Duplicate {
                 first,
@@ -226,93 +264,116 @@ fn build_dims(g: &GridSpec, seed: u64) -> Result<Vec<Vec<Assignment>>, GridError
 }
 
 /// Checks every grid key names a run setting, that no key is set by two grid entries, and
-/// that each value is valid for its key on its own.
-fn check_values(g: &GridSpec, base: &Value, dims: &[Vec<Assignment>]) -> Result<(), GridError> {
-    let mut owner: BTreeMap<&str, &'static str> = BTreeMap::new();
+/// that each value is valid for its key on its own; returns the dimensions with each value
+/// as the typed spec serialises it.
+fn check_values(
+    g: &GridSpec,
+    base: &Value,
+    dims: &[Vec<Assignment>],
+) -> Result<Vec<Vec<Assignment>>, GridError> {
     let mut keys: Vec<(&str, &'static str)> = Vec::new();
     keys.extend(g.axes.keys().map(|k| (k.as_str(), "an axis")));
     for group in &g.zip {
         keys.extend(group.keys().map(|k| (k.as_str(), "a zip group")));
     }
     keys.extend(g.random.params.keys().map(|k| (k.as_str(), "grid.random")));
-    for (k, what) in keys {
+    let mut variant_keys: Vec<&str> = g
+        .variant
+        .iter()
+        .flat_map(|v| v.keys())
+        .map(String::as_str)
+        .collect();
+    variant_keys.sort();
+    variant_keys.dedup();
+    keys.extend(variant_keys.into_iter().map(|k| (k, "a variant")));
+    for (k, _) in &keys {
         check_key(k, base)?;
-        if let Some(prev) = owner.insert(k, what) {
-            return Err(GridError::Entry {
-                at: format!("grid.{k}"),
-                message: format!(
-                    "is set both by {prev} and by {what}; a key may vary in one place only"
-                ),
-            });
-        }
     }
-    for (i, variant) in g.variant.iter().enumerate() {
-        for k in variant.keys() {
-            check_key(k, base)?;
-            if let Some(prev) = owner.get(k.as_str()) {
+    // One key, or a key and a key inside it, set from two places would depend on the
+    // order they are applied in.
+    for (i, (a, wa)) in keys.iter().enumerate() {
+        for (b, wb) in &keys[i + 1..] {
+            let nested =
+                a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}."));
+            if nested {
+                let same = if a == b {
+                    String::new()
+                } else {
+                    format!(" (`{a}` holds `{b}`)")
+                };
                 return Err(GridError::Entry {
-                    at: format!("grid.variant.{i}.{k}"),
-                    message: format!("is also varied by {prev}; a key may vary in one place only"),
+                    at: format!("grid.{b}"),
+                    message: format!(
+                        "is set both by {wa} and by {wb}{same}; a key may vary in one place only"
+                    ),
                 });
             }
         }
     }
 
-    // Each alternative on its own over the base config: wrong types and out-of-range values
-    // are reported against the grid entry that holds them. Random samples are checked as
-    // whole runs instead (their values are not written in the spec).
-    let random_dim = usize::from(g.random.samples > 0);
-    for d in &dims[..dims.len() - random_dim] {
+    for (k, d) in &g.random.params {
+        let draws_floats = matches!(
+            d,
+            Distribution::Uniform { .. } | Distribution::LogUniform { .. }
+        );
+        if draws_floats && !matches!(get_path(base, k), Some(Value::Float(_))) {
+            return Err(GridError::Entry {
+                at: format!("grid.random.{k}"),
+                message: "draws floats but the key does not take a float; use dist = \"choice\""
+                    .into(),
+            });
+        }
+    }
+
+    let mut normalized = Vec::with_capacity(dims.len());
+    for d in dims {
+        let mut alts = Vec::with_capacity(d.len());
         for alt in d {
-            let mut value = base.clone();
-            for (k, v) in alt {
-                set_path(&mut value, k, v.clone()).map_err(|m| GridError::Entry {
-                    at: format!("grid.{k}"),
-                    message: m,
-                })?;
-            }
-            let shown: Vec<String> = alt
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", fmt_value(v)))
-                .collect();
-            let at = || match alt.as_slice() {
-                [(k, _)] => format!("grid.{k}"),
-                _ => format!("grid entry {{ {} }}", shown.join(", ")),
-            };
-            let spec: Spec = value
-                .try_into()
-                .map_err(|e: toml::de::Error| GridError::Entry {
-                    at: at(),
-                    message: format!("{}: {}", shown.join(", "), e.message().trim()),
-                })?;
-            if let Some(v) = validate::check(&spec).into_iter().next() {
-                return Err(GridError::Entry {
-                    at: at(),
-                    message: format!("`{}` = {}: {}", v.key, v.value, v.message),
-                });
-            }
+            alts.push(normalize_alternative(alt, base)?);
         }
+        normalized.push(alts);
     }
-    if g.random.samples > 0 {
-        for (k, d) in &g.random.params {
-            if let crate::spec::Distribution::Uniform { low, .. }
-            | crate::spec::Distribution::LogUniform { low, .. } = d
-            {
-                let mut value = base.clone();
-                let _ = set_path(&mut value, k, Value::Float(*low));
-                if let Err(e) = value.try_into::<Spec>() {
-                    return Err(GridError::Entry {
-                        at: format!("grid.random.{k}"),
-                        message: format!(
-                            "draws floats but the key does not take one ({}); use dist = \"choice\"",
-                            e.message().trim()
-                        ),
-                    });
-                }
-            }
-        }
+    Ok(normalized)
+}
+
+/// One alternative over the base config: wrong types and out-of-range values are reported
+/// against the grid entry that holds them.
+fn normalize_alternative(alt: &Assignment, base: &Value) -> Result<Assignment, GridError> {
+    let shown: Vec<String> = alt
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", fmt_value(v)))
+        .collect();
+    let at = || match alt.as_slice() {
+        [(k, _)] => format!("grid.{k}"),
+        _ => format!("grid entry {{ {} }}", shown.join(", ")),
+    };
+    let mut value = base.clone();
+    for (k, v) in alt {
+        set_path(&mut value, k, v.clone()).map_err(|m| GridError::Entry {
+            at: at(),
+            message: m,
+        })?;
     }
-    Ok(())
+    let spec: Spec = value
+        .try_into()
+        .map_err(|e: toml::de::Error| GridError::Entry {
+            at: at(),
+            message: format!("{}: {}", shown.join(", "), e.message().trim()),
+        })?;
+    if let Some(v) = validate::check(&spec).into_iter().next() {
+        return Err(GridError::Entry {
+            at: at(),
+            message: format!("`{}` = {}: {}", v.key, v.value, v.message),
+        });
+    }
+    let typed = Value::try_from(&spec).map_err(|e| GridError::Serialize(e.to_string()))?;
+    alt.iter()
+        .map(|(k, _)| {
+            get_path(&typed, k)
+                .map(|v| (k.clone(), v.clone()))
+                .ok_or_else(|| GridError::Serialize(format!("`{k}` vanished in serialisation")))
+        })
+        .collect()
 }
 
 /// A grid key must name an existing setting that may differ between runs.
@@ -341,10 +402,12 @@ fn check_key(key: &str, base: &Value) -> Result<(), GridError> {
     Err(GridError::Entry { at, message })
 }
 
-/// Deserialises and checks one run's config.
+/// Builds one run's typed config from the base and the sections the grid changed, and
+/// checks it as a whole.
 fn build_run(
     index: usize,
-    value: Value,
+    base: &Spec,
+    sections: BTreeMap<&str, Value>,
     varied: &BTreeMap<String, Value>,
 ) -> Result<Spec, GridError> {
     let shown = || {
@@ -354,15 +417,17 @@ fn build_run(
             .collect();
         parts.join(", ")
     };
-    let config: Spec = value
-        .try_into()
-        .map_err(|e: toml::de::Error| GridError::Run {
-            index,
-            varied: shown(),
-            key: String::new(),
-            value: String::new(),
-            message: e.message().trim().to_string(),
-        })?;
+    let fail = |message: String| GridError::Run {
+        index,
+        varied: shown(),
+        key: String::new(),
+        value: String::new(),
+        message,
+    };
+    let mut config = base.clone();
+    for (top, v) in sections {
+        set_section(&mut config, top, v).map_err(|e| fail(e.message().trim().to_string()))?;
+    }
     if let Some(v) = validate::check(&config).into_iter().next() {
         return Err(GridError::Run {
             index,
@@ -374,3 +439,30 @@ fn build_run(
     }
     Ok(config)
 }
+
+/// Replaces one top-level entry of a typed spec with a TOML value. Deserialising one section
+/// instead of the whole spec is what keeps 10,000 runs well under a second.
+fn set_section(config: &mut Spec, top: &str, v: Value) -> Result<(), toml::de::Error> {
+    match top {
+        "seed" => config.seed = v.try_into()?,
+        "data" => config.data = v.try_into()?,
+        "model" => config.model = v.try_into()?,
+        "optimizer" => config.optimizer = v.try_into()?,
+        "train" => config.train = v.try_into()?,
+        "decode" => config.decode = v.try_into()?,
+        "select" => config.select = v.try_into()?,
+        // Anything added to `Spec` later still works, through the whole spec.
+        _ => {
+            let mut whole = Value::try_from(&*config)
+                .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e.to_string()))?;
+            if let Value::Table(t) = &mut whole {
+                t.insert(top.to_string(), v);
+            }
+            *config = whole.try_into()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

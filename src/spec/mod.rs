@@ -52,3 +52,6 @@ pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), S
     })?;
     Ok((spec, runs))
 }
+
+#[cfg(test)]
+mod tests;
