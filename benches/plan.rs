@@ -2,9 +2,10 @@
 //! and `spec::load` of a shipped experiment. Planning 10,000 runs must take well under a
 //! second.
 //!
-//! Run with `cargo bench --bench plan`. Plain `fn main` with `Instant`: each size is timed
-//! over several repetitions and the fastest is reported, which is the least noisy figure on
-//! a shared machine.
+//! Run with `cargo bench --bench plan` (release build), or `cargo bench --bench plan
+//! --profile dev` to reuse the dev build, which is the slower, pessimistic figure. Plain
+//! `fn main` with `Instant`: each size is timed over several repetitions and the fastest is
+//! reported, the least noisy figure on a shared machine.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -215,7 +215,12 @@ fn sanitize(raw: &str) -> String {
     }
     let s = s.trim_start_matches(['.', '-']);
     let s: String = s.chars().take(80).collect();
-    if s.is_empty() { "run".into() } else { s }
+    let s = s.trim_end_matches(['.', '-', '_']);
+    if s.is_empty() {
+        "run".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Makes names unique in order: the second `x` becomes `x-2`, the third `x-3`.
@@ -346,6 +351,11 @@ mod tests {
         let v = varied(&[("data.dir", Value::String("../../etc".into()))]);
         assert_eq!(run_name(&v), "dir-._._etc");
         assert_eq!(run_name(&BTreeMap::new()), "run");
+        let long: BTreeMap<String, Value> = (0..20)
+            .map(|i| (format!("k{i:02}"), Value::String("vv".into())))
+            .collect();
+        let name = run_name(&long);
+        assert!(name.len() <= 80 && !name.ends_with('-'), "{name}");
     }
 
     #[test]
