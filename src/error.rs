@@ -43,6 +43,15 @@ pub enum Error {
     /// Reading run directories or summaries, writing summaries or figures.
     #[error(transparent)]
     Summary(#[from] crate::summary::SummaryError),
+    /// The experiment spec is invalid (or the spec file cannot be read).
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// A grid that does not expand to valid runs.
+    #[error(transparent)]
+    Grid(#[from] crate::grid::GridError),
+    /// The model in the spec cannot be laid out on its input.
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -55,6 +64,8 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } | Error::TensorBoard(_) => exit::RUNTIME,
             Error::Summary(e) => e.exit_code(),
+            Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
+            Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod grid;
+pub mod inspect;
 pub mod sinks;
 pub mod spec;
 pub mod store;

@@ -1,12 +1,146 @@
-//! `orchestrate plan`.
+//! `orchestrate plan`: the runs a spec expands to, and what `runs/` already holds for each.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 
 use crate::error::Error;
+use crate::grid::RunPlan;
+use crate::spec::SpecArgs;
+use crate::spec::schema::fmt_value;
+use crate::store::{RunDir, RunStatus};
 
 /// Arguments of `orchestrate plan`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Print the plan as JSON for machines.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding each experiment's run directories.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// One run as `plan --json` prints it.
+#[derive(Debug, Serialize)]
+struct PlannedRun<'a> {
+    index: usize,
+    id: &'a str,
+    training_id: &'a str,
+    name: &'a str,
+    varied: &'a std::collections::BTreeMap<String, toml::Value>,
+    state: String,
+}
+
+/// The whole plan as `plan --json` prints it.
+#[derive(Debug, Serialize)]
+struct Plan<'a> {
+    experiment: &'a str,
+    description: &'a str,
+    dir: String,
+    runs: Vec<PlannedRun<'a>>,
+}
 
 /// Runs the command; returns the exit code.
-pub fn execute(_args: &Args) -> Result<i32, Error> {
-    Err(Error::Usage("`plan` is not built yet".into()))
+pub fn execute(args: &Args) -> Result<i32, Error> {
+    let (spec, runs) = args.spec.load_runs()?;
+    let planned: Vec<PlannedRun> = runs
+        .iter()
+        .map(|r| PlannedRun {
+            index: r.index,
+            id: &r.id,
+            training_id: &r.training_id,
+            name: &r.name,
+            varied: &r.varied,
+            state: state_of(&args.runs_dir, &spec.name, r),
+        })
+        .collect();
+    let plan = Plan {
+        experiment: &spec.name,
+        description: &spec.description,
+        dir: args.runs_dir.join(&spec.name).display().to_string(),
+        runs: planned,
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Usage(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&plan));
+    }
+    Ok(crate::error::exit::OK)
+}
+
+/// `new` when the run directory has no status yet, else its state.
+fn state_of(runs_dir: &Path, experiment: &str, run: &RunPlan) -> String {
+    let path = RunDir::new(runs_dir, experiment, &run.id).status();
+    match std::fs::read_to_string(&path) {
+        Err(_) => "new".into(),
+        Ok(text) => match serde_json::from_str::<RunStatus>(&text) {
+            Ok(s) => {
+                let state = serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if s.epoch > 0 {
+                    format!("{state} (epoch {})", s.epoch)
+                } else {
+                    state
+                }
+            }
+            Err(_) => "unreadable status.json".into(),
+        },
+    }
+}
+
+fn render(plan: &Plan) -> String {
+    let n = plan.runs.len();
+    let mut out = format!(
+        "{}: {n} run{} in {}\n",
+        plan.experiment,
+        if n == 1 { "" } else { "s" },
+        plan.dir
+    );
+    // The training id column only matters when runs share a trained model.
+    let mut per_training: HashMap<&str, usize> = HashMap::new();
+    for r in &plan.runs {
+        *per_training.entry(r.training_id).or_default() += 1;
+    }
+    let shared = per_training.len() < n;
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(n + 1);
+    let mut header = vec!["#", "id"];
+    if shared {
+        header.push("training");
+    }
+    header.extend(["name", "state", "varied"]);
+    rows.push(header.into_iter().map(String::from).collect());
+    for r in &plan.runs {
+        let varied: Vec<String> = r
+            .varied
+            .iter()
+            .map(|(k, v)| format!("{k}={}", fmt_value(v)))
+            .collect();
+        let mut row = vec![r.index.to_string(), r.id.to_string()];
+        if shared {
+            row.push(r.training_id.to_string());
+        }
+        row.extend([r.name.to_string(), r.state.clone(), varied.join(" ")]);
+        rows.push(row);
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -1,5 +1,57 @@
-//! Experiment specs: typed sections (`types`), figment layering and validation.
+//! Experiment specs: typed sections (`types`), figment layering (`load`), the known key set
+//! (`schema`) and value checks (`validate`).
+//!
+//! Three stages, as in ripgrep's flag handling: raw TOML layers -> one validated [`Spec`] ->
+//! [`crate::grid`] expands it into runs. Nothing here touches Candle or the file system
+//! beyond reading the spec files.
 
+pub mod error;
+pub mod load;
+pub mod schema;
 pub mod types;
+pub mod validate;
 
+use std::path::{Path, PathBuf};
+
+pub use error::{Problem, SpecError};
+pub use load::{Resolved, load, resolve};
 pub use types::*;
+
+use crate::grid::{self, RunPlan};
+
+/// The spec arguments shared by `run`, `plan`, `config` and `inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpecArgs {
+    /// Experiment spec (TOML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Override a key, e.g. `--set optimizer.lr=0.01`; the value is parsed as TOML, else taken
+    /// as a string. Repeatable; later flags win.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl SpecArgs {
+    /// Loads and validates the spec (environment overrides included).
+    pub fn load(&self) -> Result<Spec, SpecError> {
+        load(&self.file, &self.sets)
+    }
+
+    /// Loads the spec and expands its grid into runs.
+    pub fn load_runs(&self) -> Result<(Spec, Vec<RunPlan>), SpecError> {
+        load_runs(&self.file, &self.sets)
+    }
+}
+
+/// Loads a spec and expands its grid; grid problems name the spec file.
+pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), SpecError> {
+    let spec = load(path, sets)?;
+    let runs = grid::expand(&spec).map_err(|source| SpecError::Grid {
+        file: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok((spec, runs))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! Planning speed: `grid::expand` (checks, canonical ids, names) on grids of growing size,
+//! and `spec::load` of a shipped experiment. Planning 10,000 runs must take well under a
+//! second.
+//!
+//! Run with `cargo bench --bench plan` (release build), or `cargo bench --bench plan
+//! --profile dev` to reuse the dev build, which is the slower, pessimistic figure. Plain
+//! `fn main` with `Instant`: each size is timed over several repetitions and the fastest is
+//! reported, the least noisy figure on a shared machine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use orchestrate::grid;
+use orchestrate::spec::{self, GridSpec, Spec};
+
+/// A spec whose grid is `lrs x batch sizes` runs.
+fn spec_of(lrs: usize, batches: usize) -> Spec {
+    let mut axes = BTreeMap::new();
+    axes.insert(
+        "optimizer.lr".to_string(),
+        (1..=lrs)
+            .map(|i| toml::Value::Float(i as f64 * 1e-5))
+            .collect(),
+    );
+    axes.insert(
+        "train.batch_size".to_string(),
+        (1..=batches as i64).map(toml::Value::Integer).collect(),
+    );
+    let mut spec = Spec {
+        name: "bench".into(),
+        grid: GridSpec {
+            axes,
+            ..GridSpec::default()
+        },
+        ..Spec::default()
+    };
+    spec.launch.max_runs = 100_000;
+    spec
+}
+
+fn fastest(reps: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut best = Duration::MAX;
+    let mut n = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        n = f();
+        best = best.min(t.elapsed());
+    }
+    (best, n)
+}
+
+fn main() {
+    println!(
+        "{:<28} {:>8} {:>12} {:>12}",
+        "case", "runs", "time (ms)", "per run (us)"
+    );
+    for (lrs, batches) in [(10, 10), (10, 100), (100, 100), (100, 500)] {
+        let spec = spec_of(lrs, batches);
+        let (t, n) = fastest(5, || match grid::expand(&spec) {
+            Ok(runs) => runs.len(),
+            Err(e) => panic!("bench grid is valid: {e}"),
+        });
+        let ms = t.as_secs_f64() * 1e3;
+        println!(
+            "{:<28} {:>8} {:>12.1} {:>12.2}",
+            format!("grid::expand {lrs}x{batches}"),
+            n,
+            ms,
+            ms * 1e3 / n as f64
+        );
+    }
+    let q2 = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/q2_grid.toml"
+    ));
+    let (t, n) = fastest(20, || match spec::load_runs(q2, &[]) {
+        Ok((_, runs)) => runs.len(),
+        Err(e) => panic!("q2_grid loads: {e}"),
+    });
+    println!(
+        "{:<28} {:>8} {:>12.2} {:>12}",
+        "load + expand q2_grid.toml",
+        n,
+        t.as_secs_f64() * 1e3,
+        "-"
+    );
+}

@@ -1,0 +1,366 @@
+//! Run identity: a canonical JSON form of a run's config, its short SHA-256, and a readable
+//! name built from the values the grid varied.
+//!
+//! The canonical form is what makes an id the same on any machine and in any invocation:
+//! keys sorted, no whitespace, floats in their shortest round-trip form (ryu: `0.00001`, `1e-7`,
+//! `1.0`; `-0.0` written as `0.0`), integers without a decimal point. It is computed from the
+//! typed `Spec`, so `lr = 1` and `lr = 1.0` in a file give the same id. Changing this file
+//! changes every run id: the golden tests below fail when that happens.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+use toml::Value;
+
+use crate::spec::Spec;
+use crate::spec::schema::fmt_float;
+
+/// Top-level keys that never change what a run computes.
+const NOT_IDENTITY: &[&str] = &["name", "description", "launch", "grid"];
+/// Keys that only change evaluation: runs differing only here share one trained model.
+const EVALUATION_ONLY: &[&str] = &["decode", "select"];
+
+/// Hex digits in an id.
+pub const ID_LEN: usize = 12;
+
+/// `(id, training_id)` of a resolved run config.
+pub fn run_ids(config: &Spec) -> Result<(String, String), String> {
+    let v = Value::try_from(config).map_err(|e| e.to_string())?;
+    ids_of_value(&v)
+}
+
+/// `(id, training_id)` of a run config already serialised to TOML exactly as `Spec`
+/// serialises it.
+pub fn ids_of_value(v: &Value) -> Result<(String, String), String> {
+    let Value::Table(t) = v else {
+        return Err("a spec serialises to a table".into());
+    };
+    let mut keys: Vec<&String> = t.keys().filter(|k| is_identity_key(k)).collect();
+    keys.sort();
+    let pieces: Vec<(&str, String)> = keys
+        .into_iter()
+        .map(|k| (k.as_str(), piece(k, &t[k])))
+        .collect();
+    Ok(ids_from_pieces(
+        pieces.iter().map(|(k, p)| (*k, p.as_str())),
+    ))
+}
+
+/// Whether a top-level key is part of a run's identity at all.
+pub fn is_identity_key(key: &str) -> bool {
+    !NOT_IDENTITY.contains(&key)
+}
+
+/// The canonical text of one top-level entry, `"key":value`.
+pub fn piece(key: &str, v: &Value) -> String {
+    let mut out = String::new();
+    write_str(key, &mut out);
+    out.push(':');
+    write_canonical(v, &mut out);
+    out
+}
+
+/// `(id, training_id)` from the pieces of the identity keys, sorted by key. Joined they
+/// are exactly `canonical_json` of the table without the excluded keys, so the grid can
+/// reuse the pieces of sections a run does not change.
+pub fn ids_from_pieces<'a>(
+    pieces: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> (String, String) {
+    let join = |skip: &[&str]| {
+        let mut text = String::from("{");
+        let mut first = true;
+        for (k, p) in pieces.clone() {
+            if skip.contains(&k) {
+                continue;
+            }
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(p);
+        }
+        text.push('}');
+        text
+    };
+    (short_hash(&join(&[])), short_hash(&join(EVALUATION_ONLY)))
+}
+
+/// The first [`ID_LEN`] hex digits of the SHA-256 of `text`.
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(ID_LEN);
+    for b in digest.iter().take(ID_LEN / 2) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The canonical JSON text of a TOML value.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => write_str(s, out),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_finite() => out.push_str(&fmt_float(*f)),
+        // JSON has no NaN or infinity; a quoted word keeps the text valid and distinct.
+        Value::Float(f) => write_str(&fmt_float(*f), out),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Datetime(d) => write_str(&d.to_string(), out),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, item) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Table(t) => {
+            // Sorted explicitly: the map's own order depends on toml's features.
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(k, out);
+                out.push(':');
+                write_canonical(&t[k], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_str(s: &str, out: &mut String) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // serde_json's escaping of a plain string cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}")));
+    }
+}
+
+/// A short, filesystem-safe name from the varied values: `adam-lr0.0005`,
+/// `attention-general-strategy-beam`; `run` when nothing varies.
+pub fn run_name(varied: &BTreeMap<String, Value>) -> String {
+    let tokens: Vec<String> = varied.iter().map(|(k, v)| token(k, v)).collect();
+    sanitize(&tokens.join("-"))
+}
+
+fn token(key: &str, v: &Value) -> String {
+    let segs: Vec<&str> = key.split('.').collect();
+    let last = segs.last().copied().unwrap_or(key);
+    // `model.hidden.0` -> `hidden0`: an index alone says nothing.
+    let label = match (last.parse::<usize>(), segs.len()) {
+        (Ok(_), n) if n >= 2 => format!("{}{last}", segs[n - 2]),
+        _ => last.to_string(),
+    };
+    match v {
+        Value::String(s) if last == "kind" => s.clone(),
+        Value::String(s) => format!("{label}-{s}"),
+        Value::Boolean(true) => label,
+        Value::Boolean(false) => format!("no-{label}"),
+        Value::Integer(i) => format!("{label}{i}"),
+        Value::Float(f) => format!("{label}{}", name_float(*f)),
+        Value::Array(a)
+            if a.iter()
+                .all(|x| matches!(x, Value::Integer(_) | Value::Float(_))) =>
+        {
+            let parts: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    Value::Integer(i) => i.to_string(),
+                    Value::Float(f) => name_float(*f),
+                    _ => String::new(),
+                })
+                .collect();
+            format!("{label}{}", parts.join("x"))
+        }
+        other => format!("{label}-{}", &short_hash(&canonical_json(other))[..6]),
+    }
+}
+
+/// Floats in names: the shortest form, or 4 significant digits when that is long (samples).
+fn name_float(f: f64) -> String {
+    let s = fmt_float(f);
+    if s.len() > 8 { format!("{f:.3e}") } else { s }
+}
+
+fn sanitize(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    let s = s.trim_start_matches(['.', '-']);
+    let s: String = s.chars().take(80).collect();
+    let s = s.trim_end_matches(['.', '-', '_']);
+    if s.is_empty() {
+        "run".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Makes names unique in order: the second `x` becomes `x-2`, the third `x-3`.
+pub fn unique_names(names: Vec<String>) -> Vec<String> {
+    let mut used: HashSet<String> = HashSet::with_capacity(names.len());
+    let originals: HashSet<String> = names.iter().cloned().collect();
+    names
+        .into_iter()
+        .map(|n| {
+            if used.insert(n.clone()) {
+                return n;
+            }
+            let mut k = 2;
+            loop {
+                let candidate = format!("{n}-{k}");
+                if !used.contains(&candidate) && !originals.contains(&candidate) {
+                    used.insert(candidate.clone());
+                    return candidate;
+                }
+                k += 1;
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varied(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn canonical_json_is_pinned() {
+        let v: Value = toml::from_str(
+            r#"
+            z = 1
+            a = { y = 0.0005, x = -0.0, w = 1.0, v = 1e-5 }
+            s = "tab\there"
+            l = [true, 3, 2.5]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"v":0.00001,"w":1.0,"x":0.0,"y":0.0005},"l":[true,3,2.5],"s":"tab\there","z":1}"#
+        );
+    }
+
+    #[test]
+    fn section_pieces_join_to_the_canonical_text() {
+        let spec = Spec::default();
+        let Value::Table(mut t) = Value::try_from(&spec).unwrap() else {
+            unreachable!()
+        };
+        for k in NOT_IDENTITY {
+            t.remove(*k);
+        }
+        let id = short_hash(&canonical_json(&Value::Table(t.clone())));
+        for k in EVALUATION_ONLY {
+            t.remove(*k);
+        }
+        let tid = short_hash(&canonical_json(&Value::Table(t)));
+        assert_eq!(run_ids(&spec).unwrap(), (id, tid));
+    }
+
+    #[test]
+    fn short_hash_is_pinned() {
+        // SHA-256("") starts e3b0c44298fc...
+        assert_eq!(short_hash(""), "e3b0c44298fc");
+        assert_eq!(short_hash("{}").len(), ID_LEN);
+    }
+
+    #[test]
+    fn golden_ids_of_the_default_spec() {
+        // If this fails, every existing run directory would be orphaned: change it only on
+        // purpose (a new field in Spec changes ids too) and say so in the commit.
+        let (id, training_id) = run_ids(&Spec::default()).unwrap();
+        assert_eq!((id.as_str(), training_id.as_str()), GOLDEN_DEFAULT);
+    }
+
+    const GOLDEN_DEFAULT: (&str, &str) = ("f922d871f51a", "c9dd7099f8a3");
+
+    #[test]
+    fn ids_ignore_name_launch_and_decode_only_for_training() {
+        let base = Spec::default();
+        let (id, tid) = run_ids(&base).unwrap();
+        let mut other = base.clone();
+        other.name = "elsewhere".into();
+        other.description = "x".into();
+        other.launch.jobs = 8;
+        assert_eq!(run_ids(&other).unwrap(), (id.clone(), tid.clone()));
+        let mut beam = base.clone();
+        beam.decode.beam_width = 3;
+        let (bid, btid) = run_ids(&beam).unwrap();
+        assert_ne!(bid, id);
+        assert_eq!(btid, tid);
+        let mut lr = base.clone();
+        lr.optimizer.lr = 0.01;
+        let (lid, ltid) = run_ids(&lr).unwrap();
+        assert_ne!(lid, id);
+        assert_ne!(ltid, tid);
+    }
+
+    #[test]
+    fn names_read_like_the_varied_values() {
+        let v = varied(&[
+            ("optimizer.kind", Value::String("adam".into())),
+            ("optimizer.lr", Value::Float(0.0005)),
+        ]);
+        assert_eq!(run_name(&v), "adam-lr0.0005");
+        let v = varied(&[
+            ("decode.strategy", Value::String("beam".into())),
+            ("model.attention", Value::String("general".into())),
+        ]);
+        assert_eq!(run_name(&v), "strategy-beam-attention-general");
+        let v = varied(&[("optimizer.lr", Value::Float(0.000123456789))]);
+        assert_eq!(run_name(&v), "lr1.235e-4");
+        let v = varied(&[(
+            "model.hidden",
+            Value::Array(vec![Value::Integer(600), Value::Integer(120)]),
+        )]);
+        assert_eq!(run_name(&v), "hidden600x120");
+        let v = varied(&[("data.dir", Value::String("../../etc".into()))]);
+        assert_eq!(run_name(&v), "dir-._._etc");
+        assert_eq!(run_name(&BTreeMap::new()), "run");
+        let long: BTreeMap<String, Value> = (0..20)
+            .map(|i| (format!("k{i:02}"), Value::String("vv".into())))
+            .collect();
+        let name = run_name(&long);
+        assert!(name.len() <= 80 && !name.ends_with('-'), "{name}");
+    }
+
+    #[test]
+    fn unique_names_add_suffixes() {
+        let names = vec!["a".into(), "a".into(), "a-2".into(), "a".into()];
+        assert_eq!(unique_names(names), vec!["a", "a-3", "a-2", "a-4"]);
+    }
+}

@@ -1,0 +1,468 @@
+//! Grid expansion: a validated `Spec` with a `[grid]` becomes the ordered list of runs.
+//!
+//! Order is deterministic: `[[grid.variant]]` tables outermost, then the cartesian axes and
+//! zip groups sorted by key (a zip group sorts by its first key) with the last one varying
+//! fastest, then `[grid.random]` samples innermost (the same samples for every point, so
+//! points are compared on equal draws). Each value is first checked on its own, so a bad
+//! value is reported against its axis before any run is built.
+
+pub mod identity;
+pub mod random;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use crate::spec::schema::{self, fmt_value, get_path, set_path};
+use crate::spec::validate;
+use crate::spec::{Distribution, GridSpec, Spec};
+
+/// One run of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// Position in the grid's order, from 0.
+    pub index: usize,
+    /// 12 hex digits of the hash of the canonical config; the run directory's name.
+    pub id: String,
+    /// Like `id` without `decode` and `select`: runs that share it share one trained model.
+    pub training_id: String,
+    /// Readable, unique within the grid: `adam-lr0.0005`.
+    pub name: String,
+    /// Dotted key -> value the grid set for this run.
+    pub varied: BTreeMap<String, Value>,
+    /// The run's resolved config, its grid emptied.
+    pub config: Spec,
+}
+
+/// Why a grid cannot be expanded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GridError {
+    /// A grid entry is malformed: unknown key, empty axis, bad value for its key...
+    #[error("`{at}`: {message}")]
+    Entry { at: String, message: String },
+    /// The grid would launch more runs than `launch.max_runs` allows.
+    #[error(
+        "the grid expands to {runs} runs, more than launch.max_runs = {max}; \
+         shrink the grid or raise launch.max_runs"
+    )]
+    TooManyRuns { runs: u128, max: usize },
+    /// A combination of values is invalid as a whole.
+    #[error("run {index} ({varied}): `{key}` = {value}: {message}")]
+    Run {
+        index: usize,
+        varied: String,
+        key: String,
+        value: String,
+        message: String,
+    },
+    /// Two runs resolve to the same config.
+    #[error("runs {first} and {second} have the same config (id {id}); remove the duplicate")]
+    Duplicate {
+        first: usize,
+        second: usize,
+        id: String,
+    },
+    /// The spec could not be turned into a TOML value (a bug, not a user error).
+    #[error("cannot serialise the spec: {0}")]
+    Serialize(String),
+}
+
+/// Keys that belong to the experiment, not to a run.
+const NOT_VARIABLE: &[&str] = &["name", "description", "launch", "grid"];
+
+type Assignment = Vec<(String, Value)>;
+
+/// Expands the spec's grid into runs, checking every run's config.
+pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
+    let mut base_spec = spec.clone();
+    base_spec.grid = GridSpec::default();
+    let base = Value::try_from(&base_spec).map_err(|e| GridError::Serialize(e.to_string()))?;
+    let g = &spec.grid;
+
+    let dims = build_dims(g, spec.seed)?;
+    let total = dims
+        .iter()
+        .fold(1u128, |acc, d| acc.saturating_mul(d.len() as u128));
+    if total > spec.launch.max_runs as u128 {
+        return Err(GridError::TooManyRuns {
+            runs: total,
+            max: spec.launch.max_runs,
+        });
+    }
+    // Values as the typed spec serialises them (`lr = 1` becomes `1.0`, partial tables get
+    // their defaults), so a run's TOML value is its canonical form without a round trip.
+    let normalized = check_values(g, &base, &dims)?;
+    let Value::Table(base_table) = &base else {
+        return Err(GridError::Serialize("a spec serialises to a table".into()));
+    };
+    // Canonical pieces of the base config: a run recomputes only the sections it changes.
+    let mut base_pieces: Vec<(&str, String)> = base_table
+        .iter()
+        .filter(|(k, _)| identity::is_identity_key(k))
+        .map(|(k, v)| (k.as_str(), identity::piece(k, v)))
+        .collect();
+    base_pieces.sort_by(|a, b| a.0.cmp(b.0));
+
+    let total = total as usize;
+    let mut runs = Vec::with_capacity(total);
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(total);
+    let mut picks = vec![0usize; dims.len()];
+    for index in 0..total {
+        // Mixed radix, last dimension fastest.
+        let mut rest = index;
+        for (i, d) in dims.iter().enumerate().rev() {
+            picks[i] = rest % d.len();
+            rest /= d.len();
+        }
+        let mut sections: BTreeMap<&str, Value> = BTreeMap::new();
+        let mut varied = BTreeMap::new();
+        for ((d, n), &p) in dims.iter().zip(&normalized).zip(&picks) {
+            for ((k, raw), (_, v)) in d[p].iter().zip(&n[p]) {
+                let (top, rest) = match k.split_once('.') {
+                    Some((top, rest)) => (top, Some(rest)),
+                    None => (k.as_str(), None),
+                };
+                let Some((top, base_section)) = base_table.get_key_value(top) else {
+                    return Err(GridError::Entry {
+                        at: format!("grid.{k}"),
+                        message: "no such key in the spec".into(),
+                    });
+                };
+                let section = sections
+                    .entry(top.as_str())
+                    .or_insert_with(|| base_section.clone());
+                match rest {
+                    None => *section = v.clone(),
+                    Some(rest) => {
+                        set_path(section, rest, v.clone()).map_err(|m| GridError::Entry {
+                            at: format!("grid.{k}"),
+                            message: m,
+                        })?
+                    }
+                }
+                varied.insert(k.clone(), raw.clone());
+            }
+        }
+        let pieces: Vec<(&str, std::borrow::Cow<str>)> = base_pieces
+            .iter()
+            .map(|(k, p)| match sections.get(k) {
+                Some(v) => (*k, identity::piece(k, v).into()),
+                None => (*k, p.as_str().into()),
+            })
+            .collect();
+        let (id, training_id) =
+            identity::ids_from_pieces(pieces.iter().map(|(k, p)| (*k, p.as_ref())));
+        let config = build_run(index, &base_spec, sections, &varied)?;
+        if let Some(&first) = seen.get(&id) {
+            return Err(GridError::Duplicate {
+                first,
+                second: index,
+                id,
+            });
+        }
+        seen.insert(id.clone(), index);
+        runs.push(RunPlan {
+            index,
+            id,
+            training_id,
+            name: identity::run_name(&varied),
+            varied,
+            config,
+        });
+    }
+    let names = identity::unique_names(runs.iter().map(|r| r.name.clone()).collect());
+    for (r, n) in runs.iter_mut().zip(names) {
+        r.name = n;
+    }
+    Ok(runs)
+}
+
+/// The dimensions of the grid, each a list of alternative assignments, in expansion order.
+fn build_dims(g: &GridSpec, seed: u64) -> Result<Vec<Vec<Assignment>>, GridError> {
+    let entry = |at: String, message: String| GridError::Entry { at, message };
+    let mut sorted: Vec<(String, Vec<Assignment>)> = Vec::new();
+    for (k, vals) in &g.axes {
+        if vals.is_empty() {
+            return Err(entry(
+                format!("grid.{k}"),
+                "an axis needs at least one value".into(),
+            ));
+        }
+        sorted.push((
+            k.clone(),
+            vals.iter().map(|v| vec![(k.clone(), v.clone())]).collect(),
+        ));
+    }
+    for (i, group) in g.zip.iter().enumerate() {
+        let at = format!("grid.zip.{i}");
+        let Some((first, first_vals)) = group.iter().next() else {
+            return Err(entry(at, "a zip group needs at least one axis".into()));
+        };
+        let n = first_vals.len();
+        if n == 0 {
+            return Err(entry(
+                format!("{at}.{first}"),
+                "an axis needs at least one value".into(),
+            ));
+        }
+        if let Some((k, v)) = group.iter().find(|(_, v)| v.len() != n) {
+            return Err(entry(
+                at,
+                format!(
+                    "axes of a zip group vary together and need equal lengths: \
+                     `{first}` has {n} values, `{k}` has {}",
+                    v.len()
+                ),
+            ));
+        }
+        let options = (0..n)
+            .map(|j| {
+                group
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v[j].clone()))
+                    .collect()
+            })
+            .collect();
+        sorted.push((first.clone(), options));
+    }
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut dims: Vec<Vec<Assignment>> = Vec::new();
+    if !g.variant.is_empty() {
+        dims.push(
+            g.variant
+                .iter()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .collect(),
+        );
+    }
+    dims.extend(sorted.into_iter().map(|(_, d)| d));
+
+    let r = &g.random;
+    match (r.samples, r.params.is_empty()) {
+        (0, true) => {}
+        (0, false) => {
+            return Err(entry(
+                "grid.random.samples".into(),
+                "is 0 but grid.random has parameters; set samples = N".into(),
+            ));
+        }
+        (n, true) => {
+            return Err(entry(
+                "grid.random.samples".into(),
+                format!("is {n} but grid.random has no parameters to sample"),
+            ));
+        }
+        (_, false) => {
+            for (k, d) in &r.params {
+                random::check(d).map_err(|m| entry(format!("grid.random.{k}"), m))?;
+            }
+            dims.push(random::draw(r, seed));
+        }
+    }
+    Ok(dims)
+}
+
+/// Checks every grid key names a run setting, that no key is set by two grid entries, and
+/// that each value is valid for its key on its own; returns the dimensions with each value
+/// as the typed spec serialises it.
+fn check_values(
+    g: &GridSpec,
+    base: &Value,
+    dims: &[Vec<Assignment>],
+) -> Result<Vec<Vec<Assignment>>, GridError> {
+    let mut keys: Vec<(&str, &'static str)> = Vec::new();
+    keys.extend(g.axes.keys().map(|k| (k.as_str(), "an axis")));
+    for group in &g.zip {
+        keys.extend(group.keys().map(|k| (k.as_str(), "a zip group")));
+    }
+    keys.extend(g.random.params.keys().map(|k| (k.as_str(), "grid.random")));
+    let mut variant_keys: Vec<&str> = g
+        .variant
+        .iter()
+        .flat_map(|v| v.keys())
+        .map(String::as_str)
+        .collect();
+    variant_keys.sort();
+    variant_keys.dedup();
+    keys.extend(variant_keys.into_iter().map(|k| (k, "a variant")));
+    for (k, _) in &keys {
+        check_key(k, base)?;
+    }
+    // One key, or a key and a key inside it, set from two places would depend on the
+    // order they are applied in.
+    for (i, (a, wa)) in keys.iter().enumerate() {
+        for (b, wb) in &keys[i + 1..] {
+            let nested =
+                a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}."));
+            if nested {
+                let same = if a == b {
+                    String::new()
+                } else {
+                    format!(" (`{a}` holds `{b}`)")
+                };
+                return Err(GridError::Entry {
+                    at: format!("grid.{b}"),
+                    message: format!(
+                        "is set both by {wa} and by {wb}{same}; a key may vary in one place only"
+                    ),
+                });
+            }
+        }
+    }
+
+    for (k, d) in &g.random.params {
+        let draws_floats = matches!(
+            d,
+            Distribution::Uniform { .. } | Distribution::LogUniform { .. }
+        );
+        if draws_floats && !matches!(get_path(base, k), Some(Value::Float(_))) {
+            return Err(GridError::Entry {
+                at: format!("grid.random.{k}"),
+                message: "draws floats but the key does not take a float; use dist = \"choice\""
+                    .into(),
+            });
+        }
+    }
+
+    let mut normalized = Vec::with_capacity(dims.len());
+    for d in dims {
+        let mut alts = Vec::with_capacity(d.len());
+        for alt in d {
+            alts.push(normalize_alternative(alt, base)?);
+        }
+        normalized.push(alts);
+    }
+    Ok(normalized)
+}
+
+/// One alternative over the base config: wrong types and out-of-range values are reported
+/// against the grid entry that holds them.
+fn normalize_alternative(alt: &Assignment, base: &Value) -> Result<Assignment, GridError> {
+    let shown: Vec<String> = alt
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", fmt_value(v)))
+        .collect();
+    let at = || match alt.as_slice() {
+        [(k, _)] => format!("grid.{k}"),
+        _ => format!("grid entry {{ {} }}", shown.join(", ")),
+    };
+    let mut value = base.clone();
+    for (k, v) in alt {
+        set_path(&mut value, k, v.clone()).map_err(|m| GridError::Entry {
+            at: at(),
+            message: m,
+        })?;
+    }
+    let spec: Spec = value
+        .try_into()
+        .map_err(|e: toml::de::Error| GridError::Entry {
+            at: at(),
+            message: format!("{}: {}", shown.join(", "), e.message().trim()),
+        })?;
+    if let Some(v) = validate::check(&spec).into_iter().next() {
+        return Err(GridError::Entry {
+            at: at(),
+            message: format!("`{}` = {}: {}", v.key, v.value, v.message),
+        });
+    }
+    let typed = Value::try_from(&spec).map_err(|e| GridError::Serialize(e.to_string()))?;
+    alt.iter()
+        .map(|(k, _)| {
+            get_path(&typed, k)
+                .map(|v| (k.clone(), v.clone()))
+                .ok_or_else(|| GridError::Serialize(format!("`{k}` vanished in serialisation")))
+        })
+        .collect()
+}
+
+/// A grid key must name an existing setting that may differ between runs.
+fn check_key(key: &str, base: &Value) -> Result<(), GridError> {
+    let at = format!("grid.{key}");
+    let first = key.split('.').next().unwrap_or(key);
+    if NOT_VARIABLE.contains(&first) {
+        return Err(GridError::Entry {
+            at,
+            message: format!(
+                "`{first}` belongs to the whole experiment and cannot vary between runs"
+            ),
+        });
+    }
+    if get_path(base, key).is_some() {
+        return Ok(());
+    }
+    let message = if schema::is_known_key(key) {
+        "names a list position the spec does not have".to_string()
+    } else {
+        match schema::suggest_key(key) {
+            Some(s) => format!("no such key in the spec; did you mean `{s}`?"),
+            None => "no such key in the spec (see the spec reference in the README)".to_string(),
+        }
+    };
+    Err(GridError::Entry { at, message })
+}
+
+/// Builds one run's typed config from the base and the sections the grid changed, and
+/// checks it as a whole.
+fn build_run(
+    index: usize,
+    base: &Spec,
+    sections: BTreeMap<&str, Value>,
+    varied: &BTreeMap<String, Value>,
+) -> Result<Spec, GridError> {
+    let shown = || {
+        let parts: Vec<String> = varied
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", fmt_value(v)))
+            .collect();
+        parts.join(", ")
+    };
+    let fail = |message: String| GridError::Run {
+        index,
+        varied: shown(),
+        key: String::new(),
+        value: String::new(),
+        message,
+    };
+    let mut config = base.clone();
+    for (top, v) in sections {
+        set_section(&mut config, top, v).map_err(|e| fail(e.message().trim().to_string()))?;
+    }
+    if let Some(v) = validate::check(&config).into_iter().next() {
+        return Err(GridError::Run {
+            index,
+            varied: shown(),
+            key: v.key,
+            value: v.value,
+            message: v.message,
+        });
+    }
+    Ok(config)
+}
+
+/// Replaces one top-level entry of a typed spec with a TOML value. Deserialising one section
+/// instead of the whole spec is what keeps 10,000 runs well under a second.
+fn set_section(config: &mut Spec, top: &str, v: Value) -> Result<(), toml::de::Error> {
+    match top {
+        "seed" => config.seed = v.try_into()?,
+        "data" => config.data = v.try_into()?,
+        "model" => config.model = v.try_into()?,
+        "optimizer" => config.optimizer = v.try_into()?,
+        "train" => config.train = v.try_into()?,
+        "decode" => config.decode = v.try_into()?,
+        "select" => config.select = v.try_into()?,
+        // Anything added to `Spec` later still works, through the whole spec.
+        _ => {
+            let mut whole = Value::try_from(&*config)
+                .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e.to_string()))?;
+            if let Value::Table(t) = &mut whole {
+                t.insert(top.to_string(), v);
+            }
+            *config = whole.try_into()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! Errors of spec loading and validation.
+//!
+//! Every problem names where the offending value came from (a file, an environment variable,
+//! a `--set` flag), the dotted key, the value and what is allowed, so a user can fix the spec
+//! without reading the source.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::grid::GridError;
+
+/// One thing wrong with a spec: where, which key, which value, what is allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The source that set the key: a file path, `environment variable X`, `--set k=v`.
+    pub origin: String,
+    /// Dotted key path, e.g. `optimizer.lr`.
+    pub key: String,
+    /// The offending value as TOML, when there is one.
+    pub value: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(
+                f,
+                "{}: `{}` = {}: {}",
+                self.origin, self.key, v, self.message
+            ),
+            None => write!(f, "{}: `{}`: {}", self.origin, self.key, self.message),
+        }
+    }
+}
+
+/// Why a spec could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file named on the command line does not exist or cannot be read.
+    #[error("cannot read spec file {}: {source}", file.display())]
+    Unreadable {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file named by `extends` cannot be read.
+    #[error("{}: cannot read `extends` file {}: {source}", by.display(), file.display())]
+    Extends {
+        by: PathBuf,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `extends` chain comes back to a file already in it.
+    #[error("`extends` cycle: {chain}")]
+    ExtendsCycle { chain: String },
+    /// A file is not valid TOML.
+    #[error("{}:{line}:{column}: TOML syntax error: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A `--set` flag that is not `key=value`.
+    #[error("--set {arg}: {message}")]
+    BadSet { arg: String, message: String },
+    /// Keys or values that are not allowed; one problem a line.
+    #[error("{}", join_lines(problems))]
+    Invalid { problems: Vec<Problem> },
+    /// The grid does not expand to valid runs.
+    #[error("{}: {source}", file.display())]
+    Grid {
+        file: PathBuf,
+        #[source]
+        source: Box<GridError>,
+    },
+}
+
+impl SpecError {
+    /// Whether the user named a spec file that cannot be read (a usage error, not a bad spec).
+    pub fn is_unreadable_input(&self) -> bool {
+        matches!(
+            self,
+            SpecError::Unreadable { .. } | SpecError::BadSet { .. }
+        )
+    }
+}
+
+fn join_lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    lines.join("\n")
+}
