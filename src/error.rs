@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Slurm backend could not submit or follow the runs.
+    #[error(transparent)]
+    Slurm(#[from] crate::launch::slurm::SlurmError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -49,6 +52,8 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
             Error::Interrupted => exit::INTERRUPTED,
+            // Missing tools, a refused job, an unknown partition: the runs could not start.
+            Error::Slurm(_) => exit::RUNTIME,
         }
     }
 
