@@ -66,7 +66,7 @@ status() {
 }
 attempts=$(( $(cat "$d/attempts" 2>/dev/null || echo 0) + 1 ))
 echo "$attempts" >"$d/attempts"
-echo "threads=$ORCHESTRATE_THREADS pwd=$(pwd) job=$ORCHESTRATE_SLURM_JOB" >>"$d/env.txt"
+echo "run=$ORCHESTRATE_RUN_ID threads=$ORCHESTRATE_THREADS/$RAYON_NUM_THREADS pwd=$(pwd) job=$ORCHESTRATE_SLURM_JOB" >>"$d/env.txt"
 status running 0 ""
 read -r mode arg <"$d/fake"
 finish() {
@@ -244,7 +244,8 @@ fn array_tasks_report_exit_codes_and_worker_status() {
         assert_eq!(
             env.trim(),
             format!(
-                "threads=1 pwd={} job={}_{i}",
+                "run={} threads=1/1 pwd={} job={}_{i}",
+                run.run_id,
                 exp.root.display(),
                 job.job_id
             )

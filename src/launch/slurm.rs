@@ -15,6 +15,7 @@
 //! a later `orchestrate run` or `status` picks the tracking up again after `--detach`).
 
 pub mod command;
+pub mod grid;
 pub mod query;
 pub mod script;
 pub mod track;
@@ -27,11 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SlurmSpec;
+pub use grid::{SlurmGridResult, SlurmOptions, run_grid_on_slurm, slurm_status};
 pub use query::SlurmState;
 pub use script::{EXIT_FILE, WorkerCommand};
-pub use track::{
-    RunOutcome, SlurmGridResult, SlurmOptions, TaskPhase, TaskView, run_grid_on_slurm, slurm_status,
-};
+pub use track::{RunOutcome, TaskPhase, TaskView};
 
 /// Why the Slurm backend could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -291,15 +291,17 @@ impl SlurmLauncher {
             .collect();
         let mut list = String::new();
         for t in &tasks {
-            let text = t.run_dir.display().to_string();
-            if text.contains('\n') {
+            let dir = t.run_dir.display().to_string();
+            if dir.contains(['\n', '\t']) || t.run_id.contains(['\n', '\t']) {
                 return Err(SlurmError::io(
                     &t.run_dir,
-                    io::Error::new(io::ErrorKind::InvalidInput, "newline in a run directory"),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "tab or newline in a run id or directory",
+                    ),
                 ));
             }
-            list.push_str(&text);
-            list.push('\n');
+            list.push_str(&format!("{}\t{dir}\n", t.run_id));
             let exit = t.run_dir.join(EXIT_FILE);
             match fs::remove_file(&exit) {
                 Ok(()) => {}

@@ -1,7 +1,7 @@
 //! The sbatch script of one array job: one task per run directory.
 //!
-//! Each task looks its run directory up in a run-list file written next to the script (line
-//! `SLURM_ARRAY_TASK_ID + 1`), starts `orchestrate worker` for it with the worker's output
+//! Each task looks its run id and directory up in a run-list file written next to the script
+//! (line `SLURM_ARRAY_TASK_ID + 1`), starts `orchestrate worker` for it with the worker's output
 //! appended to the run's `worker.log`, and after the worker exits writes `slurm_exit.json`
 //! into the run directory: the job id, the task and the worker's exit code. That file is the
 //! first source of truth for the orchestrator; Slurm's own view is only needed for tasks that
@@ -46,7 +46,7 @@ pub struct ScriptInputs<'a> {
     pub slurm: &'a SlurmSpec,
     /// The experiment's `.slurm/` directory (scripts, run lists, task output).
     pub slurm_dir: &'a Path,
-    /// The run-list file: one absolute run directory a line, task i on line i + 1.
+    /// The run-list file: `run id<TAB>absolute run directory` a line, task i on line i + 1.
     pub run_list: &'a Path,
     /// Working directory of the tasks: where `orchestrate run` was started, so relative data
     /// paths in the spec mean the same on the node.
@@ -135,8 +135,8 @@ pub fn render(inp: &ScriptInputs<'_>) -> String {
     s.push_str(&format!("run_list={}\n", shell_quote_path(inp.run_list)));
     s.push_str(
         r#"task=${SLURM_ARRAY_TASK_ID:?not started as a Slurm array task}
-run_dir=$(sed -n "$((task + 1))p" "$run_list")
-if [ -z "$run_dir" ] || [ ! -d "$run_dir" ]; then
+IFS=$'\t' read -r run_id run_dir < <(sed -n "$((task + 1))p" "$run_list")
+if [ -z "${run_dir:-}" ] || [ ! -d "$run_dir" ]; then
     echo "orchestrate: task $task: no run directory on line $((task + 1)) of $run_list" >&2
     exit 2
 fi
@@ -148,7 +148,9 @@ fi
 echo "orchestrate: job ${SLURM_ARRAY_JOB_ID}_$task on $(hostname): $run_dir"
 
 export ORCHESTRATE_RUN_DIR="$run_dir"
-export ORCHESTRATE_THREADS="${SLURM_CPUS_PER_TASK:-1}"
+export ORCHESTRATE_RUN_ID="$run_id"
+threads="${SLURM_CPUS_PER_TASK:-1}"
+export ORCHESTRATE_THREADS="$threads" RAYON_NUM_THREADS="$threads" CANDLE_NUM_THREADS="$threads"
 export ORCHESTRATE_SLURM_JOB="${SLURM_ARRAY_JOB_ID}_$task"
 "#,
     );
