@@ -28,7 +28,10 @@ use orchestrate::store::RunState;
 /// never hits an unrelated test's sbatch.
 static CLUSTER: RwLock<()> = RwLock::new(());
 
-const SLURM_CI_DIR: &str = "/tmp/slurm-ci";
+/// Where up.sh keeps pid files (its `SLURM_CI_DIR`).
+fn slurm_ci_dir() -> String {
+    std::env::var("SLURM_CI_DIR").unwrap_or_else(|_| "/tmp/slurm-ci".into())
+}
 
 fn require_slurm() -> bool {
     let has_sinfo = Command::new("sinfo").arg("--version").output().is_ok();
@@ -456,7 +459,7 @@ fn detach_then_a_later_run_picks_the_tracking_up() {
 
 /// Pid of a daemon up.sh recorded, after checking it is that daemon.
 fn daemon_pid(name: &str) -> i32 {
-    let pid: i32 = read(format!("{SLURM_CI_DIR}/{name}.pid"))
+    let pid: i32 = read(format!("{}/{name}.pid", slurm_ci_dir()))
         .trim()
         .parse()
         .unwrap();
