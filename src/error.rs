@@ -52,6 +52,9 @@ pub enum Error {
     /// The model in the spec cannot be laid out on its input.
     #[error(transparent)]
     Inspect(#[from] crate::inspect::InspectError),
+    /// The Slurm backend could not submit or follow the runs.
+    #[error(transparent)]
+    Slurm(#[from] crate::launch::slurm::SlurmError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -67,6 +70,8 @@ impl Error {
             Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
             Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
             Error::Interrupted => exit::INTERRUPTED,
+            // Missing tools, a refused job, an unknown partition: the runs could not start.
+            Error::Slurm(_) => exit::RUNTIME,
         }
     }
 

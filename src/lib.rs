@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod grid;
 pub mod inspect;
+pub mod launch;
 pub mod sinks;
 pub mod spec;
 pub mod store;

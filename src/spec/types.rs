@@ -440,6 +440,8 @@ pub struct SlurmSpec {
     pub max_parallel: usize,
     /// Extra `sbatch` arguments, passed as given.
     pub extra_args: Vec<String>,
+    /// Seconds between two looks at the queue while tracking; 0 = 2 s.
+    pub poll_seconds: f64,
 }
 
 /// `[launch]`: how runs are executed. Never part of a run's identity.
