@@ -13,6 +13,12 @@ if ! python3 -c "import tensorboard" 2>/dev/null; then
     python3 -m pip install --quiet --break-system-packages tensorboard
 fi
 
+# A real one-node Slurm cluster on 127.0.0.1 for the Slurm launcher's tests (tests/slurm.rs);
+# stopped again however the tests end.
+bash .ci/slurm/up.sh
+trap 'bash .ci/slurm/down.sh' EXIT
+export ORCHESTRATE_REQUIRE_SLURM=1
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
