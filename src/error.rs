@@ -40,6 +40,9 @@ pub enum Error {
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
+    /// A run directory, the experiment lock or the runs directory.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl Error {
@@ -49,6 +52,7 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Store(_) => exit::RUNTIME,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod sinks;
 pub mod spec;
 pub mod store;
 

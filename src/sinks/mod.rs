@@ -1,0 +1,4 @@
+//! Consumers of run events: the metrics stream (and, merged from other branches,
+//! TensorBoard).
+
+pub mod metrics;
