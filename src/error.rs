@@ -43,6 +43,9 @@ pub enum Error {
     /// A run directory, the experiment lock or the runs directory.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The hidden worker mode could not start.
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
 }
 
 impl Error {
@@ -53,6 +56,7 @@ impl Error {
             Error::Io { .. } => exit::RUNTIME,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Store(_) => exit::RUNTIME,
+            Error::Worker(_) => exit::RUNTIME,
         }
     }
 

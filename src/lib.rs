@@ -9,8 +9,12 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod events;
+pub mod grid; // TEMP stand-in: replaced at merge
 pub mod sinks;
 pub mod spec;
 pub mod store;
+pub mod summary; // TEMP stand-in: replaced at merge
+pub mod train; // TEMP stand-in: replaced at merge
+pub mod worker;
 
 pub use error::Error;
