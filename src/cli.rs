@@ -24,6 +24,8 @@ pub enum Command {
     Config(commands::config::Args),
     /// Per-layer output shapes and parameter counts of the spec's model.
     Inspect(commands::inspect::Args),
+    /// The table of an experiment's runs and their states (also while a grid runs).
+    Status(commands::status::Args),
     /// Internal: train one run directory (started by the launchers).
     #[command(hide = true)]
     Worker(commands::worker::Args),
@@ -48,6 +50,7 @@ pub fn main() -> i32 {
         Command::Plan(a) => commands::plan::execute(a),
         Command::Config(a) => commands::config::execute(a),
         Command::Inspect(a) => commands::inspect::execute(a),
+        Command::Status(a) => commands::status::execute(a),
         Command::Worker(a) => commands::worker::execute(a),
     };
     match result {

@@ -46,6 +46,18 @@ pub enum Error {
     /// The hidden worker mode could not start.
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    /// The local launcher.
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
+    /// The spec could not be loaded.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// The grid could not be expanded.
+    #[error(transparent)]
+    Grid(#[from] crate::grid::GridError),
+    /// The experiment summary could not be written.
+    #[error(transparent)]
+    Summary(#[from] crate::summary::SummaryError),
 }
 
 impl Error {
@@ -57,6 +69,10 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::Store(_) => exit::RUNTIME,
             Error::Worker(_) => exit::RUNTIME,
+            Error::Launch(e) if e.is_usage() => exit::USAGE,
+            Error::Launch(_) => exit::RUNTIME,
+            Error::Spec(_) | Error::Grid(_) => exit::SPEC,
+            Error::Summary(_) => exit::RUNTIME,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod grid; // TEMP stand-in: replaced at merge
+pub mod launch;
 pub mod sinks;
 pub mod spec;
 pub mod store;

@@ -4,4 +4,5 @@ pub mod config;
 pub mod inspect;
 pub mod plan;
 pub mod run;
+pub mod status;
 pub mod worker;
