@@ -1,6 +1,6 @@
 //! The local process pool: one `orchestrate worker` process group per run.
 //!
-//! A single loop polls every ~100 ms: it reaps exited workers (reading their verdict from
+//! A single loop polls every 20 ms: it reaps exited workers (reading their verdict from
 //! `status.json`), starts queued runs while slots are free, tails metrics for progress, and
 //! reacts to shutdown signals — SIGTERM to each worker's group, a grace period for them to
 //! checkpoint, then SIGKILL; a second signal kills at once. It emits [`LaunchEvent`]s and
@@ -53,6 +53,9 @@ pub struct PoolReport {
     /// A shutdown signal stopped the pool.
     pub interrupted: bool,
 }
+
+/// How often the pool looks at its workers and run directories.
+const POLL: Duration = Duration::from_millis(20);
 
 struct Active {
     run: usize,
@@ -212,7 +215,8 @@ pub fn run_pool(
         if active.is_empty() && (queue.is_empty() || stopping.is_some() || fatal.is_some()) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Short enough that a freed slot is refilled well within the 50 ms start-up budget.
+        std::thread::sleep(POLL);
     }
 
     report.not_started = queue.len();
