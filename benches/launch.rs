@@ -34,8 +34,11 @@ fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");
     std::os::unix::fs::symlink(repo.join("data"), dir.path().join("data")).expect("link");
-    std::fs::copy(repo.join("tests/fixtures/grid.toml"), dir.path().join("grid.toml"))
-        .expect("copy fixture");
+    std::fs::copy(
+        repo.join("tests/fixtures/bench.toml"),
+        dir.path().join("bench.toml"),
+    )
+    .expect("copy fixture");
 
     // Process start-up of a worker up to reading its run directory (which is missing, so
     // it stops there): the launcher's share of spawn-to-first-step.
@@ -52,19 +55,11 @@ fn main() {
             .collect(),
     );
 
-    let grid = [
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "grid.optimizer.lr=[0.001, 0.002, 0.003]",
-        "--threads",
-        "1",
-        "--quiet",
-    ];
-    let mut one = vec!["run", "grid.toml", "--runs-dir", "runs-j1", "--jobs", "1"];
-    one.extend(grid);
-    let mut two = vec!["run", "grid.toml", "--runs-dir", "runs-j2", "--jobs", "2"];
-    two.extend(grid);
+    let common = ["--threads", "1", "--quiet"];
+    let mut one = vec!["run", "bench.toml", "--runs-dir", "runs-j1", "--jobs", "1"];
+    one.extend(common);
+    let mut two = vec!["run", "bench.toml", "--runs-dir", "runs-j2", "--jobs", "2"];
+    two.extend(common);
     let j1 = orchestrate(dir.path(), &one);
     let j2 = orchestrate(dir.path(), &two);
 
