@@ -32,6 +32,8 @@ pub enum Command {
     Report(commands::report::Args),
     /// List experiments under runs/ with run counts by state and their winners.
     Ls(commands::ls::Args),
+    /// The table of an experiment's runs and their states (also while a grid runs).
+    Status(commands::status::Args),
     /// Internal: train one run directory (started by the launchers).
     #[command(hide = true)]
     Worker(commands::worker::Args),
@@ -60,6 +62,7 @@ pub fn main() -> i32 {
         Command::Diff(a) => commands::diff::execute(a),
         Command::Report(a) => commands::report::execute(a),
         Command::Ls(a) => commands::ls::execute(a),
+        Command::Status(a) => commands::status::execute(a),
         Command::Worker(a) => commands::worker::execute(a),
     };
     match result {

@@ -58,6 +58,15 @@ pub enum Error {
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
+    /// A run directory, the experiment lock or the runs directory.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The hidden worker mode could not start.
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+    /// The local launcher.
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
 }
 
 impl Error {
@@ -72,6 +81,9 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             // Missing tools, a refused job, an unknown partition: the runs could not start.
             Error::Slurm(_) => exit::RUNTIME,
+            Error::Store(_) | Error::Worker(_) => exit::RUNTIME,
+            Error::Launch(e) if e.is_usage() => exit::USAGE,
+            Error::Launch(_) => exit::RUNTIME,
         }
     }
 

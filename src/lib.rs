@@ -16,5 +16,7 @@ pub mod sinks;
 pub mod spec;
 pub mod store;
 pub mod summary;
+pub mod train; // TEMP stand-in: replaced at merge
+pub mod worker;
 
 pub use error::Error;

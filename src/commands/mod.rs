@@ -8,4 +8,5 @@ pub mod ls;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod status;
 pub mod worker;

@@ -4,8 +4,16 @@
 //! reads `config.toml` and writes everything else; `status`, `summary` and the launchers
 //! only read.
 
+pub mod atomic;
+pub mod files;
+pub mod lock;
 pub mod records;
 
+pub use atomic::write_atomic;
+pub use files::{
+    StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
+};
+pub use lock::ExperimentLock;
 pub use records::*;
 
 use std::path::{Path, PathBuf};
@@ -66,5 +74,9 @@ impl RunDir {
     /// Per-run `summary.json`.
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
+    }
+    /// The experiment directory holding this run (`runs/<experiment>`).
+    pub fn experiment_dir(&self) -> Option<&Path> {
+        self.root.parent()
     }
 }

@@ -1,6 +1,7 @@
 //! Serialized records of a run: its status and its metric stream.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Lifecycle state of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +18,8 @@ pub enum RunState {
 }
 
 impl RunState {
-    /// Done, failed and diverged runs are not started again by a plain `run`.
+    /// Done and diverged runs are not started again by a plain `run`; queued, running
+    /// (orphaned), failed and cancelled ones are resumed from their last checkpoint.
     pub fn is_final(self) -> bool {
         matches!(self, RunState::Done | RunState::Diverged)
     }
@@ -50,4 +52,19 @@ pub struct MetricRecord {
     pub step: u64,
     pub tag: String,
     pub value: f64,
+}
+
+/// Contents of `plan.json`: who this run is within its experiment's grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// Position in the grid expansion (0-based).
+    pub index: usize,
+    /// 12-hex hash of the canonical config; names the run directory.
+    pub id: String,
+    /// Hash without `decode`/`select`: runs sharing it can share one training.
+    pub training_id: String,
+    /// Readable name, e.g. `lr=0.001`.
+    pub name: String,
+    /// The grid values this run sets, by dotted key.
+    pub varied: BTreeMap<String, toml::Value>,
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod runs;
+pub mod workdir;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output as ProcessOutput};

@@ -32,6 +32,43 @@ pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";
 /// Tag of the per-experiment record.
 pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
 
+/// Fixed keys shown beside the varied ones: those that shape every result of a run.
+pub const FIXED_HPARAMS: &[&str] = &[
+    "model.kind",
+    "optimizer.kind",
+    "optimizer.lr",
+    "train.batch_size",
+    "train.epochs",
+    "model.dropout",
+    "seed",
+];
+
+/// Seq2seq keys shown as well when the model is a seq2seq.
+const SEQ2SEQ_HPARAMS: &[&str] = &["model.attention", "decode.strategy", "decode.beam_width"];
+
+/// The hyper-parameters of one run: every varied key plus [`FIXED_HPARAMS`].
+pub fn run_hparams(
+    config: &crate::spec::Spec,
+    varied: &BTreeMap<String, toml::Value>,
+) -> BTreeMap<String, HParamValue> {
+    let mut out: BTreeMap<String, HParamValue> = varied
+        .iter()
+        .map(|(k, v)| (k.clone(), HParamValue::from_toml(v)))
+        .collect();
+    let Ok(table) = toml::Value::try_from(config) else {
+        return out;
+    };
+    let seq2seq = config.model.kind == crate::spec::ModelKind::Seq2seq;
+    let extra = if seq2seq { SEQ2SEQ_HPARAMS } else { &[] };
+    for key in FIXED_HPARAMS.iter().chain(extra) {
+        if let Some(v) = crate::spec::schema::get_path(&table, key) {
+            out.entry(key.to_string())
+                .or_insert_with(|| HParamValue::from_toml(v));
+        }
+    }
+    out
+}
+
 /// One hyper-parameter value as the HParams dashboard shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HParamValue {

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use crate::events::{EventSink, RunEvent, SinkError};
 use crate::store::{RunDir, RunState};
 
-pub use hparams::{Domain, HParamDomain, HParamValue, domains_from_runs, write_experiment};
+pub use hparams::{
+    Domain, HParamDomain, HParamValue, domains_from_runs, run_hparams, write_experiment,
+};
 use resume::EpochLog;
 use writer::EventFileWriter;
 

@@ -1,0 +1,224 @@
+//! The table of an experiment's runs, read from run directories only (no lock): what
+//! `orchestrate status` prints, also while a grid runs.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::sinks::metrics::read_records;
+use crate::store::lock::pid_alive;
+use crate::store::{self, RunDir, RunState, StoreError};
+use crate::worker::state_word;
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub index: usize,
+    pub id: String,
+    pub name: String,
+    /// `None`: planned but no run directory yet.
+    pub state: Option<RunState>,
+    /// A `running` status whose worker pid is gone (its orchestrator was killed).
+    pub orphaned: bool,
+    pub attempts: u32,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub metric: String,
+    /// Latest value of `metric` in `metrics.jsonl`.
+    pub value: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// Reads every run directory under `exp_dir`; `planned` (index, id, name, epochs, metric)
+/// adds rows for runs that have no directory yet.
+pub fn collect(
+    exp_dir: &Path,
+    planned: &[(usize, String, String, usize, String)],
+) -> Result<Vec<RunView>, StoreError> {
+    let mut rows = Vec::new();
+    let entries = match std::fs::read_dir(exp_dir) {
+        Ok(e) => e.flatten().collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !planned.is_empty() => Vec::new(),
+        Err(e) => return Err(StoreError::io(exp_dir, e)),
+    };
+    for entry in entries {
+        let run = RunDir::at(entry.path());
+        let Ok(Some(plan)) = store::read_plan(&run) else {
+            continue;
+        };
+        let status = store::read_status(&run).ok().flatten();
+        let config = store::read_config(&run).ok().flatten();
+        let (epochs, metric) = config
+            .map(|c| (c.train.epochs, c.select.metric))
+            .unwrap_or((0, "dev/accuracy".into()));
+        let value = read_records(&run.metrics())
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .find(|r| r.tag == metric)
+            .map(|r| r.value);
+        let orphaned = status
+            .as_ref()
+            .is_some_and(|s| s.state == RunState::Running && !s.pid.is_some_and(pid_alive));
+        rows.push(RunView {
+            index: plan.index,
+            id: plan.id,
+            name: plan.name,
+            state: status.as_ref().map(|s| s.state),
+            orphaned,
+            attempts: status.as_ref().map_or(0, |s| s.attempts),
+            epoch: status.as_ref().map_or(0, |s| s.epoch),
+            epochs,
+            metric,
+            value,
+            message: status.and_then(|s| s.message),
+        });
+    }
+    for (index, id, name, epochs, metric) in planned {
+        if !rows.iter().any(|r| r.id == *id) {
+            rows.push(RunView {
+                index: *index,
+                id: id.clone(),
+                name: name.clone(),
+                state: None,
+                orphaned: false,
+                attempts: 0,
+                epoch: 0,
+                epochs: *epochs,
+                metric: metric.clone(),
+                value: None,
+                message: None,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+    Ok(rows)
+}
+
+/// The table as text, one row per run and a count line.
+pub fn render(rows: &[RunView]) -> String {
+    let mut table = vec![[
+        "RUN".to_string(),
+        "NAME".into(),
+        "STATE".into(),
+        "ATTEMPTS".into(),
+        "EPOCH".into(),
+        "METRIC".into(),
+        "NOTE".into(),
+    ]];
+    for r in rows {
+        let state = match (r.state, r.orphaned) {
+            (None, _) => "not started".into(),
+            (Some(_), true) => "interrupted".into(),
+            (Some(s), false) => state_word(s).to_string(),
+        };
+        let metric = r
+            .value
+            .map(|v| format!("{} {v:.4}", r.metric))
+            .unwrap_or_else(|| "-".into());
+        let mut note = r.message.clone().unwrap_or_default();
+        if note.chars().count() > 60 {
+            note = note.chars().take(57).collect::<String>() + "...";
+        }
+        table.push([
+            r.id.clone(),
+            r.name.clone(),
+            state,
+            r.attempts.to_string(),
+            format!("{}/{}", r.epoch, r.epochs),
+            metric,
+            note,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| {
+            table
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let count = |s: RunState| rows.iter().filter(|r| r.state == Some(s)).count();
+    out.push_str(&format!(
+        "{} run(s): {} done, {} running, {} queued, {} failed, {} diverged, {} cancelled\n",
+        rows.len(),
+        count(RunState::Done),
+        count(RunState::Running),
+        count(RunState::Queued) + rows.iter().filter(|r| r.state.is_none()).count(),
+        count(RunState::Failed),
+        count(RunState::Diverged),
+        count(RunState::Cancelled),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_snapshot() {
+        let row =
+            |index, id: &str, name: &str, state, attempts, epoch, value, message: Option<&str>| {
+                RunView {
+                    index,
+                    id: id.into(),
+                    name: name.into(),
+                    state,
+                    orphaned: false,
+                    attempts,
+                    epoch,
+                    epochs: 3,
+                    metric: "dev/accuracy".into(),
+                    value,
+                    message: message.map(Into::into),
+                }
+            };
+        let rows = vec![
+            row(
+                0,
+                "0a1b2c3d4e5f",
+                "lr=0.001",
+                Some(RunState::Done),
+                1,
+                3,
+                Some(0.8123),
+                None,
+            ),
+            row(
+                1,
+                "1a1b2c3d4e5f",
+                "lr=0.01",
+                Some(RunState::Failed),
+                2,
+                1,
+                Some(0.5),
+                Some("worker killed by signal 9 (SIGKILL) (attempt 2)"),
+            ),
+            row(
+                2,
+                "2a1b2c3d4e5f",
+                "lr=1000000",
+                Some(RunState::Diverged),
+                1,
+                0,
+                None,
+                Some("train/loss is NaN at step 3"),
+            ),
+            row(3, "3a1b2c3d4e5f", "lr=0.1", None, 0, 0, None, None),
+        ];
+        insta::assert_snapshot!(render(&rows));
+    }
+}

@@ -1,0 +1,239 @@
+//! Writing an experiment's run directories before any worker starts.
+//!
+//! Each run directory gets its resolved `config.toml`, `plan.json` and a `queued` status,
+//! unless it already has them: a finished run's files are never overwritten, and a run
+//! directory whose config differs from the plan's is an error (its hash says it should not).
+//! `--rerun` resets one run (status, checkpoints, metrics, TensorBoard, artifacts) and no other.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::LaunchError;
+use crate::grid::RunPlan;
+use crate::spec::{LaunchSpec, Spec};
+use crate::store::{self, PlanRecord, RunDir, RunState, RunStatus, StoreError};
+
+/// A run of the plan, ready to schedule or already finished.
+#[derive(Debug, Clone)]
+pub struct PreparedRun {
+    pub plan: PlanRecord,
+    pub dir: RunDir,
+    pub epochs: usize,
+    /// The metric the progress display shows (`select.metric`).
+    pub metric: String,
+    /// State on disk before this launch.
+    pub state: RunState,
+}
+
+impl PreparedRun {
+    /// Whether a plain `run` starts this run (it is not done or diverged).
+    pub fn needs_running(&self) -> bool {
+        !self.state.is_final()
+    }
+}
+
+/// Creates `runs_root/<experiment>` with a clear error when the runs directory is unusable
+/// (a regular file in the way, read-only, full).
+pub fn create_experiment_dir(runs_root: &Path, experiment: &str) -> Result<RunDir, StoreError> {
+    let dir = runs_root.join(experiment);
+    fs::create_dir_all(&dir).map_err(|source| StoreError::RunsDir {
+        path: runs_root.to_path_buf(),
+        source,
+    })?;
+    // Probe that it is writable now, before the lock and any run files.
+    let probe = dir.join(format!(".probe.{}", std::process::id()));
+    fs::write(&probe, b"")
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|source| StoreError::RunsDir {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(RunDir::at(dir))
+}
+
+/// Writes (or checks) every run directory of `plans` under `exp_dir`, resetting the runs
+/// named by `reruns` (run id, id prefix or name).
+pub fn prepare_runs(
+    exp_dir: &Path,
+    plans: &[RunPlan],
+    reruns: &[String],
+) -> Result<Vec<PreparedRun>, LaunchError> {
+    for r in reruns {
+        if !plans.iter().any(|p| matches_run(p, r)) {
+            return Err(LaunchError::UnknownRun {
+                name: r.clone(),
+                known: plans
+                    .iter()
+                    .map(|p| format!("{} ({})", p.id, p.name))
+                    .collect(),
+            });
+        }
+    }
+    plans
+        .iter()
+        .map(|p| {
+            let rerun = reruns.iter().any(|r| matches_run(p, r));
+            prepare_one(exp_dir, p, rerun)
+        })
+        .collect()
+}
+
+fn matches_run(p: &RunPlan, key: &str) -> bool {
+    p.id == key || p.name == key || (key.len() >= 4 && p.id.starts_with(key))
+}
+
+fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, LaunchError> {
+    let dir = RunDir::at(exp_dir.join(&p.id));
+    fs::create_dir_all(dir.root()).map_err(|e| StoreError::io(dir.root(), e))?;
+    let record = PlanRecord {
+        index: p.index,
+        id: p.id.clone(),
+        training_id: p.training_id.clone(),
+        name: p.name.clone(),
+        varied: p.varied.clone(),
+    };
+    match store::read_config(&dir)? {
+        Some(existing) => {
+            if identity(&existing) != identity(&p.config) {
+                return Err(LaunchError::ConfigMismatch {
+                    path: dir.config(),
+                    id: p.id.clone(),
+                });
+            }
+        }
+        None => store::write_config(&dir, &p.config)?,
+    }
+    if store::read_plan(&dir)?.as_ref() != Some(&record) {
+        store::write_plan(&dir, &record)?;
+    }
+    if rerun {
+        reset(&dir)?;
+    }
+    let state = match store::read_status(&dir)? {
+        Some(s) => s.state,
+        None => {
+            store::write_status(
+                &dir,
+                &RunStatus {
+                    state: RunState::Queued,
+                    attempts: 0,
+                    epoch: 0,
+                    message: None,
+                    pid: None,
+                },
+            )?;
+            RunState::Queued
+        }
+    };
+    Ok(PreparedRun {
+        plan: record,
+        dir,
+        epochs: p.config.train.epochs,
+        metric: p.config.select.metric.clone(),
+        state,
+    })
+}
+
+/// The part of a config that makes a run what it is: without name, description, launch
+/// settings and the (emptied) grid, exactly like the run id's hash.
+fn identity(c: &Spec) -> Spec {
+    let mut c = c.clone();
+    c.name.clear();
+    c.description.clear();
+    c.launch = LaunchSpec::default();
+    c.grid = Default::default();
+    c
+}
+
+/// Forgets a run's results so it trains from scratch; its config and plan stay.
+fn reset(dir: &RunDir) -> Result<(), StoreError> {
+    for f in [dir.status(), dir.metrics(), dir.summary()] {
+        match fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(f, e)),
+        }
+    }
+    for d in [dir.checkpoints(), dir.tensorboard(), dir.artifacts()] {
+        match fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(d, e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn plan(index: usize, id: &str, lr: f64) -> RunPlan {
+        let mut config = Spec::default();
+        config.optimizer.lr = lr;
+        RunPlan {
+            index,
+            id: id.into(),
+            training_id: id.into(),
+            name: format!("lr={lr}"),
+            varied: BTreeMap::new(),
+            config,
+        }
+    }
+
+    #[test]
+    fn writes_queued_runs_and_keeps_finished_ones() {
+        let exp = tempfile::tempdir().unwrap();
+        let plans = vec![plan(0, "aaaa01", 0.1), plan(1, "bbbb02", 0.2)];
+        let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        assert!(runs.iter().all(|r| r.state == RunState::Queued));
+        let done = RunStatus {
+            state: RunState::Done,
+            attempts: 1,
+            epoch: 3,
+            message: None,
+            pid: None,
+        };
+        store::write_status(&runs[0].dir, &done).unwrap();
+        fs::write(runs[0].dir.metrics(), "x\n").unwrap();
+        let again = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        assert!(!again[0].needs_running() && again[1].needs_running());
+        assert_eq!(store::read_status(&runs[0].dir).unwrap(), Some(done));
+        // A launch setting is not part of a run: a different --jobs is the same run.
+        let mut other = plans.clone();
+        other[0].config.launch.jobs = 7;
+        prepare_runs(exp.path(), &other, &[]).unwrap();
+    }
+
+    #[test]
+    fn a_different_config_in_the_run_dir_is_an_error() {
+        let exp = tempfile::tempdir().unwrap();
+        prepare_runs(exp.path(), &[plan(0, "aaaa01", 0.1)], &[]).unwrap();
+        let err = prepare_runs(exp.path(), &[plan(0, "aaaa01", 0.3)], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("aaaa01") && err.contains("config.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rerun_resets_only_the_named_run() {
+        let exp = tempfile::tempdir().unwrap();
+        let plans = vec![plan(0, "aaaa01", 0.1), plan(1, "bbbb02", 0.2)];
+        let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        for r in &runs {
+            fs::create_dir_all(r.dir.checkpoints()).unwrap();
+            fs::write(r.dir.metrics(), "x\n").unwrap();
+        }
+        let again = prepare_runs(exp.path(), &plans, &["lr=0.2".into()]).unwrap();
+        assert!(runs[0].dir.metrics().exists() && runs[0].dir.checkpoints().exists());
+        assert!(!runs[1].dir.metrics().exists() && !runs[1].dir.checkpoints().exists());
+        assert_eq!(again[1].state, RunState::Queued);
+        let err = prepare_runs(exp.path(), &plans, &["nope".into()]).unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+}
