@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A data file is missing or corrupt.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -48,6 +51,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
+            Error::Data(_) => exit::DATA,
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

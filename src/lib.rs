@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod error;
 pub mod events;
 pub mod spec;
