@@ -10,6 +10,7 @@ pub mod commands;
 pub mod data;
 pub mod error;
 pub mod events;
+pub mod models;
 pub mod spec;
 pub mod store;
 
