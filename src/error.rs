@@ -40,6 +40,9 @@ pub enum Error {
     /// A data file is missing or corrupt.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// Training could not run (data, model config, device, checkpoint, I/O).
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -52,6 +55,13 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
             Error::Data(_) => exit::DATA,
+            Error::Train(e) => match e {
+                crate::train::TrainError::Data(_) => exit::DATA,
+                crate::train::TrainError::Config { .. } | crate::train::TrainError::Model(_) => {
+                    exit::SPEC
+                }
+                _ => exit::RUNTIME,
+            },
             Error::Interrupted => exit::INTERRUPTED,
         }
     }

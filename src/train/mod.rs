@@ -1,0 +1,154 @@
+//! Training: the loop, optimizers, early-stopping and checkpoint policies, seeding.
+//!
+//! [`run`] trains one run described by a [`RunContext`] and reports through an
+//! [`EventSink`]; it resumes from the run's last checkpoint when there is one. It writes
+//! checkpoints and artifacts into the run directory but never `status.json` or
+//! `metrics.jsonl`: the worker and the sinks own those.
+
+pub mod activations;
+pub mod checkpoint;
+pub mod classifier;
+pub mod early_stopping;
+pub mod exact_f64;
+pub mod optim;
+pub mod seeding;
+
+use crate::data::DataError;
+use crate::events::{EventSink, SinkError};
+use crate::models::ModelError;
+use crate::spec::{ModelKind, Spec};
+use crate::store::RunDir;
+use candle_core::Device;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Everything a training run needs; built by the worker from the run directory.
+pub struct RunContext {
+    pub run_dir: RunDir,
+    /// The run's resolved config (grid emptied).
+    pub config: Spec,
+    pub run_id: String,
+    /// Identity of the training part of the config (without `decode` and `select`).
+    pub training_id: String,
+    /// CPU threads this run may use (see [`configure_threads`]).
+    pub threads: usize,
+    /// Set to stop at the next step; the run returns [`Outcome::Cancelled`].
+    pub cancel: Arc<AtomicBool>,
+    /// A run with the same training id whose checkpoints this run may reuse (seq2seq decode
+    /// variants); image runs train themselves and ignore it.
+    pub reuse_training_from: Option<RunDir>,
+}
+
+/// How a run ended (errors aside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// All epochs ran (or early stopping ended training after `epoch`).
+    Done { epoch: usize },
+    /// The training loss became NaN or infinite during `epoch`.
+    Diverged { epoch: usize, message: String },
+    /// Stopped by the cancel flag; `epoch` is the last completed (checkpointed) epoch.
+    Cancelled { epoch: usize },
+}
+
+/// Why a run could not train.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A key of the spec that training cannot honour.
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
+    #[error("device {device:?}: {message}")]
+    Device { device: String, message: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Trains the run `ctx` describes, emitting events to `sink`.
+pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
+    match ctx.config.model.kind {
+        ModelKind::Cnn | ModelKind::Mlp => classifier::run(ctx, sink),
+        ModelKind::Seq2seq => Err(TrainError::Config {
+            key: "model.kind".into(),
+            message: "seq2seq training is not built into this version".into(),
+        }),
+    }
+}
+
+/// Sets the number of CPU threads Candle uses; returns the number set.
+///
+/// Candle reads `RAYON_NUM_THREADS` on every matrix product (gemm's parallelism) and builds
+/// its rayon and barrier pools from it (and `CANDLE_NUM_THREADS`) on first use, so this must
+/// run before any tensor work; it also builds rayon's global pool with `n` threads. `n = 0`
+/// leaves Candle's default (the physical cores). Results are bit-identical only for the same
+/// thread count, because matrix products split their work by it.
+///
+/// # Safety
+/// Changes environment variables: call it at process start, before any other thread exists
+/// (the worker does, first thing).
+pub unsafe fn configure_threads(n: usize) -> usize {
+    if n == 0 {
+        return candle_core::utils::get_num_threads();
+    }
+    // SAFETY: the caller guarantees no other thread reads or writes the environment.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    // Fails only when the global pool already exists; Candle's own pools still follow the
+    // variables above.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    n
+}
+
+/// The device `train.device` names: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with
+/// it and present, else CPU).
+pub fn select_device(name: &str) -> Result<Device, TrainError> {
+    let err = |message: String| TrainError::Device {
+        device: name.to_string(),
+        message,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Device::cuda_if_available(0).map_err(|e| err(e.to_string())),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| err("expected cpu, cuda, cuda:N or auto".into()))?,
+                None => return Err(err("expected cpu, cuda, cuda:N or auto".into())),
+            };
+            Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert!(matches!(select_device("cpu"), Ok(Device::Cpu)));
+        assert!(select_device("auto").is_ok());
+        let e = select_device("gpu").unwrap_err();
+        assert!(e.to_string().contains("cuda:N"), "{e}");
+        assert!(select_device("cuda:x").is_err());
+    }
+}
