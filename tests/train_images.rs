@@ -306,3 +306,18 @@ fn missing_data_is_a_data_error_naming_the_file() {
     let top: orchestrate::Error = err.into();
     assert_eq!(top.exit_code(), orchestrate::error::exit::DATA);
 }
+
+#[test]
+fn checkpoint_of_another_training_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = spec(200, 2);
+    config.model.kind = orchestrate::spec::ModelKind::Mlp;
+    config.model.hidden = vec![16];
+    let ctx = context(dir.path(), config.clone());
+    run(&ctx, &mut MemorySink::default()).unwrap();
+    let mut other = context(dir.path(), config);
+    other.training_id = "another".into();
+    let err = run(&other, &mut MemorySink::default()).unwrap_err();
+    assert!(matches!(err, TrainError::Checkpoint(_)), "{err:?}");
+    assert!(err.to_string().contains("another"), "{err}");
+}
