@@ -2,7 +2,7 @@
 //! the quality bar (homework hyper-parameters on the shipped Fashion-MNIST subset).
 //!
 //! ```text
-//! cargo run --release --example train_images -- [--set key=value ...]
+//! cargo run --release --example train_images -- [--threads N] [--dir RUN_DIR] [--set key=value ...]
 //! e.g. --set optimizer.lr=0.0005 --set train.epochs=5 --set data.train_limit=2000
 //! ```
 //! Keys: seed, optimizer.lr, optimizer.kind (sgd|adam|adamw), train.epochs, train.batch_size,
@@ -88,12 +88,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     spec.train.epochs = 5;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = 0;
+    let mut run_dir = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--set" if i + 1 < args.len() => {
                 let (k, v) = args[i + 1].split_once('=').ok_or("--set key=value")?;
                 apply(&mut spec, k, v)?;
+                i += 2;
+            }
+            "--dir" if i + 1 < args.len() => {
+                run_dir = Some(std::path::PathBuf::from(&args[i + 1]));
                 i += 2;
             }
             "--threads" if i + 1 < args.len() => {
@@ -105,9 +110,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // SAFETY: first thing in main, no other thread exists yet.
     let threads = unsafe { configure_threads(threads) };
-    let dir = tempfile::tempdir()?;
+    // Without --dir, checkpoints and figures go to a temporary directory removed at exit.
+    let tmp = tempfile::tempdir()?;
     let ctx = RunContext {
-        run_dir: RunDir::at(dir.path()),
+        run_dir: RunDir::at(run_dir.unwrap_or_else(|| tmp.path().to_path_buf())),
         config: spec,
         run_id: "example".into(),
         training_id: "example".into(),
