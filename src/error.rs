@@ -55,6 +55,12 @@ pub enum Error {
     /// The Slurm backend could not submit or follow the runs.
     #[error(transparent)]
     Slurm(#[from] crate::launch::slurm::SlurmError),
+    /// A data file is missing or corrupt.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Training could not run (data, model config, device, checkpoint, I/O).
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -78,6 +84,14 @@ impl Error {
             Error::Summary(e) => e.exit_code(),
             Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
             Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
+            Error::Data(_) => exit::DATA,
+            Error::Train(e) => match e {
+                crate::train::TrainError::Data(_) => exit::DATA,
+                crate::train::TrainError::Config { .. } | crate::train::TrainError::Model(_) => {
+                    exit::SPEC
+                }
+                _ => exit::RUNTIME,
+            },
             Error::Interrupted => exit::INTERRUPTED,
             // Missing tools, a refused job, an unknown partition: the runs could not start.
             Error::Slurm(_) => exit::RUNTIME,

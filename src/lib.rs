@@ -7,16 +7,18 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod error;
 pub mod events;
 pub mod grid;
 pub mod inspect;
 pub mod launch;
+pub mod models;
 pub mod sinks;
 pub mod spec;
 pub mod store;
 pub mod summary;
-pub mod train; // TEMP stand-in: replaced at merge
+pub mod train;
 pub mod worker;
 
 pub use error::Error;

@@ -148,6 +148,8 @@ fn parse_opt<T: std::str::FromStr>(
 
 /// Trains the run named by `env`; returns the worker's exit code.
 pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
+    // SAFETY: first thing in the worker process, before any thread of ours exists.
+    unsafe { train::configure_threads(env.threads) };
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [libc::SIGTERM, libc::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(WorkerError::Signals)?;
@@ -155,7 +157,6 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
     if let Some(parent) = env.parent_pid {
         stop_with_parent(parent, &cancel);
     }
-    set_thread_budget(env.threads);
 
     let run_dir = RunDir::at(&env.run_dir);
     let mut config = store::read_config(&run_dir)?.ok_or_else(|| WorkerError::Missing {
@@ -281,25 +282,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "unknown panic".into()
     }
-}
-
-/// Makes the thread budget reach rayon and Candle's CPU kernels: both read
-/// `RAYON_NUM_THREADS` (Candle also `CANDLE_NUM_THREADS`) when their pools are first built,
-/// which happens lazily on the first tensor operation, after this.
-fn set_thread_budget(threads: usize) {
-    if threads == 0 {
-        return;
-    }
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var(var).ok().as_deref() != Some(&threads.to_string()) {
-            // SAFETY: called before any other thread of ours reads the environment
-            // (signal-hook's handler thread does not).
-            unsafe { std::env::set_var(var, threads.to_string()) };
-        }
-    }
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
 }
 
 /// Linux: ask for SIGTERM when the orchestrator dies, so an orphaned worker checkpoints and

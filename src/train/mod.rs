@@ -1,132 +1,154 @@
-// TEMP: replaced at merge (the images engineer's training loop).
-//! Stand-in training: fake epochs with sleeps and a deterministic fake loss, honouring
-//! cancel and resuming from a fake checkpoint; diverges when `optimizer.lr > 1e3`.
+//! Training: the loop, optimizers, early-stopping and checkpoint policies, seeding.
+//!
+//! [`run`] trains one run described by a [`RunContext`] and reports through an
+//! [`EventSink`]; it resumes from the run's last checkpoint when there is one. It writes
+//! checkpoints and artifacts into the run directory but never `status.json` or
+//! `metrics.jsonl`: the worker and the sinks own those.
 
+pub mod activations;
+pub mod checkpoint;
+pub mod classifier;
+pub mod early_stopping;
+pub mod exact_f64;
+pub mod optim;
+pub mod seeding;
+
+use crate::data::DataError;
+use crate::events::{EventSink, SinkError};
+use crate::models::ModelError;
+use crate::spec::{ModelKind, Spec};
+use crate::store::RunDir;
+use candle_core::Device;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
-use crate::events::{EventSink, RunEvent, SinkError};
-use crate::spec::Spec;
-use crate::store::{RunDir, RunState, write_atomic};
-
-/// Everything a run needs.
+/// Everything a training run needs; built by the worker from the run directory.
 pub struct RunContext {
     pub run_dir: RunDir,
+    /// The run's resolved config (grid emptied).
     pub config: Spec,
     pub run_id: String,
+    /// Identity of the training part of the config (without `decode` and `select`).
     pub training_id: String,
+    /// CPU threads this run may use (see [`configure_threads`]).
     pub threads: usize,
+    /// Set to stop at the next step; the run returns [`Outcome::Cancelled`].
     pub cancel: Arc<AtomicBool>,
+    /// A run with the same training id whose checkpoints this run may reuse (seq2seq decode
+    /// variants); image runs train themselves and ignore it.
     pub reuse_training_from: Option<RunDir>,
 }
 
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq)]
+/// How a run ended (errors aside).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// All epochs ran (or early stopping ended training after `epoch`).
     Done { epoch: usize },
+    /// The training loss became NaN or infinite during `epoch`.
     Diverged { epoch: usize, message: String },
+    /// Stopped by the cancel flag; `epoch` is the last completed (checkpointed) epoch.
     Cancelled { epoch: usize },
 }
 
-/// Why training failed.
+/// Why a run could not train.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A key of the spec that training cannot honour.
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
+    #[error("device {device:?}: {message}")]
+    Device { device: String, message: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
 }
 
-/// Runs (or resumes) the fake training.
+/// Trains the run `ctx` describes, emitting events to `sink`.
 pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
-    let c = &ctx.config;
-    let epochs = c.train.epochs;
-    let steps = (c.data.train_limit.max(100) / c.train.batch_size.max(1)).max(1) as u64;
-    let ckpt = ctx.run_dir.checkpoints();
-    std::fs::create_dir_all(&ckpt)?;
-    let resumed = (1..=epochs)
-        .rev()
-        .find(|e| ckpt.join(format!("epoch-{e}.txt")).exists())
-        .unwrap_or(0);
-    sink.emit(&RunEvent::Started {
-        attempt: 0,
-        resumed_from: resumed,
-        epochs,
-        steps_per_epoch: steps,
-    })?;
-    let lr = c.optimizer.lr;
-    let seed = c.seed as f64;
-    for epoch in resumed + 1..=epochs {
-        for s in 1..=steps {
-            if ctx.cancel.load(Ordering::SeqCst) {
-                return Ok(Outcome::Cancelled { epoch: epoch - 1 });
-            }
-            std::thread::sleep(Duration::from_millis(30));
-            let step = (epoch as u64 - 1) * steps + s;
-            if lr > 1e3 {
-                sink.emit(&scalar(epoch, step, "train/loss", f64::NAN))?;
-                let message = format!("train/loss is NaN at step {step}");
-                sink.emit(&RunEvent::Finished {
-                    state: RunState::Diverged,
-                    epoch: epoch - 1,
-                    message: Some(message.clone()),
-                })?;
-                return Ok(Outcome::Diverged {
-                    epoch: epoch - 1,
-                    message,
-                });
-            }
-            if c.train.log_every > 0 && s % (c.train.log_every as u64) == 0 {
-                sink.emit(&scalar(epoch, step, "train/loss", loss(lr, seed, step)))?;
-            }
-        }
-        let step = epoch as u64 * steps;
-        sink.emit(&scalar(epoch, step, "train/loss", loss(lr, seed, step)))?;
-        sink.emit(&scalar(epoch, step, "dev/loss", loss(lr, seed, step) * 1.1))?;
-        sink.emit(&scalar(
-            epoch,
-            step,
-            "dev/accuracy",
-            1.0 - loss(lr, seed, step) / 3.0,
-        ))?;
-        sink.emit(&scalar(
-            epoch,
-            step,
-            "time/epoch_seconds",
-            steps as f64 * 0.03,
-        ))?;
-        write_atomic(
-            &ckpt.join(format!("epoch-{epoch}.txt")),
-            format!("{epoch}").as_bytes(),
-        )?;
-        sink.emit(&RunEvent::EpochEnd { epoch, step })?;
+    match ctx.config.model.kind {
+        ModelKind::Cnn | ModelKind::Mlp => classifier::run(ctx, sink),
+        ModelKind::Seq2seq => Err(TrainError::Config {
+            key: "model.kind".into(),
+            message: "seq2seq training is not built into this version".into(),
+        }),
     }
-    let step = epochs as u64 * steps;
-    sink.emit(&scalar(
-        epochs,
-        step,
-        "test/accuracy",
-        1.0 - loss(lr, seed, step) / 2.5,
-    ))?;
-    sink.emit(&RunEvent::Finished {
-        state: RunState::Done,
-        epoch: epochs,
-        message: None,
-    })?;
-    Ok(Outcome::Done { epoch: epochs })
 }
 
-fn loss(lr: f64, seed: f64, step: u64) -> f64 {
-    2.3 * (-(lr * 300.0).min(5.0) * step as f64 / 50.0).exp()
-        + (seed * 0.001 + lr).sin().abs() * 0.01
+/// Sets the number of CPU threads Candle uses; returns the number set.
+///
+/// Candle reads `RAYON_NUM_THREADS` on every matrix product (gemm's parallelism) and builds
+/// its rayon and barrier pools from it (and `CANDLE_NUM_THREADS`) on first use, so this must
+/// run before any tensor work; it also builds rayon's global pool with `n` threads. `n = 0`
+/// leaves Candle's default (the physical cores). Results are bit-identical only for the same
+/// thread count, because matrix products split their work by it.
+///
+/// # Safety
+/// Changes environment variables: call it at process start, before any other thread exists
+/// (the worker does, first thing).
+pub unsafe fn configure_threads(n: usize) -> usize {
+    if n == 0 {
+        return candle_core::utils::get_num_threads();
+    }
+    // SAFETY: the caller guarantees no other thread reads or writes the environment.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    // Fails only when the global pool already exists; Candle's own pools still follow the
+    // variables above.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    n
 }
 
-fn scalar(epoch: usize, step: u64, tag: &str, value: f64) -> RunEvent {
-    RunEvent::Scalar {
-        epoch,
-        step,
-        tag: tag.into(),
-        value,
+/// The device `train.device` names: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with
+/// it and present, else CPU).
+pub fn select_device(name: &str) -> Result<Device, TrainError> {
+    let err = |message: String| TrainError::Device {
+        device: name.to_string(),
+        message,
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Device::cuda_if_available(0).map_err(|e| err(e.to_string())),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| err("expected cpu, cuda, cuda:N or auto".into()))?,
+                None => return Err(err("expected cpu, cuda, cuda:N or auto".into())),
+            };
+            Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert!(matches!(select_device("cpu"), Ok(Device::Cpu)));
+        assert!(select_device("auto").is_ok());
+        let e = select_device("gpu").unwrap_err();
+        assert!(e.to_string().contains("cuda:N"), "{e}");
+        assert!(select_device("cuda:x").is_err());
     }
 }

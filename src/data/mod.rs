@@ -1,0 +1,111 @@
+//! Data sets: MNIST-family images from IDX or NPZ files, splits and seeded shuffling.
+//!
+//! Readers return host-side arrays; the training loop moves them to its device once.
+//! Every error names the file it concerns so a user can fix it without a debugger.
+
+pub mod idx;
+pub mod images;
+pub mod npz;
+
+pub use images::{ImageSet, ImageSplits, load_image_splits, permutation};
+
+use std::path::{Path, PathBuf};
+
+/// A missing or corrupt data file, or data that contradicts itself.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file does not exist.
+    #[error("{}: data file not found", path.display())]
+    Missing { path: PathBuf },
+    /// Any other I/O failure reading the file.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not of the expected format (IDX magic number, npy magic, dtype ...).
+    #[error("{}: bad magic number or format: {message}", path.display())]
+    BadMagic { path: PathBuf, message: String },
+    /// The header's element count disagrees with the bytes present.
+    #[error("{}: header count disagrees with file size: {message}", path.display())]
+    SizeMismatch { path: PathBuf, message: String },
+    /// Compressed data ends early or is corrupt.
+    #[error("{}: truncated or corrupt compressed data: {message}", path.display())]
+    Gzip { path: PathBuf, message: String },
+    /// A label is negative or not below the number of classes.
+    #[error("{}: label {label} at index {index} is out of range 0..{classes}", path.display())]
+    LabelOutOfRange {
+        path: PathBuf,
+        index: usize,
+        label: i64,
+        classes: usize,
+    },
+    /// Image and label files hold different numbers of examples.
+    #[error(
+        "{} holds {images} images but {} holds {labels} labels",
+        images_path.display(),
+        labels_path.display()
+    )]
+    CountMismatch {
+        images_path: PathBuf,
+        labels_path: PathBuf,
+        images: usize,
+        labels: usize,
+    },
+    /// The array has the wrong number of dimensions or image size.
+    #[error("{}: {message}", path.display())]
+    Shape { path: PathBuf, message: String },
+    /// The split asked for cannot be made (e.g. a dev fraction that leaves no example).
+    #[error("{message}")]
+    Split { message: String },
+}
+
+impl DataError {
+    /// An I/O error on `path`; "not found" becomes [`DataError::Missing`].
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DataError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+
+    /// A format error whose path is filled in later by [`DataError::at`].
+    pub(crate) fn bad_magic(message: String) -> Self {
+        DataError::BadMagic {
+            path: PathBuf::new(),
+            message,
+        }
+    }
+
+    /// A size error whose path is filled in later by [`DataError::at`].
+    pub(crate) fn size(message: String) -> Self {
+        DataError::SizeMismatch {
+            path: PathBuf::new(),
+            message,
+        }
+    }
+
+    /// Names the file of an error made while parsing bytes.
+    pub fn at(mut self, file: &Path) -> Self {
+        match &mut self {
+            DataError::BadMagic { path, .. }
+            | DataError::SizeMismatch { path, .. }
+            | DataError::Gzip { path, .. }
+            | DataError::Shape { path, .. }
+            | DataError::LabelOutOfRange { path, .. }
+                if path.as_os_str().is_empty() =>
+            {
+                *path = file.to_path_buf();
+            }
+            _ => {}
+        }
+        self
+    }
+}

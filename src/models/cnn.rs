@@ -1,0 +1,281 @@
+//! The convolutional classifier; its defaults are the homework CNN (420,906 parameters):
+//!
+//! ```text
+//! (B,1,28,28) -conv 8x5x5 pad 2, relu, maxpool 2-> (B,8,14,14)
+//!             -conv 16x3x3 pad 0, relu, maxpool 2-> (B,16,6,6) -flatten-> (B,576)
+//!             -linear 600, relu, dropout 0.3-> (B,600) -linear 120, relu-> (B,120)
+//!             -linear 10, log-softmax-> (B,10)
+//! ```
+//! As in the homework, dropout follows the first hidden linear layer only.
+
+use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
+use crate::models::conv::Im2colConv2d;
+use crate::models::dropout::dropout;
+use crate::spec::{Activation, ConvBlock, ModelSpec, Padding, PaddingName};
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use rand_chacha::ChaCha8Rng;
+
+/// One convolution block: conv -> activation -> optional max-pool.
+struct Block {
+    conv: Im2colConv2d,
+    pool: usize,
+}
+
+/// Conv blocks, then hidden linear layers, then a log-softmax output layer.
+pub struct Cnn {
+    blocks: Vec<Block>,
+    hidden: Vec<Linear>,
+    out: Linear,
+    activation: Activation,
+    dropout: f64,
+}
+
+/// Pixels of padding a block asks for, given its kernel; "same" needs stride 1 and an odd
+/// kernel (Candle pads symmetrically).
+fn padding_of(block: &ConvBlock, index: usize) -> Result<usize, ModelError> {
+    match block.padding {
+        Padding::Pixels(p) => Ok(p),
+        Padding::Named(PaddingName::Same) => {
+            if block.stride != 1 || block.kernel.is_multiple_of(2) {
+                return Err(ModelError::Config {
+                    key: format!("conv[{index}].padding"),
+                    message: format!(
+                        "\"same\" needs stride 1 and an odd kernel, got stride {} kernel {}",
+                        block.stride, block.kernel
+                    ),
+                });
+            }
+            Ok((block.kernel - 1) / 2)
+        }
+    }
+}
+
+impl Cnn {
+    /// Builds the blocks and layers of `spec` for `rows x cols` single-channel images.
+    ///
+    /// Variables are named `conv{i}.weight`, `conv{i}.bias` (`(C_out, C_in, k, k)`, `(C_out)`),
+    /// `hidden{i}.weight`, `hidden{i}.bias`, `out.weight`, `out.bias`.
+    pub fn new(
+        spec: &ModelSpec,
+        rows: usize,
+        cols: usize,
+        classes: usize,
+        vb: VarBuilder,
+    ) -> Result<Self, ModelError> {
+        check_dropout(spec.dropout)?;
+        let (mut c, mut h, mut w) = (1usize, rows, cols);
+        let mut blocks = Vec::with_capacity(spec.conv.len());
+        for (i, block) in spec.conv.iter().enumerate() {
+            let padding = padding_of(block, i)?;
+            if block.channels == 0 || block.kernel == 0 || block.stride == 0 {
+                return Err(ModelError::Config {
+                    key: format!("conv[{i}]"),
+                    message: "channels, kernel and stride must be at least 1".into(),
+                });
+            }
+            let out = |size: usize| -> Option<usize> {
+                (size + 2 * padding)
+                    .checked_sub(block.kernel)
+                    .map(|d| d / block.stride + 1)
+            };
+            let (Some(oh), Some(ow)) = (out(h), out(w)) else {
+                return Err(ModelError::Config {
+                    key: format!("conv[{i}].kernel"),
+                    message: format!(
+                        "kernel {} with padding {padding} does not fit a {h}x{w} input",
+                        block.kernel
+                    ),
+                });
+            };
+            let (oh, ow) = if block.pool > 1 {
+                (oh / block.pool, ow / block.pool)
+            } else {
+                (oh, ow)
+            };
+            if oh == 0 || ow == 0 {
+                return Err(ModelError::Config {
+                    key: format!("conv[{i}].pool"),
+                    message: format!("pooling {} leaves no pixel of a {h}x{w} input", block.pool),
+                });
+            }
+            // PyTorch's nn.Conv2d default initialisation: uniform in ±1/sqrt(fan_in).
+            let fan_in = c * block.kernel * block.kernel;
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let init = candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            };
+            let vbi = vb.pp(format!("conv{i}"));
+            let weight = vbi.get_with_hints(
+                (block.channels, c, block.kernel, block.kernel),
+                "weight",
+                init,
+            )?;
+            let bias = vbi.get_with_hints(block.channels, "bias", init)?;
+            blocks.push(Block {
+                conv: Im2colConv2d::new(weight, Some(bias), block.stride, padding)?,
+                pool: block.pool,
+            });
+            (c, h, w) = (block.channels, oh, ow);
+        }
+        let mut features = c * h * w;
+        let mut hidden = Vec::with_capacity(spec.hidden.len());
+        for (i, &size) in spec.hidden.iter().enumerate() {
+            hidden.push(linear(features, size, vb.pp(format!("hidden{i}")))?);
+            features = size;
+        }
+        let out = linear(features, classes, vb.pp("out"))?;
+        Ok(Cnn {
+            blocks,
+            hidden,
+            out,
+            activation: spec.activation,
+            dropout: spec.dropout,
+        })
+    }
+
+    /// `(B, C, H, W)` -> `(B, C', H', W')` through one block.
+    fn block_forward(&self, block: &Block, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = activate(&block.conv.forward(xs)?, self.activation)?;
+        if block.pool > 1 {
+            ys.max_pool2d(block.pool)
+        } else {
+            Ok(ys)
+        }
+    }
+}
+
+impl ImageClassifier for Cnn {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        mut dropout_rng: Option<&mut ChaCha8Rng>,
+    ) -> candle_core::Result<Tensor> {
+        let mut ys = xs.clone();
+        for block in &self.blocks {
+            ys = self.block_forward(block, &ys)?;
+        }
+        let mut ys = ys.flatten_from(1)?;
+        for (i, layer) in self.hidden.iter().enumerate() {
+            ys = activate(&layer.forward(&ys)?, self.activation)?;
+            if i == 0 {
+                ys = dropout(&ys, self.dropout, dropout_rng.as_deref_mut())?;
+            }
+        }
+        candle_nn::ops::log_softmax(&self.out.forward(&ys)?, 1)
+    }
+
+    fn first_conv_activations(&self, xs: &Tensor) -> Option<candle_core::Result<Tensor>> {
+        let first = self.blocks.first()?;
+        Some(
+            first
+                .conv
+                .forward(xs)
+                .and_then(|ys| activate(&ys, self.activation)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::init::seeded_var_builder;
+    use crate::models::{build_image_classifier, parameter_count};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+    use rand::SeedableRng;
+
+    fn build(spec: &ModelSpec) -> (VarMap, Result<Box<dyn ImageClassifier>, ModelError>) {
+        let map = VarMap::new();
+        let vb = seeded_var_builder(&map, ChaCha8Rng::seed_from_u64(0), DType::F32, &Device::Cpu);
+        let model = build_image_classifier(spec, 28, 28, 10, vb);
+        (map, model)
+    }
+
+    #[test]
+    fn default_is_the_homework_cnn_with_420906_parameters() {
+        let (map, model) = build(&ModelSpec::default());
+        let model = model.unwrap();
+        assert_eq!(parameter_count(&map), 420_906);
+        let xs = Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+        let ys = model.forward(&xs, None).unwrap();
+        assert_eq!(ys.dims(), &[3, 10]);
+        // Log-probabilities: each row exponentiates to a distribution.
+        let sums: Vec<f32> = ys.exp().unwrap().sum(1).unwrap().to_vec1().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        let maps = model.first_conv_activations(&xs).unwrap().unwrap();
+        assert_eq!(maps.dims(), &[3, 8, 28, 28]);
+    }
+
+    #[test]
+    fn same_padding_stride_and_no_pool_shapes() {
+        let spec = ModelSpec {
+            conv: vec![
+                ConvBlock {
+                    channels: 4,
+                    kernel: 3,
+                    stride: 1,
+                    padding: Padding::Named(PaddingName::Same),
+                    pool: 0,
+                },
+                ConvBlock {
+                    channels: 6,
+                    kernel: 3,
+                    stride: 2,
+                    padding: Padding::Pixels(1),
+                    pool: 2,
+                },
+            ],
+            hidden: vec![],
+            ..ModelSpec::default()
+        };
+        let (map, model) = build(&spec);
+        let model = model.unwrap();
+        // 28 -same-> 28 -stride 2, pad 1-> 14 -pool-> 7: 6*7*7 = 294 features -> 10.
+        let expected = (4 * 9 + 4) + (6 * 4 * 9 + 6) + (294 * 10 + 10);
+        assert_eq!(parameter_count(&map), expected);
+        let xs = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(model.forward(&xs, None).unwrap().dims(), &[2, 10]);
+        let maps = model.first_conv_activations(&xs).unwrap().unwrap();
+        assert_eq!(maps.dims(), &[2, 4, 28, 28]);
+    }
+
+    #[test]
+    fn impossible_configs_name_the_key() {
+        let mut spec = ModelSpec::default();
+        spec.conv[0].padding = Padding::Named(PaddingName::Same);
+        spec.conv[0].kernel = 4;
+        let e = build(&spec).1.err().unwrap();
+        assert!(e.to_string().starts_with("model.conv[0].padding"), "{e}");
+        let mut spec = ModelSpec::default();
+        spec.conv[1].kernel = 40;
+        let e = build(&spec).1.err().unwrap();
+        assert!(e.to_string().starts_with("model.conv[1].kernel"), "{e}");
+        let spec = ModelSpec {
+            dropout: 1.0,
+            ..ModelSpec::default()
+        };
+        assert!(build(&spec).1.is_err());
+    }
+
+    #[test]
+    fn dropout_only_in_training_and_seeded() {
+        let (_, model) = build(&ModelSpec::default());
+        let model = model.unwrap();
+        let xs = Tensor::ones((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+        let run = |rng: Option<&mut ChaCha8Rng>| -> Vec<f32> {
+            model
+                .forward(&xs, rng)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(run(None), run(None));
+        let a = run(Some(&mut ChaCha8Rng::seed_from_u64(5)));
+        assert_eq!(a, run(Some(&mut ChaCha8Rng::seed_from_u64(5))));
+        assert_ne!(a, run(None));
+    }
+}

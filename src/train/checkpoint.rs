@@ -1,0 +1,424 @@
+//! Epoch checkpoints: model and optimizer tensors (safetensors) plus a small JSON state,
+//! written atomically, and a pure keep/delete policy.
+//!
+//! Layout under `run_dir.checkpoints()`:
+//! ```text
+//! epoch-0003/model.safetensors      every variable of the model's VarMap
+//! epoch-0003/optimizer.safetensors  optimizer moments (`m/<var>`, `v/<var>`)
+//! epoch-0003/state.json             epoch, step, best metric, early stopping, ...
+//! ```
+//! A checkpoint is built in a hidden `.epoch-0003.tmp` directory, every file fsynced, then
+//! the directory is renamed into place and the parent fsynced: a directory named
+//! `epoch-NNNN` is always complete, and leftovers of a crash are hidden temp directories that
+//! the next save removes. The module knows nothing of models: it saves any `VarMap` and any
+//! named tensors, so every model family shares it.
+
+use crate::spec::SelectMode;
+use crate::train::early_stopping::EarlyStopping;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The JSON part of a checkpoint: where training stands after `epoch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Layout version of this file.
+    pub format: u32,
+    /// Run identity, checked on resume.
+    pub training_id: String,
+    /// Last completed epoch (1-based).
+    pub epoch: usize,
+    /// Global optimizer steps so far.
+    pub step: u64,
+    /// Steps the optimizer counted (Adam's `t`; equals `step` for one optimizer).
+    pub optimizer_steps: u64,
+    /// Value of the selection metric at this epoch (None when not finite).
+    #[serde(with = "crate::train::exact_f64::option")]
+    pub metric: Option<f64>,
+    /// Early-stopping state, including the best value so far.
+    pub early_stopping: EarlyStopping,
+    /// Training stopped early after this epoch.
+    pub stopped_early: bool,
+    /// The last epoch was run and test evaluated: nothing is left but the final artifacts.
+    pub finished: bool,
+    /// How the random streams continue: per-epoch generators keyed by (seed, use, epoch),
+    /// so the next epoch's generators follow from `seed` and `epoch` alone.
+    pub rng: RngState,
+}
+
+/// Random-generator positions of a run at an epoch boundary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    pub seed: u64,
+    /// The scheme that derives generators, e.g. `"chacha8-stream-per-epoch"`.
+    pub scheme: String,
+}
+
+/// Directory name of the checkpoint of `epoch`.
+pub fn dir_name(epoch: usize) -> String {
+    format!("epoch-{epoch:04}")
+}
+
+fn parse_dir_name(name: &str) -> Option<usize> {
+    name.strip_prefix("epoch-")?.parse().ok()
+}
+
+/// Epochs of the complete checkpoints under `dir`, ascending (none if `dir` is absent).
+pub fn list(dir: &Path) -> Result<Vec<usize>, CheckpointError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut epochs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(epoch) = entry.file_name().to_str().and_then(parse_dir_name) {
+            epochs.push(epoch);
+        }
+    }
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+fn sync_dir(path: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
+}
+
+fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<(), CheckpointError> {
+    // Tensors are copied to the host so a CUDA run writes the same file format.
+    let host: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))
+        .collect::<candle_core::Result<_>>()
+        .map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    candle_core::safetensors::save(&host, path).map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    // Candle writes without syncing; the rename that publishes the checkpoint must not
+    // overtake the data.
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
+}
+
+/// The variables of `map` as named tensors.
+pub fn varmap_tensors(map: &VarMap) -> Vec<(String, Tensor)> {
+    crate::train::optim::named_vars(map)
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect()
+}
+
+/// Writes the checkpoint of `state.epoch` atomically under `dir`.
+pub fn save(
+    dir: &Path,
+    model: Vec<(String, Tensor)>,
+    optimizer: Vec<(String, Tensor)>,
+    state: &CheckpointState,
+) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = dir_name(state.epoch);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    save_tensors(&tmp.join("model.safetensors"), model)?;
+    save_tensors(&tmp.join("optimizer.safetensors"), optimizer)?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| CheckpointError::Corrupt {
+        path: tmp.join("state.json"),
+        message: e.to_string(),
+    })?;
+    write_synced(&tmp.join("state.json"), &json)?;
+    sync_dir(&tmp)?;
+    let final_path = dir.join(&name);
+    if final_path.exists() {
+        // Only a resumed run that redoes an epoch meets an old copy; replace it.
+        std::fs::remove_dir_all(&final_path).map_err(io_err(&final_path))?;
+    }
+    std::fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+    sync_dir(dir)?;
+    Ok(final_path)
+}
+
+/// Reads the JSON state of a checkpoint directory.
+pub fn read_state(path: &Path) -> Result<CheckpointState, CheckpointError> {
+    let file = path.join("state.json");
+    let bytes = std::fs::read(&file).map_err(io_err(&file))?;
+    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+        path: file,
+        message: e.to_string(),
+    })
+}
+
+/// Reads the optimizer tensors of a checkpoint onto `device`.
+pub fn read_optimizer(
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    let file = path.join("optimizer.safetensors");
+    candle_core::safetensors::load(&file, device).map_err(|e| CheckpointError::Corrupt {
+        path: file,
+        message: e.to_string(),
+    })
+}
+
+/// Sets every variable of `map` from the checkpoint's model tensors.
+pub fn restore_model(path: &Path, map: &VarMap) -> Result<(), CheckpointError> {
+    let file = path.join("model.safetensors");
+    let corrupt = |message: String| CheckpointError::Corrupt {
+        path: file.clone(),
+        message,
+    };
+    let saved =
+        candle_core::safetensors::load(&file, &Device::Cpu).map_err(|e| corrupt(e.to_string()))?;
+    for (name, var) in crate::train::optim::named_vars(map) {
+        let t = saved
+            .get(&name)
+            .ok_or_else(|| corrupt(format!("no tensor {name}")))?;
+        if t.shape() != var.shape() {
+            return Err(corrupt(format!(
+                "{name} has shape {:?}, the model needs {:?}",
+                t.shape(),
+                var.shape()
+            )));
+        }
+        let t = t
+            .to_dtype(var.dtype())
+            .and_then(|t| t.to_device(var.device()))
+            .map_err(|e| corrupt(e.to_string()))?;
+        var.set(&t).map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// One checkpoint on disk, as the retention policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Entry {
+    pub epoch: usize,
+    /// Selection metric of that epoch; None (or NaN) never counts as best.
+    pub metric: Option<f64>,
+}
+
+/// What to do with a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Keep(usize),
+    Delete(usize),
+}
+
+/// Decides which checkpoints stay: the `keep_last` most recent (at least one, which resume
+/// needs) and, with `keep_best`, the one with the best metric (the earliest on ties).
+/// Returns one action per entry, in ascending epoch order.
+pub fn retention(
+    entries: &[Entry],
+    keep_last: usize,
+    keep_best: bool,
+    mode: SelectMode,
+) -> Vec<Action> {
+    let mut sorted: Vec<Entry> = entries.to_vec();
+    sorted.sort_by_key(|e| e.epoch);
+    let first_recent = sorted.len().saturating_sub(keep_last.max(1));
+    let best = if keep_best {
+        let better = |a: f64, b: f64| match mode {
+            SelectMode::Max => a > b,
+            SelectMode::Min => a < b,
+        };
+        sorted
+            .iter()
+            .filter_map(|e| e.metric.filter(|m| !m.is_nan()).map(|m| (e.epoch, m)))
+            .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| match acc {
+                Some((_, bm)) if !better(m, bm) => acc,
+                _ => Some((epoch, m)),
+            })
+            .map(|(epoch, _)| epoch)
+    } else {
+        None
+    };
+    sorted
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if i >= first_recent || Some(e.epoch) == best {
+                Action::Keep(e.epoch)
+            } else {
+                Action::Delete(e.epoch)
+            }
+        })
+        .collect()
+}
+
+/// Applies the retention policy to the checkpoints under `dir`; returns the deleted epochs.
+pub fn prune(
+    dir: &Path,
+    keep_last: usize,
+    keep_best: bool,
+    mode: SelectMode,
+) -> Result<Vec<usize>, CheckpointError> {
+    let entries = list(dir)?
+        .into_iter()
+        .map(|epoch| {
+            read_state(&dir.join(dir_name(epoch))).map(|s| Entry {
+                epoch,
+                metric: s.metric,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut deleted = Vec::new();
+    for action in retention(&entries, keep_last, keep_best, mode) {
+        if let Action::Delete(epoch) = action {
+            let path = dir.join(dir_name(epoch));
+            std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            deleted.push(epoch);
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::EarlyStoppingSpec;
+
+    fn entries(metrics: &[f64]) -> Vec<Entry> {
+        metrics
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| Entry {
+                epoch: i + 1,
+                metric: Some(m),
+            })
+            .collect()
+    }
+
+    fn kept(actions: &[Action]) -> Vec<usize> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Keep(e) => Some(*e),
+                Action::Delete(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_last_and_best() {
+        let e = entries(&[0.5, 0.9, 0.7, 0.8]);
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Max)), vec![2, 4]);
+        assert_eq!(kept(&retention(&e, 2, false, SelectMode::Max)), vec![3, 4]);
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Min)), vec![1, 4]);
+        // keep_last 0 still keeps the most recent: resume needs it.
+        assert_eq!(kept(&retention(&e, 0, false, SelectMode::Max)), vec![4]);
+        assert_eq!(
+            retention(&e, 1, false, SelectMode::Max)[0],
+            Action::Delete(1)
+        );
+    }
+
+    #[test]
+    fn best_ties_keep_the_earliest_and_nan_is_never_best() {
+        let mut e = entries(&[0.9, 0.9, 0.1, 0.2]);
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Max)), vec![1, 4]);
+        e[0].metric = Some(f64::NAN);
+        e[1].metric = None;
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Max)), vec![4]);
+        assert!(retention(&[], 1, true, SelectMode::Max).is_empty());
+    }
+
+    fn state(epoch: usize, metric: f64) -> CheckpointState {
+        CheckpointState {
+            format: 1,
+            training_id: "t".into(),
+            epoch,
+            step: 10 * epoch as u64,
+            optimizer_steps: 10 * epoch as u64,
+            metric: Some(metric),
+            early_stopping: EarlyStopping::new(&EarlyStoppingSpec::default(), SelectMode::Max),
+            stopped_early: false,
+            finished: false,
+            rng: RngState {
+                seed: 1,
+                scheme: "x".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn save_restore_list_and_prune_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoints");
+        let map = VarMap::new();
+        let w = candle_core::Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        map.data().lock().unwrap().insert("w".into(), w.clone());
+        let opt = vec![(
+            "m/w".to_string(),
+            Tensor::new(&[0.5f32, 0., 1.], &Device::Cpu).unwrap(),
+        )];
+        for (epoch, metric) in [(1, 0.2), (2, 0.9), (3, 0.4)] {
+            save(
+                &ck,
+                varmap_tensors(&map),
+                opt.clone(),
+                &state(epoch, metric),
+            )
+            .unwrap();
+        }
+        // A crash mid-save leaves only a hidden temp directory, which listing ignores.
+        std::fs::create_dir(ck.join(".epoch-0004.tmp")).unwrap();
+        assert_eq!(list(&ck).unwrap(), vec![1, 2, 3]);
+        assert_eq!(prune(&ck, 1, true, SelectMode::Max).unwrap(), vec![1]);
+        assert_eq!(list(&ck).unwrap(), vec![2, 3]);
+
+        w.set(&Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        let last = ck.join(dir_name(3));
+        restore_model(&last, &map).unwrap();
+        assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), vec![1., 2., 3.]);
+        assert_eq!(read_state(&last).unwrap(), state(3, 0.4));
+        let o = read_optimizer(&last, &Device::Cpu).unwrap();
+        assert_eq!(o["m/w"].to_vec1::<f32>().unwrap(), vec![0.5, 0., 1.]);
+
+        // A model with another shape refuses the checkpoint, naming it.
+        let other = VarMap::new();
+        let v = candle_core::Var::new(&[1f32, 2.], &Device::Cpu).unwrap();
+        other.data().lock().unwrap().insert("w".into(), v);
+        let e = restore_model(&last, &other).unwrap_err();
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+    }
+}
