@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod runs;
+pub mod tb;
 pub mod workdir;
 
 use std::path::{Path, PathBuf};

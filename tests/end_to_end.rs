@@ -1,0 +1,103 @@
+//! The shipped smoke experiment end to end through the real binary: worker processes train
+//! on the shipped data, the winner is named, summaries and TensorBoard logs are written (and
+//! read back by TensorBoard's own reader), and a second `run` redoes nothing.
+
+mod util;
+
+use std::path::Path;
+
+use util::tb::tb_check;
+use util::workdir::{TestDir, run_dirs};
+
+/// A working directory with the shipped experiments copied in (data is linked).
+fn with_experiments() -> TestDir {
+    let t = TestDir::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dest = t.path().join("experiments");
+    std::fs::create_dir_all(dest.join("base")).unwrap();
+    for f in ["smoke.toml", "base/homework_cnn.toml"] {
+        std::fs::copy(repo.join("experiments").join(f), dest.join(f)).unwrap();
+    }
+    t
+}
+
+#[test]
+fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
+    let t = with_experiments();
+    let run = t.run(&["run", "experiments/smoke.toml", "--jobs", "2"]);
+    run.expect_code(0);
+    let out = run.stdout();
+    assert!(out.contains("best: lr"), "no winner line\n{}", run.report());
+
+    let exp = t.exp_dir("smoke");
+    let runs = run_dirs(&exp);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("summary.json")).unwrap()).unwrap();
+    let winner = summary["winner"].as_str().expect("a winner").to_string();
+    assert!(out.contains(&winner), "winner line names {winner}\n{out}");
+
+    // Learning happened: accuracy far above chance (10 classes) on dev for every run.
+    for dir in &runs {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(s["run"]["state"], "done", "{s}");
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let dev: Vec<f64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["tag"] == "dev/accuracy")
+            .map(|v| v["value"].as_f64().unwrap())
+            .collect();
+        assert_eq!(dev.len(), 2, "one dev accuracy per epoch: {dev:?}");
+        assert!(dev[1] > 0.4, "dev accuracy {dev:?} is not far above chance");
+        assert!(dir.join("artifacts/conv1_activations.png").is_file());
+    }
+
+    // TensorBoard's own reader sees every run with its curves, images and hparams.
+    if let Some(tb) = tb_check(&exp, &[]) {
+        for dir in &runs {
+            let name = format!("{}/tb", dir.file_name().unwrap().to_string_lossy());
+            let r = &tb["runs"][&name];
+            for (tag, points) in [
+                ("train/loss", 2),
+                ("dev/loss", 2),
+                ("dev/accuracy", 2),
+                ("test/accuracy", 1),
+            ] {
+                let got = r["scalars"][tag].as_array().map_or(0, |a| a.len());
+                assert_eq!(got, points, "{name} {tag}: {}", r["scalars"]);
+            }
+            assert_eq!(
+                r["images"]["conv1/activations"].as_array().unwrap().len(),
+                1
+            );
+        }
+        let groups = tb["session_groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        for g in groups {
+            assert_eq!(g["status"][0], "STATUS_SUCCESS", "{g}");
+            assert!(g["hparams"]["optimizer.lr"].is_number(), "{g}");
+            assert!(g["metrics"]["dev/accuracy"].is_number(), "{g}");
+        }
+    }
+
+    // Running the same command again trains nothing and leaves the metrics untouched.
+    let before: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|d| std::fs::read(d.join("metrics.jsonl")).unwrap())
+        .collect();
+    let again = t.run(&["run", "experiments/smoke.toml"]);
+    again.expect_code(0);
+    assert!(
+        again.stdout().contains("0 to run"),
+        "second run redid work\n{}",
+        again.report()
+    );
+    let after: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|d| std::fs::read(d.join("metrics.jsonl")).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
