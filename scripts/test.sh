@@ -25,3 +25,12 @@ cargo clippy --all-targets -- -D warnings
 
 step "tests"
 cargo test --all-targets
+
+step "smoke experiment against its committed baseline"
+# Trains the shipped smoke grid with the real binary and fails on a metric regression
+# (experiments/baselines/README.md says how to refresh the baseline on purpose).
+smoke_runs=$(mktemp -d)
+cargo run --quiet -- run experiments/smoke.toml --runs-dir "$smoke_runs" --quiet
+cargo run --quiet -- diff experiments/baselines/smoke.json "$smoke_runs/smoke" \
+  --tol dev/accuracy=0.02 --tol test/accuracy=0.02 --tol '*=5%'
+rm -rf "$smoke_runs"
