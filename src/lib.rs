@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod error;
 pub mod events;
+pub mod models;
 pub mod spec;
 pub mod store;
 
