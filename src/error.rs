@@ -37,6 +37,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Parallel text could not be read.
+    #[error(transparent)]
+    Pairs(#[from] crate::data::pairs::PairsError),
+    /// A training run failed.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
     /// The user interrupted the command.
     #[error("interrupted; run the same command again to resume")]
     Interrupted,
@@ -49,6 +55,9 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } => exit::RUNTIME,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Pairs(_) => exit::DATA,
+            Error::Train(crate::train::TrainError::Pairs(_)) => exit::DATA,
+            Error::Train(_) => exit::RUNTIME,
         }
     }
 

@@ -13,5 +13,6 @@ pub mod events;
 pub mod models;
 pub mod spec;
 pub mod store;
+pub mod train;
 
 pub use error::Error;
