@@ -2,7 +2,7 @@
 //! attention (greedy dev decoding each epoch), then evaluates each trained model with beam
 //! search as a decode-only run that reuses the checkpoint.
 //!
-//! `cargo run --release --example seq2seq_quality -- DATA_DIR EPOCHS OUT_DIR [TRAIN_LIMIT]`
+//! `cargo run --release --example seq2seq_quality -- DATA_DIR EPOCHS OUT_DIR [TRAIN_LIMIT [none|general]]`
 
 use orchestrate::events::{EventSink, RunEvent, SinkError};
 use orchestrate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, Spec};
@@ -19,10 +19,9 @@ impl EventSink for Printer {
         if let RunEvent::Scalar {
             epoch, tag, value, ..
         } = e
+            && !tag.starts_with("train/batch")
         {
-            if !tag.starts_with("train/batch") {
-                println!("{} epoch {epoch:>3} {tag:<26} {value:.4}", self.0);
-            }
+            println!("{} epoch {epoch:>3} {tag:<26} {value:.4}", self.0);
         }
         Ok(())
     }
@@ -32,7 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (dir, epochs, out) = (&args[1], args[2].parse::<usize>()?, &args[3]);
     let limit = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
+    let only = args.get(5).map(String::as_str);
     for attention in [Attention::None, Attention::General] {
+        if only.is_some_and(|o| o != format!("{attention:?}").to_lowercase()) {
+            continue;
+        }
         let mut spec = Spec::default();
         spec.data.format = DataFormat::TsvPairs;
         spec.data.dir = dir.clone();
