@@ -24,7 +24,8 @@ pub struct GeneralAttention {
 pub struct Memory {
     /// `[B, S, enc]` encoder outputs.
     pub values: Tensor,
-    /// `[B, S, dec]`: values projected by `w_in`, so each step's score is one product.
+    /// `[B, dec, S]`: values projected by `w_in` and transposed once, so each step's
+    /// scores are one product with no copy.
     pub keys: Tensor,
     /// `[B, 1, S]`: 0 on characters, a large negative number on padding.
     pub bias: Tensor,
@@ -78,7 +79,9 @@ impl GeneralAttention {
         let keys = values
             .reshape((b * s, e))?
             .matmul(&self.w_in)?
-            .reshape((b, s, ()))?;
+            .reshape((b, s, ()))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let bias = ((src_mask - 1.0)? * (-(MASKED as f64)))?.reshape((b, 1, s))?;
         Ok(Memory {
             values: values.clone(),
@@ -91,9 +94,7 @@ impl GeneralAttention {
     /// `[B, dec]` and the weights `[B, S]`.
     pub fn attend(&self, q: &Tensor, mem: &Memory) -> Result<(Tensor, Tensor)> {
         let q3 = q.unsqueeze(1)?;
-        let scores = q3
-            .matmul(&mem.keys.transpose(1, 2)?.contiguous()?)?
-            .broadcast_add(&mem.bias)?;
+        let scores = q3.matmul(&mem.keys)?.broadcast_add(&mem.bias)?;
         let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let context = weights.matmul(&mem.values)?.squeeze(1)?;
         let out = Tensor::cat(&[q, &context], 1)?
