@@ -58,6 +58,9 @@ pub enum Error {
     /// A data file is missing or corrupt.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// Parallel text could not be read.
+    #[error(transparent)]
+    Pairs(#[from] crate::data::pairs::PairsError),
     /// Training could not run (data, model config, device, checkpoint, I/O).
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
@@ -86,7 +89,9 @@ impl Error {
             Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
             Error::Data(_) => exit::DATA,
             Error::Train(e) => match e {
-                crate::train::TrainError::Data(_) => exit::DATA,
+                crate::train::TrainError::Data(_) | crate::train::TrainError::Pairs(_) => {
+                    exit::DATA
+                }
                 crate::train::TrainError::Config { .. } | crate::train::TrainError::Model(_) => {
                     exit::SPEC
                 }
@@ -98,6 +103,7 @@ impl Error {
             Error::Store(_) | Error::Worker(_) => exit::RUNTIME,
             Error::Launch(e) if e.is_usage() => exit::USAGE,
             Error::Launch(_) => exit::RUNTIME,
+            Error::Pairs(_) => exit::DATA,
         }
     }
 

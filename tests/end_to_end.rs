@@ -101,3 +101,38 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
         .collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn translation_grid_trains_each_model_once_and_decodes_it_both_ways() {
+    let t = TestDir::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(t.path().join("experiments")).unwrap();
+    std::fs::copy(
+        repo.join("experiments/q3_smoke.toml"),
+        t.path().join("experiments/q3_smoke.toml"),
+    )
+    .unwrap();
+    let run = t.run(&["run", "experiments/q3_smoke.toml", "--jobs", "2"]);
+    run.expect_code(0);
+    assert!(run.stdout().contains("best: "), "{}", run.report());
+
+    // 2 attention settings x 2 decoding strategies = 4 runs, but only 2 trainings: the
+    // decode-only variant of each model trains nothing and reuses its sibling's checkpoint.
+    let runs = run_dirs(&t.exp_dir("q3_smoke"));
+    assert_eq!(runs.len(), 4);
+    let mut trained = 0;
+    for dir in &runs {
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let trains = metrics.contains("\"train/loss\"");
+        assert!(metrics.contains("\"test/error_rate\""), "{metrics}");
+        if trains {
+            trained += 1;
+            assert!(dir.join("checkpoints").is_dir());
+        } else {
+            let log = std::fs::read_to_string(dir.join("worker.log")).unwrap();
+            assert!(log.contains("reusing the training of"), "{log}");
+        }
+        assert!(dir.join("artifacts/samples.md").is_file());
+    }
+    assert_eq!(trained, 2, "each model is trained exactly once");
+}

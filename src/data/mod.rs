@@ -1,4 +1,5 @@
-//! Data sets: MNIST-family images from IDX or NPZ files, splits and seeded shuffling.
+//! Data sets: MNIST-family images from IDX or NPZ files, splits and seeded shuffling;
+//! parallel text (TSV pairs) and character vocabularies for translation.
 //!
 //! Readers return host-side arrays; the training loop moves them to its device once.
 //! Every error names the file it concerns so a user can fix it without a debugger.
@@ -6,6 +7,8 @@
 pub mod idx;
 pub mod images;
 pub mod npz;
+pub mod pairs;
+pub mod vocab;
 
 pub use images::{ImageSet, ImageSplits, load_image_splits, permutation};
 

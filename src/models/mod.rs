@@ -1,14 +1,20 @@
-//! Models: image classifiers (`cnn`, `mlp`) built from the `[model]` spec section.
+//! Models: image classifiers (`cnn`, `mlp`) and the character-level translator (`seq2seq`
+//! with `attention`, `lstm` and `decode`), built from the `[model]` spec section.
 //!
 //! Every model takes a `VarBuilder` (see [`init::seeded_var_builder`] for seeded weights) and
 //! draws dropout masks from a generator the caller passes, so nothing random escapes the
 //! run's seed. Shapes are given in doc comments; `B` is the batch size.
 
+pub mod attention;
 pub mod cnn;
 pub mod conv;
+pub mod decode;
 pub mod dropout;
 pub mod init;
+pub mod lstm;
 pub mod mlp;
+pub mod seeded;
+pub mod seq2seq;
 
 use crate::spec::{Activation, ModelKind, ModelSpec};
 use candle_core::Tensor;

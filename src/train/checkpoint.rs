@@ -201,6 +201,14 @@ pub fn read_optimizer(
 
 /// Sets every variable of `map` from the checkpoint's model tensors.
 pub fn restore_model(path: &Path, map: &VarMap) -> Result<(), CheckpointError> {
+    restore_vars(path, &crate::train::optim::named_vars(map))
+}
+
+/// Sets each named variable from the checkpoint's model tensors of the same name.
+pub fn restore_vars(
+    path: &Path,
+    vars: &[(String, candle_core::Var)],
+) -> Result<(), CheckpointError> {
     let file = path.join("model.safetensors");
     let corrupt = |message: String| CheckpointError::Corrupt {
         path: file.clone(),
@@ -208,9 +216,9 @@ pub fn restore_model(path: &Path, map: &VarMap) -> Result<(), CheckpointError> {
     };
     let saved =
         candle_core::safetensors::load(&file, &Device::Cpu).map_err(|e| corrupt(e.to_string()))?;
-    for (name, var) in crate::train::optim::named_vars(map) {
+    for (name, var) in vars {
         let t = saved
-            .get(&name)
+            .get(name)
             .ok_or_else(|| corrupt(format!("no tensor {name}")))?;
         if t.shape() != var.shape() {
             return Err(corrupt(format!(

@@ -10,8 +10,11 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod early_stopping;
 pub mod exact_f64;
+pub mod metrics;
 pub mod optim;
 pub mod seeding;
+pub mod seq2seq;
+pub mod translation_artifacts;
 
 use crate::data::DataError;
 use crate::events::{EventSink, SinkError};
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// Everything a training run needs; built by the worker from the run directory.
+#[derive(Debug, Clone)]
 pub struct RunContext {
     pub run_dir: RunDir,
     /// The run's resolved config (grid emptied).
@@ -74,16 +78,29 @@ pub enum TrainError {
     Sink(#[from] SinkError),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Parallel text (translation data) could not be read.
+    #[error(transparent)]
+    Pairs(#[from] crate::data::pairs::PairsError),
+    /// The translation model could not be built from the spec.
+    #[error(transparent)]
+    Seq2Seq(#[from] crate::models::seq2seq::Seq2SeqError),
+}
+
+impl TrainError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// Trains the run `ctx` describes, emitting events to `sink`.
 pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
     match ctx.config.model.kind {
         ModelKind::Cnn | ModelKind::Mlp => classifier::run(ctx, sink),
-        ModelKind::Seq2seq => Err(TrainError::Config {
-            key: "model.kind".into(),
-            message: "seq2seq training is not built into this version".into(),
-        }),
+        ModelKind::Seq2seq => seq2seq::run_seq2seq(ctx, sink),
     }
 }
 

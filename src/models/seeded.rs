@@ -1,0 +1,208 @@
+//! Named parameters drawn from a seeded generator, and seeded dropout.
+//!
+//! Candle's CPU device cannot be seeded, so every random number is drawn on the host from a
+//! `ChaCha8Rng` and then moved to the device: the same seed gives the same weights and the
+//! same dropout masks on every device and thread count.
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The trainable variables of a model, in creation order, by name.
+#[derive(Debug, Default)]
+pub struct Params {
+    vars: Vec<(String, Var)>,
+}
+
+impl Params {
+    /// An empty store.
+    pub fn new() -> Self {
+        Params::default()
+    }
+
+    /// Registers `values` as variable `name`; returns the tensor the model computes with
+    /// (it shares storage with the variable, so optimizer updates are seen).
+    pub fn add(
+        &mut self,
+        name: &str,
+        values: Vec<f32>,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let t = Tensor::from_vec(values, shape, device)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        self.vars.push((name.to_string(), var));
+        Ok(out)
+    }
+
+    /// A variable drawn uniformly from `[-bound, bound)`.
+    pub fn uniform(
+        &mut self,
+        name: &str,
+        shape: impl Into<Shape>,
+        bound: f64,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let values = (0..shape.elem_count())
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        self.add(name, values, shape, device)
+    }
+
+    /// A variable drawn from the standard normal distribution (Box-Muller, so no extra crate).
+    pub fn normal(
+        &mut self,
+        name: &str,
+        shape: impl Into<Shape>,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let values = (0..shape.elem_count())
+            .map(|_| standard_normal(rng))
+            .collect();
+        self.add(name, values, shape, device)
+    }
+
+    /// The variables, for an optimizer.
+    pub fn vars(&self) -> Vec<Var> {
+        self.vars.iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The variables with their names.
+    pub fn named(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Number of scalar parameters.
+    pub fn count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Writes every variable to one safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path)
+    }
+
+    /// Loads every variable from a safetensors file written by [`Params::save`]; a missing
+    /// name or a different shape is an error (a checkpoint of another model).
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let Some((_, first)) = self.vars.first() else {
+            return Ok(());
+        };
+        let map = candle_core::safetensors::load(path, first.device())?;
+        for (name, var) in &self.vars {
+            let t = map.get(name).ok_or_else(|| {
+                candle_core::Error::Msg(format!("{}: no tensor `{name}`", path.display()))
+            })?;
+            if t.shape() != var.shape() {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: `{name}` has shape {:?}, the model needs {:?}",
+                    path.display(),
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// One draw from N(0, 1).
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
+    // 1 - u keeps the logarithm's argument in (0, 1].
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Inverted dropout whose masks come from a seeded generator.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    p: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Dropout {
+    /// Drops each element with probability `p`, scaling the rest by 1/(1-p).
+    pub fn new(p: f64, rng: ChaCha8Rng) -> Self {
+        Dropout { p, rng }
+    }
+
+    /// Applies a fresh mask to `x`.
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = (1.0 - self.p) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<f64>() < self.p {
+                    0.0
+                } else {
+                    1.0 / keep
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x.mul(&mask)
+    }
+}
+
+/// Applies dropout when training (`Some`), nothing when evaluating (`None`).
+pub fn maybe_dropout(dropout: &mut Option<&mut Dropout>, x: &Tensor) -> Result<Tensor> {
+    match dropout {
+        Some(d) => d.apply(x),
+        None => Ok(x.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn same_seed_same_weights_and_masks() {
+        let draw = || {
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let mut p = Params::new();
+            let w = p.uniform("w", (4, 5), 0.5, &mut rng, &Device::Cpu).unwrap();
+            let mut d = Dropout::new(0.5, rng);
+            let x = d
+                .apply(&Tensor::ones((4, 5), DType::F32, &Device::Cpu).unwrap())
+                .unwrap();
+            (w.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap())
+        };
+        let (a, b) = (draw(), draw());
+        assert_eq!(a, b);
+        assert!(a.0.iter().flatten().all(|v| v.abs() <= 0.5));
+        assert!(a.1.iter().flatten().all(|&v| v == 0.0 || v == 2.0));
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut p = Params::new();
+        let w = p.normal("w", (3, 2), &mut rng, &Device::Cpu).unwrap();
+        let before = w.to_vec2::<f32>().unwrap();
+        let path = dir.path().join("m.safetensors");
+        p.save(&path).unwrap();
+        p.named()[0].1.set(&w.zeros_like().unwrap()).unwrap();
+        assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![0.0; 2]; 3]);
+        p.load(&path).unwrap();
+        assert_eq!(w.to_vec2::<f32>().unwrap(), before);
+    }
+}

@@ -1,0 +1,429 @@
+//! Character-level encoder-decoder: bidirectional LSTM encoder, LSTM decoder, optional
+//! Luong attention, output projection tied to the decoder embedding (homework Q3).
+//!
+//! Shapes: B batch, S source length, T target length, E embedding, He encoder units per
+//! direction, Hd decoder units (= 2 He: the decoder starts from both directions' final
+//! states concatenated), V target vocabulary.
+
+use super::attention::{GeneralAttention, Memory};
+use super::lstm::{Lstm, State};
+use super::seeded::{Dropout, Params, maybe_dropout};
+use crate::data::pairs::Batch;
+use crate::data::vocab::{EOS, SOS};
+use crate::spec::{Attention, ModelSpec};
+use candle_core::{D, DType, Device, Result, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+/// Why a model spec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Seq2SeqError {
+    /// Two sizes that the architecture ties together differ.
+    #[error("model.{key} = {value} must equal {other_key} = {other}: {why}")]
+    Mismatch {
+        key: &'static str,
+        value: usize,
+        other_key: &'static str,
+        other: usize,
+        why: &'static str,
+    },
+}
+
+/// Sizes and options of a [`Seq2Seq`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seq2SeqConfig {
+    pub src_vocab: usize,
+    pub tgt_vocab: usize,
+    pub embedding_dim: usize,
+    pub encoder_hidden: usize,
+    pub decoder_hidden: usize,
+    pub attention: Attention,
+    pub dropout: f64,
+    pub tie_embeddings: bool,
+}
+
+impl Seq2SeqConfig {
+    /// Reads the seq2seq keys of `[model]` and checks the sizes the architecture ties.
+    pub fn from_spec(
+        m: &ModelSpec,
+        src_vocab: usize,
+        tgt_vocab: usize,
+    ) -> std::result::Result<Self, Seq2SeqError> {
+        if 2 * m.encoder_hidden != m.decoder_hidden {
+            return Err(Seq2SeqError::Mismatch {
+                key: "decoder_hidden",
+                value: m.decoder_hidden,
+                other_key: "2 x encoder_hidden",
+                other: 2 * m.encoder_hidden,
+                why: "the decoder starts from both encoder directions' states concatenated",
+            });
+        }
+        if m.tie_embeddings && m.embedding_dim != m.decoder_hidden {
+            return Err(Seq2SeqError::Mismatch {
+                key: "embedding_dim",
+                value: m.embedding_dim,
+                other_key: "decoder_hidden",
+                other: m.decoder_hidden,
+                why: "tie_embeddings reuses the decoder embedding as output projection",
+            });
+        }
+        Ok(Seq2SeqConfig {
+            src_vocab,
+            tgt_vocab,
+            embedding_dim: m.embedding_dim,
+            encoder_hidden: m.encoder_hidden,
+            decoder_hidden: m.decoder_hidden,
+            attention: m.attention,
+            dropout: m.dropout,
+            tie_embeddings: m.tie_embeddings,
+        })
+    }
+}
+
+/// A batch moved to the model's device.
+#[derive(Debug, Clone)]
+pub struct BatchTensors {
+    /// `[B, S]` u32.
+    pub src: Tensor,
+    /// `[B, S]` f32, 1 on characters.
+    pub src_mask: Tensor,
+    /// Per source step: `[B, 1]` mask where some row is padding there, else `None`.
+    pub step_masks: Vec<Option<Tensor>>,
+    /// `[B, T]` u32 decoder inputs.
+    pub tgt_in: Tensor,
+    /// `[B*T]` u32 gold outputs.
+    pub tgt_out: Tensor,
+    /// `[B*T]` f32, 1 where the gold output is not padding.
+    pub tgt_mask: Tensor,
+}
+
+impl BatchTensors {
+    /// Copies `b` to `device`.
+    pub fn new(b: &Batch, device: &Device) -> Result<Self> {
+        let (n, s, t) = (b.size, b.src_len, b.tgt_len);
+        let step_masks = (0..s)
+            .map(|j| {
+                let col: Vec<f32> = (0..n).map(|i| b.src_mask[i * s + j]).collect();
+                if col.iter().all(|&m| m == 1.0) {
+                    Ok(None)
+                } else {
+                    Tensor::from_vec(col, (n, 1), device).map(Some)
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(BatchTensors {
+            src: Tensor::from_vec(b.src.clone(), (n, s), device)?,
+            src_mask: Tensor::from_vec(b.src_mask.clone(), (n, s), device)?,
+            step_masks,
+            tgt_in: Tensor::from_vec(b.tgt_in.clone(), (n, t), device)?,
+            tgt_out: Tensor::from_vec(b.tgt_out.clone(), n * t, device)?,
+            tgt_mask: Tensor::from_vec(b.tgt_mask.clone(), n * t, device)?,
+        })
+    }
+}
+
+/// What the decoder needs from the encoder: its initial state and, with attention, the
+/// prepared memory.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub state: State,
+    pub memory: Option<Memory>,
+}
+
+impl Encoded {
+    /// Keeps rows `idx` (`[n]` u32), e.g. each example repeated `beam_width` times.
+    pub fn select(&self, idx: &Tensor) -> Result<Encoded> {
+        Ok(Encoded {
+            state: self.state.select(idx)?,
+            memory: self.memory.as_ref().map(|m| m.select(idx)).transpose()?,
+        })
+    }
+}
+
+/// The translator.
+#[derive(Debug)]
+pub struct Seq2Seq {
+    cfg: Seq2SeqConfig,
+    params: Params,
+    src_emb: Tensor,
+    tgt_emb: Tensor,
+    enc_fwd: Lstm,
+    enc_bwd: Lstm,
+    dec: Lstm,
+    attn: Option<GeneralAttention>,
+    out_w: Tensor,
+    out_b: Tensor,
+    device: Device,
+}
+
+/// PyTorch's `nn.Embedding` draws N(0, 1) and zeroes the padding row.
+fn embedding(
+    params: &mut Params,
+    name: &str,
+    vocab: usize,
+    dim: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut values: Vec<f32> = (0..vocab * dim)
+        .map(|_| super::seeded::standard_normal(rng))
+        .collect();
+    values[..dim].fill(0.0);
+    params.add(name, values, (vocab, dim), device)
+}
+
+impl Seq2Seq {
+    /// Creates the model with weights drawn from `rng` (PyTorch's default initialisation).
+    pub fn new(cfg: Seq2SeqConfig, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+        let mut p = Params::new();
+        let (e, he, hd) = (cfg.embedding_dim, cfg.encoder_hidden, cfg.decoder_hidden);
+        let src_emb = embedding(&mut p, "encoder.embedding", cfg.src_vocab, e, rng, device)?;
+        let enc_fwd = Lstm::new(&mut p, "encoder.lstm", e, he, rng, device)?;
+        let enc_bwd = Lstm::new(&mut p, "encoder.lstm_reverse", e, he, rng, device)?;
+        let tgt_emb = embedding(&mut p, "decoder.embedding", cfg.tgt_vocab, e, rng, device)?;
+        let dec = Lstm::new(&mut p, "decoder.lstm", e, hd, rng, device)?;
+        let attn = match cfg.attention {
+            Attention::None => None,
+            Attention::General => Some(GeneralAttention::new(
+                &mut p,
+                "decoder.attn",
+                2 * he,
+                hd,
+                rng,
+                device,
+            )?),
+        };
+        let k = 1.0 / (hd as f64).sqrt();
+        let out_w = if cfg.tie_embeddings {
+            tgt_emb.clone()
+        } else {
+            p.uniform("generator.weight", (cfg.tgt_vocab, hd), k, rng, device)?
+        };
+        let out_b = p.uniform("generator.bias", cfg.tgt_vocab, k, rng, device)?;
+        Ok(Seq2Seq {
+            cfg,
+            params: p,
+            src_emb,
+            tgt_emb,
+            enc_fwd,
+            enc_bwd,
+            dec,
+            attn,
+            out_w,
+            out_b,
+            device: device.clone(),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Seq2SeqConfig {
+        &self.cfg
+    }
+
+    /// The trainable variables.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Encodes `[B, S]` sources.
+    pub fn encode(&self, b: &BatchTensors, mut dropout: Option<&mut Dropout>) -> Result<Encoded> {
+        let (n, s) = b.src.dims2()?;
+        let emb = self
+            .src_emb
+            .index_select(&b.src.flatten_all()?, 0)?
+            .reshape((n, s, ()))?;
+        let emb = maybe_dropout(&mut dropout, &emb)?;
+        let (of, sf) =
+            self.enc_fwd
+                .run_masked(&self.enc_fwd.project(&emb)?, &b.step_masks, false)?;
+        let (ob, sb) =
+            self.enc_bwd
+                .run_masked(&self.enc_bwd.project(&emb)?, &b.step_masks, true)?;
+        let state = State {
+            h: Tensor::cat(&[&sf.h, &sb.h], 1)?,
+            c: Tensor::cat(&[&sf.c, &sb.c], 1)?,
+        };
+        let memory = match &self.attn {
+            None => None,
+            Some(attn) => {
+                let values = Tensor::cat(&[Tensor::stack(&of, 1)?, Tensor::stack(&ob, 1)?], 2)?;
+                let values = maybe_dropout(&mut dropout, &values)?;
+                Some(attn.memory(&values, &b.src_mask)?)
+            }
+        };
+        Ok(Encoded { state, memory })
+    }
+
+    /// One decoder step from projected inputs `xp [N, 4Hd]`: the output `[N, Hd]` (after
+    /// attention when there is one), the new state and the attention weights `[N, S]`.
+    fn step(
+        &self,
+        xp: &Tensor,
+        state: &State,
+        memory: Option<&Memory>,
+    ) -> Result<(Tensor, State, Option<Tensor>)> {
+        let next = self.dec.step(xp, state)?;
+        match (&self.attn, memory) {
+            (Some(attn), Some(mem)) => {
+                let (out, w) = attn.attend(&next.h, mem)?;
+                Ok((out, next, Some(w)))
+            }
+            _ => Ok((next.h.clone(), next, None)),
+        }
+    }
+
+    fn logits(&self, out: &Tensor) -> Result<Tensor> {
+        out.matmul(&self.out_w.t()?)?.broadcast_add(&self.out_b)
+    }
+
+    /// Teacher-forced cross-entropy, mean over the non-padding target tokens; also returns
+    /// that token count so evaluation can average over batches exactly.
+    pub fn loss(
+        &self,
+        b: &BatchTensors,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<(Tensor, f64)> {
+        let enc = self.encode(b, dropout.as_deref_mut())?;
+        let (n, t) = b.tgt_in.dims2()?;
+        let emb = self
+            .tgt_emb
+            .index_select(&b.tgt_in.flatten_all()?, 0)?
+            .reshape((n, t, ()))?;
+        let emb = maybe_dropout(&mut dropout, &emb)?;
+        let xp = self.dec.project(&emb)?;
+        let mut state = enc.state.clone();
+        let mut outs = Vec::with_capacity(t);
+        for j in 0..t {
+            let (out, next, _) = self.step(
+                &xp.narrow(1, j, 1)?.squeeze(1)?,
+                &state,
+                enc.memory.as_ref(),
+            )?;
+            outs.push(out);
+            state = next;
+        }
+        let outs = maybe_dropout(&mut dropout, &Tensor::stack(&outs, 1)?)?;
+        let logits = self.logits(&outs.reshape((n * t, ()))?)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let nll = logp
+            .gather(&b.tgt_out.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()?;
+        let count = b.tgt_mask.sum_all()?.to_scalar::<f32>()? as f64;
+        let loss = ((nll * &b.tgt_mask)?.sum_all()? / count.max(1.0))?;
+        Ok((loss, count))
+    }
+
+    /// Log-probabilities `[N, V]` of the next token after `tokens` (one per row), the new
+    /// state and the attention weights. Evaluation only: no dropout.
+    pub fn next_logp(
+        &self,
+        tokens: &[u32],
+        state: &State,
+        memory: Option<&Memory>,
+    ) -> Result<(Tensor, State, Option<Tensor>)> {
+        let ids = Tensor::from_vec(tokens.to_vec(), tokens.len(), &self.device)?;
+        let emb = self.tgt_emb.index_select(&ids, 0)?.unsqueeze(1)?;
+        let xp = self.dec.project(&emb)?.squeeze(1)?;
+        let (out, next, w) = self.step(&xp, state, memory)?;
+        let logp = candle_nn::ops::log_softmax(&self.logits(&out)?, D::Minus1)?;
+        Ok((logp, next, w))
+    }
+
+    /// Log-probability of producing `out` (then EOS when `with_eos`) for one source, scored
+    /// step by step with teacher forcing; the reference against which decoders are checked.
+    pub fn sequence_logprob(&self, src: &[u32], out: &[u32], with_eos: bool) -> Result<f64> {
+        let example = crate::data::pairs::Example {
+            src: src.to_vec(),
+            tgt: out.to_vec(),
+        };
+        let bt = BatchTensors::new(&Batch::new(&[&example]), &self.device)?;
+        let enc = self.encode(&bt, None)?;
+        let mut state = enc.state;
+        let mut prev = SOS;
+        let mut total = 0.0f64;
+        let targets: Vec<u32> = out.iter().copied().chain(with_eos.then_some(EOS)).collect();
+        for &next in &targets {
+            let (logp, st, _) = self.next_logp(&[prev], &state, enc.memory.as_ref())?;
+            let row = logp.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            total += row[next as usize] as f64;
+            state = st;
+            prev = next;
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::pairs::Example;
+    use rand::SeedableRng;
+
+    pub(crate) fn tiny(attention: Attention) -> Seq2Seq {
+        let cfg = Seq2SeqConfig {
+            src_vocab: 9,
+            tgt_vocab: 8,
+            embedding_dim: 8,
+            encoder_hidden: 4,
+            decoder_hidden: 8,
+            attention,
+            dropout: 0.3,
+            tie_embeddings: true,
+        };
+        Seq2Seq::new(cfg, &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn spec_sizes_are_checked() {
+        let mut m = ModelSpec::default();
+        assert!(Seq2SeqConfig::from_spec(&m, 10, 10).is_ok());
+        m.decoder_hidden = 100;
+        let e = Seq2SeqConfig::from_spec(&m, 10, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.decoder_hidden = 100"), "{e}");
+    }
+
+    /// Padding a batch must not change any example's loss: the masks make it invisible.
+    #[test]
+    fn loss_of_padded_batch_equals_losses_alone() {
+        for att in [Attention::None, Attention::General] {
+            let m = tiny(att);
+            let a = Example {
+                src: vec![4, 5, 6, 7, 8],
+                tgt: vec![4, 5, 6],
+            };
+            let b = Example {
+                src: vec![5, 6],
+                tgt: vec![7],
+            };
+            let loss_of = |ex: &[&Example]| {
+                let bt = BatchTensors::new(&Batch::new(ex), &Device::Cpu).unwrap();
+                let (l, n) = m.loss(&bt, None).unwrap();
+                (l.to_scalar::<f32>().unwrap() as f64, n)
+            };
+            let (la, na) = loss_of(&[&a]);
+            let (lb, nb) = loss_of(&[&b]);
+            let (lab, nab) = loss_of(&[&a, &b]);
+            assert_eq!(nab, na + nb);
+            let want = (la * na + lb * nb) / (na + nb);
+            assert!((lab - want).abs() < 1e-5, "{att:?}: {lab} vs {want}");
+            // The same loss is the negated mean of the step-by-step sequence scores.
+            let sa = m.sequence_logprob(&a.src, &a.tgt, true).unwrap();
+            assert!((la + sa / na).abs() < 1e-5, "{la} vs {}", -sa / na);
+        }
+    }
+
+    #[test]
+    fn tied_projection_shares_the_embedding() {
+        let m = tiny(Attention::General);
+        let names: Vec<&str> = m.params().named().iter().map(|(n, _)| n.as_str()).collect();
+        assert!(!names.contains(&"generator.weight"));
+        assert!(names.contains(&"decoder.attn.linear_in.weight"));
+    }
+}

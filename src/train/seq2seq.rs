@@ -1,0 +1,558 @@
+//! The seq2seq training loop: teacher-forced Adam steps, dev evaluation with the run's
+//! decoding settings every epoch, test at the end, checkpoints each epoch, and decode-only
+//! evaluation of a model another run trained.
+
+use super::checkpoint::{self, CheckpointState, RngState};
+use super::early_stopping::EarlyStopping;
+use super::metrics::{error_rate, exact_match};
+use super::optim::{Optimizer, scheduled_lr};
+use super::translation_artifacts::write_artifacts;
+use super::{Outcome, RunContext, TrainError};
+use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
+use crate::events::{EventSink, RunEvent};
+use crate::models::decode::{Hypothesis, decode_examples};
+use crate::models::seeded::Dropout;
+use crate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
+use crate::spec::{DecodeSpec, SelectMode};
+use crate::store::{RunDir, RunState};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Examples per evaluation batch: larger than training batches because evaluation keeps
+/// no activations for backpropagation. Fixed, so results do not depend on the train batch.
+const EVAL_BATCH: usize = 200;
+
+/// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
+/// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Init = 1,
+    Shuffle = 2,
+    Dropout = 3,
+}
+
+fn rng(seed: u64, purpose: Purpose, epoch: usize) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(((purpose as u64) << 32) | epoch as u64);
+    r
+}
+
+/// A split's evaluation: teacher-forced loss and the decoded outputs' metrics.
+pub struct Evaluation {
+    pub loss: f64,
+    pub error_rate: f64,
+    pub accuracy: f64,
+    pub hypotheses: Vec<Hypothesis>,
+    pub predictions: Vec<String>,
+}
+
+/// Evaluates `model` on `split` (no dropout) with the decoding settings `decode`.
+pub fn evaluate(
+    model: &Seq2Seq,
+    data: &ParallelData,
+    split: &Split,
+    decode: &DecodeSpec,
+) -> Result<Evaluation, TrainError> {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for chunk in split.examples.chunks(EVAL_BATCH) {
+        let refs: Vec<_> = chunk.iter().collect();
+        let bt = BatchTensors::new(&Batch::new(&refs), model.device())?;
+        let (loss, n) = model.loss(&bt, None)?;
+        sum += loss.to_scalar::<f32>()? as f64 * n;
+        count += n;
+    }
+    let hypotheses = decode_examples(model, &split.examples, EVAL_BATCH, decode)?;
+    let predictions: Vec<String> = hypotheses
+        .iter()
+        .map(|h| data.tgt_vocab.decode(&h.tokens))
+        .collect();
+    let pairs = || {
+        predictions
+            .iter()
+            .zip(&split.pairs)
+            .map(|(p, g)| (p.as_str(), g.target.as_str()))
+    };
+    Ok(Evaluation {
+        loss: sum / count.max(1.0),
+        error_rate: error_rate(pairs()),
+        accuracy: exact_match(pairs()),
+        hypotheses,
+        predictions,
+    })
+}
+
+fn scalar(
+    sink: &mut dyn EventSink,
+    epoch: usize,
+    step: u64,
+    tag: &str,
+    value: f64,
+) -> Result<(), TrainError> {
+    sink.emit(&RunEvent::Scalar {
+        epoch,
+        step,
+        tag: tag.to_string(),
+        value,
+    })?;
+    Ok(())
+}
+
+fn emit_eval(
+    sink: &mut dyn EventSink,
+    epoch: usize,
+    step: u64,
+    prefix: &str,
+    e: &Evaluation,
+) -> Result<(), TrainError> {
+    scalar(sink, epoch, step, &format!("{prefix}/loss"), e.loss)?;
+    scalar(
+        sink,
+        epoch,
+        step,
+        &format!("{prefix}/error_rate"),
+        e.error_rate,
+    )?;
+    scalar(sink, epoch, step, &format!("{prefix}/accuracy"), e.accuracy)
+}
+
+fn finish(
+    sink: &mut dyn EventSink,
+    state: RunState,
+    epoch: usize,
+    message: Option<String>,
+) -> Result<(), TrainError> {
+    sink.emit(&RunEvent::Finished {
+        state,
+        epoch,
+        message,
+    })?;
+    Ok(())
+}
+
+/// Test evaluation, sample table and attention figures: the end of every finished run.
+fn conclude(
+    ctx: &RunContext,
+    sink: &mut dyn EventSink,
+    model: &Seq2Seq,
+    data: &ParallelData,
+    epoch: usize,
+    step: u64,
+    dev: Option<Evaluation>,
+) -> Result<Outcome, TrainError> {
+    let decode = &ctx.config.decode;
+    let test = evaluate(model, data, &data.test, decode)?;
+    emit_eval(sink, epoch, step, "test", &test)?;
+    let dev = match dev {
+        Some(dev) => dev,
+        None => evaluate(model, data, &data.dev, decode)?,
+    };
+    write_artifacts(&ctx.run_dir, sink, data, &dev, decode, step)?;
+    finish(sink, RunState::Done, epoch, None)?;
+    Ok(Outcome::Done { epoch })
+}
+
+/// Trains the translator of `ctx` (resuming from its last checkpoint), or, when
+/// `ctx.reuse_training_from` names a finished run, only evaluates that run's model with this
+/// run's decoding settings.
+pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
+    let cfg = &ctx.config;
+    let device = super::select_device(&cfg.train.device)?;
+    let data = ParallelData::load(&cfg.data)?;
+    let mcfg = Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
+    let model = Seq2Seq::new(mcfg, &mut rng(cfg.seed, Purpose::Init, 0), &device)?;
+    if let Some(source) = &ctx.reuse_training_from {
+        return evaluate_reused(ctx, sink, &model, &data, source);
+    }
+
+    let ckpt_dir = ctx.run_dir.checkpoints();
+    let mut optim = Optimizer::new(&cfg.optimizer, model.params().named().to_vec())?;
+    let (start, mut step) = match latest_checkpoint(&ckpt_dir, &ctx.training_id)? {
+        Some((path, state)) => {
+            checkpoint::restore_vars(&path, model.params().named())?;
+            let saved = checkpoint::read_optimizer(&path, &device)?;
+            optim.load_state(&saved, state.optimizer_steps)?;
+            (state.epoch, state.step)
+        }
+        None => (0, 0),
+    };
+    let epochs = cfg.train.epochs;
+    let batch_size = cfg.train.batch_size.max(1);
+    let n_train = data.train.examples.len();
+    sink.emit(&RunEvent::Started {
+        attempt: 1,
+        resumed_from: start,
+        epochs,
+        steps_per_epoch: n_train.div_ceil(batch_size) as u64,
+    })?;
+
+    let mut last_dev = None;
+    for epoch in start + 1..=epochs {
+        let began = Instant::now();
+        let lr = scheduled_lr(&cfg.optimizer, epoch, epochs);
+        optim.set_lr(lr);
+        let mut dropout = Dropout::new(cfg.model.dropout, rng(cfg.seed, Purpose::Dropout, epoch));
+        let mut shuffle = rng(cfg.seed, Purpose::Shuffle, epoch);
+        let (mut sum, mut tokens) = (0.0, 0.0);
+        let (mut window, mut window_n) = (0.0, 0usize);
+        for idx in batch_indices(n_train, batch_size, Some(&mut shuffle)) {
+            if ctx.cancel.load(Ordering::Relaxed) {
+                // The last checkpoint is the previous epoch's: resume replays this one.
+                finish(sink, RunState::Cancelled, epoch - 1, None)?;
+                return Ok(Outcome::Cancelled { epoch: epoch - 1 });
+            }
+            let refs: Vec<_> = idx.iter().map(|&i| &data.train.examples[i]).collect();
+            let bt = BatchTensors::new(&Batch::new(&refs), &device)?;
+            let (loss, n) = model.loss(&bt, Some(&mut dropout))?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                let message = format!("training loss is {value} at step {}", step + 1);
+                finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
+                return Ok(Outcome::Diverged { epoch, message });
+            }
+            optim.step(&loss.backward()?)?;
+            step += 1;
+            sum += value * n;
+            tokens += n;
+            window += value;
+            window_n += 1;
+            let every = cfg.train.log_every;
+            if every > 0 && step % every as u64 == 0 {
+                scalar(
+                    sink,
+                    epoch,
+                    step,
+                    "train/batch_loss",
+                    window / window_n as f64,
+                )?;
+                (window, window_n) = (0.0, 0);
+            }
+        }
+        let train_seconds = began.elapsed().as_secs_f64();
+        scalar(sink, epoch, step, "train/loss", sum / tokens.max(1.0))?;
+        scalar(sink, epoch, step, "lr", lr)?;
+        let dev = evaluate(&model, &data, &data.dev, &cfg.decode)?;
+        emit_eval(sink, epoch, step, "dev", &dev)?;
+        scalar(
+            sink,
+            epoch,
+            step,
+            "time/epoch_seconds",
+            began.elapsed().as_secs_f64(),
+        )?;
+        scalar(
+            sink,
+            epoch,
+            step,
+            "time/samples_per_second",
+            n_train as f64 / train_seconds.max(1e-9),
+        )?;
+        let state = CheckpointState {
+            format: 1,
+            training_id: ctx.training_id.clone(),
+            epoch,
+            step,
+            optimizer_steps: optim.steps(),
+            metric: Some(dev.error_rate).filter(|v| v.is_finite()),
+            early_stopping: EarlyStopping::new(&cfg.train.early_stopping, SelectMode::Min),
+            stopped_early: false,
+            finished: false,
+            rng: RngState {
+                seed: cfg.seed,
+                scheme: "chacha8-stream-per-purpose-and-epoch".into(),
+            },
+        };
+        let tensors = model
+            .params()
+            .named()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        checkpoint::save(&ckpt_dir, tensors, optim.state_tensors(), &state)?;
+        let ck = &cfg.train.checkpoint;
+        // Kept by dev error rate, lower is better, whatever the select metric.
+        checkpoint::prune(&ckpt_dir, ck.keep_last, ck.keep_best, SelectMode::Min)?;
+        sink.emit(&RunEvent::EpochEnd { epoch, step })?;
+        last_dev = Some(dev);
+    }
+    conclude(ctx, sink, &model, &data, epochs.max(start), step, last_dev)
+}
+
+/// The newest checkpoint under `dir` with its state; refuses one of another training.
+fn latest_checkpoint(
+    dir: &std::path::Path,
+    training_id: &str,
+) -> Result<Option<(std::path::PathBuf, CheckpointState)>, TrainError> {
+    let Some(&epoch) = checkpoint::list(dir)?.last() else {
+        return Ok(None);
+    };
+    let path = dir.join(checkpoint::dir_name(epoch));
+    let state = checkpoint::read_state(&path)?;
+    if state.training_id != training_id {
+        return Err(TrainError::Checkpoint(
+            checkpoint::CheckpointError::Corrupt {
+                path,
+                message: format!(
+                    "belongs to training {}, not {training_id}",
+                    state.training_id
+                ),
+            },
+        ));
+    }
+    Ok(Some((path, state)))
+}
+
+/// Decode-only run: load the source run's last checkpoint and evaluate it; no training step.
+fn evaluate_reused(
+    ctx: &RunContext,
+    sink: &mut dyn EventSink,
+    model: &Seq2Seq,
+    data: &ParallelData,
+    source: &RunDir,
+) -> Result<Outcome, TrainError> {
+    let dir = source.checkpoints();
+    let (path, meta) = latest_checkpoint(&dir, &ctx.training_id)?.ok_or_else(|| {
+        TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
+            path: dir.clone(),
+            message: "no checkpoint to reuse: the training run has not finished an epoch".into(),
+        })
+    })?;
+    checkpoint::restore_vars(&path, model.params().named())?;
+    sink.emit(&RunEvent::Started {
+        attempt: 1,
+        resumed_from: meta.epoch,
+        epochs: meta.epoch,
+        steps_per_epoch: 0,
+    })?;
+    sink.emit(&RunEvent::Text {
+        step: meta.step,
+        tag: "reuse/training".into(),
+        text: format!(
+            "Decode-only run: evaluates the model trained by run `{}` (epoch {}, step {}) with \
+             this run's `[decode]` settings; nothing was trained here.",
+            source.root().display(),
+            meta.epoch,
+            meta.step
+        ),
+    })?;
+    let dev = evaluate(model, data, &data.dev, &ctx.config.decode)?;
+    emit_eval(sink, meta.epoch, meta.step, "dev", &dev)?;
+    sink.emit(&RunEvent::EpochEnd {
+        epoch: meta.epoch,
+        step: meta.step,
+    })?;
+    conclude(ctx, sink, model, data, meta.epoch, meta.step, Some(dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::MemorySink;
+    use crate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, Spec};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    /// The fixture with a model small enough to train in seconds.
+    fn spec(attention: Attention, epochs: usize) -> Spec {
+        let mut s = Spec::default();
+        s.data.format = DataFormat::TsvPairs;
+        s.data.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spa-eng-mini").into();
+        s.data.train = "train-eng-spa.txt".into();
+        s.data.dev = "val-eng-spa.txt".into();
+        s.data.test = "test-eng-spa.txt".into();
+        s.data.max_len = 30;
+        s.model.kind = ModelKind::Seq2seq;
+        s.model.embedding_dim = 32;
+        s.model.encoder_hidden = 16;
+        s.model.decoder_hidden = 32;
+        s.model.attention = attention;
+        s.model.dropout = 0.1;
+        s.optimizer.lr = 0.01;
+        s.train.epochs = epochs;
+        s.train.batch_size = 16;
+        s.train.log_every = 5;
+        s.decode.max_len = 30;
+        s
+    }
+
+    fn ctx(dir: &std::path::Path, config: Spec) -> RunContext {
+        RunContext {
+            run_dir: RunDir::at(dir),
+            config,
+            run_id: "r".into(),
+            training_id: "t".into(),
+            threads: 1,
+            cancel: Arc::new(AtomicBool::new(false)),
+            reuse_training_from: None,
+        }
+    }
+
+    fn scalars(events: &[RunEvent], tag: &str) -> Vec<(usize, f64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Scalar {
+                    epoch,
+                    tag: t,
+                    value,
+                    ..
+                } if t == tag => Some((*epoch, *value)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tiny_fixture_trains_and_dev_error_falls() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ctx(dir.path(), spec(Attention::General, 8));
+        let mut sink = MemorySink::default();
+        assert_eq!(
+            run_seq2seq(&c, &mut sink).unwrap(),
+            Outcome::Done { epoch: 8 }
+        );
+        let dev = scalars(&sink.events, "dev/error_rate");
+        assert_eq!(dev.len(), 8);
+        let (first, last) = (dev[0].1, dev[7].1);
+        assert!(last < 0.8 * first, "dev error did not fall: {dev:?}");
+        let loss = scalars(&sink.events, "train/loss");
+        assert!(loss[7].1 < loss[0].1, "{loss:?}");
+        assert_eq!(scalars(&sink.events, "test/error_rate").len(), 1);
+        assert_eq!(scalars(&sink.events, "test/accuracy").len(), 1);
+        let art = dir.path().join("artifacts");
+        let md = std::fs::read_to_string(art.join("samples.md")).unwrap();
+        assert!(
+            md.contains("| # | source | gold | prediction | error |"),
+            "{md}"
+        );
+        assert!(art.join("attention_0.png").is_file());
+        assert!(sink.events.iter().any(
+            |e| matches!(e, RunEvent::Image { tag, channels: 1, .. } if tag == "attention/0")
+        ));
+        assert!(matches!(
+            sink.events.last(),
+            Some(RunEvent::Finished {
+                state: RunState::Done,
+                epoch: 8,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn decode_only_variant_reuses_the_training() {
+        let root = tempfile::tempdir().unwrap();
+        let trained = ctx(&root.path().join("train"), spec(Attention::General, 2));
+        let mut t_sink = MemorySink::default();
+        run_seq2seq(&trained, &mut t_sink).unwrap();
+
+        // Same decoding: same model, so exactly the training run's final dev figures.
+        let mut again = ctx(&root.path().join("greedy"), trained.config.clone());
+        again.reuse_training_from = Some(trained.run_dir.clone());
+        let mut g_sink = MemorySink::default();
+        assert_eq!(
+            run_seq2seq(&again, &mut g_sink).unwrap(),
+            Outcome::Done { epoch: 2 }
+        );
+        assert_eq!(
+            scalars(&g_sink.events, "dev/error_rate"),
+            scalars(&t_sink.events, "dev/error_rate")[1..].to_vec()
+        );
+        assert_eq!(
+            scalars(&g_sink.events, "test/error_rate"),
+            scalars(&t_sink.events, "test/error_rate")
+        );
+
+        let mut beam = again.clone();
+        beam.run_dir = RunDir::at(root.path().join("beam"));
+        beam.config.decode.strategy = DecodeStrategy::Beam;
+        beam.config.decode.beam_width = 3;
+        let mut b_sink = MemorySink::default();
+        run_seq2seq(&beam, &mut b_sink).unwrap();
+        for s in [&g_sink, &b_sink] {
+            assert!(
+                scalars(&s.events, "train/loss").is_empty(),
+                "a decode-only run trained"
+            );
+            assert!(scalars(&s.events, "train/batch_loss").is_empty());
+            assert!(
+                s.events
+                    .iter()
+                    .any(|e| matches!(e, RunEvent::Text { tag, .. } if tag == "reuse/training"))
+            );
+        }
+        assert!(
+            !root.path().join("beam/checkpoints").exists(),
+            "no checkpoint of its own"
+        );
+        assert!(root.path().join("beam/artifacts/samples.md").is_file());
+        assert_eq!(scalars(&b_sink.events, "dev/error_rate").len(), 1);
+
+        let mut orphan = beam.clone();
+        orphan.reuse_training_from = Some(RunDir::at(root.path().join("nowhere")));
+        let e = run_seq2seq(&orphan, &mut MemorySink::default()).unwrap_err();
+        assert!(e.to_string().contains("no checkpoint to reuse"), "{e}");
+    }
+
+    /// Stopping after epoch 2 and resuming gives exactly the metrics of one straight run.
+    #[test]
+    fn resume_at_an_epoch_boundary_is_bit_identical() {
+        let root = tempfile::tempdir().unwrap();
+        let straight = ctx(&root.path().join("a"), spec(Attention::None, 3));
+        let mut s1 = MemorySink::default();
+        run_seq2seq(&straight, &mut s1).unwrap();
+
+        let mut first = ctx(&root.path().join("b"), spec(Attention::None, 2));
+        run_seq2seq(&first, &mut MemorySink::default()).unwrap();
+        first.config.train.epochs = 3;
+        let mut s2 = MemorySink::default();
+        run_seq2seq(&first, &mut s2).unwrap();
+        assert!(matches!(
+            s2.events[0],
+            RunEvent::Started {
+                resumed_from: 2,
+                ..
+            }
+        ));
+        for tag in [
+            "train/loss",
+            "dev/loss",
+            "dev/error_rate",
+            "test/error_rate",
+        ] {
+            let a = scalars(&s1.events, tag);
+            assert_eq!(scalars(&s2.events, tag), a[a.len() - 1..].to_vec(), "{tag}");
+        }
+    }
+
+    #[test]
+    fn exploding_loss_is_reported_as_diverged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(Attention::None, 2);
+        s.optimizer.lr = 1e38;
+        let mut sink = MemorySink::default();
+        let out = run_seq2seq(&ctx(dir.path(), s), &mut sink).unwrap();
+        assert!(matches!(out, Outcome::Diverged { epoch: 1, .. }), "{out:?}");
+        assert!(matches!(
+            sink.events.last(),
+            Some(RunEvent::Finished {
+                state: RunState::Diverged,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_data_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.tsv"), "only one column\n").unwrap();
+        let mut s = spec(Attention::None, 1);
+        s.data.dir = dir.path().to_string_lossy().into_owned();
+        s.data.train = "train.tsv".into();
+        let e = run_seq2seq(&ctx(dir.path(), s), &mut MemorySink::default()).unwrap_err();
+        assert!(matches!(e, TrainError::Pairs(_)), "{e}");
+        assert!(e.to_string().contains("train.tsv:1:"), "{e}");
+        assert_eq!(crate::Error::from(e).exit_code(), crate::error::exit::DATA);
+    }
+}
