@@ -4,11 +4,9 @@
 //! `ChaCha8Rng` and then moved to the device: the same seed gives the same weights and the
 //! same dropout masks on every device and thread count.
 
-use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use candle_core::{Device, Result, Shape, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
-use std::path::Path;
 
 /// The trainable variables of a model, in creation order, by name.
 #[derive(Debug, Default)]
@@ -69,11 +67,6 @@ impl Params {
         self.add(name, values, shape, device)
     }
 
-    /// The variables, for an optimizer.
-    pub fn vars(&self) -> Vec<Var> {
-        self.vars.iter().map(|(_, v)| v.clone()).collect()
-    }
-
     /// The variables with their names.
     pub fn named(&self) -> &[(String, Var)] {
         &self.vars
@@ -82,40 +75,6 @@ impl Params {
     /// Number of scalar parameters.
     pub fn count(&self) -> usize {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
-    }
-
-    /// Writes every variable to one safetensors file.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self
-            .vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        candle_core::safetensors::save(&map, path)
-    }
-
-    /// Loads every variable from a safetensors file written by [`Params::save`]; a missing
-    /// name or a different shape is an error (a checkpoint of another model).
-    pub fn load(&self, path: &Path) -> Result<()> {
-        let Some((_, first)) = self.vars.first() else {
-            return Ok(());
-        };
-        let map = candle_core::safetensors::load(path, first.device())?;
-        for (name, var) in &self.vars {
-            let t = map.get(name).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{}: no tensor `{name}`", path.display()))
-            })?;
-            if t.shape() != var.shape() {
-                return Err(candle_core::Error::Msg(format!(
-                    "{}: `{name}` has shape {:?}, the model needs {:?}",
-                    path.display(),
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&t.to_dtype(DType::F32)?)?;
-        }
-        Ok(())
     }
 }
 
@@ -181,7 +140,7 @@ mod tests {
             let w = p.uniform("w", (4, 5), 0.5, &mut rng, &Device::Cpu).unwrap();
             let mut d = Dropout::new(0.5, rng);
             let x = d
-                .apply(&Tensor::ones((4, 5), DType::F32, &Device::Cpu).unwrap())
+                .apply(&Tensor::ones((4, 5), candle_core::DType::F32, &Device::Cpu).unwrap())
                 .unwrap();
             (w.to_vec2::<f32>().unwrap(), x.to_vec2::<f32>().unwrap())
         };
@@ -189,20 +148,5 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.0.iter().flatten().all(|v| v.abs() <= 0.5));
         assert!(a.1.iter().flatten().all(|&v| v == 0.0 || v == 2.0));
-    }
-
-    #[test]
-    fn save_and_load_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut p = Params::new();
-        let w = p.normal("w", (3, 2), &mut rng, &Device::Cpu).unwrap();
-        let before = w.to_vec2::<f32>().unwrap();
-        let path = dir.path().join("m.safetensors");
-        p.save(&path).unwrap();
-        p.named()[0].1.set(&w.zeros_like().unwrap()).unwrap();
-        assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![0.0; 2]; 3]);
-        p.load(&path).unwrap();
-        assert_eq!(w.to_vec2::<f32>().unwrap(), before);
     }
 }
