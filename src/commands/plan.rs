@@ -1,4 +1,6 @@
-//! `orchestrate plan`: the runs a spec expands to, and what `runs/` already holds for each.
+//! `orchestrate plan`: the runs a spec expands to, and what `runs/` already holds for each;
+//! with `--backend slurm` also the `sbatch` submission `orchestrate run` would make. Writes
+//! nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +9,10 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::grid::RunPlan;
-use crate::spec::SpecArgs;
+use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
+use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
 use crate::spec::schema::fmt_value;
+use crate::spec::{Backend, SpecArgs};
 use crate::store::{RunDir, RunStatus};
 
 /// Arguments of `orchestrate plan`.
@@ -22,6 +26,24 @@ pub struct Args {
     /// Directory holding each experiment's run directories.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Where `run` would execute the runs (default: launch.backend); `slurm` also prints the
+    /// sbatch command, run list and batch script, without submitting.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// CPU threads per run, as `run --threads` would pass them (Slurm).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Array throttle, as `run --jobs` would pass it (Slurm).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+}
+
+/// The Slurm submission as `plan --json` prints it.
+#[derive(Debug, Serialize)]
+struct SlurmPlan {
+    command: String,
+    run_list: Vec<String>,
+    script: String,
 }
 
 /// One run as `plan --json` prints it.
@@ -42,6 +64,9 @@ struct Plan<'a> {
     description: &'a str,
     dir: String,
     runs: Vec<PlannedRun<'a>>,
+    /// With `--backend slurm`: what would be submitted (`None` when every run is finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slurm: Option<SlurmPlan>,
 }
 
 /// Runs the command; returns the exit code.
@@ -58,19 +83,71 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             state: state_of(&args.runs_dir, &spec.name, r),
         })
         .collect();
+    let exp_dir = args.runs_dir.join(&spec.name);
+    let submission = match args.backend.unwrap_or(spec.launch.backend) {
+        Backend::Local => None,
+        Backend::Slurm => {
+            // The runs a `run` would submit: those not finished (done or diverged).
+            let pending: Vec<RunToLaunch> = runs
+                .iter()
+                .filter(|r| !is_finished(&args.runs_dir, &spec.name, r))
+                .map(|r| {
+                    let dir = exp_dir.join(&r.id);
+                    std::path::absolute(&dir)
+                        .map(|run_dir| RunToLaunch {
+                            run_id: r.id.clone(),
+                            run_dir,
+                        })
+                        .map_err(|e| Error::io(dir, e))
+                })
+                .collect::<Result<_, _>>()?;
+            let threads = args.threads.unwrap_or(spec.train.threads);
+            let setup = SlurmSetup::new(&spec.launch.slurm, threads, args.jobs)?;
+            Some((
+                pending.is_empty(),
+                plan_on_slurm(&spec.name, &exp_dir, &setup, &pending)?,
+            ))
+        }
+    };
     let plan = Plan {
         experiment: &spec.name,
         description: &spec.description,
-        dir: args.runs_dir.join(&spec.name).display().to_string(),
+        dir: exp_dir.display().to_string(),
         runs: planned,
+        slurm: submission
+            .as_ref()
+            .filter(|(empty, _)| !empty)
+            .map(|(_, s)| slurm_plan(s)),
     };
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Usage(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", render(&plan));
+        match &submission {
+            Some((true, _)) => println!("\nslurm: nothing to submit, every run is finished"),
+            Some((false, s)) => print!("\nslurm submission:\n{s}"),
+            None => {}
+        }
     }
     Ok(crate::error::exit::OK)
+}
+
+fn slurm_plan(s: &PlannedSubmission) -> SlurmPlan {
+    SlurmPlan {
+        command: s.command.clone(),
+        run_list: s.run_list.iter().map(|p| p.display().to_string()).collect(),
+        script: s.script.clone(),
+    }
+}
+
+/// Whether the run is done or diverged, so `run` would not start it again.
+fn is_finished(runs_dir: &Path, experiment: &str, run: &RunPlan) -> bool {
+    let dir = RunDir::new(runs_dir, experiment, &run.id);
+    crate::store::read_status(&dir)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.state.is_final())
 }
 
 /// `new` when the run directory has no status yet, else its state.

@@ -1,10 +1,11 @@
 //! `orchestrate run`: train every run of a spec's grid in worker processes, name the winner.
 //!
 //! Order matters for "lose nothing": the spec is loaded and expanded (and so validated)
-//! before anything is written; then the experiment directory, the lock, the run
-//! directories; then the pool; then the summary.
+//! before anything is written (and, for Slurm, the cluster is checked); then the experiment
+//! directory, the lock, the run directories; then the local pool or the Slurm array job;
+//! then the summary, the same for both backends.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, exit};
@@ -12,9 +13,13 @@ use crate::launch::LaunchError;
 use crate::launch::budget::{self, is_cpu};
 use crate::launch::events::LaunchEvent;
 use crate::launch::local::{PoolOptions, run_pool};
-use crate::launch::prepare::{create_experiment_dir, prepare_runs};
-use crate::launch::progress::{OutputMode, reporter};
+use crate::launch::on_slurm::{
+    LaunchOnSlurmError, SlurmRunEnd, SlurmRunOptions, SlurmSetup, run_on_slurm,
+};
+use crate::launch::prepare::{PreparedRun, create_experiment_dir, prepare_runs};
+use crate::launch::progress::{OutputMode, Reporter, reporter};
 use crate::launch::signals::ShutdownSignals;
+use crate::spec::{Backend, Spec};
 use crate::store::{ExperimentLock, RunState};
 use crate::{spec, summary};
 
@@ -23,28 +28,38 @@ use crate::{spec, summary};
 pub struct Args {
     #[command(flatten)]
     pub spec: spec::SpecArgs,
-    /// Runs in parallel (default: launch.jobs).
+    /// Where the runs execute (default: launch.backend).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Slurm: submit the array job and return; a later `run` or `status` follows it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Runs in parallel (default: launch.jobs; on Slurm: the array throttle,
+    /// launch.slurm.max_parallel).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
-    /// CPU threads per run (default: train.threads, or cores / jobs).
+    /// CPU threads per run (default: train.threads, or cores / jobs; on Slurm:
+    /// launch.slurm.cpus_per_task).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Extra attempts for a crashed run (default: launch.retries).
     #[arg(long)]
     pub retries: Option<usize>,
-    /// Stop the grid at the first failed or diverged run.
+    /// Stop the grid at the first failed or diverged run (local backend).
     #[arg(long)]
     pub fail_fast: bool,
     /// Train this run again from scratch (run id, id prefix or name); repeatable.
     #[arg(long, value_name = "RUN")]
     pub rerun: Vec<String>,
-    /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices).
+    /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
+    /// local backend, Slurm hands out GPUs through launch.slurm.gres).
     #[arg(long, value_delimiter = ',')]
     pub devices: Vec<String>,
     /// Directory holding experiments.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
-    /// Seconds workers get to checkpoint after Ctrl-C before they are killed.
+    /// Seconds workers get to checkpoint after Ctrl-C before they are killed (local
+    /// backend; on Slurm, Slurm's KillWait decides).
     #[arg(long, default_value_t = 10)]
     pub grace: u64,
     /// Print only errors and the winner.
@@ -61,24 +76,47 @@ pub struct Args {
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans) = args.spec.load_runs()?;
+    let backend = args.backend.unwrap_or(spec.launch.backend);
+    match backend {
+        Backend::Local => {
+            if args.detach {
+                return Err(Error::Usage(
+                    "--detach needs the Slurm backend (--backend slurm or \
+                     launch.backend = \"slurm\"); local workers stop with their orchestrator"
+                        .into(),
+                ));
+            }
+            run_local(args, &spec, &plans)
+        }
+        Backend::Slurm => {
+            if args.fail_fast {
+                return Err(Error::Usage(
+                    "--fail-fast is not supported with the Slurm backend".into(),
+                ));
+            }
+            if !args.devices.is_empty() {
+                return Err(Error::Usage(
+                    "--devices is for local workers; on Slurm ask for GPUs with \
+                     launch.slurm.gres (e.g. --set launch.slurm.gres=gpu:1)"
+                        .into(),
+                ));
+            }
+            run_slurm(args, &spec, &plans)
+        }
+    }
+}
 
-    let launch = &spec.launch;
-    let devices: Vec<String> = if args.devices.is_empty() {
-        launch.devices.clone()
-    } else {
-        args.devices.clone()
-    };
-    let accel: Vec<String> = devices.into_iter().filter(|d| !is_cpu(d)).collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or(spec.train.threads);
-    let budget = budget::resolve(
-        args.jobs.unwrap_or(launch.jobs),
-        threads,
-        cores,
-        accel.len(),
-        launch.jobs_per_device,
-    );
+/// The experiment directory, its lock and its prepared run directories, with the reporter
+/// that shows the launch.
+struct Prepared {
+    exp: crate::store::RunDir,
+    lock: ExperimentLock,
+    runs: Vec<PreparedRun>,
+    rep: Box<dyn Reporter>,
+}
 
+/// Creates the experiment directory, takes the lock and writes the run directories.
+fn prepare(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<Prepared, Error> {
     let exp = create_experiment_dir(&args.runs_dir, &spec.name)?;
     let lock = ExperimentLock::acquire(exp.root())?;
     let mode = if args.json {
@@ -99,11 +137,24 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             ),
         });
     }
-    let runs = prepare_runs(exp.root(), &plans, &args.rerun)?;
-    write_tensorboard_experiment(exp.root(), &spec, &plans)?;
-    if let Some(n) = &budget.note {
-        rep.report(&LaunchEvent::Note { message: n.clone() });
-    }
+    let runs = prepare_runs(exp.root(), plans, &args.rerun)?;
+    write_tensorboard_experiment(exp.root(), spec, plans)?;
+    Ok(Prepared {
+        exp,
+        lock,
+        runs,
+        rep,
+    })
+}
+
+/// Reports the grid's first line and the runs that are already finished.
+fn announce(
+    rep: &mut dyn Reporter,
+    spec: &Spec,
+    runs: &[PreparedRun],
+    jobs: usize,
+    threads: usize,
+) {
     let to_run = runs.iter().filter(|r| r.needs_running()).count();
     let epochs_to_train = runs
         .iter()
@@ -120,8 +171,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         experiment: spec.name.clone(),
         runs: runs.len(),
         to_run,
-        jobs: budget.jobs,
-        threads_per_job: budget.threads,
+        jobs,
+        threads_per_job: threads,
         epochs_to_train,
     });
     for r in runs.iter().filter(|r| !r.needs_running()) {
@@ -131,6 +182,32 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             state: r.state,
         });
     }
+}
+
+/// The grid in local worker processes.
+fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<i32, Error> {
+    let launch = &spec.launch;
+    let devices: Vec<String> = if args.devices.is_empty() {
+        launch.devices.clone()
+    } else {
+        args.devices.clone()
+    };
+    let accel: Vec<String> = devices.into_iter().filter(|d| !is_cpu(d)).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(spec.train.threads);
+    let budget = budget::resolve(
+        args.jobs.unwrap_or(launch.jobs),
+        threads,
+        cores,
+        accel.len(),
+        launch.jobs_per_device,
+    );
+
+    let mut p = prepare(args, spec, plans)?;
+    if let Some(n) = &budget.note {
+        p.rep.report(&LaunchEvent::Note { message: n.clone() });
+    }
+    announce(p.rep.as_mut(), spec, &p.runs, budget.jobs, budget.threads);
 
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
     let opts = PoolOptions {
@@ -145,12 +222,78 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         cpu_device: spec.train.device.clone(),
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
-    let pool = run_pool(&runs, &opts, &signals, rep.as_mut())?;
+    let pool = run_pool(&p.runs, &opts, &signals, p.rep.as_mut())?;
     if pool.interrupted {
         return Err(Error::Interrupted);
     }
+    finish(args, spec, p)
+}
 
-    // The verdict covers every run of the grid, including those finished before.
+/// The grid as a Slurm array job.
+fn run_slurm(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<i32, Error> {
+    let threads = args.threads.unwrap_or(spec.train.threads);
+    let setup = SlurmSetup::new(&spec.launch.slurm, threads, args.jobs)?;
+    // Missing tools or an unknown partition: refused before anything is written.
+    setup
+        .launcher(&spec.name, &args.runs_dir.join(&spec.name))?
+        .preflight()?;
+
+    let mut p = prepare(args, spec, plans)?;
+    if let Some(n) = &setup.note {
+        p.rep.report(&LaunchEvent::Note { message: n.clone() });
+    }
+    let to_run = p.runs.iter().filter(|r| r.needs_running()).count();
+    let throttle = match setup.slurm.max_parallel {
+        0 => to_run,
+        n => n.min(to_run),
+    };
+    announce(
+        p.rep.as_mut(),
+        spec,
+        &p.runs,
+        throttle.max(1),
+        setup.threads_per_task(),
+    );
+    let opts = SlurmRunOptions {
+        retries: args.retries.unwrap_or(spec.launch.retries),
+        detach: args.detach,
+        device: spec.train.device.clone(),
+    };
+    let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
+    let end = if to_run == 0 {
+        None
+    } else {
+        let end = run_on_slurm(
+            &spec.name,
+            p.exp.root(),
+            &p.runs,
+            &setup,
+            &opts,
+            &signals,
+            p.rep.as_mut(),
+        )
+        .map_err(|e| match e {
+            LaunchOnSlurmError::Slurm(e) => Error::Slurm(e),
+            LaunchOnSlurmError::Store(e) => Error::Store(e),
+        })?;
+        Some(end)
+    };
+    match end {
+        Some(SlurmRunEnd::Detached) => Ok(exit::OK),
+        Some(SlurmRunEnd::Finished(report)) if report.interrupted => Err(Error::Interrupted),
+        _ => finish(args, spec, p),
+    }
+}
+
+/// The end of a launch, the same for every backend: the verdict over every run of the grid
+/// (including those finished before), the summary, the winner line.
+fn finish(args: &Args, spec: &Spec, p: Prepared) -> Result<i32, Error> {
+    let Prepared {
+        exp,
+        lock,
+        runs,
+        mut rep,
+    } = p;
     let all_done = runs.iter().all(|r| {
         crate::store::read_status(&r.dir)
             .ok()
@@ -172,8 +315,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
 /// Writes the experiment-level HParams record: the grid's hyper-parameter domains and the
 /// metrics the dashboard lists (the select metric first).
 fn write_tensorboard_experiment(
-    exp_dir: &std::path::Path,
-    spec: &crate::spec::Spec,
+    exp_dir: &Path,
+    spec: &Spec,
     plans: &[crate::grid::RunPlan],
 ) -> Result<(), Error> {
     use crate::sinks::tensorboard::{domains_from_runs, run_hparams, write_experiment};

@@ -1,10 +1,12 @@
 //! `orchestrate status`: the table of an experiment's runs, read-only (no lock), also while
-//! a grid runs.
+//! a grid runs. For an experiment submitted to Slurm (`runs/<name>/.slurm/job.json`), Slurm's
+//! view of each run's latest array task follows the table.
 
 use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::launch::overview;
+use crate::launch::slurm::{self, TaskPhase, TaskView};
 use crate::{grid, spec};
 
 /// Arguments of `orchestrate status`.
@@ -50,12 +52,52 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             args.runs_dir.display()
         )));
     }
-    let rows = overview::collect(&exp_dir, &planned)?;
+    let mut rows = overview::collect(&exp_dir, &planned)?;
+    let tasks = if slurm::jobs_file(&exp_dir).is_file() {
+        slurm::slurm_status(&exp_dir)?
+    } else {
+        Vec::new()
+    };
+    // A worker on a compute node has a pid this machine cannot check: while its Slurm task
+    // is alive, its `running` status is not an orphan's.
+    for r in rows.iter_mut() {
+        if tasks
+            .iter()
+            .any(|t| t.run_id == r.id && !t.phase.is_terminal())
+        {
+            r.orphaned = false;
+        }
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Usage(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", overview::render(&rows));
+        if !tasks.is_empty() {
+            print!("{}", render_tasks(&tasks));
+        }
     }
     Ok(0)
+}
+
+/// Slurm's lines: one per run's latest array task, and how to pick the tracking up.
+fn render_tasks(tasks: &[TaskView]) -> String {
+    let mut out = String::from("\nslurm (latest array task of each run):\n");
+    for t in tasks {
+        out.push_str(&format!("  {}\n", t.describe()));
+    }
+    let live = tasks.iter().filter(|t| !t.phase.is_terminal()).count();
+    if live > 0 {
+        out.push_str(&format!(
+            "{live} task(s) pending or running; `orchestrate run` with the same spec follows \
+             them to the end and writes the summary\n"
+        ));
+    }
+    if tasks
+        .iter()
+        .any(|t| matches!(t.phase, TaskPhase::Unknown { .. }))
+    {
+        out.push_str("the Slurm controller did not answer for some tasks; ask again later\n");
+    }
+    out
 }

@@ -29,12 +29,16 @@ pub enum LaunchEvent {
         name: String,
         state: RunState,
     },
-    /// A worker was started.
+    /// A worker was started (locally: its pid; on Slurm: its array task).
     RunStarted {
         run_id: String,
         name: String,
         attempt: u32,
-        pid: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        /// `<job>_<task>` of the Slurm array task running the worker.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job: Option<String>,
         device: String,
         /// Epochs already on disk (the attempt resumes after them).
         resumed_from: usize,
@@ -72,6 +76,29 @@ pub enum LaunchEvent {
         message: Option<String>,
         /// The run will be started again (a retry).
         retry: bool,
+    },
+    /// Runs were submitted to Slurm as one array job, or a job submitted earlier (with
+    /// `--detach`) is followed again.
+    SlurmSubmitted {
+        job_id: String,
+        runs: usize,
+        /// Picked up from `job.json` rather than submitted now.
+        attached: bool,
+    },
+    /// A Slurm array task is waiting, ended without its worker's word, or cannot be seen now.
+    SlurmTask {
+        run_id: String,
+        name: String,
+        /// `<job>_<task>`.
+        job: String,
+        /// What Slurm says, e.g. `pending (Resources)`.
+        phase: String,
+    },
+    /// `--detach`: the runs are in Slurm's hands; this command returns.
+    Detached {
+        experiment: String,
+        jobs: Vec<String>,
+        runs: usize,
     },
     /// A shutdown signal arrived: the first stops gracefully, the second kills.
     Interrupted { signals: usize, grace_seconds: u64 },

@@ -19,7 +19,7 @@ use super::events::LaunchEvent;
 use super::prepare::PreparedRun;
 use super::progress::Reporter;
 use super::signals::ShutdownSignals;
-use super::tail::MetricsTail;
+use super::tail::RunFollower;
 use crate::store::{self, RunState, RunStatus, StoreError};
 use crate::worker::WorkerEnv;
 
@@ -62,13 +62,7 @@ struct Active {
     child: Child,
     attempt: u32,
     device: Option<usize>,
-    tail: MetricsTail,
-    epoch_reported: usize,
-    step: u64,
-    loss: Option<f64>,
-    metric_value: Option<f64>,
-    first_step: Option<(u64, Instant)>,
-    rate: Option<f64>,
+    follow: RunFollower,
 }
 
 /// Runs `runs` (those that need running) to completion, interruption or fail-fast.
@@ -139,7 +133,7 @@ pub fn run_pool(
             }
             let r = &runs[a.run];
             // The last records and epoch of the attempt, before its verdict.
-            poll_progress(r, &mut a, reporter);
+            a.follow.poll(r, reporter);
             let verdict = match verdict(r, &a, exit, stopping.is_some()) {
                 Ok(v) => v,
                 Err(e) => {
@@ -209,7 +203,7 @@ pub fn run_pool(
         }
 
         for a in &mut active {
-            poll_progress(&runs[a.run], a, reporter);
+            a.follow.poll(&runs[a.run], reporter);
         }
 
         if active.is_empty() && (queue.is_empty() || stopping.is_some() || fatal.is_some()) {
@@ -292,7 +286,8 @@ fn spawn(
         run_id: r.plan.id.clone(),
         name: r.plan.name.clone(),
         attempt,
-        pid: child.id(),
+        pid: Some(child.id()),
+        job: None,
         device: device_name,
         resumed_from,
         epochs: r.epochs,
@@ -303,13 +298,7 @@ fn spawn(
             child,
             attempt,
             device,
-            tail: MetricsTail::new(r.dir.metrics()),
-            epoch_reported: resumed_from,
-            step: 0,
-            loss: None,
-            metric_value: None,
-            first_step: None,
-            rate: None,
+            follow: RunFollower::new(r, attempt, resumed_from),
         },
         ev,
     ))
@@ -385,64 +374,5 @@ fn signal_name(s: i32) -> &'static str {
         libc::SIGABRT => "SIGABRT",
         libc::SIGBUS => "SIGBUS",
         _ => "signal",
-    }
-}
-
-/// Reads what the worker wrote since the last poll and reports it.
-fn poll_progress(r: &PreparedRun, a: &mut Active, reporter: &mut dyn Reporter) {
-    // Status before metrics: the worker writes metrics first, so an epoch seen in the
-    // status has its records in the file by the time the tail reads it.
-    let durable = store::read_status(&r.dir)
-        .ok()
-        .flatten()
-        .filter(|s| s.attempts == a.attempt)
-        .map_or(0, |s| s.epoch);
-    let records = a.tail.poll();
-    let mut epoch_seen = a.epoch_reported;
-    for rec in &records {
-        a.step = a.step.max(rec.step);
-        epoch_seen = epoch_seen.max(rec.epoch);
-        if rec.tag == "train/loss" {
-            a.loss = Some(rec.value);
-        }
-        if rec.tag == r.metric {
-            a.metric_value = Some(rec.value);
-        }
-    }
-    if !records.is_empty() {
-        let now = Instant::now();
-        match a.first_step {
-            None => a.first_step = Some((a.step, now)),
-            Some((s0, t0)) => {
-                let dt = now.duration_since(t0).as_secs_f64();
-                if dt > 0.0 && a.step > s0 {
-                    a.rate = Some((a.step - s0) as f64 / dt);
-                }
-            }
-        }
-        reporter.report(&LaunchEvent::Progress {
-            run_id: r.plan.id.clone(),
-            name: r.plan.name.clone(),
-            epoch: epoch_seen,
-            epochs: r.epochs,
-            step: a.step,
-            loss: a.loss,
-            metric: r.metric.clone(),
-            metric_value: a.metric_value,
-            steps_per_second: a.rate,
-        });
-    }
-    while a.epoch_reported < durable {
-        a.epoch_reported += 1;
-        reporter.report(&LaunchEvent::EpochDone {
-            run_id: r.plan.id.clone(),
-            name: r.plan.name.clone(),
-            epoch: a.epoch_reported,
-            epochs: r.epochs,
-            step: a.step,
-            loss: a.loss,
-            metric: r.metric.clone(),
-            metric_value: a.metric_value,
-        });
     }
 }

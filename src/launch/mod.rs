@@ -3,11 +3,13 @@
 //! Both start `orchestrate worker` processes and learn everything from run directories.
 //! `prepare` writes the run directories, `budget` decides jobs/threads/devices, `local` runs
 //! the pool (process groups, signals, retries), `events` + `progress` report, `tail` and
-//! `overview` read what workers wrote.
+//! `overview` read what workers wrote; `on_slurm` drives the Slurm backend with the pool's
+//! reporter and signals.
 
 pub mod budget;
 pub mod events;
 pub mod local;
+pub mod on_slurm;
 pub mod overview;
 pub mod prepare;
 pub mod progress;

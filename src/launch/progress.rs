@@ -115,6 +115,7 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
             name,
             attempt,
             pid,
+            job,
             device,
             resumed_from,
             epochs,
@@ -124,7 +125,12 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
             } else {
                 String::new()
             };
-            format!("start  {name} ({run_id}) attempt {attempt}, pid {pid}, {device}{from}")
+            let at = match (pid, job) {
+                (_, Some(job)) => format!(", slurm task {job}"),
+                (Some(pid), None) => format!(", pid {pid}"),
+                (None, None) => String::new(),
+            };
+            format!("start  {name} ({run_id}) attempt {attempt}{at}, {device}{from}")
         }
         LaunchEvent::Progress { .. } => return None,
         LaunchEvent::EpochDone {
@@ -159,6 +165,37 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
                 state_word(*state)
             )
         }
+        LaunchEvent::SlurmSubmitted {
+            job_id,
+            runs,
+            attached,
+        } => {
+            if *attached && *runs == 0 {
+                format!("slurm  array job {job_id}, submitted earlier, has ended")
+            } else if *attached {
+                format!(
+                    "slurm  array job {job_id}, submitted earlier, followed again ({runs} run(s) still in it)"
+                )
+            } else {
+                format!("slurm  submitted array job {job_id} ({runs} run(s))")
+            }
+        }
+        LaunchEvent::SlurmTask {
+            run_id,
+            name,
+            job,
+            phase,
+        } => format!("slurm  {name} ({run_id}) task {job}: {phase}"),
+        LaunchEvent::Detached {
+            experiment,
+            jobs,
+            runs,
+        } => format!(
+            "detached: {runs} run(s) in Slurm array job(s) {}; follow with \
+             `orchestrate status {experiment}`, pick the tracking up again (and summarize) \
+             with the same `orchestrate run` command",
+            jobs.join(", ")
+        ),
         LaunchEvent::Interrupted {
             signals,
             grace_seconds,
@@ -334,7 +371,8 @@ mod tests {
                 run_id: "abc123".into(),
                 name: "lr=0.01".into(),
                 attempt: 2,
-                pid: 7,
+                pid: Some(7),
+                job: None,
                 device: "cpu".into(),
                 resumed_from: 1,
                 epochs: 3,

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SlurmSpec;
-pub use grid::{SlurmGridResult, SlurmOptions, run_grid_on_slurm, slurm_status};
+pub use grid::{SlurmGridResult, SlurmOptions, SlurmProgress, run_grid_on_slurm, slurm_status};
 pub use query::SlurmState;
 pub use script::{EXIT_FILE, WorkerCommand};
 pub use track::{RunOutcome, TaskPhase, TaskView};
@@ -364,6 +364,17 @@ impl ArrayJob {
             command::DEFAULT_TIMEOUT,
         )
         .map(|_| ())
+    }
+
+    /// Kills every task of the array at once (`scancel --signal=KILL --full <job>`): for a
+    /// second Ctrl-C, when waiting for the workers' checkpoints is not wanted.
+    pub fn kill(&self) -> Result<(), SlurmError> {
+        let args = vec![
+            "--signal=KILL".to_string(),
+            "--full".to_string(),
+            self.job_id.clone(),
+        ];
+        command::run_ok("scancel", &args, command::DEFAULT_TIMEOUT).map(|_| ())
     }
 
     /// `<job>_<task>`, as Slurm names one task.

@@ -2,15 +2,20 @@
 //!
 //! Reads from a byte offset and keeps a torn last line for the next poll. The worker
 //! rewrites the file (atomically, as a new inode) when an attempt resumes; the tail notices
-//! the new inode or a shorter file and starts over.
+//! the new inode or a shorter file and starts over. [`RunFollower`] turns what the tail reads
+//! into progress events; the local pool and the Slurm backend both use it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::Instant;
 
+use super::events::LaunchEvent;
+use super::prepare::PreparedRun;
+use super::progress::Reporter;
 use crate::sinks::metrics::parse_line;
-use crate::store::MetricRecord;
+use crate::store::{self, MetricRecord};
 
 /// A reader of the records appended to one metrics file since the last poll.
 #[derive(Debug)]
@@ -63,6 +68,96 @@ impl MetricsTail {
             .lines()
             .filter_map(parse_line)
             .collect()
+    }
+}
+
+/// The live numbers of one attempt of a run, read from its run directory.
+#[derive(Debug)]
+pub struct RunFollower {
+    tail: MetricsTail,
+    /// The attempt whose `status.json` counts (an older attempt's epoch is not progress).
+    attempt: u32,
+    epoch_reported: usize,
+    step: u64,
+    loss: Option<f64>,
+    metric_value: Option<f64>,
+    first_step: Option<(u64, Instant)>,
+    rate: Option<f64>,
+}
+
+impl RunFollower {
+    /// Follows attempt `attempt` of `run`, which resumes after epoch `resumed_from`.
+    pub fn new(run: &PreparedRun, attempt: u32, resumed_from: usize) -> Self {
+        RunFollower {
+            tail: MetricsTail::new(run.dir.metrics()),
+            attempt,
+            epoch_reported: resumed_from,
+            step: 0,
+            loss: None,
+            metric_value: None,
+            first_step: None,
+            rate: None,
+        }
+    }
+
+    /// Reads what the worker wrote since the last poll and reports it: `Progress` when
+    /// there were new records, `EpochDone` for each epoch now durable.
+    pub fn poll(&mut self, r: &PreparedRun, reporter: &mut dyn Reporter) {
+        // Status before metrics: the worker writes metrics first, so an epoch seen in the
+        // status has its records in the file by the time the tail reads it.
+        let durable = store::read_status(&r.dir)
+            .ok()
+            .flatten()
+            .filter(|s| s.attempts == self.attempt)
+            .map_or(0, |s| s.epoch);
+        let records = self.tail.poll();
+        let mut epoch_seen = self.epoch_reported;
+        for rec in &records {
+            self.step = self.step.max(rec.step);
+            epoch_seen = epoch_seen.max(rec.epoch);
+            if rec.tag == "train/loss" {
+                self.loss = Some(rec.value);
+            }
+            if rec.tag == r.metric {
+                self.metric_value = Some(rec.value);
+            }
+        }
+        if !records.is_empty() {
+            let now = Instant::now();
+            match self.first_step {
+                None => self.first_step = Some((self.step, now)),
+                Some((s0, t0)) => {
+                    let dt = now.duration_since(t0).as_secs_f64();
+                    if dt > 0.0 && self.step > s0 {
+                        self.rate = Some((self.step - s0) as f64 / dt);
+                    }
+                }
+            }
+            reporter.report(&LaunchEvent::Progress {
+                run_id: r.plan.id.clone(),
+                name: r.plan.name.clone(),
+                epoch: epoch_seen,
+                epochs: r.epochs,
+                step: self.step,
+                loss: self.loss,
+                metric: r.metric.clone(),
+                metric_value: self.metric_value,
+                steps_per_second: self.rate,
+            });
+        }
+        while self.epoch_reported < durable {
+            self.epoch_reported += 1;
+            reporter.report(&LaunchEvent::EpochDone {
+                run_id: r.plan.id.clone(),
+                name: r.plan.name.clone(),
+                epoch: self.epoch_reported,
+                epochs: r.epochs,
+                step: self.step,
+                loss: self.loss,
+                metric: r.metric.clone(),
+                metric_value: self.metric_value,
+            });
+        }
     }
 }
 

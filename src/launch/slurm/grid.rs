@@ -70,6 +70,31 @@ pub enum SlurmGridResult {
     },
 }
 
+/// What `run_grid_on_slurm` tells its caller while it works. Only [`SlurmProgress::task`] is
+/// required; a plain closure `|view: &TaskView| ...` is one.
+pub trait SlurmProgress {
+    /// A task's phase changed.
+    fn task(&mut self, view: &TaskView);
+    /// An array job was submitted now (`attached == false`) or, submitted by an earlier
+    /// invocation, is followed again; `runs` of its tasks are followed.
+    fn submitted(&mut self, _job: &ArrayJob, _runs: usize, _attached: bool) {}
+    /// A run has its outcome for this attempt; `retry`: it is resubmitted.
+    fn finished(&mut self, _outcome: &RunOutcome, _retry: bool) {}
+    /// Called after every round of polling (a place to read the runs' metrics).
+    fn polled(&mut self) {}
+    /// While cancelling: stop waiting for Slurm to confirm the end of the tasks now (they are
+    /// sent SIGKILL). Asked once per round.
+    fn stop_waiting(&mut self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut(&TaskView)> SlurmProgress for F {
+    fn task(&mut self, view: &TaskView) {
+        self(view)
+    }
+}
+
 struct Tracked {
     job: ArrayJob,
     open: BTreeSet<usize>,
@@ -95,14 +120,14 @@ impl Tracked {
 /// again rather than submitted twice; the others go into one new array job. Failed runs are
 /// resubmitted, alone, up to `opts.retries` times. When `opts.cancel` is set the jobs are
 /// cancelled and the workers' own state (checkpoint, `cancelled`) is left for a later resume.
-/// `progress` sees every task whose phase changed.
+/// `progress` sees submissions, every task whose phase changed and every outcome.
 pub fn run_grid_on_slurm(
     experiment: &str,
     exp_dir: &Path,
     slurm: &SlurmSpec,
     runs: &[RunToLaunch],
     opts: &SlurmOptions,
-    progress: &mut dyn FnMut(&TaskView),
+    progress: &mut dyn SlurmProgress,
 ) -> Result<SlurmGridResult, SlurmError> {
     let mut launcher = SlurmLauncher::new(experiment, exp_dir, slurm)?;
     if let Some(w) = &opts.worker {
@@ -114,6 +139,13 @@ pub fn run_grid_on_slurm(
     let mut outcomes: BTreeMap<String, RunOutcome> = BTreeMap::new();
     let mut attempts: BTreeMap<String, usize> = BTreeMap::new();
     let mut tracked = attach_existing(launcher.exp_dir(), runs, &mut outcomes)?;
+    for t in &tracked {
+        progress.submitted(&t.job, t.open.len(), true);
+    }
+    tracked.retain(|t| !t.open.is_empty());
+    for o in outcomes.values() {
+        progress.finished(o, false);
+    }
     let attached: BTreeSet<&str> = tracked
         .iter()
         .flat_map(|t| {
@@ -134,6 +166,7 @@ pub fn run_grid_on_slurm(
     }
     if !fresh.is_empty() {
         let job = launcher.submit(&fresh)?;
+        progress.submitted(&job, job.tasks.len(), false);
         let open = job.tasks.iter().map(|t| t.task).collect();
         tracked.push(Tracked::new(job, open));
     }
@@ -161,7 +194,7 @@ pub fn run_grid_on_slurm(
             let views = t.job.poll_tasks(&t.open)?;
             for v in views {
                 if t.last.get(&v.task) != Some(&v.phase) {
-                    progress(&v);
+                    progress.task(&v);
                     t.last.insert(v.task, v.phase.clone());
                 }
                 if !v.phase.is_terminal() {
@@ -187,6 +220,9 @@ pub fn run_grid_on_slurm(
                         run_id: v.run_id.clone(),
                         run_dir: v.run_dir.clone(),
                     });
+                    progress.finished(&outcome, true);
+                } else {
+                    progress.finished(&outcome, false);
                 }
                 outcomes.insert(v.run_id.clone(), outcome);
             }
@@ -194,6 +230,7 @@ pub fn run_grid_on_slurm(
         if !resubmit.is_empty() && !cancelling {
             match launcher.submit(&resubmit) {
                 Ok(job) => {
+                    progress.submitted(&job, job.tasks.len(), false);
                     for r in &resubmit {
                         *attempts.entry(r.run_id.clone()).or_insert(1) += 1;
                     }
@@ -206,32 +243,37 @@ pub fn run_grid_on_slurm(
                 Err(e) => return Err(e),
             }
         }
+        progress.polled();
         let open: usize = tracked.iter().map(|t| t.open.len()).sum();
         if open == 0 && resubmit.is_empty() {
             break;
         }
+        let give_up = cancel_deadline.is_some() && progress.stop_waiting();
+        if give_up {
+            for t in tracked.iter().filter(|t| !t.open.is_empty()) {
+                let _ = t.job.kill();
+            }
+        }
         if let Some(deadline) = cancel_deadline
-            && Instant::now() >= deadline
+            && (give_up || Instant::now() >= deadline)
         {
             for t in &tracked {
                 for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
-                    outcomes.insert(
-                        e.run_id.clone(),
-                        RunOutcome {
-                            run_id: e.run_id.clone(),
-                            run_dir: e.run_dir.clone(),
-                            state: RunState::Cancelled,
-                            message: Some(format!(
-                                "cancelled; Slurm had not confirmed the end of task {} \
-                                 within {} s",
-                                t.job.task_name(e.task),
-                                opts.cancel_grace.as_secs()
-                            )),
-                            job: t.job.task_name(e.task),
-                            exit_code: None,
-                            attempts: attempts.get(&e.run_id).copied().unwrap_or(1),
-                        },
-                    );
+                    let outcome = RunOutcome {
+                        run_id: e.run_id.clone(),
+                        run_dir: e.run_dir.clone(),
+                        state: RunState::Cancelled,
+                        message: Some(format!(
+                            "cancelled; Slurm had not confirmed the end of task {} when the \
+                             orchestrator stopped waiting",
+                            t.job.task_name(e.task),
+                        )),
+                        job: t.job.task_name(e.task),
+                        exit_code: None,
+                        attempts: attempts.get(&e.run_id).copied().unwrap_or(1),
+                    };
+                    progress.finished(&outcome, false);
+                    outcomes.insert(e.run_id.clone(), outcome);
                 }
             }
             break;
@@ -260,7 +302,8 @@ fn sleep_unless(d: Duration, cancel: &AtomicBool, watch: bool) {
 }
 
 /// Finds, for each run, its latest array task in `job.json`; tasks still pending or running
-/// (or whose state the controller cannot tell now) are tracked again. A run whose latest task
+/// (or whose state the controller cannot tell now) are tracked again (every job holding a
+/// latest task is returned, some perhaps with no open task). A run whose latest task
 /// already finished it (done, diverged) gets its outcome without a new submission.
 fn attach_existing(
     exp_dir: &Path,
@@ -296,9 +339,8 @@ fn attach_existing(
                 outcomes.insert(v.run_id.clone(), o);
             }
         }
-        if !open.is_empty() {
-            tracked.push(Tracked::new(job, open));
-        }
+        // Kept even when every task ended, so the caller hears which job it picked up.
+        tracked.push(Tracked::new(job, open));
     }
     Ok(tracked)
 }

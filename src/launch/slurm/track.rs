@@ -67,7 +67,18 @@ pub struct TaskView {
 impl TaskView {
     /// One line for a progress display: `12_3 run 0a1b2c: pending (Resources)`.
     pub fn describe(&self) -> String {
-        let what = match &self.phase {
+        format!(
+            "{}_{} run {}: {}",
+            self.job_id,
+            self.task,
+            self.run_id,
+            self.phase_text()
+        )
+    }
+
+    /// The phase in words: `pending (Resources)`, `running`, ...
+    pub fn phase_text(&self) -> String {
+        match &self.phase {
             TaskPhase::Waiting { reason: Some(r) } => format!("pending ({r})"),
             TaskPhase::Waiting { reason: None } => "pending".into(),
             TaskPhase::Running => "running".into(),
@@ -78,8 +89,7 @@ impl TaskView {
             },
             TaskPhase::Gone => "unknown to Slurm and no exit file".into(),
             TaskPhase::Unknown { message } => format!("state unknown, will ask again ({message})"),
-        };
-        format!("{}_{} run {}: {what}", self.job_id, self.task, self.run_id)
+        }
     }
 
     /// The run's outcome once the task is over; `None` while it is not.
