@@ -136,3 +136,24 @@ fn translation_grid_trains_each_model_once_and_decodes_it_both_ways() {
     }
     assert_eq!(trained, 2, "each model is trained exactly once");
 }
+
+#[test]
+fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
+    if cfg!(feature = "cuda") {
+        return; // a CUDA build may well have the device
+    }
+    let t = with_experiments();
+    let run = t.run(&[
+        "run",
+        "experiments/smoke.toml",
+        "--set",
+        "train.device=cuda:0",
+    ]);
+    run.expect_code(5);
+    assert!(
+        run.stderr().contains("without CUDA support") && run.stderr().contains("cuda:0"),
+        "{}",
+        run.report()
+    );
+    assert!(!t.path().join("runs").exists(), "nothing under runs/");
+}

@@ -77,6 +77,15 @@ pub struct Args {
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans) = args.spec.load_runs()?;
     let backend = args.backend.unwrap_or(spec.launch.backend);
+    // A device this build cannot drive fails here, before anything is written under runs/.
+    let mut wanted: Vec<&str> = args.devices.iter().map(String::as_str).collect();
+    if wanted.is_empty() {
+        wanted.extend(spec.launch.devices.iter().map(String::as_str));
+        wanted.extend(plans.iter().map(|p| p.config.train.device.as_str()));
+    }
+    for device in wanted {
+        crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
+    }
     match backend {
         Backend::Local => {
             if args.detach {

@@ -132,6 +132,46 @@ pub unsafe fn configure_threads(n: usize) -> usize {
     n
 }
 
+/// Refuses, before any run starts, a CUDA device in a build without the `cuda` feature, or
+/// (with it) a CUDA device that cannot be opened; `auto` and `cpu` always pass.
+pub fn check_device_support(name: &str) -> Result<(), DeviceSupportError> {
+    if !name.starts_with("cuda") {
+        return Ok(());
+    }
+    if !cfg!(feature = "cuda") {
+        return Err(DeviceSupportError {
+            device: name.to_string(),
+            message: "this orchestrate was built without CUDA support; build it with \
+                      `cargo build --release --features cuda` on a machine with the CUDA \
+                      toolkit, or use device \"cpu\" or \"auto\""
+                .into(),
+        });
+    }
+    select_device(name)
+        .map(|_| ())
+        .map_err(|e| DeviceSupportError {
+            device: name.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// A device the build or the machine cannot provide.
+#[derive(Debug, thiserror::Error)]
+#[error("device {device:?}: {message}")]
+pub struct DeviceSupportError {
+    pub device: String,
+    pub message: String,
+}
+
+impl From<DeviceSupportError> for TrainError {
+    fn from(e: DeviceSupportError) -> Self {
+        TrainError::Device {
+            device: e.device,
+            message: e.message,
+        }
+    }
+}
+
 /// The device `train.device` names: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with
 /// it and present, else CPU).
 pub fn select_device(name: &str) -> Result<Device, TrainError> {
