@@ -26,6 +26,10 @@ cargo clippy --all-targets -- -D warnings
 step "tests"
 cargo test --all-targets
 
+step "optional features compile"
+# candle-datasets (hub downloaders, ~450 crates) stays off by default; it must still build.
+cargo check --quiet --features candle-datasets
+
 step "smoke experiment against its committed baseline"
 # Trains the shipped smoke grid with the real binary and fails on a metric regression
 # (experiments/baselines/README.md says how to refresh the baseline on purpose).
