@@ -474,14 +474,8 @@ fn now_secs() -> u64 {
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
-// The store module has the same helper on the workers branch; use it after the merge.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SlurmError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    fs::write(&tmp, bytes).map_err(|e| SlurmError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| SlurmError::io(path, e))
+    crate::store::write_atomic(path, bytes).map_err(|e| SlurmError::io(path, e))
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ pub use experiment::{ExperimentSummary, RunEntry};
 pub use num::Num;
 pub use run::{LoadedRun, RunSummary};
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::exit;
@@ -206,33 +205,10 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Summary
     atomic_write(path, text.as_bytes())
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
-/// a reader sees the old file or the new one, never half of one.
+/// Writes `bytes` atomically and durably (see [`crate::store::write_atomic`]).
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SummaryError> {
-    let err = |source| SummaryError::Write {
+    crate::store::write_atomic(path, bytes).map_err(|source| SummaryError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable once the directory is synced; not every platform allows it.
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }

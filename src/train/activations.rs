@@ -5,7 +5,6 @@
 //! map is black), then every pixel is drawn as a `scale x scale` square; maps are separated
 //! by white lines.
 
-use std::io::Write;
 use std::path::Path;
 
 /// An 8-bit grey image, row-major.
@@ -84,14 +83,9 @@ pub fn encode_png(image: &GreyImage) -> Result<Vec<u8>, png::EncodingError> {
     Ok(out)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see
-/// half a file.
+/// Writes `bytes` to `path` atomically (see [`crate::store::write_atomic`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("png.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::store::write_atomic(path, bytes)
 }
 
 #[cfg(test)]

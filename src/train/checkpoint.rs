@@ -111,9 +111,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 }
 
 fn sync_dir(path: &Path) -> Result<(), CheckpointError> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(path))
+    crate::store::atomic::sync_dir(path).map_err(io_err(path))
 }
 
 fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<(), CheckpointError> {

@@ -11,7 +11,7 @@ use super::checkpoint::{self, CheckpointState, RngState};
 use super::early_stopping::EarlyStopping;
 use super::optim::{Optimizer, named_vars, scheduled_lr};
 use super::seeding::{Stream, stream_rng};
-use super::{Outcome, RunContext, TrainError, select_device};
+use super::{Outcome, RunContext, TrainError, scalar, select_device};
 use crate::data::{ImageSet, load_image_splits, permutation};
 use crate::events::{EventSink, RunEvent};
 use crate::models::init::seeded_var_builder;
@@ -85,23 +85,6 @@ enum EpochRun {
     Done { mean_loss: f64, seconds: f64 },
     Diverged(String),
     Cancelled,
-}
-
-/// Emits a scalar at `(epoch, step)`.
-fn scalar(
-    sink: &mut dyn EventSink,
-    epoch: usize,
-    step: u64,
-    tag: &str,
-    value: f64,
-) -> Result<(), TrainError> {
-    sink.emit(&RunEvent::Scalar {
-        epoch,
-        step,
-        tag: tag.to_string(),
-        value,
-    })?;
-    Ok(())
 }
 
 /// Everything the epoch loop mutates.

@@ -96,6 +96,23 @@ impl TrainError {
     }
 }
 
+/// Emits a scalar at `(epoch, step)`.
+fn scalar(
+    sink: &mut dyn EventSink,
+    epoch: usize,
+    step: u64,
+    tag: &str,
+    value: f64,
+) -> Result<(), TrainError> {
+    sink.emit(&crate::events::RunEvent::Scalar {
+        epoch,
+        step,
+        tag: tag.to_string(),
+        value,
+    })?;
+    Ok(())
+}
+
 /// Trains the run `ctx` describes, emitting events to `sink`.
 pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
     match ctx.config.model.kind {

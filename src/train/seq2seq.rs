@@ -7,7 +7,7 @@ use super::early_stopping::EarlyStopping;
 use super::metrics::{error_rate, exact_match};
 use super::optim::{Optimizer, scheduled_lr};
 use super::translation_artifacts::write_artifacts;
-use super::{Outcome, RunContext, TrainError};
+use super::{Outcome, RunContext, TrainError, scalar};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
 use crate::events::{EventSink, RunEvent};
 use crate::models::decode::{Hypothesis, decode_examples};
@@ -81,22 +81,6 @@ pub fn evaluate(
         hypotheses,
         predictions,
     })
-}
-
-fn scalar(
-    sink: &mut dyn EventSink,
-    epoch: usize,
-    step: u64,
-    tag: &str,
-    value: f64,
-) -> Result<(), TrainError> {
-    sink.emit(&RunEvent::Scalar {
-        epoch,
-        step,
-        tag: tag.to_string(),
-        value,
-    })?;
-    Ok(())
 }
 
 fn emit_eval(
