@@ -83,6 +83,16 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
         }
     }
 
+    // `best` prints the winner as a spec that plans to the very same run ID.
+    let best = t.run(&["best", "smoke"]);
+    best.expect_code(0);
+    std::fs::write(t.path().join("best.toml"), best.stdout()).unwrap();
+    let plan = t.run(&["plan", "best.toml", "--json"]);
+    plan.expect_code(0);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout()).unwrap();
+    assert_eq!(plan["runs"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["runs"][0]["id"], winner.as_str(), "{plan}");
+
     // Running the same command again trains nothing and leaves the metrics untouched.
     let before: Vec<Vec<u8>> = runs
         .iter()
