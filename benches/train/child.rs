@@ -95,6 +95,7 @@ pub fn main(args: &[String]) -> i32 {
                 max_seconds,
             )
         }
+        Some("split") => split(get("batch", 8), get("steps", 100), get("warmup", 20)),
         Some("eval") => eval(get("passes", 5)),
         Some("matmul") => matmul(),
         other => Err(format!("unknown child command {other:?}")),
@@ -200,6 +201,46 @@ fn train(
         "seconds": seconds,
         "images": images,
         "loss": loss,
+    }))
+}
+
+/// Where a training step's time goes: forward + loss (read back), backward, optimizer
+/// update, in seconds per step (not used by the table; `train --child split --batch=64`).
+fn split(batch: usize, steps: usize, warmup: usize) -> Result<serde_json::Value, String> {
+    let c = |e: candle_core::Error| e.to_string();
+    let (xs, ys, n) = load("train")?;
+    let (map, model) = model()?;
+    let mut opt = Optimizer::new(&OptimizerSpec::default(), named_vars(&map)).map_err(c)?;
+    let mut dropout_rng = stream_rng(SEED, Stream::Dropout, 1);
+    let mut t = [0f64; 3];
+    for i in 0..warmup + steps {
+        let pos = (i * batch) % (n - batch);
+        let t0 = Instant::now();
+        let logp = model
+            .forward(
+                &xs.narrow(0, pos, batch).map_err(c)?,
+                Some(&mut dropout_rng),
+            )
+            .map_err(c)?;
+        let loss = candle_nn::loss::nll(&logp, &ys.narrow(0, pos, batch).map_err(c)?).map_err(c)?;
+        loss.to_scalar::<f32>().map_err(c)?;
+        let t1 = Instant::now();
+        let grads = loss.backward().map_err(c)?;
+        let t2 = Instant::now();
+        opt.step(&grads).map_err(c)?;
+        let t3 = Instant::now();
+        if i >= warmup {
+            t[0] += (t1 - t0).as_secs_f64();
+            t[1] += (t2 - t1).as_secs_f64();
+            t[2] += (t3 - t2).as_secs_f64();
+        }
+    }
+    let per = |x: f64| x / steps as f64;
+    Ok(serde_json::json!({
+        "batch": batch,
+        "forward_s": per(t[0]),
+        "backward_s": per(t[1]),
+        "optimizer_s": per(t[2]),
     }))
 }
 
