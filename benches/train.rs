@@ -1,0 +1,487 @@
+//! Training benchmark against the PyTorch reference (harness = false).
+//!
+//! `cargo bench --bench train [-- --reps 5 --steps 300 --no-torch --quick]` times the homework
+//! CNN on both sides on this machine and prints one table (workload | ours | PyTorch | ratio
+//! | spread), then writes it with machine, load, date and versions to
+//! `bench/results/<date>-<host>.md`. Every measurement is a fresh child process (ours: this
+//! binary re-run with `--child`; theirs: `bench/torch_ref.py`), because Candle fixes its
+//! thread count at first use; the two sides alternate (ours, torch, torch, ours, ...) so
+//! drifting load from other users of the machine hits both, and the table shows medians
+//! with min-max. Ratios are ours/PyTorch for throughput and PyTorch/ours for wall time, so
+//! above 1 always means we are faster.
+
+#[path = "train/child.rs"]
+mod child;
+#[path = "train/report.rs"]
+mod report;
+
+use report::{Machine, Row, Unit};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Exit status of `torch_ref.py` when torch is not importable.
+const NO_TORCH: i32 = 3;
+
+/// Command-line options of the driver.
+#[derive(Debug, Clone)]
+struct Opts {
+    reps: usize,
+    /// Timed steps at batch 8.
+    steps: usize,
+    /// Timed steps at batch 64 (fewer, so both batch sizes take similar time).
+    steps_64: usize,
+    warmup: usize,
+    /// A training measurement stops early after this many seconds (it is a rate).
+    max_seconds: f64,
+    eval_passes: usize,
+    /// Repetitions of the (long) whole-grid rows.
+    grid_reps: usize,
+    torch: bool,
+    grid: bool,
+    python: String,
+    out: Option<PathBuf>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts {
+            reps: 5,
+            steps: 300,
+            steps_64: 100,
+            warmup: 20,
+            max_seconds: 5.0,
+            eval_passes: 5,
+            grid_reps: 3,
+            torch: true,
+            grid: true,
+            python: std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()),
+            out: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let number = |name: &str, v: String| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("{name}: {v:?} is not a whole number"))
+            };
+            match a.as_str() {
+                "--reps" => o.reps = number("--reps", value("--reps")?)?.max(1),
+                "--steps" => o.steps = number("--steps", value("--steps")?)?.max(1),
+                "--steps-64" => o.steps_64 = number("--steps-64", value("--steps-64")?)?.max(1),
+                "--warmup" => o.warmup = number("--warmup", value("--warmup")?)?,
+                "--max-seconds" => {
+                    let v = value("--max-seconds")?;
+                    o.max_seconds = v
+                        .parse()
+                        .map_err(|_| format!("--max-seconds: {v:?} is not a number"))?;
+                }
+                "--grid-reps" => o.grid_reps = number("--grid-reps", value("--grid-reps")?)?,
+                "--eval-passes" => {
+                    o.eval_passes = number("--eval-passes", value("--eval-passes")?)?.max(1)
+                }
+                "--python" => o.python = value("--python")?,
+                "--out" => o.out = Some(PathBuf::from(value("--out")?)),
+                "--no-torch" => o.torch = false,
+                "--no-grid" => o.grid = false,
+                "--quick" => {
+                    (o.reps, o.steps, o.steps_64, o.eval_passes, o.grid_reps) = (1, 60, 20, 1, 1);
+                }
+                // cargo bench passes --bench to harness = false targets.
+                "--bench" => {}
+                "-h" | "--help" => return Err(HELP.into()),
+                other => return Err(format!("unknown argument {other:?}\n{HELP}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl Opts {
+    /// Timed steps of a training measurement at `batch`.
+    fn steps_at(&self, batch: usize) -> usize {
+        if batch >= 64 {
+            self.steps_64
+        } else {
+            self.steps
+        }
+    }
+}
+
+const HELP: &str = "cargo bench --bench train -- [--reps N] [--steps N] [--steps-64 N] [--warmup N] \
+[--max-seconds S] [--eval-passes N] [--grid-reps N] [--no-torch] [--no-grid] [--quick] [--python PATH] [--out FILE]";
+
+/// One side of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ours,
+    Torch,
+}
+
+/// What one row measures.
+#[derive(Debug, Clone)]
+enum Work {
+    /// Training images per second at `batch` on `threads` threads.
+    Train { batch: usize, threads: usize },
+    /// Evaluation images per second (batches of 1000, no gradients).
+    Eval { threads: usize },
+    /// fp32 GFLOP/s of a 2048x2048 matrix product.
+    Matmul { threads: usize },
+    /// Wall seconds of the whole bench grid: ours with `--jobs jobs --threads 1`, PyTorch one
+    /// process per run, one after another, with `torch_threads` (0 = all cores).
+    Grid { jobs: usize, torch_threads: usize },
+}
+
+impl Work {
+    fn label(&self) -> String {
+        match self {
+            Work::Train { batch, threads } => format!("train CNN, batch {batch}, {threads} thr"),
+            Work::Eval { threads } => format!("eval CNN, batch 1000, {threads} thr"),
+            Work::Matmul { threads } => format!("matmul 2048² fp32, {threads} thr"),
+            Work::Grid {
+                jobs,
+                torch_threads,
+            } => {
+                let theirs = match torch_threads {
+                    0 => "all cores".to_string(),
+                    t => format!("{t} thr"),
+                };
+                format!("Q2 grid: ours --jobs {jobs} -t 1 vs torch seq. {theirs}")
+            }
+        }
+    }
+
+    fn unit(&self) -> Unit {
+        match self {
+            Work::Train { .. } | Work::Eval { .. } => Unit::ImagesPerSecond,
+            Work::Matmul { .. } => Unit::Gflops,
+            Work::Grid { .. } => Unit::Seconds,
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        std::process::exit(child::main(&args[1..]));
+    }
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let torch_script = repo.join("bench/torch_ref.py");
+    let mut machine = Machine::probe(&repo, &opts.python, &torch_script);
+    let torch = opts.torch && machine.torch.is_some();
+    if opts.torch && !torch {
+        eprintln!(
+            "PyTorch side skipped: `{} -c 'import torch'` failed. `pip install torch` (about \
+             3 GB with its CUDA wheels, a couple of minutes) to compare; printing ours only.",
+            opts.python
+        );
+    }
+    let mut work = Vec::new();
+    for threads in [1, 2] {
+        work.push(Work::Matmul { threads });
+    }
+    for batch in [8, 64] {
+        for threads in [1, 2] {
+            work.push(Work::Train { batch, threads });
+        }
+    }
+    for threads in [1, 2] {
+        work.push(Work::Eval { threads });
+    }
+    let grid = if opts.grid {
+        match GridPlan::load(&repo) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("grid rows skipped: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if grid.is_some() {
+        for (jobs, torch_threads) in [(1, 0), (2, 0), (2, 1)] {
+            work.push(Work::Grid {
+                jobs,
+                torch_threads,
+            });
+        }
+    }
+    let runner = Runner {
+        opts: &opts,
+        repo: &repo,
+        torch_script: &torch_script,
+        grid: grid.as_ref(),
+        scratch: tempfile::tempdir().expect("temp dir for grid runs"),
+    };
+    let started = Instant::now();
+    machine.load_before = report::loadavg();
+    let mut rows: Vec<Row> = work.iter().map(|w| Row::new(w.label(), w.unit())).collect();
+    // PyTorch's grid time does not depend on our --jobs: measure each torch thread count
+    // once a repetition and share it between the rows that compare against it.
+    for rep in 0..opts.reps {
+        let mut torch_grid: Vec<(usize, f64)> = Vec::new();
+        for (w, row) in work.iter().zip(rows.iter_mut()) {
+            if matches!(w, Work::Grid { .. }) && rep >= opts.grid_reps {
+                continue;
+            }
+            let sides = if rep % 2 == 0 {
+                [Side::Ours, Side::Torch]
+            } else {
+                [Side::Torch, Side::Ours]
+            };
+            for side in sides {
+                if side == Side::Torch && !torch {
+                    continue;
+                }
+                let value = match (w, side) {
+                    (
+                        Work::Grid {
+                            torch_threads: t, ..
+                        },
+                        Side::Torch,
+                    ) => match torch_grid.iter().find(|(k, _)| k == t) {
+                        Some(&(_, v)) => Ok(v),
+                        None => runner
+                            .measure(w, side)
+                            .inspect(|&v| torch_grid.push((*t, v))),
+                    },
+                    _ => runner.measure(w, side),
+                };
+                match value {
+                    Ok(v) => row.push(side == Side::Ours, v),
+                    Err(e) => eprintln!("{} ({side:?}): {e}", w.label()),
+                }
+            }
+            eprintln!("rep {}/{}: {}", rep + 1, opts.reps, row.progress());
+        }
+    }
+    machine.load_after = report::loadavg();
+    machine.seconds = started.elapsed().as_secs_f64();
+    let flops = child::cnn_train_flops();
+    let text = report::render(&machine, &rows, &flops, &opts_line(&opts, torch));
+    println!("{text}");
+    let out = opts.out.clone().unwrap_or_else(|| {
+        repo.join("bench/results")
+            .join(format!("{}-{}.md", machine.date, machine.host))
+    });
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::write(&out, &text) {
+        Ok(()) => eprintln!("written to {}", out.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+    }
+}
+
+fn opts_line(o: &Opts, torch: bool) -> String {
+    format!(
+        "cargo bench --bench train -- --reps {} --steps {} --steps-64 {} --warmup {} \
+         --max-seconds {} --eval-passes {} --grid-reps {}{}{}",
+        o.reps,
+        o.steps,
+        o.steps_64,
+        o.warmup,
+        o.max_seconds,
+        o.eval_passes,
+        o.grid_reps,
+        if torch { "" } else { " --no-torch" },
+        if o.grid { "" } else { " --no-grid" }
+    )
+}
+
+/// The bench grid as `orchestrate` expands it, and what PyTorch needs of each run.
+struct GridPlan {
+    spec: PathBuf,
+    runs: Vec<TorchRun>,
+}
+
+/// One grid run's settings in `torch_ref.py run` terms.
+struct TorchRun {
+    lr: f64,
+    epochs: usize,
+    batch: usize,
+    train_limit: usize,
+    test_limit: usize,
+    dev_fraction: f64,
+}
+
+impl GridPlan {
+    fn load(repo: &Path) -> Result<GridPlan, String> {
+        let spec = repo.join("bench/q2_grid.toml");
+        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+        let runs = plans
+            .iter()
+            .map(|p| {
+                let c = &p.config;
+                TorchRun {
+                    lr: c.optimizer.lr,
+                    epochs: c.train.epochs,
+                    batch: c.train.batch_size,
+                    train_limit: c.data.train_limit,
+                    test_limit: c.data.test_limit,
+                    dev_fraction: c.data.dev_fraction,
+                }
+            })
+            .collect();
+        Ok(GridPlan { spec, runs })
+    }
+}
+
+/// Starts the child processes of one measurement.
+struct Runner<'a> {
+    opts: &'a Opts,
+    repo: &'a Path,
+    torch_script: &'a Path,
+    grid: Option<&'a GridPlan>,
+    scratch: tempfile::TempDir,
+}
+
+impl Runner<'_> {
+    /// One sample of `work` on `side`, in the row's unit.
+    fn measure(&self, work: &Work, side: Side) -> Result<f64, String> {
+        let o = self.opts;
+        match (work, side) {
+            (Work::Grid { jobs, .. }, Side::Ours) => self.our_grid(*jobs),
+            (Work::Grid { torch_threads, .. }, Side::Torch) => self.torch_grid(*torch_threads),
+            (_, Side::Ours) => {
+                let (threads, args) = match work {
+                    Work::Train { batch, threads } => (
+                        *threads,
+                        vec![
+                            "train".to_string(),
+                            format!("--batch={batch}"),
+                            format!("--steps={}", o.steps_at(*batch)),
+                            format!("--warmup={}", o.warmup),
+                            format!("--max-seconds={}", o.max_seconds),
+                        ],
+                    ),
+                    Work::Eval { threads } => (
+                        *threads,
+                        vec!["eval".into(), format!("--passes={}", o.eval_passes)],
+                    ),
+                    Work::Matmul { threads } => (*threads, vec!["matmul".into()]),
+                    Work::Grid { .. } => unreachable!("handled above"),
+                };
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                let mut cmd = Command::new(exe);
+                cmd.arg("--child")
+                    .args(&args)
+                    .env("RAYON_NUM_THREADS", threads.to_string())
+                    .env("CANDLE_NUM_THREADS", threads.to_string());
+                field(&json_of(cmd)?, work)
+            }
+            (_, Side::Torch) => {
+                let args = match work {
+                    Work::Train { batch, threads } => vec![
+                        "train".to_string(),
+                        format!("--batch={batch}"),
+                        format!("--steps={}", o.steps_at(*batch)),
+                        format!("--warmup={}", o.warmup),
+                        format!("--max-seconds={}", o.max_seconds),
+                        format!("--threads={threads}"),
+                    ],
+                    Work::Eval { threads } => vec![
+                        "eval".into(),
+                        format!("--passes={}", o.eval_passes),
+                        format!("--threads={threads}"),
+                    ],
+                    Work::Matmul { threads } => {
+                        vec!["peak".into(), format!("--threads={threads}")]
+                    }
+                    Work::Grid { .. } => unreachable!("handled above"),
+                };
+                let mut cmd = Command::new(&o.python);
+                cmd.arg(self.torch_script).args(&args);
+                field(&json_of(cmd)?, work)
+            }
+        }
+    }
+
+    /// Wall seconds of `orchestrate run` on the bench grid in a fresh runs directory.
+    fn our_grid(&self, jobs: usize) -> Result<f64, String> {
+        let grid = self.grid.ok_or("no grid")?;
+        let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+        cmd.arg("run")
+            .arg(&grid.spec)
+            .arg("--runs-dir")
+            .arg(runs_dir.path())
+            .args(["--jobs", &jobs.to_string(), "--threads", "1", "--quiet"])
+            .current_dir(self.repo);
+        let t = Instant::now();
+        run_ok(cmd)?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Wall seconds of the grid the usual PyTorch way: one process per run, in turn.
+    fn torch_grid(&self, threads: usize) -> Result<f64, String> {
+        let grid = self.grid.ok_or("no grid")?;
+        let t = Instant::now();
+        for r in &grid.runs {
+            let mut cmd = Command::new(&self.opts.python);
+            cmd.arg(self.torch_script).args([
+                "run".to_string(),
+                format!("--lr={}", r.lr),
+                format!("--epochs={}", r.epochs),
+                format!("--batch={}", r.batch),
+                format!("--train-limit={}", r.train_limit),
+                format!("--test-limit={}", r.test_limit),
+                format!("--dev-fraction={}", r.dev_fraction),
+                format!("--threads={threads}"),
+            ]);
+            run_ok(cmd)?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+}
+
+/// The number a row records from a child's JSON answer.
+fn field(v: &Value, work: &Work) -> Result<f64, String> {
+    let key = match work {
+        Work::Matmul { .. } => "gflops",
+        _ => "images_per_s",
+    };
+    v.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("no {key} in {v}"))
+}
+
+/// Runs `cmd` and returns its stdout, or an error with its stderr.
+fn run_ok(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        let code = out.status.code();
+        let hint = if code == Some(NO_TORCH) {
+            " (torch is not installed)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{cmd:?} exited with {:?}{hint}\n{}\n{}",
+            code,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The JSON object on the last line of `cmd`'s stdout.
+fn json_of(cmd: Command) -> Result<Value, String> {
+    let stdout = run_ok(cmd)?;
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| format!("bad child output {last:?}: {e}"))
+}
