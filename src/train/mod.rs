@@ -201,10 +201,10 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
 /// Candle's `Device::cuda_if_available` only asks whether the build has CUDA, so on a CUDA build
 /// without a usable GPU (none present, `CUDA_VISIBLE_DEVICES=""`) it fails instead of falling back.
 fn auto_device() -> Device {
-    if cfg!(feature = "cuda") {
-        if let Ok(device) = Device::new_cuda(0) {
-            return device;
-        }
+    if cfg!(feature = "cuda")
+        && let Ok(device) = Device::new_cuda(0)
+    {
+        return device;
     }
     Device::Cpu
 }
