@@ -14,7 +14,8 @@
 # bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
 #
 # Libraries: the binary needs libcuda.so.1 (driver) and CUDA 13 libcublas/libcurand/libcudart.
-# Set CUDA_LIB_DIR to a directory holding them; by default PyTorch's nvidia/cu13/lib is used.
+# Set CUDA_LIB_DIR to a directory holding them; by default PyTorch's nvidia/cu13/lib is used, then
+# target/cuda-libs/ if present (copy e.g. libcurand.so.10 from target/cuda-toolkit there and carry).
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,6 +52,9 @@ if [[ -z "${CUDA_LIB_DIR:-}" && $have_torch == 1 ]]; then
   CUDA_LIB_DIR="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia", "cu13", "lib"))')"
 fi
 [[ -n "${CUDA_LIB_DIR:-}" ]] && export LD_LIBRARY_PATH="$CUDA_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Some PyTorch installs lack libcurand (Candle opens a cuRAND generator with every CUDA device
+# although orchestrate draws nothing on the card): carried copies in target/cuda-libs come last.
+[[ -d "$repo/target/cuda-libs" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$repo/target/cuda-libs"
 
 say "ldd $bin (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
 ldd "$bin" | grep -E 'cuda|cublas|curand|nvrtc|not found'
