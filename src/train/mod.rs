@@ -198,7 +198,7 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
     };
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Device::cuda_if_available(0).map_err(|e| err(e.to_string())),
+        "auto" => Ok(auto_device()),
         _ => {
             let ordinal = match name.strip_prefix("cuda") {
                 Some("") => 0,
@@ -213,9 +213,33 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
     }
 }
 
+/// `auto`: the first GPU when this build has CUDA and one opens, else the CPU.
+///
+/// Candle's `Device::cuda_if_available` only asks whether the build has CUDA, so on a CUDA build
+/// without a usable GPU (none present, `CUDA_VISIBLE_DEVICES=""`) it fails instead of falling back.
+fn auto_device() -> Device {
+    if cfg!(feature = "cuda")
+        && let Ok(device) = Device::new_cuda(0)
+    {
+        return device;
+    }
+    Device::Cpu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without the `cuda` feature `auto` is the CPU and never an error.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn auto_is_cpu_in_a_cpu_only_build() {
+        assert!(matches!(select_device("auto"), Ok(Device::Cpu)));
+        assert!(check_device_support("auto").is_ok());
+        let e = check_device_support("cuda:0").unwrap_err();
+        assert!(e.to_string().contains("--features cuda"), "{e}");
+        assert!(select_device("cuda:0").is_err());
+    }
 
     #[test]
     fn device_names() {

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# One-shot check of the CUDA build on a GPU machine (no Rust, no network needed there).
+#
+# Build on any machine with scripts/build-cuda.sh, carry the binary over (gzip/xz/zstd is fine:
+# the PTX makes it large), then from the repository root:
+#
+#   scripts/device-check.sh [BINARY]      # default target/cuda/release/orchestrate
+#
+# It (1) shows the card and checks the binary's libraries resolve, (2) trains the smoke grid on
+# cuda:0 and on the CPU with the same binary and compares their metrics with `orchestrate diff`
+# (same tolerances as CI's smoke baseline) and exactly, (3) trains the Q2 grid for 2 epochs on
+# cuda:0 one run after another and then 3 runs packed on the card, (4) times the same CNN epoch
+# in PyTorch on the same GPU when `import torch` works, and prints one table, also appended to
+# bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
+#
+# Libraries: the binary needs libcuda.so.1 (driver) and CUDA 13 libcublas/libcurand/libcudart.
+# Set CUDA_LIB_DIR to a directory holding them; by default PyTorch's nvidia/cu13/lib is used, then
+# target/cuda-libs/ if present (copy e.g. libcurand.so.10 from target/cuda-toolkit there and carry).
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bin="${1:-target/cuda/release/orchestrate}"
+work="$(mktemp -d /tmp/device-check.XXXXXX)"
+results="bench/results/device-check.md"
+rows=()
+failures=0
+
+say() { printf '\n== %s\n' "$*"; }
+row() { rows+=("$(printf '| %-44s | %-52s |' "$1" "$2")"); }
+fail() { failures=$((failures + 1)); row "$1" "FAIL: $2"; }
+
+# --- the binary (decompress a carried archive) ---------------------------------------------
+case "$bin" in
+*.gz) gzip -dc "$bin" >"$work/orchestrate" && bin="$work/orchestrate" ;;
+*.xz) xz -dc "$bin" >"$work/orchestrate" && bin="$work/orchestrate" ;;
+*.zst) zstd -qdc "$bin" >"$work/orchestrate" && bin="$work/orchestrate" ;;
+esac
+chmod +x "$bin" 2>/dev/null
+[[ -x "$bin" ]] || { echo "no binary at $bin (build it with scripts/build-cuda.sh)" >&2; exit 2; }
+
+# --- card and libraries --------------------------------------------------------------------
+say "nvidia-smi"
+nvidia-smi || { echo "nvidia-smi failed: no driver or no GPU here" >&2; exit 2; }
+card="$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 | head -1)"
+driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader -i 0 | head -1)"
+row "card / driver" "$card / $driver"
+
+have_torch=0
+python3 -c 'import torch' 2>/dev/null && have_torch=1
+if [[ -z "${CUDA_LIB_DIR:-}" && $have_torch == 1 ]]; then
+  CUDA_LIB_DIR="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia", "cu13", "lib"))')"
+fi
+[[ -n "${CUDA_LIB_DIR:-}" ]] && export LD_LIBRARY_PATH="$CUDA_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Some PyTorch installs lack libcurand (Candle opens a cuRAND generator with every CUDA device
+# although orchestrate draws nothing on the card): carried copies in target/cuda-libs come last.
+[[ -d "$repo/target/cuda-libs" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$repo/target/cuda-libs"
+
+say "ldd $bin (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
+ldd "$bin" | grep -E 'cuda|cublas|curand|nvrtc|not found'
+if ldd "$bin" | grep -q 'not found'; then
+  fail "ldd" "$(ldd "$bin" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')"
+  printf '%s\n' "${rows[@]}"
+  exit 1
+fi
+row "ldd" "all libraries resolve (${CUDA_LIB_DIR:-system paths})"
+
+# Wall seconds of a command; its output goes to $work/<label>.log.
+timed() {
+  local label="$1"; shift
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >"$work/$label.log" 2>&1
+  local rc=$?
+  t1=$(date +%s.%N)
+  elapsed=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
+  [[ $rc == 0 ]] || { echo "--- $label failed (exit $rc):" >&2; tail -20 "$work/$label.log" >&2; }
+  return $rc
+}
+
+# Per run name: max |CPU - CUDA| over every non-timing metric record, and whether all are equal.
+compare_py='
+import json, sys, os
+def load(exp):
+    s = json.load(open(os.path.join(exp, "summary.json")))
+    out = {}
+    for r in s["runs"]:
+        recs = {}
+        for line in open(os.path.join(exp, r["id"], "metrics.jsonl")):
+            m = json.loads(line)
+            if not m["tag"].startswith("time/"):
+                recs[(m["epoch"], m["step"], m["tag"])] = m["value"]
+        out[r["name"]] = recs
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+worst, same, n = 0.0, True, 0
+for name, ra in a.items():
+    rb = b.get(name, {})
+    for k, v in ra.items():
+        if k not in rb: same = False; continue
+        n += 1; d = abs(v - rb[k]); worst = max(worst, d); same = same and d == 0
+print(f"{n} records, max |diff| {worst:.3g}" + (", bit-identical" if same else ""))
+'
+# Mean time/epoch_seconds of EPOCH over all runs of an experiment.
+epoch_py='
+import json, sys, os
+exp, epoch = sys.argv[1], int(sys.argv[2])
+s = json.load(open(os.path.join(exp, "summary.json")))
+v = [json.loads(l)["value"] for r in s["runs"] for l in open(os.path.join(exp, r["id"], "metrics.jsonl"))
+     if json.loads(l)["tag"] == "time/epoch_seconds" and json.loads(l)["epoch"] == epoch]
+print(f"{sum(v)/len(v):.2f}" if v else "n/a")
+'
+
+# --- smoke grid: CUDA vs CPU ---------------------------------------------------------------
+say "smoke grid on cuda:0 and on CPU"
+if timed smoke_cuda "$bin" run experiments/smoke.toml --runs-dir "$work/cuda" --devices cuda:0 --quiet; then
+  row "smoke on cuda:0 (wall)" "${elapsed}s"
+  smoke_cuda_ok=1
+else
+  fail "smoke on cuda:0" "see $work/smoke_cuda.log"
+fi
+if timed smoke_cpu "$bin" run experiments/smoke.toml --runs-dir "$work/cpu" --devices cpu --quiet; then
+  row "smoke on CPU, same binary (wall)" "${elapsed}s"
+  smoke_cpu_ok=1
+else
+  fail "smoke on CPU" "see $work/smoke_cpu.log"
+fi
+if [[ ${smoke_cuda_ok:-0} == 1 && ${smoke_cpu_ok:-0} == 1 ]]; then
+  if "$bin" diff "$work/cpu/smoke" "$work/cuda/smoke" --tol dev/accuracy=0.02 \
+    --tol test/accuracy=0.02 --tol '*=5%' >"$work/smoke_diff.log" 2>&1; then
+    row "smoke CUDA vs CPU: orchestrate diff" "within tolerance (acc 0.02, others 5%)"
+  else
+    fail "smoke CUDA vs CPU: orchestrate diff" "outside tolerance (see below)"
+    cat "$work/smoke_diff.log"
+  fi
+  row "smoke CUDA vs CPU: every metric record" "$(python3 -c "$compare_py" "$work/cpu/smoke" "$work/cuda/smoke")"
+  "$bin" diff experiments/baselines/smoke.json "$work/cuda/smoke" --tol dev/accuracy=0.02 \
+    --tol test/accuracy=0.02 --tol '*=5%' >/dev/null 2>&1 &&
+    row "smoke CUDA vs committed CPU baseline" "within tolerance" ||
+    row "smoke CUDA vs committed CPU baseline" "outside tolerance"
+fi
+
+# --- Q2 grid, 2 epochs: one after another, then packed 3 on the card -----------------------
+# Epoch 2 is the steady-state figure: epoch 1 also pays the driver's PTX JIT and cuBLAS setup.
+q2=(experiments/q2_grid.toml --set train.epochs=2 --devices cuda:0 --quiet)
+say "Q2 grid (3 runs x 2 epochs) on cuda:0, sequential"
+if timed q2_seq "$bin" run "${q2[@]}" --runs-dir "$work/q2seq" --jobs 1; then
+  seq_wall=$elapsed
+  row "Q2 3 runs sequential on cuda:0 (wall)" "${seq_wall}s"
+  row "Q2 epoch on cuda:0 (epoch 1 / epoch 2)" \
+    "$(python3 -c "$epoch_py" "$work/q2seq/q2_grid" 1)s / $(python3 -c "$epoch_py" "$work/q2seq/q2_grid" 2)s"
+else
+  fail "Q2 sequential on cuda:0" "see $work/q2_seq.log"
+fi
+say "Q2 grid packed: --jobs 3, launch.jobs_per_device=3 on cuda:0"
+if timed q2_pack "$bin" run "${q2[@]}" --runs-dir "$work/q2pack" --jobs 3 --set launch.jobs_per_device=3; then
+  row "Q2 3 runs packed on cuda:0 (wall)" "${elapsed}s"
+  row "Q2 packed epoch 2 (mean over runs)" "$(python3 -c "$epoch_py" "$work/q2pack/q2_grid" 2)s"
+  [[ -n "${seq_wall:-}" ]] && row "packing throughput gain (seq / packed wall)" \
+    "$(python3 -c "print(f'{$seq_wall / $elapsed:.2f}x (goal >= 2x)')")"
+  [[ -n "${seq_wall:-}" ]] && row "Q2 packed vs sequential metrics" \
+    "$(python3 -c "$compare_py" "$work/q2seq/q2_grid" "$work/q2pack/q2_grid")"
+else
+  fail "Q2 packed on cuda:0" "see $work/q2_pack.log"
+fi
+
+# --- PyTorch on the same GPU ---------------------------------------------------------------
+if [[ $have_torch == 1 ]]; then
+  say "PyTorch epoch of the same CNN (batch 8)"
+  if timed torch python3 scripts/torch_q2_epoch.py data/fashion-mnist-mini --batch 8 --epochs 3; then
+    tj="$(tail -1 "$work/torch.log")"
+    row "PyTorch epoch, batch 8 (steady)" \
+      "$(python3 -c "import json; d=json.loads('''$tj'''); print(f\"{d['steady_epoch_seconds']:.2f}s (torch {d['torch']})\")")"
+  else
+    fail "PyTorch epoch" "see $work/torch.log"
+  fi
+else
+  row "PyTorch epoch" "skipped: python3 cannot import torch"
+fi
+
+# --- the table -----------------------------------------------------------------------------
+header="$(printf '| %-44s | %-52s |\n|%s|%s|' "check" "result" "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..54})")"
+table="$(printf '%s\n' "$header" "${rows[@]}")"
+say "device check: $card ($(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo no-git))"
+echo "$table"
+mkdir -p "$(dirname "$results")"
+{
+  printf '\n## %s, driver %s, %s, commit %s\n\n' "$card" "$driver" "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "$table"
+} >>"$results"
+echo "appended to $results; logs and run directories in $work"
+[[ $failures == 0 ]]
