@@ -11,7 +11,7 @@ use super::checkpoint::{self, CheckpointState, RngState};
 use super::early_stopping::EarlyStopping;
 use super::optim::{Optimizer, named_vars, scheduled_lr};
 use super::seeding::{Stream, stream_rng};
-use super::{Outcome, RunContext, TrainError, scalar, select_device};
+use super::{Outcome, RunContext, TrainError, finish, scalar, select_device};
 use crate::data::{ImageSet, load_image_splits, permutation};
 use crate::events::{EventSink, RunEvent};
 use crate::models::init::seeded_var_builder;
@@ -159,20 +159,6 @@ fn attempt_of(run_dir: &RunDir) -> u32 {
         .ok()
         .and_then(|b| serde_json::from_slice::<RunStatus>(&b).ok())
         .map_or(1, |s| s.attempts.max(1))
-}
-
-fn finish(
-    sink: &mut dyn EventSink,
-    state: RunState,
-    epoch: usize,
-    message: Option<String>,
-) -> Result<(), TrainError> {
-    sink.emit(&RunEvent::Finished {
-        state,
-        epoch,
-        message,
-    })?;
-    Ok(())
 }
 
 fn check_config(ctx: &RunContext) -> Result<(), TrainError> {

@@ -113,6 +113,21 @@ fn scalar(
     Ok(())
 }
 
+/// Emits the end of an attempt in `state` after `epoch`.
+fn finish(
+    sink: &mut dyn EventSink,
+    state: crate::store::RunState,
+    epoch: usize,
+    message: Option<String>,
+) -> Result<(), TrainError> {
+    sink.emit(&crate::events::RunEvent::Finished {
+        state,
+        epoch,
+        message,
+    })?;
+    Ok(())
+}
+
 /// Trains the run `ctx` describes, emitting events to `sink`.
 pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
     match ctx.config.model.kind {

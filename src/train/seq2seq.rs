@@ -7,7 +7,7 @@ use super::early_stopping::EarlyStopping;
 use super::metrics::{error_rate, exact_match};
 use super::optim::{Optimizer, scheduled_lr};
 use super::translation_artifacts::write_artifacts;
-use super::{Outcome, RunContext, TrainError, scalar};
+use super::{Outcome, RunContext, TrainError, finish, scalar};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
 use crate::events::{EventSink, RunEvent};
 use crate::models::decode::{Hypothesis, decode_examples};
@@ -99,20 +99,6 @@ fn emit_eval(
         e.error_rate,
     )?;
     scalar(sink, epoch, step, &format!("{prefix}/accuracy"), e.accuracy)
-}
-
-fn finish(
-    sink: &mut dyn EventSink,
-    state: RunState,
-    epoch: usize,
-    message: Option<String>,
-) -> Result<(), TrainError> {
-    sink.emit(&RunEvent::Finished {
-        state,
-        epoch,
-        message,
-    })?;
-    Ok(())
 }
 
 /// Test evaluation, sample table and attention figures: the end of every finished run.
