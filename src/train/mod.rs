@@ -183,7 +183,10 @@ pub fn check_device_support(name: &str) -> Result<(), DeviceSupportError> {
         .map(|_| ())
         .map_err(|e| DeviceSupportError {
             device: name.to_string(),
-            message: e.to_string(),
+            message: match e {
+                TrainError::Device { message, .. } => message,
+                other => other.to_string(),
+            },
         })
 }
 
@@ -223,7 +226,16 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
                     .ok_or_else(|| err("expected cpu, cuda, cuda:N or auto".into()))?,
                 None => return Err(err("expected cpu, cuda, cuda:N or auto".into())),
             };
-            Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
+            // Candle appends a backtrace when RUST_BACKTRACE is set; the first line is the news.
+            Device::new_cuda(ordinal).map_err(|e| {
+                err(e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string())
+            })
         }
     }
 }
