@@ -13,14 +13,13 @@ use orchestrate::data::permutation;
 use orchestrate::models::build_image_classifier;
 use orchestrate::models::init::seeded_var_builder;
 use orchestrate::spec::{DataFormat, ModelSpec, OptimizerKind, OptimizerSpec};
+use orchestrate::train::classifier::evaluate_tensors;
 use orchestrate::train::optim::{Optimizer, named_vars};
 use orchestrate::train::seeding::{Stream, stream_rng};
 use std::path::PathBuf;
 use std::time::Instant;
 
 const SEED: u64 = 7;
-/// Images per forward pass when evaluating, as in `train::classifier`.
-const EVAL_BATCH: usize = 1000;
 /// Side of the square matrices of the matmul measurement.
 const MATMUL_N: usize = 2048;
 
@@ -248,25 +247,8 @@ fn eval(passes: usize) -> Result<serde_json::Value, String> {
     let c = |e: candle_core::Error| e.to_string();
     let (x, y, n) = load("t10k")?;
     let (_map, model) = model()?;
-    // Loss and accuracy read back per batch, as `train::classifier::evaluate` does.
-    let pass = || -> candle_core::Result<f64> {
-        let mut correct = 0u64;
-        let mut loss_sum = 0f64;
-        for start in (0..n).step_by(EVAL_BATCH) {
-            let len = EVAL_BATCH.min(n - start);
-            let yb = y.narrow(0, start, len)?;
-            let logp = model.forward(&x.narrow(0, start, len)?, None)?;
-            loss_sum += f64::from(candle_nn::loss::nll(&logp, &yb)?.to_scalar::<f32>()?);
-            correct += u64::from(
-                logp.argmax(1)?
-                    .eq(&yb)?
-                    .to_dtype(DType::U32)?
-                    .sum_all()?
-                    .to_scalar::<u32>()?,
-            );
-        }
-        Ok(correct as f64 / n as f64 + 0.0 * loss_sum)
-    };
+    // Exactly the evaluation every training run does at each epoch end.
+    let pass = || evaluate_tensors(model.as_ref(), &x, &y);
     pass().map_err(c)?;
     let t = Instant::now();
     for _ in 0..passes {

@@ -57,11 +57,23 @@ struct Eval {
 }
 
 fn evaluate(model: &dyn ImageClassifier, split: &Split) -> candle_core::Result<Eval> {
+    let (loss, accuracy) = evaluate_tensors(model, &split.x, &split.y)?;
+    Ok(Eval { loss, accuracy })
+}
+
+/// Mean NLL loss and accuracy of `model` on images `x` (N x 1 x H x W) with labels `y` (N),
+/// in batches of 1000 without dropout; the benchmark times exactly this.
+pub fn evaluate_tensors(
+    model: &dyn ImageClassifier,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<(f64, f64)> {
+    let n_all = y.dim(0)?;
     let (mut loss_sum, mut correct) = (0f64, 0u64);
-    for start in (0..split.n).step_by(EVAL_BATCH) {
-        let len = EVAL_BATCH.min(split.n - start);
-        let xb = split.x.narrow(0, start, len)?;
-        let yb = split.y.narrow(0, start, len)?;
+    for start in (0..n_all).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(n_all - start);
+        let xb = x.narrow(0, start, len)?;
+        let yb = y.narrow(0, start, len)?;
         let logp = model.forward(&xb, None)?;
         let loss = candle_nn::loss::nll(&logp, &yb)?.to_scalar::<f32>()?;
         loss_sum += f64::from(loss) * len as f64;
@@ -73,11 +85,8 @@ fn evaluate(model: &dyn ImageClassifier, split: &Split) -> candle_core::Result<E
                 .to_scalar::<u32>()?,
         );
     }
-    let n = split.n.max(1) as f64;
-    Ok(Eval {
-        loss: loss_sum / n,
-        accuracy: correct as f64 / n,
-    })
+    let n = n_all.max(1) as f64;
+    Ok((loss_sum / n, correct as f64 / n))
 }
 
 /// How one epoch of training ended.
