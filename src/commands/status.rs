@@ -1,6 +1,6 @@
 //! `orchestrate status`: the table of an experiment's runs, read-only (no lock), also while
 //! a grid runs. For an experiment submitted to Slurm (`runs/<name>/.slurm/job.json`), Slurm's
-//! view of each run's latest array task follows the table.
+//! view of each run's latest array task follows the table (and is each JSON row's `slurm`).
 
 use std::path::PathBuf;
 
@@ -69,7 +69,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         }
     }
     if args.json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Usage(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&json_rows(&rows, &tasks)?)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", overview::render(&rows));
@@ -78,6 +79,31 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// The table's rows as JSON, each with a `slurm` object (`job`, `task`, `phase`, `terminal`)
+/// when the run has an array task, so scripts see what the table's Slurm lines say.
+fn json_rows(rows: &[overview::RunView], tasks: &[TaskView]) -> Result<serde_json::Value, Error> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut value = serde_json::to_value(row).map_err(|e| Error::Usage(e.to_string()))?;
+        if let (Some(task), Some(obj)) = (
+            tasks.iter().find(|t| t.run_id == row.id),
+            value.as_object_mut(),
+        ) {
+            obj.insert(
+                "slurm".into(),
+                serde_json::json!({
+                    "job": task.job_id,
+                    "task": task.task,
+                    "phase": task.phase_text(),
+                    "terminal": task.phase.is_terminal(),
+                }),
+            );
+        }
+        out.push(value);
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 /// Slurm's lines: one per run's latest array task, and how to pick the tracking up.
