@@ -166,6 +166,73 @@ fn a_diverging_run_is_marked_diverged_and_the_others_finish() {
 }
 
 #[test]
+fn a_second_ctrl_c_kills_stuck_workers_and_the_next_run_still_matches() {
+    let reference = undisturbed();
+    let t = TestDir::new();
+    let exp = t.exp_dir("fixture-grid");
+    // A long grace period: with workers that cannot answer, only a second Ctrl-C ends this.
+    let mut orch = t.spawn(&["run", "grid.toml", "--jobs", "2", "--grace", "600"]);
+    wait_for(LIMIT, "both runs past epoch 1", || {
+        let dirs = run_dirs(&exp);
+        dirs.len() == 2 && dirs.iter().all(|d| state(d) == "running" && epoch(d) >= 1)
+    });
+    // Stuck workers: stopped processes never reach their next safe point.
+    for d in run_dirs(&exp) {
+        let pid = status(&d).and_then(|s| s["pid"].as_u64()).unwrap();
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    }
+    orch.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!orch.exited(), "the orchestrator waits for its workers");
+    orch.signal(libc::SIGINT);
+    let out = orch.wait(Duration::from_secs(60));
+    out.expect_code(130);
+    assert!(
+        out.stdout().contains("killing workers now"),
+        "{}",
+        out.report()
+    );
+    assert!(!exp.join(".lock").exists(), "the lock is released");
+    // Killed mid-epoch, the runs resume from their last checkpoint and end exactly where an
+    // undisturbed grid ends.
+    let again = t.run(&["run", "grid.toml", "--jobs", "2"]);
+    again.expect_code(0);
+    for d in run_dirs(&exp) {
+        assert_eq!(state(&d), "done", "{}", again.report());
+    }
+    assert_eq!(&metrics_by_run(&exp), reference, "{}", again.report());
+}
+
+#[test]
+fn fail_fast_stops_the_grid_at_a_diverged_run_and_a_plain_run_finishes_it() {
+    let t = TestDir::new();
+    // The diverging learning rate first, so with one job the sane run has not started.
+    let spec = std::fs::read_to_string(t.path().join("diverge.toml"))
+        .unwrap()
+        .replace("fixture-diverge", "fixture-failfast")
+        .replace("[0.01, 1e9]", "[1e9, 0.01]");
+    std::fs::write(t.path().join("failfast.toml"), spec).unwrap();
+    let exp = t.exp_dir("fixture-failfast");
+    let out = t.run(&["run", "failfast.toml", "--jobs", "1", "--fail-fast"]);
+    out.expect_code(1);
+    assert!(out.stdout().contains("--fail-fast"), "{}", out.report());
+    let dirs = run_dirs(&exp);
+    assert_eq!(state(&dirs[0]), "diverged", "{}", out.report());
+    assert!(
+        dirs.get(1).is_none_or(|d| state(d) != "done"),
+        "the second run did not train\n{}",
+        out.report()
+    );
+    // Without --fail-fast the same command trains what is left and keeps the diverged run.
+    let again = t.run(&["run", "failfast.toml", "--jobs", "1"]);
+    again.expect_code(1);
+    let dirs = run_dirs(&exp);
+    assert_eq!(dirs.len(), 2);
+    assert_eq!(attempts(&dirs[0]), 1, "{}", again.report());
+    assert_eq!(state(&dirs[1]), "done", "{}", again.report());
+}
+
+#[test]
 fn a_second_orchestrator_is_refused_and_a_dead_ones_lock_is_taken_over() {
     let t = TestDir::new();
     let exp = t.exp_dir("fixture-grid");
