@@ -24,6 +24,12 @@ use std::time::Instant;
 /// Exit status of `torch_ref.py` when torch is not importable.
 const NO_TORCH: i32 = 3;
 
+/// The allocator `orchestrate` uses (src/main.rs), so `--child` times what users run: Candle allocates a fresh buffer for every tensor
+/// op, and glibc serves the large ones with fresh `mmap`ed (page-faulting, zeroed) pages
+/// each time; measured in `bench/notes/allocator.md`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command-line options of the driver.
 #[derive(Debug, Clone)]
 struct Opts {
