@@ -82,8 +82,10 @@ pub struct ConvBlockOp {
     threads: usize,
     /// Whether the forward records the pooled maxima's positions for a backward pass.
     save: bool,
-    /// Per pooled output, the offset `dy * pool + dx` of its maximum within the window.
-    argmax: Mutex<Vec<u16>>,
+    /// Per pooled output, the index of its maximum within the channel's convolution output
+    /// plane (what the backward needs without arithmetic: a division per output there cost
+    /// 5% of a step).
+    argmax: Mutex<Vec<u32>>,
 }
 
 /// `act(conv(xs, weight) + bias)`, max-pooled by `pool` (floor; `pool <= 1`: none).
@@ -152,7 +154,7 @@ impl ConvBlockOp {
         };
         let (oh, ow) = (dh / self.stride + 1, dw / self.stride + 1);
         let (ph, pw) = (oh / self.pool, ow / self.pool);
-        if ph == 0 || pw == 0 || self.pool * self.pool > usize::from(u16::MAX) {
+        if ph == 0 || pw == 0 || u32::try_from(oh * ow).is_err() {
             candle_core::bail!("conv block: pool {} does not fit {oh}x{ow}", self.pool);
         }
         Ok(Geom {
@@ -195,7 +197,7 @@ impl ConvBlockOp {
         z: &[f32],
         bias: &[f32],
         out: &mut [f32],
-        mut argmax: Option<&mut [u16]>,
+        mut argmax: Option<&mut [u32]>,
     ) {
         let (pix, n) = (g.conv_pixels(), z.len() / g.c_out);
         let plane_out = g.ph * g.pw;
@@ -209,11 +211,31 @@ impl ConvBlockOp {
                 }
                 continue;
             }
+            if g.pool == 2 {
+                let mut scratch = [0u32; 0];
+                for py in 0..g.ph {
+                    let r0 = &zp[2 * py * g.ow..][..2 * g.pw];
+                    let r1 = &zp[(2 * py + 1) * g.ow..][..2 * g.pw];
+                    let o = &mut out_plane[py * g.pw..][..g.pw];
+                    let a = match argmax.as_deref_mut() {
+                        Some(a) => &mut a[i * plane_out + py * g.pw..][..g.pw],
+                        None => &mut scratch[..],
+                    };
+                    let at = (2 * py * g.ow, g.ow);
+                    // The activation as a monomorphised closure: matched per pixel, it was
+                    // reloaded and branched on in the inner loop.
+                    match self.activation {
+                        Activation::Relu => pool2_row(|v| v.max(0.0), r0, r1, at, b, o, a),
+                        Activation::Tanh => pool2_row(f32::tanh, r0, r1, at, b, o, a),
+                    }
+                }
+                continue;
+            }
             let p = g.pool;
             for py in 0..g.ph {
                 let window_rows = &zp[py * p * g.ow..];
                 for px in 0..g.pw {
-                    let (mut best, mut arg) = (window_rows[px * p], 0u16);
+                    let (mut best, mut arg) = (window_rows[px * p], 0usize);
                     for dy in 0..p {
                         let row = &window_rows[dy * g.ow + px * p..][..p];
                         for (dx, &v) in row.iter().enumerate() {
@@ -222,7 +244,7 @@ impl ConvBlockOp {
                             // comparison mispredicted (10% of a step).
                             let take = (v > best) | v.is_nan();
                             best = if take { v } else { best };
-                            arg = if take { (dy * p + dx) as u16 } else { arg };
+                            arg = if take { dy * g.ow + dx } else { arg };
                         }
                     }
                     // Adding the bias after the max saves an add per pixel (rounding is
@@ -231,7 +253,8 @@ impl ConvBlockOp {
                     // Both activations are non-decreasing: the max of act is act of the max.
                     out_plane[py * g.pw + px] = self.act(best);
                     if let Some(a) = argmax.as_deref_mut() {
-                        a[i * plane_out + py * g.pw + px] = arg;
+                        // Within u32: `geom` checked the plane size.
+                        a[i * plane_out + py * g.pw + px] = (py * p * g.ow + px * p + arg) as u32;
                     }
                 }
             }
@@ -240,7 +263,7 @@ impl ConvBlockOp {
 
     /// The gradient of one chunk's products (`C_out x n` columns) from the block output's
     /// gradient `dy` and value `y` (the chunk's images, block layout).
-    fn route_grad(&self, g: &Geom, dy: &[f32], y: &[f32], argmax: &[u16], dz: &mut [f32]) {
+    fn route_grad(&self, g: &Geom, dy: &[f32], y: &[f32], argmax: &[u32], dz: &mut [f32]) {
         let (pix, n) = (g.conv_pixels(), dz.len() / g.c_out);
         let plane_out = g.ph * g.pw;
         dz.fill(0.0);
@@ -257,14 +280,9 @@ impl ConvBlockOp {
                 }
                 continue;
             }
-            let p = g.pool;
-            for py in 0..g.ph {
-                for px in 0..g.pw {
-                    let j = py * g.pw + px;
-                    let a = usize::from(argmax[i * plane_out + j]);
-                    let (ddy, ddx) = (a / p, a % p);
-                    dzp[(py * p + ddy) * g.ow + px * p + ddx] = dyp[j] * self.act_grad(yp[j]);
-                }
+            let am = &argmax[i * plane_out..][..plane_out];
+            for ((&a, &gv), &yv) in am.iter().zip(dyp).zip(yp) {
+                dzp[a as usize] = gv * self.act_grad(yv);
             }
         }
     }
@@ -307,6 +325,72 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
         }
         f(&mut x[..a], &mut y[..b])
     })
+}
+
+/// Max-pool by 2 of conv-output rows `r0`, `r1` (`2 * out.len()` long) into `out`, with
+/// bias and activation; when `arg` is not empty, each maximum's index in the plane, the row
+/// pair starting at `start` in rows of `ow`.
+///
+/// Picks what PyTorch's row-major scan picks: the first maximum, or the last NaN. Written
+/// with compares and selects, the scan compiled to data-dependent branches (~15% of a
+/// batch-64 step); here the max is `f32::max` (branch-free) and the position the first set
+/// bit of four equality tests; NaN, which diverged training anyway, takes a (predictable)
+/// branch.
+fn pool2_row(
+    act: impl Fn(f32) -> f32,
+    r0: &[f32],
+    r1: &[f32],
+    (start, ow): (usize, usize),
+    bias: f32,
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+    let windows = pairs.map(|(p0, p1)| [p0[0], p0[1], p1[0], p1[1]]);
+    let max = |w: &[f32; 4]| w[0].max(w[1]).max(w[2].max(w[3]));
+    let has_nan = |w: &[f32; 4]| w.iter().fold(false, |n, v| n | v.is_nan());
+    if arg.is_empty() {
+        for (o, w) in out.iter_mut().zip(windows) {
+            let m = if has_nan(&w) { f32::NAN } else { max(&w) };
+            *o = act(m + bias);
+        }
+        return;
+    }
+    let (start, ow) = (start as u32, ow as u32);
+    let offsets = [0, 1, ow, ow + 1];
+    for (px, ((o, a), w)) in out.iter_mut().zip(arg.iter_mut()).zip(windows).enumerate() {
+        let (m, k) = if has_nan(&w) {
+            let nans = w
+                .iter()
+                .enumerate()
+                .fold(0u32, |b, (i, v)| b | u32::from(v.is_nan()) << i);
+            (f32::NAN, 31 - nans.leading_zeros())
+        } else {
+            let m = max(&w);
+            let hits = w
+                .iter()
+                .enumerate()
+                .fold(0u32, |b, (i, &v)| b | u32::from(v == m) << i);
+            (m, hits.trailing_zeros())
+        };
+        *o = act(m + bias);
+        *a = start + 2 * px as u32 + offsets[k as usize & 3];
+    }
+}
+
+/// The sum of `xs` in 8 interleaved partial sums: a plain `iter().sum()` is one serial chain
+/// of additions (the compiler may not reorder them) and cost more than the bias gradient is
+/// worth. The order is fixed, so the result is too.
+fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// im2col of images `b0..b0 + nb` of `x` into `cols` (`rows x (nb * pixels)`).
@@ -365,6 +449,16 @@ fn col2im(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
                             continue;
                         }
                         let dst = &mut plane[iy * g.w..][..g.w];
+                        if g.stride == 1 {
+                            // The same valid range as in `im2col`, as one contiguous add.
+                            let lo = g.pad.saturating_sub(kx).min(g.ow);
+                            let hi = (g.w + g.pad).saturating_sub(kx).min(g.ow).max(lo);
+                            let d = &mut dst[lo + kx - g.pad..hi + kx - g.pad];
+                            for (a, &v) in d.iter_mut().zip(&seg[lo..hi]) {
+                                *a += v;
+                            }
+                            continue;
+                        }
                         for (ox, &v) in seg.iter().enumerate() {
                             let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
                             if ix < g.w {
@@ -457,7 +551,7 @@ impl candle_core::CustomOp3 for ConvBlockOp {
         } else {
             0
         };
-        let mut argmax = vec![0u16; g.batch * pooled_per_image];
+        let mut argmax = vec![0u32; g.batch * pooled_per_image];
         // Disjoint output (and argmax) slices per chunk, so chunks can run in parallel.
         let mut tasks = Vec::new();
         let (mut out_rest, mut arg_rest) = (&mut out[..], &mut argmax[..]);
@@ -552,7 +646,7 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                 self.route_grad(&g, &dy[o0..o1], &y[o0..o1], am, dz);
                 let (dw, db) = p.split_at_mut(g.c_out * g.rows());
                 for (co, s) in db.iter_mut().enumerate() {
-                    *s = dz[co * n..][..n].iter().sum();
+                    *s = sum(&dz[co * n..][..n]);
                 }
                 im2col(&g, x, b0, nb, cols);
                 // dW = dZ . cols^T

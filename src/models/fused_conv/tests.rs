@@ -221,3 +221,41 @@ fn pool_gradient_goes_whole_to_the_maximum() {
         .unwrap();
     eprintln!("candle max_pool2d gradient: {candle:?}");
 }
+
+/// Tied maxima: the first in row-major order takes the gradient (PyTorch's choice), in the
+/// 2x2 fast path and in the general loop alike; a NaN is the maximum and propagates.
+#[test]
+fn ties_go_to_the_first_maximum() {
+    let grad_of = |values: &[f32], pool: usize| -> Vec<f32> {
+        let x = Var::from_tensor(
+            &Tensor::from_slice(values, (1, 1, pool, pool), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let one = Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let zero = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+        let ys = conv_block(x.as_tensor(), &one, &zero, 1, 0, pool, Activation::Tanh).unwrap();
+        let g = ys.sum_all().unwrap().backward().unwrap();
+        let dx: Vec<f32> = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        dx.iter().map(|v| f32::from(u8::from(*v != 0.0))).collect()
+    };
+    assert_eq!(grad_of(&[0.1, 0.3, 0.3, 0.2], 2), [0., 1., 0., 0.]);
+    assert_eq!(grad_of(&[0.1, 0.2, 0.3, 0.3], 2), [0., 0., 1., 0.]);
+    assert_eq!(grad_of(&[0.3, 0.2, 0.1, 0.3], 2), [1., 0., 0., 0.]);
+    // NaN wins, the last one if several (PyTorch's `val > max || isnan(val)` scan).
+    assert_eq!(
+        grad_of(&[0.1, f32::NAN, 0.3, f32::NAN], 2),
+        [0., 0., 0., 1.]
+    );
+    assert_eq!(grad_of(&[0.1, f32::NAN, 0.3, 0.2], 2), [0., 1., 0., 0.]);
+    let mut nine = [0.1f32; 9];
+    (nine[4], nine[7]) = (0.5, 0.5);
+    assert_eq!(grad_of(&nine, 3), [0., 0., 0., 0., 1., 0., 0., 0., 0.]);
+    nine[2] = f32::NAN;
+    assert_eq!(grad_of(&nine, 3), [0., 0., 1., 0., 0., 0., 0., 0., 0.]);
+}
