@@ -215,7 +215,7 @@ impl ImageClassifier for Cnn {
 /// Max-pool by `k` (floor) whose gradient goes whole to each window's maximum (to every one
 /// of tied maxima), as in PyTorch and the fused CPU op; Candle 0.11's `max_pool2d` backward
 /// scales it by ties/(k*k), a quarter for an untied 2x2 window.
-fn max_pool(ys: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+pub(crate) fn max_pool(ys: &Tensor, k: usize) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = ys.dims4()?;
     let (ph, pw) = (h / k, w / k);
     ys.narrow(2, 0, ph * k)?

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::models::activate;
+use crate::models::cnn::max_pool;
 use crate::models::conv::Im2colConv2d;
 use candle_core::{DType, Module, Var};
 
@@ -20,9 +21,10 @@ fn noise(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// The tensor-level path: `Im2colConv2d`, the activation, and a max-pool built from
-/// reshape + max, whose gradient goes to the maximum alone (PyTorch's semantics; Candle's
-/// `max_pool2d` backward scales it). ReLU as `z * (z > 0)` so its derivative at 0 is 0.
+/// The tensor-level path the CNN takes off the CPU: `Im2colConv2d`, the activation, and
+/// `cnn::max_pool`, whose gradient goes to the maximum alone (PyTorch's semantics; Candle's
+/// `max_pool2d` backward scales it). ReLU as `z * (z > 0)` so its derivative at 0 is 0
+/// (the inputs have no ties, so the two paths must agree).
 fn reference(
     x: &Tensor,
     w: &Tensor,
@@ -43,20 +45,7 @@ fn reference(
     if pool <= 1 {
         return y;
     }
-    let (bn, c, h, wd) = y.dims4().unwrap();
-    let (ph, pw) = (h / pool, wd / pool);
-    y.narrow(2, 0, ph * pool)
-        .unwrap()
-        .narrow(3, 0, pw * pool)
-        .unwrap()
-        .contiguous()
-        .unwrap()
-        .reshape((bn, c, ph, pool, pw, pool))
-        .unwrap()
-        .max(5)
-        .unwrap()
-        .max(3)
-        .unwrap()
+    max_pool(&y, pool).unwrap()
 }
 
 fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
