@@ -239,9 +239,8 @@ impl ConvBlockOp {
                     for dy in 0..p {
                         let row = &window_rows[dy * g.ow + px * p..][..p];
                         for (dx, &v) in row.iter().enumerate() {
-                            // First maximum wins and NaN propagates, as in PyTorch; `|` and
-                            // the selects keep this free of branches, which the data-dependent
-                            // comparison mispredicted (10% of a step).
+                            // First maximum wins and NaN propagates, as in PyTorch. Pools
+                            // other than 2 are rare enough to keep this plain scan.
                             let take = (v > best) | v.is_nan();
                             best = if take { v } else { best };
                             arg = if take { dy * g.ow + dx } else { arg };
