@@ -11,14 +11,23 @@
 use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
 use crate::models::conv::Im2colConv2d;
 use crate::models::dropout::dropout;
+use crate::models::fused_conv::conv_block;
 use crate::spec::{Activation, ConvBlock, ModelSpec, Padding, PaddingName};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
 
 /// One convolution block: conv -> activation -> optional max-pool.
+///
+/// On the CPU (f32) the whole block is one fused op ([`conv_block`]); elsewhere (CUDA) it is
+/// built from tensor operations.
 struct Block {
     conv: Im2colConv2d,
+    /// `(C_out, C_in, k, k)` and `(C_out)`, the same tensors `conv` holds.
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
     pool: usize,
 }
 
@@ -114,7 +123,11 @@ impl Cnn {
             )?;
             let bias = vbi.get_with_hints(block.channels, "bias", init)?;
             blocks.push(Block {
-                conv: Im2colConv2d::new(weight, Some(bias), block.stride, padding)?,
+                conv: Im2colConv2d::new(weight.clone(), Some(bias.clone()), block.stride, padding)?,
+                weight,
+                bias,
+                stride: block.stride,
+                padding,
                 pool: block.pool,
             });
             (c, h, w) = (block.channels, oh, ow);
@@ -135,11 +148,36 @@ impl Cnn {
         })
     }
 
-    /// `(B, C, H, W)` -> `(B, C', H', W')` through one block.
-    fn block_forward(&self, block: &Block, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// `(B, C, H, W)` -> `(B, C', H', W')` through one block, pooling by `pool`.
+    ///
+    /// `detach`: evaluation, where no gradient is wanted: the fused op then records nothing
+    /// for a backward pass.
+    fn block_forward(
+        &self,
+        block: &Block,
+        xs: &Tensor,
+        pool: usize,
+        detach: bool,
+    ) -> candle_core::Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 && block.weight.dtype() == DType::F32 {
+            let (w, b) = if detach {
+                (block.weight.detach(), block.bias.detach())
+            } else {
+                (block.weight.clone(), block.bias.clone())
+            };
+            return conv_block(
+                xs,
+                &w,
+                &b,
+                block.stride,
+                block.padding,
+                pool,
+                self.activation,
+            );
+        }
         let ys = activate(&block.conv.forward(xs)?, self.activation)?;
-        if block.pool > 1 {
-            ys.max_pool2d(block.pool)
+        if pool > 1 {
+            max_pool(&ys, pool)
         } else {
             Ok(ys)
         }
@@ -152,9 +190,11 @@ impl ImageClassifier for Cnn {
         xs: &Tensor,
         mut dropout_rng: Option<&mut ChaCha8Rng>,
     ) -> candle_core::Result<Tensor> {
+        // No dropout generator means evaluation (see the trait): no backward graph needed.
+        let detach = dropout_rng.is_none();
         let mut ys = xs.clone();
         for block in &self.blocks {
-            ys = self.block_forward(block, &ys)?;
+            ys = self.block_forward(block, &ys, block.pool, detach)?;
         }
         let mut ys = ys.flatten_from(1)?;
         for (i, layer) in self.hidden.iter().enumerate() {
@@ -168,13 +208,22 @@ impl ImageClassifier for Cnn {
 
     fn first_conv_activations(&self, xs: &Tensor) -> Option<candle_core::Result<Tensor>> {
         let first = self.blocks.first()?;
-        Some(
-            first
-                .conv
-                .forward(xs)
-                .and_then(|ys| activate(&ys, self.activation)),
-        )
+        Some(self.block_forward(first, xs, 1, true))
     }
+}
+
+/// Max-pool by `k` (floor) whose gradient goes whole to each window's maximum (to every one
+/// of tied maxima), as in PyTorch and the fused CPU op; Candle 0.11's `max_pool2d` backward
+/// scales it by ties/(k*k), a quarter for an untied 2x2 window.
+pub(crate) fn max_pool(ys: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = ys.dims4()?;
+    let (ph, pw) = (h / k, w / k);
+    ys.narrow(2, 0, ph * k)?
+        .narrow(3, 0, pw * k)?
+        .contiguous()?
+        .reshape((b, c, ph, k, pw, k))?
+        .max(5)?
+        .max(3)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod cnn;
 pub mod conv;
 pub mod decode;
 pub mod dropout;
+pub mod fused_conv;
 pub mod init;
 pub mod lstm;
 pub mod mlp;
@@ -36,7 +37,8 @@ pub enum ModelError {
 pub trait ImageClassifier {
     /// `xs`: `(B, 1, H, W)` pixels -> `(B, classes)` log-probabilities.
     ///
-    /// Dropout is active when `dropout_rng` is given (training) and off when it is `None`.
+    /// Dropout is active when `dropout_rng` is given (training) and off when it is `None`
+    /// (evaluation: the result may carry no backward graph, so take no gradients of it).
     fn forward(
         &self,
         xs: &Tensor,
