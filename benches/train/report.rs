@@ -9,6 +9,8 @@ use std::process::Command;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     ImagesPerSecond,
+    /// Seq2seq training sentences (pairs) per second.
+    SentencesPerSecond,
     Gflops,
     /// Wall time: lower is better, so the ratio is PyTorch / ours.
     Seconds,
@@ -18,6 +20,7 @@ impl Unit {
     fn suffix(self) -> &'static str {
         match self {
             Unit::ImagesPerSecond => "img/s",
+            Unit::SentencesPerSecond => "sent/s",
             Unit::Gflops => "GFLOP/s",
             Unit::Seconds => "s",
         }
@@ -280,7 +283,10 @@ fn gflops_section(s: &mut String, rows: &[Row], f: &Flops) {
         s,
         "| workload | ours GFLOP/s | % of peak | PyTorch GFLOP/s | % of peak | peak |\n|---|---:|---:|---:|---:|---:|"
     );
-    for r in rows.iter().filter(|r| r.label.starts_with("train")) {
+    for r in rows
+        .iter()
+        .filter(|r| r.unit == Unit::ImagesPerSecond && r.label.starts_with("train"))
+    {
         let threads = r.label.rsplit(", ").next().unwrap_or("");
         let peak = rows
             .iter()
