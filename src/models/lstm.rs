@@ -83,17 +83,25 @@ impl Lstm {
             .reshape((b, t, 4 * self.hidden))
     }
 
+    /// Input projection of every entry of an embedding table: `[V, in] -> [V, 4H]`, biases
+    /// included. Looking up a token's row here equals projecting its embedding, and the
+    /// backward pass then touches a `[V, 4H]` table instead of padding each time step's
+    /// gradient out to the whole `[B, T, 4H]` projection (Candle's `narrow` backward).
+    pub fn input_table(&self, emb: &Tensor) -> Result<Tensor> {
+        let bias = (&self.b_ih + &self.b_hh)?;
+        emb.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)
+    }
+
+    /// Input projection of one time step: `[B, in] -> [B, 4H]`, biases included.
+    pub fn project_step(&self, x: &Tensor) -> Result<Tensor> {
+        let bias = (&self.b_ih + &self.b_hh)?;
+        x.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)
+    }
+
     /// One step from a projected input `xp [B, 4H]`.
     pub fn step(&self, xp: &Tensor, state: &State) -> Result<State> {
-        let h = self.hidden;
         let gates = (xp + state.h.matmul(&self.w_hh.t()?)?)?;
-        let sig = candle_nn::ops::sigmoid(&gates)?;
-        let i = sig.narrow(1, 0, h)?;
-        let f = sig.narrow(1, h, h)?;
-        let g = gates.narrow(1, 2 * h, h)?.tanh()?;
-        let o = sig.narrow(1, 3 * h, h)?;
-        let c = ((f * &state.c)? + (i * g)?)?;
-        let h = (o * c.tanh()?)?;
+        let (h, c) = super::lstm_cell::cell(&gates, &state.c)?;
         Ok(State { h, c })
     }
 
@@ -114,8 +122,26 @@ impl Lstm {
         mask: &[Option<Tensor>],
         reverse: bool,
     ) -> Result<(Vec<Tensor>, State)> {
-        let (b, t_len, _) = xp.dims3()?;
-        let mut state = self.zero_state(b, xp.device())?;
+        let t_len = xp.dim(1)?;
+        let steps = (0..t_len)
+            .map(|t| xp.narrow(1, t, 1)?.squeeze(1))
+            .collect::<Result<Vec<_>>>()?;
+        self.run_masked_steps(&steps, mask, reverse)
+    }
+
+    /// As [`Lstm::run_masked`], from one `[B, 4H]` projected input per time step (see
+    /// [`Lstm::input_table`]).
+    pub fn run_masked_steps(
+        &self,
+        xp: &[Tensor],
+        mask: &[Option<Tensor>],
+        reverse: bool,
+    ) -> Result<(Vec<Tensor>, State)> {
+        let t_len = xp.len();
+        let Some(first) = xp.first() else {
+            candle_core::bail!("run_masked_steps: no time steps")
+        };
+        let mut state = self.zero_state(first.dim(0)?, first.device())?;
         let mut outputs: Vec<Option<Tensor>> = vec![None; t_len];
         let order: Vec<usize> = if reverse {
             (0..t_len).rev().collect()
@@ -123,8 +149,7 @@ impl Lstm {
             (0..t_len).collect()
         };
         for t in order {
-            let x_t = xp.narrow(1, t, 1)?.squeeze(1)?;
-            let next = self.step(&x_t, &state)?;
+            let next = self.step(&xp[t], &state)?;
             match mask.get(t).and_then(Option::as_ref) {
                 None => {
                     outputs[t] = Some(next.h.clone());

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod dropout;
 pub mod init;
 pub mod lstm;
+pub mod lstm_cell;
 pub mod mlp;
 pub mod seeded;
 pub mod seq2seq;

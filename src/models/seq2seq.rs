@@ -94,6 +94,10 @@ pub struct BatchTensors {
     pub tgt_out: Tensor,
     /// `[B*T]` f32, 1 where the gold output is not padding.
     pub tgt_mask: Tensor,
+    /// Column `j` of `src` per source step: `[B]` u32 each.
+    pub src_steps: Vec<Tensor>,
+    /// Column `j` of `tgt_in` per target step: `[B]` u32 each.
+    pub tgt_steps: Vec<Tensor>,
 }
 
 impl BatchTensors {
@@ -110,7 +114,17 @@ impl BatchTensors {
                 }
             })
             .collect::<Result<_>>()?;
+        let columns = |ids: &[u32], len: usize| {
+            (0..len)
+                .map(|j| {
+                    let col: Vec<u32> = (0..n).map(|i| ids[i * len + j]).collect();
+                    Tensor::from_vec(col, n, device)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(BatchTensors {
+            src_steps: columns(&b.src, s)?,
+            tgt_steps: columns(&b.tgt_in, t)?,
             src: Tensor::from_vec(b.src.clone(), (n, s), device)?,
             src_mask: Tensor::from_vec(b.src_mask.clone(), (n, s), device)?,
             step_masks,
@@ -229,20 +243,71 @@ impl Seq2Seq {
         &self.device
     }
 
+    /// Each time step's input projection `[B, 4H]` for `lstm` of the tokens `cols` (one
+    /// `[B]` column per step) embedded by `table`. Without dropout, one product projects the
+    /// whole (small) table and each step looks its rows up; with dropout, each step's
+    /// embeddings get their slice of one `[B, T, E]` mask (drawn in the order a whole-batch
+    /// mask would be) and are projected on their own. Either way no step slices a
+    /// `[B, T, ...]` tensor, whose backward pass Candle pads to the full size every step.
+    fn step_inputs(
+        &self,
+        lstms: &[&Lstm],
+        table: &Tensor,
+        cols: &[Tensor],
+        dropout: &mut Option<&mut Dropout>,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        let t = cols.len();
+        let n = match cols.first() {
+            Some(c) => c.dim(0)?,
+            None => 0,
+        };
+        let e = table.dim(1)?;
+        let mask = dropout.as_deref_mut().and_then(|d| d.mask(n * t * e));
+        match mask {
+            None => lstms
+                .iter()
+                .map(|l| {
+                    let projected = l.input_table(table)?;
+                    cols.iter()
+                        .map(|ids| projected.index_select(ids, 0))
+                        .collect()
+                })
+                .collect(),
+            Some(mask) => {
+                let embedded = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ids)| {
+                        let m: Vec<f32> = (0..n)
+                            .flat_map(|i| mask[(i * t + j) * e..(i * t + j + 1) * e].iter())
+                            .copied()
+                            .collect();
+                        let m = Tensor::from_vec(m, (n, e), &self.device)?;
+                        table.index_select(ids, 0)?.mul(&m)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                lstms
+                    .iter()
+                    .map(|l| embedded.iter().map(|x| l.project_step(x)).collect())
+                    .collect()
+            }
+        }
+    }
+
     /// Encodes `[B, S]` sources.
     pub fn encode(&self, b: &BatchTensors, mut dropout: Option<&mut Dropout>) -> Result<Encoded> {
-        let (n, s) = b.src.dims2()?;
-        let emb = self
-            .src_emb
-            .index_select(&b.src.flatten_all()?, 0)?
-            .reshape((n, s, ()))?;
-        let emb = maybe_dropout(&mut dropout, &emb)?;
-        let (of, sf) =
-            self.enc_fwd
-                .run_masked(&self.enc_fwd.project(&emb)?, &b.step_masks, false)?;
-        let (ob, sb) =
-            self.enc_bwd
-                .run_masked(&self.enc_bwd.project(&emb)?, &b.step_masks, true)?;
+        let mut xp = self.step_inputs(
+            &[&self.enc_fwd, &self.enc_bwd],
+            &self.src_emb,
+            &b.src_steps,
+            &mut dropout,
+        )?;
+        let (xb, xf) = (xp.pop(), xp.pop());
+        let (Some(xf), Some(xb)) = (xf, xb) else {
+            candle_core::bail!("encoder: missing step inputs")
+        };
+        let (of, sf) = self.enc_fwd.run_masked_steps(&xf, &b.step_masks, false)?;
+        let (ob, sb) = self.enc_bwd.run_masked_steps(&xb, &b.step_masks, true)?;
         let state = State {
             h: Tensor::cat(&[&sf.h, &sb.h], 1)?,
             c: Tensor::cat(&[&sf.c, &sb.c], 1)?,
@@ -289,24 +354,24 @@ impl Seq2Seq {
     ) -> Result<(Tensor, f64)> {
         let enc = self.encode(b, dropout.as_deref_mut())?;
         let (n, t) = b.tgt_in.dims2()?;
-        let emb = self
-            .tgt_emb
-            .index_select(&b.tgt_in.flatten_all()?, 0)?
-            .reshape((n, t, ()))?;
-        let emb = maybe_dropout(&mut dropout, &emb)?;
-        let xp = self.dec.project(&emb)?;
+        let xp = self
+            .step_inputs(&[&self.dec], &self.tgt_emb, &b.tgt_steps, &mut dropout)?
+            .pop();
+        let Some(xp) = xp else {
+            candle_core::bail!("decoder: missing step inputs")
+        };
         let mut state = enc.state.clone();
-        let mut outs = Vec::with_capacity(t);
-        for j in 0..t {
-            let (out, next, _) = self.step(
-                &xp.narrow(1, j, 1)?.squeeze(1)?,
-                &state,
-                enc.memory.as_ref(),
-            )?;
-            outs.push(out);
-            state = next;
+        let mut hs = Vec::with_capacity(t);
+        for x in &xp {
+            state = self.dec.step(x, &state)?;
+            hs.push(state.h.clone());
         }
-        let outs = maybe_dropout(&mut dropout, &Tensor::stack(&outs, 1)?)?;
+        let hs = Tensor::stack(&hs, 1)?;
+        let outs = match (&self.attn, enc.memory.as_ref()) {
+            (Some(attn), Some(mem)) => attn.attend_all(&hs, mem)?.0,
+            _ => hs,
+        };
+        let outs = maybe_dropout(&mut dropout, &outs)?;
         let logits = self.logits(&outs.reshape((n * t, ()))?)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let nll = logp
