@@ -44,6 +44,8 @@ struct Opts {
     grid: bool,
     /// Seq2seq rows (training throughput and the Q3 grid).
     seq2seq: bool,
+    /// CNN rows (matmul, CNN training and evaluation, the Q2 grid).
+    cnn: bool,
     /// Timed seq2seq training steps.
     s2s_steps: usize,
     python: String,
@@ -63,6 +65,7 @@ impl Opts {
             torch: true,
             grid: true,
             seq2seq: true,
+            cnn: true,
             s2s_steps: 40,
             python: std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()),
             out: None,
@@ -98,6 +101,7 @@ impl Opts {
                 "--no-torch" => o.torch = false,
                 "--no-grid" => o.grid = false,
                 "--no-seq2seq" => o.seq2seq = false,
+                "--no-cnn" => o.cnn = false,
                 "--s2s-steps" => o.s2s_steps = number("--s2s-steps", value("--s2s-steps")?)?.max(1),
                 "--quick" => {
                     (o.reps, o.steps, o.steps_64, o.eval_passes, o.grid_reps) = (1, 60, 20, 1, 1);
@@ -125,7 +129,7 @@ impl Opts {
 }
 
 const HELP: &str = "cargo bench --bench train -- [--reps N] [--steps N] [--steps-64 N] [--warmup N] \
-[--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--no-torch] [--no-grid] [--no-seq2seq] \
+[--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--no-torch] [--no-grid] [--no-seq2seq] [--no-cnn] \
 [--quick] [--python PATH] [--out FILE]";
 
 /// One side of a comparison.
@@ -241,18 +245,20 @@ fn main() {
         );
     }
     let mut work = Vec::new();
-    for threads in [1, 2] {
-        work.push(Work::Matmul { threads });
-    }
-    for batch in [8, 64] {
+    if opts.cnn {
         for threads in [1, 2] {
-            work.push(Work::Train { batch, threads });
+            work.push(Work::Matmul { threads });
+        }
+        for batch in [8, 64] {
+            for threads in [1, 2] {
+                work.push(Work::Train { batch, threads });
+            }
+        }
+        for threads in [1, 2] {
+            work.push(Work::Eval { threads });
         }
     }
-    for threads in [1, 2] {
-        work.push(Work::Eval { threads });
-    }
-    let grid = if opts.grid {
+    let grid = if opts.grid && opts.cnn {
         match GridPlan::load(&repo) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -378,7 +384,7 @@ fn main() {
 fn opts_line(o: &Opts, torch: bool) -> String {
     format!(
         "cargo bench --bench train -- --reps {} --steps {} --steps-64 {} --warmup {} \
-         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {}{}{}{}",
+         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {}{}{}{}{}",
         o.reps,
         o.steps,
         o.steps_64,
@@ -389,7 +395,8 @@ fn opts_line(o: &Opts, torch: bool) -> String {
         o.s2s_steps,
         if torch { "" } else { " --no-torch" },
         if o.grid { "" } else { " --no-grid" },
-        if o.seq2seq { "" } else { " --no-seq2seq" }
+        if o.seq2seq { "" } else { " --no-seq2seq" },
+        if o.cnn { "" } else { " --no-cnn" }
     )
 }
 

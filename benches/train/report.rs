@@ -268,6 +268,9 @@ pub fn render(m: &Machine, rows: &[Row], flops: &Flops, command: &str) -> String
 
 /// Achieved GFLOP/s of the training rows against the best matmul seen on as many threads.
 fn gflops_section(s: &mut String, rows: &[Row], f: &Flops) {
+    if !rows.iter().any(|r| r.unit == Unit::ImagesPerSecond) {
+        return;
+    }
     let _ = writeln!(
         s,
         "## CNN training GFLOP/s\n\nThe homework CNN costs {:.2} MFLOP per image forward \

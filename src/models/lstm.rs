@@ -105,6 +105,70 @@ impl Lstm {
         Ok(State { h, c })
     }
 
+    /// [`Lstm::run_masked_steps`] for batches whose padding is a suffix of each row (as
+    /// `Batch` pads), in fewer operations per step. `last` (`[B]` u32) holds each row's
+    /// last real position as `row * T + len - 1`; `mask[t]` is as for `run_masked`.
+    ///
+    /// Forwards, the recurrence runs over the padding unmasked (nothing after a row's end
+    /// reads its state) and the final state is gathered at `last` once at the end;
+    /// backwards, the padding comes first, where multiplying the state by the mask keeps it
+    /// exactly zero until the row's last character. Outputs at padding are zero, as with
+    /// `run_masked`. Two products per masked step instead of seven, and the same values.
+    pub fn run_suffix_padded(
+        &self,
+        xp: &[Tensor],
+        mask: &[Option<Tensor>],
+        last: &Tensor,
+        reverse: bool,
+    ) -> Result<(Vec<Tensor>, State)> {
+        let t_len = xp.len();
+        let Some(first) = xp.first() else {
+            candle_core::bail!("run_suffix_padded: no time steps")
+        };
+        let mut state = self.zero_state(first.dim(0)?, first.device())?;
+        let mut outputs: Vec<Option<Tensor>> = vec![None; t_len];
+        if reverse {
+            for t in (0..t_len).rev() {
+                let next = self.step(&xp[t], &state)?;
+                state = match mask.get(t).and_then(Option::as_ref) {
+                    None => next,
+                    Some(m) => State {
+                        h: next.h.broadcast_mul(m)?,
+                        c: next.c.broadcast_mul(m)?,
+                    },
+                };
+                outputs[t] = Some(state.h.clone());
+            }
+            return Ok((outputs.into_iter().flatten().collect(), state));
+        }
+        let padded = mask.iter().any(Option::is_some);
+        let mut hs = Vec::with_capacity(t_len);
+        let mut cs = Vec::with_capacity(t_len);
+        for t in 0..t_len {
+            state = self.step(&xp[t], &state)?;
+            outputs[t] = Some(match mask.get(t).and_then(Option::as_ref) {
+                None => state.h.clone(),
+                Some(m) => state.h.broadcast_mul(m)?,
+            });
+            if padded {
+                hs.push(state.h.clone());
+                cs.push(state.c.clone());
+            }
+        }
+        if padded {
+            let gather = |v: &[Tensor]| -> Result<Tensor> {
+                let all = Tensor::stack(v, 1)?;
+                let (b, t, h) = all.dims3()?;
+                all.reshape((b * t, h))?.index_select(last, 0)
+            };
+            state = State {
+                h: gather(&hs)?,
+                c: gather(&cs)?,
+            };
+        }
+        Ok((outputs.into_iter().flatten().collect(), state))
+    }
+
     /// A zero state for `batch` rows.
     pub fn zero_state(&self, batch: usize, device: &Device) -> Result<State> {
         let z = Tensor::zeros((batch, self.hidden), candle_core::DType::F32, device)?;
@@ -217,6 +281,25 @@ mod tests {
             let o1 = outs1[1].flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (a, b) in o.iter().zip(&o1) {
                 assert!((a - b).abs() < 1e-6);
+            }
+            let last = Tensor::from_vec(vec![4u32, 5 + 1], 2, &dev).unwrap();
+            let steps: Vec<Tensor> = (0..5)
+                .map(|t| xp.narrow(1, t, 1).unwrap().squeeze(1).unwrap())
+                .collect();
+            let (outs2, st2) = lstm
+                .run_suffix_padded(&steps, &masks, &last, reverse)
+                .unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in [(&st.h, &st2.h), (&st.c, &st2.c)]
+                .into_iter()
+                .chain(outs.iter().zip(&outs2))
+            {
+                for (x, y) in flat(a).iter().zip(&flat(b)) {
+                    assert!(
+                        (x - y).abs() < 1e-6,
+                        "suffix-padded run differs: {x} vs {y}"
+                    );
+                }
             }
             let pad = outs[4]
                 .narrow(0, 1, 1)

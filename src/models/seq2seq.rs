@@ -98,6 +98,8 @@ pub struct BatchTensors {
     pub src_steps: Vec<Tensor>,
     /// Column `j` of `tgt_in` per target step: `[B]` u32 each.
     pub tgt_steps: Vec<Tensor>,
+    /// `[B]` u32: each row's last source character as `row * S + len - 1`.
+    pub src_last: Tensor,
 }
 
 impl BatchTensors {
@@ -125,6 +127,13 @@ impl BatchTensors {
         Ok(BatchTensors {
             src_steps: columns(&b.src, s)?,
             tgt_steps: columns(&b.tgt_in, t)?,
+            src_last: Tensor::from_vec(
+                (0..n)
+                    .map(|i| (i * s + b.src_lens[i].max(1) - 1) as u32)
+                    .collect(),
+                n,
+                device,
+            )?,
             src: Tensor::from_vec(b.src.clone(), (n, s), device)?,
             src_mask: Tensor::from_vec(b.src_mask.clone(), (n, s), device)?,
             step_masks,
@@ -306,8 +315,12 @@ impl Seq2Seq {
         let (Some(xf), Some(xb)) = (xf, xb) else {
             candle_core::bail!("encoder: missing step inputs")
         };
-        let (of, sf) = self.enc_fwd.run_masked_steps(&xf, &b.step_masks, false)?;
-        let (ob, sb) = self.enc_bwd.run_masked_steps(&xb, &b.step_masks, true)?;
+        let (of, sf) = self
+            .enc_fwd
+            .run_suffix_padded(&xf, &b.step_masks, &b.src_last, false)?;
+        let (ob, sb) = self
+            .enc_bwd
+            .run_suffix_padded(&xb, &b.step_masks, &b.src_last, true)?;
         let state = State {
             h: Tensor::cat(&[&sf.h, &sb.h], 1)?,
             c: Tensor::cat(&[&sf.c, &sb.c], 1)?,
