@@ -80,9 +80,9 @@ pub fn train(
     let mut dropout = Dropout::new(0.0, stream_rng(SEED, Stream::Dropout, 1));
     let mut step = |i: usize| -> candle_core::Result<f32> {
         let bt = BatchTensors::new(&batches[i % batches.len()], &Device::Cpu)?;
-        let (loss, _) = model.loss(&bt, Some(&mut dropout))?;
+        let (loss, _, rec) = model.train_loss(&bt, Some(&mut dropout))?;
         let value = loss.to_scalar::<f32>()?;
-        opt.step(&loss.backward()?)?;
+        opt.step(&model.backward(&loss, rec)?)?;
         Ok(value)
     };
     for i in 0..warmup {

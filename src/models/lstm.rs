@@ -26,6 +26,14 @@ impl State {
     }
 }
 
+/// What the recurrent product's weight gradient needs from each step of a recorded run:
+/// the gradient of the step's gates (filled in by the backward pass) and the hidden state
+/// the step read. See [`Lstm::add_recurrent_grad`].
+#[derive(Debug, Default)]
+pub struct Recording {
+    steps: Vec<(super::lstm_cell::GateGrad, Tensor)>,
+}
+
 /// One LSTM layer: `w_ih [4H, in]`, `w_hh [4H, H]`, two biases `[4H]` as in PyTorch.
 #[derive(Debug, Clone)]
 pub struct Lstm {
@@ -98,6 +106,65 @@ impl Lstm {
         x.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)
     }
 
+    /// [`Lstm::step`], recording into `rec` when given and the fused CPU cell applies. A
+    /// recorded step multiplies by a detached `w_hh`, so autograd leaves the recurrent
+    /// weight's gradient out; [`Lstm::add_recurrent_grad`] then adds it as one product over
+    /// all recorded steps instead of one small product and one full-size sum per step,
+    /// which at batch 8 was most of the backward pass.
+    pub fn step_rec(
+        &self,
+        xp: &Tensor,
+        state: &State,
+        rec: Option<&mut Recording>,
+    ) -> Result<State> {
+        let Some(rec) = rec.filter(|_| super::lstm_cell::fused(xp)) else {
+            return self.step(xp, state);
+        };
+        let gates = (xp + state.h.matmul(&self.w_hh.detach().t()?)?)?;
+        match super::lstm_cell::cell_recorded(&gates, &state.c)? {
+            Some((h, c, grad)) => {
+                rec.steps.push((grad, state.h.detach()));
+                Ok(State { h, c })
+            }
+            None => candle_core::bail!("lstm: recorded step off the fused path"),
+        }
+    }
+
+    /// Adds the recurrent weight's gradient of the steps in `rec` to `grads`, after
+    /// `backward` filled in their gates' gradients: `sum_t dG_t^T h_(t-1)`.
+    pub fn add_recurrent_grad(
+        &self,
+        rec: Recording,
+        grads: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
+        let Some((_, h0)) = rec.steps.first() else {
+            return Ok(());
+        };
+        let (b, h) = h0.dims2()?;
+        let mut d = Vec::with_capacity(rec.steps.len() * b * 4 * h);
+        let mut hs = Vec::with_capacity(rec.steps.len());
+        for (g, h_prev) in &rec.steps {
+            let g = g.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if g.is_empty() {
+                continue;
+            }
+            d.extend_from_slice(&g);
+            hs.push(h_prev.clone());
+        }
+        if hs.is_empty() {
+            return Ok(());
+        }
+        let rows = hs.len() * b;
+        let d = Tensor::from_vec(d, (rows, 4 * h), h0.device())?;
+        let dw = d.t()?.matmul(&Tensor::cat(&hs, 0)?)?;
+        let dw = match grads.remove(&self.w_hh) {
+            Some(g) => (g + dw)?,
+            None => dw,
+        };
+        grads.insert(&self.w_hh, dw);
+        Ok(())
+    }
+
     /// One step from a projected input `xp [B, 4H]`.
     pub fn step(&self, xp: &Tensor, state: &State) -> Result<State> {
         let gates = (xp + state.h.matmul(&self.w_hh.t()?)?)?;
@@ -120,6 +187,7 @@ impl Lstm {
         mask: &[Option<Tensor>],
         last: &Tensor,
         reverse: bool,
+        mut rec: Option<&mut Recording>,
     ) -> Result<(Vec<Tensor>, State)> {
         let t_len = xp.len();
         let Some(first) = xp.first() else {
@@ -129,7 +197,7 @@ impl Lstm {
         let mut outputs: Vec<Option<Tensor>> = vec![None; t_len];
         if reverse {
             for t in (0..t_len).rev() {
-                let next = self.step(&xp[t], &state)?;
+                let next = self.step_rec(&xp[t], &state, rec.as_deref_mut())?;
                 state = match mask.get(t).and_then(Option::as_ref) {
                     None => next,
                     Some(m) => State {
@@ -145,7 +213,7 @@ impl Lstm {
         let mut hs = Vec::with_capacity(t_len);
         let mut cs = Vec::with_capacity(t_len);
         for t in 0..t_len {
-            state = self.step(&xp[t], &state)?;
+            state = self.step_rec(&xp[t], &state, rec.as_deref_mut())?;
             outputs[t] = Some(match mask.get(t).and_then(Option::as_ref) {
                 None => state.h.clone(),
                 Some(m) => state.h.broadcast_mul(m)?,
@@ -287,7 +355,7 @@ mod tests {
                 .map(|t| xp.narrow(1, t, 1).unwrap().squeeze(1).unwrap())
                 .collect();
             let (outs2, st2) = lstm
-                .run_suffix_padded(&steps, &masks, &last, reverse)
+                .run_suffix_padded(&steps, &masks, &last, reverse, None)
                 .unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (a, b) in [(&st.h, &st2.h), (&st.c, &st2.c)]

@@ -13,7 +13,7 @@
 //! CPU only: [`cell`] falls back to Candle's operations on other devices.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The logistic function exactly as `candle_nn::ops::sigmoid` computes it for f32.
 fn sigmoid(v: f32) -> f32 {
@@ -78,6 +78,25 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 /// transcendental function runs twice.
 type Activations = Arc<OnceLock<Vec<f32>>>;
 
+/// Where both backward passes of one step add their part of the gates' gradient `[B, 4H]`
+/// (see [`cell_recorded`]).
+pub type GateGrad = Arc<Mutex<Vec<f32>>>;
+
+/// Adds `part` into `sink` (sized on first use).
+fn add_into(sink: &Option<GateGrad>, part: &[f32]) {
+    if let Some(sink) = sink {
+        let mut g = sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() != part.len() {
+            *g = vec![0.0; part.len()];
+        }
+        for (a, b) in g.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+}
+
 fn stored<'a>(cell: &'a OnceLock<Vec<f32>>, op: &str) -> Result<&'a [f32]> {
     match cell.get() {
         Some(v) => Ok(v),
@@ -88,6 +107,7 @@ fn stored<'a>(cell: &'a OnceLock<Vec<f32>>, op: &str) -> Result<&'a [f32]> {
 /// `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` from `(gates, c_prev)`.
 struct NextCell {
     acts: Activations,
+    gate_grad: Option<GateGrad>,
 }
 
 impl CustomOp2 for NextCell {
@@ -146,6 +166,7 @@ impl CustomOp2 for NextCell {
                 dcp[k] = dc[k] * f;
             }
         }
+        add_into(&self.gate_grad, &dg);
         let dev = c_prev.device();
         Ok((
             Some(Tensor::from_vec(dg, (b, 4 * h), dev)?),
@@ -158,6 +179,7 @@ impl CustomOp2 for NextCell {
 struct NextHidden {
     acts: Activations,
     tanh_c: OnceLock<Vec<f32>>,
+    gate_grad: Option<GateGrad>,
 }
 
 impl CustomOp2 for NextHidden {
@@ -208,6 +230,7 @@ impl CustomOp2 for NextHidden {
                 dcv[k] = dh[k] * o * (1.0 - t[k] * t[k]);
             }
         }
+        add_into(&self.gate_grad, &dg);
         let dev = c.device();
         Ok((
             Some(Tensor::from_vec(dg, (b, 4 * h), dev)?),
@@ -219,20 +242,55 @@ impl CustomOp2 for NextHidden {
 /// The new `(h, c)` of an LSTM cell from its pre-activation `gates [B, 4H]` (PyTorch's
 /// i, f, g, o order) and the previous cell state `c_prev [B, H]`.
 pub fn cell(gates: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor)> {
-    if gates.device().is_cpu() && gates.dtype() == candle_core::DType::F32 {
-        let gates = gates.contiguous()?;
-        let acts = Activations::default();
-        let c = gates.apply_op2(&c_prev.contiguous()?, NextCell { acts: acts.clone() })?;
-        let h = gates.apply_op2(
-            &c,
-            NextHidden {
-                acts,
-                tanh_c: OnceLock::new(),
-            },
-        )?;
-        return Ok((h, c));
+    if fused(gates) {
+        return fused_cell(gates, c_prev, None);
     }
     cell_ops(gates, c_prev)
+}
+
+/// Whether `gates` can take the fused CPU path.
+pub fn fused(gates: &Tensor) -> bool {
+    gates.device().is_cpu() && gates.dtype() == candle_core::DType::F32
+}
+
+/// [`cell`] on the fused CPU path that also hands out the gates' gradient: after the
+/// backward pass the returned [`GateGrad`] holds it (`[B, 4H]` row-major; empty when no
+/// gradient reached this step). `None` off the CPU.
+pub fn cell_recorded(
+    gates: &Tensor,
+    c_prev: &Tensor,
+) -> Result<Option<(Tensor, Tensor, GateGrad)>> {
+    if !fused(gates) {
+        return Ok(None);
+    }
+    let sink = GateGrad::default();
+    let (h, c) = fused_cell(gates, c_prev, Some(sink.clone()))?;
+    Ok(Some((h, c, sink)))
+}
+
+fn fused_cell(
+    gates: &Tensor,
+    c_prev: &Tensor,
+    gate_grad: Option<GateGrad>,
+) -> Result<(Tensor, Tensor)> {
+    let gates = gates.contiguous()?;
+    let acts = Activations::default();
+    let c = gates.apply_op2(
+        &c_prev.contiguous()?,
+        NextCell {
+            acts: acts.clone(),
+            gate_grad: gate_grad.clone(),
+        },
+    )?;
+    let h = gates.apply_op2(
+        &c,
+        NextHidden {
+            acts,
+            tanh_c: OnceLock::new(),
+            gate_grad,
+        },
+    )?;
+    Ok((h, c))
 }
 
 /// [`cell`] in Candle's own operations: any device, and the reference the fused ops are

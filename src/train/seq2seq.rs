@@ -174,14 +174,14 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
             }
             let refs: Vec<_> = idx.iter().map(|&i| &data.train.examples[i]).collect();
             let bt = BatchTensors::new(&Batch::new(&refs), &device)?;
-            let (loss, n) = model.loss(&bt, Some(&mut dropout))?;
+            let (loss, n, rec) = model.train_loss(&bt, Some(&mut dropout))?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 let message = format!("training loss is {value} at step {}", step + 1);
                 finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
                 return Ok(Outcome::Diverged { epoch, message });
             }
-            optim.step(&loss.backward()?)?;
+            optim.step(&model.backward(&loss, rec)?)?;
             step += 1;
             sum += value * n;
             tokens += n;
