@@ -120,8 +120,8 @@ impl Lstm {
         let Some(rec) = rec.filter(|_| super::lstm_cell::fused(xp)) else {
             return self.step(xp, state);
         };
-        let gates = (xp + state.h.matmul(&self.w_hh.detach().t()?)?)?;
-        match super::lstm_cell::cell_recorded(&gates, &state.c)? {
+        let hw = state.h.matmul(&self.w_hh.detach().t()?)?;
+        match super::lstm_cell::cell_recorded(xp, &hw, &state.c)? {
             Some((h, c, grad)) => {
                 rec.steps.push((grad, state.h.detach()));
                 Ok(State { h, c })
@@ -137,26 +137,19 @@ impl Lstm {
         rec: Recording,
         grads: &mut candle_core::backprop::GradStore,
     ) -> Result<()> {
-        let Some((_, h0)) = rec.steps.first() else {
-            return Ok(());
-        };
-        let (b, h) = h0.dims2()?;
-        let mut d = Vec::with_capacity(rec.steps.len() * b * 4 * h);
+        let mut ds = Vec::with_capacity(rec.steps.len());
         let mut hs = Vec::with_capacity(rec.steps.len());
         for (g, h_prev) in &rec.steps {
             let g = g.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if g.is_empty() {
-                continue;
+            if let Some(g) = g.as_ref() {
+                ds.push(g.clone());
+                hs.push(h_prev.clone());
             }
-            d.extend_from_slice(&g);
-            hs.push(h_prev.clone());
         }
         if hs.is_empty() {
             return Ok(());
         }
-        let rows = hs.len() * b;
-        let d = Tensor::from_vec(d, (rows, 4 * h), h0.device())?;
-        let dw = d.t()?.matmul(&Tensor::cat(&hs, 0)?)?;
+        let dw = Tensor::cat(&ds, 0)?.t()?.matmul(&Tensor::cat(&hs, 0)?)?;
         let dw = match grads.remove(&self.w_hh) {
             Some(g) => (g + dw)?,
             None => dw,
@@ -167,8 +160,8 @@ impl Lstm {
 
     /// One step from a projected input `xp [B, 4H]`.
     pub fn step(&self, xp: &Tensor, state: &State) -> Result<State> {
-        let gates = (xp + state.h.matmul(&self.w_hh.t()?)?)?;
-        let (h, c) = super::lstm_cell::cell(&gates, &state.c)?;
+        let hw = state.h.matmul(&self.w_hh.t()?)?;
+        let (h, c) = super::lstm_cell::cell(xp, &hw, &state.c)?;
         Ok(State { h, c })
     }
 

@@ -12,7 +12,7 @@
 //!
 //! CPU only: [`cell`] falls back to Candle's operations on other devices.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The logistic function exactly as `candle_nn::ops::sigmoid` computes it for f32.
@@ -73,28 +73,20 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Activated gates `[B, 4H]` (sigmoid i, sigmoid f, tanh g, sigmoid o), computed once by
-/// [`NextCell`]'s forward pass and read by both backward passes and [`NextHidden`], so no
-/// transcendental function runs twice.
-type Activations = Arc<OnceLock<Vec<f32>>>;
+/// The gates' gradient `[B, 4H]` of one step, handed out by [`cell_recorded`] (`None` until
+/// the backward pass reaches the step).
+pub type GateGrad = Arc<Mutex<Option<Tensor>>>;
 
-/// Where both backward passes of one step add their part of the gates' gradient `[B, 4H]`
-/// (see [`cell_recorded`]).
-pub type GateGrad = Arc<Mutex<Vec<f32>>>;
-
-/// Adds `part` into `sink` (sized on first use).
-fn add_into(sink: &Option<GateGrad>, part: &[f32]) {
-    if let Some(sink) = sink {
-        let mut g = sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.len() != part.len() {
-            *g = vec![0.0; part.len()];
-        }
-        for (a, b) in g.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
+/// What one step's two ops share.
+#[derive(Default)]
+struct Shared {
+    /// Activated gates `[B, 4H]` (sigmoid i, sigmoid f, tanh g, sigmoid o), computed once
+    /// by [`NextCell`]'s forward pass and read by [`NextHidden`] and both backward passes,
+    /// so no transcendental function runs twice.
+    acts: OnceLock<Vec<f32>>,
+    /// The o gate's gradient `[B, H]`, left by [`NextHidden`]'s backward pass, which runs
+    /// before [`NextCell`]'s (h reads c, so c's gradient is complete only after h's node).
+    d_o: Mutex<Vec<f32>>,
 }
 
 fn stored<'a>(cell: &'a OnceLock<Vec<f32>>, op: &str) -> Result<&'a [f32]> {
@@ -104,13 +96,19 @@ fn stored<'a>(cell: &'a OnceLock<Vec<f32>>, op: &str) -> Result<&'a [f32]> {
     }
 }
 
-/// `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` from `(gates, c_prev)`.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` with `gates = xp + hw`, from
+/// `(xp, hw, c_prev)`: the input projection and the recurrent product are summed here
+/// rather than by a Candle op, whose backward pass would allocate two more gradients.
 struct NextCell {
-    acts: Activations,
+    shared: Arc<Shared>,
     gate_grad: Option<GateGrad>,
 }
 
-impl CustomOp2 for NextCell {
+impl CustomOp3 for NextCell {
     fn name(&self) -> &'static str {
         "lstm-next-cell"
     }
@@ -121,36 +119,48 @@ impl CustomOp2 for NextCell {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, h) = dims(l1, l2, self.name())?;
-        let (gates, c_prev) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let (b, h) = dims(l1, l3, self.name())?;
+        if l2.shape() != l1.shape() {
+            bail!("{}: {:?} + {:?}", self.name(), l1.shape(), l2.shape())
+        }
+        let xp = slice(s1, l1, self.name())?;
+        let hw = slice(s2, l2, self.name())?;
+        let c_prev = slice(s3, l3, self.name())?;
         let mut acts = vec![0f32; b * 4 * h];
         let mut c = vec![0f32; b * h];
         for r in 0..b {
-            let g = &gates[r * 4 * h..(r + 1) * 4 * h];
+            let (x, y) = (
+                &xp[r * 4 * h..(r + 1) * 4 * h],
+                &hw[r * 4 * h..(r + 1) * 4 * h],
+            );
             let a = &mut acts[r * 4 * h..(r + 1) * 4 * h];
             let (cp, out) = (&c_prev[r * h..(r + 1) * h], &mut c[r * h..(r + 1) * h]);
             for j in 0..h {
-                a[j] = sigmoid(g[j]);
-                a[h + j] = sigmoid(g[h + j]);
-                a[2 * h + j] = tanh(g[2 * h + j]);
-                a[3 * h + j] = sigmoid(g[3 * h + j]);
+                a[j] = sigmoid(x[j] + y[j]);
+                a[h + j] = sigmoid(x[h + j] + y[h + j]);
+                a[2 * h + j] = tanh(x[2 * h + j] + y[2 * h + j]);
+                a[3 * h + j] = sigmoid(x[3 * h + j] + y[3 * h + j]);
                 out[j] = a[h + j] * cp[j] + a[j] * a[2 * h + j];
             }
         }
-        let _ = self.acts.set(acts);
+        let _ = self.shared.acts.set(acts);
         Ok((CpuStorage::F32(c), Shape::from((b, h))))
     }
 
     fn bwd(
         &self,
-        _gates: &Tensor,
+        _xp: &Tensor,
+        _hw: &Tensor,
         c_prev: &Tensor,
         _c: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (b, h) = c_prev.dims2()?;
-        let a = stored(&self.acts, self.name())?;
+        let a = stored(&self.shared.acts, self.name())?;
+        let d_o = lock(&self.shared.d_o);
         let (cp, dc) = (host(c_prev)?, host(grad)?);
         let mut dg = vec![0f32; b * 4 * h];
         let mut dcp = vec![0f32; b * h];
@@ -163,40 +173,46 @@ impl CustomOp2 for NextCell {
                 d[j] = dc[k] * gg * i * (1.0 - i);
                 d[h + j] = dc[k] * cp[k] * f * (1.0 - f);
                 d[2 * h + j] = dc[k] * i * (1.0 - gg * gg);
+                d[3 * h + j] = d_o.get(k).copied().unwrap_or(0.0);
                 dcp[k] = dc[k] * f;
             }
         }
-        add_into(&self.gate_grad, &dg);
         let dev = c_prev.device();
+        let dg = Tensor::from_vec(dg, (b, 4 * h), dev)?;
+        if let Some(sink) = &self.gate_grad {
+            *lock(sink) = Some(dg.clone());
+        }
         Ok((
-            Some(Tensor::from_vec(dg, (b, 4 * h), dev)?),
+            Some(dg.clone()),
+            Some(dg),
             Some(Tensor::from_vec(dcp, (b, h), dev)?),
         ))
     }
 }
 
-/// `h = sigmoid(o) tanh(c)` from `(gates, c)`; sigmoid(o) comes from [`NextCell`].
+/// `h = sigmoid(o) tanh(c)` from `c`; sigmoid(o) comes from [`NextCell`], and the o gate's
+/// gradient goes back through it.
 struct NextHidden {
-    acts: Activations,
+    shared: Arc<Shared>,
     tanh_c: OnceLock<Vec<f32>>,
-    gate_grad: Option<GateGrad>,
 }
 
-impl CustomOp2 for NextHidden {
+impl CustomOp1 for NextHidden {
     fn name(&self) -> &'static str {
         "lstm-next-hidden"
     }
 
-    fn cpu_fwd(
-        &self,
-        _s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (b, h) = dims(l1, l2, self.name())?;
-        let a = stored(&self.acts, self.name())?;
-        let c = slice(s2, l2, self.name())?;
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, h) = l.shape().dims2()?;
+        let a = stored(&self.shared.acts, self.name())?;
+        if a.len() != b * 4 * h {
+            bail!(
+                "{}: state {:?} does not fit the gates",
+                self.name(),
+                l.shape()
+            )
+        }
+        let c = slice(s, l, self.name())?;
         let t: Vec<f32> = c.iter().map(|&v| tanh(v)).collect();
         let mut out = vec![0f32; b * h];
         for r in 0..b {
@@ -209,87 +225,75 @@ impl CustomOp2 for NextHidden {
         Ok((CpuStorage::F32(out), Shape::from((b, h))))
     }
 
-    fn bwd(
-        &self,
-        _gates: &Tensor,
-        c: &Tensor,
-        _h: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, c: &Tensor, _h: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (b, h) = c.dims2()?;
-        let a = stored(&self.acts, self.name())?;
+        let a = stored(&self.shared.acts, self.name())?;
         let t = stored(&self.tanh_c, self.name())?;
         let dh = host(grad)?;
-        let mut dg = vec![0f32; b * 4 * h];
+        let mut d_o = vec![0f32; b * h];
         let mut dcv = vec![0f32; b * h];
         for r in 0..b {
             for j in 0..h {
                 let k = r * h + j;
                 let o = a[r * 4 * h + 3 * h + j];
-                dg[r * 4 * h + 3 * h + j] = dh[k] * t[k] * o * (1.0 - o);
+                d_o[k] = dh[k] * t[k] * o * (1.0 - o);
                 dcv[k] = dh[k] * o * (1.0 - t[k] * t[k]);
             }
         }
-        add_into(&self.gate_grad, &dg);
-        let dev = c.device();
-        Ok((
-            Some(Tensor::from_vec(dg, (b, 4 * h), dev)?),
-            Some(Tensor::from_vec(dcv, (b, h), dev)?),
-        ))
+        *lock(&self.shared.d_o) = d_o;
+        Ok(Some(Tensor::from_vec(dcv, (b, h), c.device())?))
     }
 }
 
-/// The new `(h, c)` of an LSTM cell from its pre-activation `gates [B, 4H]` (PyTorch's
-/// i, f, g, o order) and the previous cell state `c_prev [B, H]`.
-pub fn cell(gates: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor)> {
-    if fused(gates) {
-        return fused_cell(gates, c_prev, None);
+/// The new `(h, c)` of an LSTM cell from the input projection `xp [B, 4H]` and the
+/// recurrent product `hw [B, 4H]` (gates `xp + hw` in PyTorch's i, f, g, o order) and the
+/// previous cell state `c_prev [B, H]`.
+pub fn cell(xp: &Tensor, hw: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor)> {
+    if fused(xp) {
+        return fused_cell(xp, hw, c_prev, None);
     }
-    cell_ops(gates, c_prev)
+    cell_ops(&(xp + hw)?, c_prev)
 }
 
-/// Whether `gates` can take the fused CPU path.
-pub fn fused(gates: &Tensor) -> bool {
-    gates.device().is_cpu() && gates.dtype() == candle_core::DType::F32
+/// Whether `xp` can take the fused CPU path.
+pub fn fused(xp: &Tensor) -> bool {
+    xp.device().is_cpu() && xp.dtype() == candle_core::DType::F32
 }
 
 /// [`cell`] on the fused CPU path that also hands out the gates' gradient: after the
-/// backward pass the returned [`GateGrad`] holds it (`[B, 4H]` row-major; empty when no
-/// gradient reached this step). `None` off the CPU.
+/// backward pass the returned [`GateGrad`] holds it. `None` off the CPU.
 pub fn cell_recorded(
-    gates: &Tensor,
+    xp: &Tensor,
+    hw: &Tensor,
     c_prev: &Tensor,
 ) -> Result<Option<(Tensor, Tensor, GateGrad)>> {
-    if !fused(gates) {
+    if !fused(xp) {
         return Ok(None);
     }
     let sink = GateGrad::default();
-    let (h, c) = fused_cell(gates, c_prev, Some(sink.clone()))?;
+    let (h, c) = fused_cell(xp, hw, c_prev, Some(sink.clone()))?;
     Ok(Some((h, c, sink)))
 }
 
 fn fused_cell(
-    gates: &Tensor,
+    xp: &Tensor,
+    hw: &Tensor,
     c_prev: &Tensor,
     gate_grad: Option<GateGrad>,
 ) -> Result<(Tensor, Tensor)> {
-    let gates = gates.contiguous()?;
-    let acts = Activations::default();
-    let c = gates.apply_op2(
+    let shared = Arc::new(Shared::default());
+    let c = xp.contiguous()?.apply_op3(
+        &hw.contiguous()?,
         &c_prev.contiguous()?,
         NextCell {
-            acts: acts.clone(),
-            gate_grad: gate_grad.clone(),
-        },
-    )?;
-    let h = gates.apply_op2(
-        &c,
-        NextHidden {
-            acts,
-            tanh_c: OnceLock::new(),
+            shared: shared.clone(),
             gate_grad,
         },
     )?;
+    let h = c.apply_op1(NextHidden {
+        shared,
+        tanh_c: OnceLock::new(),
+    })?;
     Ok((h, c))
 }
 
@@ -337,8 +341,13 @@ mod tests {
         let c = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap()).unwrap();
         let wh = Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap();
         let wc = Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap();
-        let run = |f: fn(&Tensor, &Tensor) -> Result<(Tensor, Tensor)>| {
-            let (hn, cn) = f(g.as_tensor(), c.as_tensor()).unwrap();
+        let hw = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, 4 * h), &dev).unwrap()).unwrap();
+        let run = |fused_path: bool| {
+            let (hn, cn) = if fused_path {
+                cell(g.as_tensor(), hw.as_tensor(), c.as_tensor()).unwrap()
+            } else {
+                cell_ops(&(g.as_tensor() + hw.as_tensor()).unwrap(), c.as_tensor()).unwrap()
+            };
             let loss = ((&hn * &wh).unwrap().sum_all().unwrap()
                 + (&cn * &wc).unwrap().sum_all().unwrap())
             .unwrap();
@@ -349,15 +358,17 @@ mod tests {
                 v(&cn),
                 v(grads.get(g.as_tensor()).unwrap()),
                 v(grads.get(c.as_tensor()).unwrap()),
+                v(grads.get(hw.as_tensor()).unwrap()),
             )
         };
-        let fused = run(cell);
-        let ops = run(cell_ops);
+        let fused = run(true);
+        let ops = run(false);
         for (name, a, b) in [
             ("h", &fused.0, &ops.0),
             ("c", &fused.1, &ops.1),
             ("d gates", &fused.2, &ops.2),
             ("d c_prev", &fused.3, &ops.3),
+            ("d hw", &fused.4, &ops.4),
         ] {
             for (x, y) in a.iter().zip(b.iter()) {
                 assert!(
