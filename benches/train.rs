@@ -14,6 +14,8 @@
 mod child;
 #[path = "train/report.rs"]
 mod report;
+#[path = "train/seq2seq.rs"]
+mod seq2seq;
 
 use report::{Machine, Row, Unit};
 use serde_json::Value;
@@ -46,6 +48,12 @@ struct Opts {
     grid_reps: usize,
     torch: bool,
     grid: bool,
+    /// Seq2seq rows (training throughput and the Q3 grid).
+    seq2seq: bool,
+    /// CNN rows (matmul, CNN training and evaluation, the Q2 grid).
+    cnn: bool,
+    /// Timed seq2seq training steps.
+    s2s_steps: usize,
     python: String,
     out: Option<PathBuf>,
 }
@@ -62,6 +70,9 @@ impl Opts {
             grid_reps: 3,
             torch: true,
             grid: true,
+            seq2seq: true,
+            cnn: true,
+            s2s_steps: 40,
             python: std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()),
             out: None,
         };
@@ -95,8 +106,12 @@ impl Opts {
                 "--out" => o.out = Some(PathBuf::from(value("--out")?)),
                 "--no-torch" => o.torch = false,
                 "--no-grid" => o.grid = false,
+                "--no-seq2seq" => o.seq2seq = false,
+                "--no-cnn" => o.cnn = false,
+                "--s2s-steps" => o.s2s_steps = number("--s2s-steps", value("--s2s-steps")?)?.max(1),
                 "--quick" => {
                     (o.reps, o.steps, o.steps_64, o.eval_passes, o.grid_reps) = (1, 60, 20, 1, 1);
+                    o.s2s_steps = 15;
                 }
                 // cargo bench passes --bench to harness = false targets.
                 "--bench" => {}
@@ -120,7 +135,8 @@ impl Opts {
 }
 
 const HELP: &str = "cargo bench --bench train -- [--reps N] [--steps N] [--steps-64 N] [--warmup N] \
-[--max-seconds S] [--eval-passes N] [--grid-reps N] [--no-torch] [--no-grid] [--quick] [--python PATH] [--out FILE]";
+[--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--no-torch] [--no-grid] [--no-seq2seq] [--no-cnn] \
+[--quick] [--python PATH] [--out FILE]";
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +157,14 @@ enum Work {
     /// Wall seconds of the whole bench grid: ours with `--jobs jobs --threads 1`, PyTorch one
     /// process per run, one after another, with `torch_threads` (0 = all cores).
     Grid { jobs: usize, torch_threads: usize },
+    /// Seq2seq (Q3 translator) training sentences per second at `batch` on `threads`.
+    TrainSeq2seq {
+        batch: usize,
+        threads: usize,
+        attention: bool,
+    },
+    /// Wall seconds of the Q3 bench grid, as `Grid` (PyTorch: one process per grid point).
+    Q3Grid { jobs: usize, torch_threads: usize },
 }
 
 impl Work {
@@ -159,6 +183,37 @@ impl Work {
                 };
                 format!("Q2 grid: ours --jobs {jobs} -t 1 vs torch seq. {theirs}")
             }
+            Work::TrainSeq2seq {
+                batch,
+                threads,
+                attention,
+            } => {
+                let att = if *attention {
+                    "attention"
+                } else {
+                    "no attention"
+                };
+                format!("train seq2seq ({att}), batch {batch}, {threads} thr")
+            }
+            Work::Q3Grid {
+                jobs,
+                torch_threads,
+            } => {
+                let theirs = match torch_threads {
+                    0 => "all cores".to_string(),
+                    t => format!("{t} thr"),
+                };
+                format!("Q3 grid: ours --jobs {jobs} -t 1 vs torch seq. {theirs}")
+            }
+        }
+    }
+
+    /// Which grid a grid row times (`None` for the other rows).
+    fn grid_kind(&self) -> Option<GridKind> {
+        match self {
+            Work::Grid { .. } => Some(GridKind::Q2),
+            Work::Q3Grid { .. } => Some(GridKind::Q3),
+            _ => None,
         }
     }
 
@@ -166,7 +221,8 @@ impl Work {
         match self {
             Work::Train { .. } | Work::Eval { .. } => Unit::ImagesPerSecond,
             Work::Matmul { .. } => Unit::Gflops,
-            Work::Grid { .. } => Unit::Seconds,
+            Work::Grid { .. } | Work::Q3Grid { .. } => Unit::Seconds,
+            Work::TrainSeq2seq { .. } => Unit::SentencesPerSecond,
         }
     }
 }
@@ -195,18 +251,20 @@ fn main() {
         );
     }
     let mut work = Vec::new();
-    for threads in [1, 2] {
-        work.push(Work::Matmul { threads });
-    }
-    for batch in [8, 64] {
+    if opts.cnn {
         for threads in [1, 2] {
-            work.push(Work::Train { batch, threads });
+            work.push(Work::Matmul { threads });
+        }
+        for batch in [8, 64] {
+            for threads in [1, 2] {
+                work.push(Work::Train { batch, threads });
+            }
+        }
+        for threads in [1, 2] {
+            work.push(Work::Eval { threads });
         }
     }
-    for threads in [1, 2] {
-        work.push(Work::Eval { threads });
-    }
-    let grid = if opts.grid {
+    let grid = if opts.grid && opts.cnn {
         match GridPlan::load(&repo) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -225,11 +283,42 @@ fn main() {
             });
         }
     }
+    let q3_grid = if opts.seq2seq && opts.grid {
+        match Q3GridPlan::load(&repo) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("Q3 grid rows skipped: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if opts.seq2seq {
+        for batch in [8, 64] {
+            for threads in [1, 2] {
+                work.push(Work::TrainSeq2seq {
+                    batch,
+                    threads,
+                    attention: true,
+                });
+            }
+        }
+    }
+    if q3_grid.is_some() {
+        for (jobs, torch_threads) in [(1, 0), (2, 0), (2, 1)] {
+            work.push(Work::Q3Grid {
+                jobs,
+                torch_threads,
+            });
+        }
+    }
     let runner = Runner {
         opts: &opts,
         repo: &repo,
         torch_script: &torch_script,
         grid: grid.as_ref(),
+        q3_grid: q3_grid.as_ref(),
         scratch: tempfile::tempdir().expect("temp dir for grid runs"),
     };
     let started = Instant::now();
@@ -238,9 +327,9 @@ fn main() {
     // PyTorch's grid time does not depend on our --jobs: measure each torch thread count
     // once a repetition and share it between the rows that compare against it.
     for rep in 0..opts.reps {
-        let mut torch_grid: Vec<(usize, f64)> = Vec::new();
+        let mut torch_grid: Vec<(Option<GridKind>, usize, f64)> = Vec::new();
         for (w, row) in work.iter().zip(rows.iter_mut()) {
-            if matches!(w, Work::Grid { .. }) && rep >= opts.grid_reps {
+            if w.grid_kind().is_some() && rep >= opts.grid_reps {
                 continue;
             }
             let sides = if rep % 2 == 0 {
@@ -256,13 +345,19 @@ fn main() {
                     (
                         Work::Grid {
                             torch_threads: t, ..
+                        }
+                        | Work::Q3Grid {
+                            torch_threads: t, ..
                         },
                         Side::Torch,
-                    ) => match torch_grid.iter().find(|(k, _)| k == t) {
-                        Some(&(_, v)) => Ok(v),
+                    ) => match torch_grid
+                        .iter()
+                        .find(|(g, k, _)| *g == w.grid_kind() && k == t)
+                    {
+                        Some(&(_, _, v)) => Ok(v),
                         None => runner
                             .measure(w, side)
-                            .inspect(|&v| torch_grid.push((*t, v))),
+                            .inspect(|&v| torch_grid.push((w.grid_kind(), *t, v))),
                     },
                     _ => runner.measure(w, side),
                 };
@@ -295,7 +390,7 @@ fn main() {
 fn opts_line(o: &Opts, torch: bool) -> String {
     format!(
         "cargo bench --bench train -- --reps {} --steps {} --steps-64 {} --warmup {} \
-         --max-seconds {} --eval-passes {} --grid-reps {}{}{}",
+         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {}{}{}{}{}",
         o.reps,
         o.steps,
         o.steps_64,
@@ -303,8 +398,11 @@ fn opts_line(o: &Opts, torch: bool) -> String {
         o.max_seconds,
         o.eval_passes,
         o.grid_reps,
+        o.s2s_steps,
         if torch { "" } else { " --no-torch" },
-        if o.grid { "" } else { " --no-grid" }
+        if o.grid { "" } else { " --no-grid" },
+        if o.seq2seq { "" } else { " --no-seq2seq" },
+        if o.cnn { "" } else { " --no-cnn" }
     )
 }
 
@@ -346,12 +444,65 @@ impl GridPlan {
     }
 }
 
+/// Which whole-grid workload a grid row times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GridKind {
+    Q2,
+    Q3,
+}
+
+/// The Q3 bench grid as `orchestrate` expands it, each point in `torch_ref.py run-seq2seq`
+/// arguments.
+struct Q3GridPlan {
+    spec: PathBuf,
+    runs: Vec<Vec<String>>,
+}
+
+impl Q3GridPlan {
+    fn load(repo: &Path) -> Result<Q3GridPlan, String> {
+        let spec = repo.join("bench/q3_grid.toml");
+        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+        let runs = plans
+            .iter()
+            .map(|p| {
+                let c = &p.config;
+                let strategy = match c.decode.strategy {
+                    orchestrate::spec::DecodeStrategy::Greedy => "greedy",
+                    orchestrate::spec::DecodeStrategy::Beam => "beam",
+                };
+                let mut args = vec![
+                    "run-seq2seq".to_string(),
+                    format!("--epochs={}", c.train.epochs),
+                    format!("--batch={}", c.train.batch_size),
+                    format!("--lr={}", c.optimizer.lr),
+                    format!("--dropout={}", c.model.dropout),
+                    format!("--data-dir={}", repo.join(&c.data.dir).display()),
+                    format!("--max-len={}", c.data.max_len),
+                    format!("--train-limit={}", c.data.train_limit),
+                    format!("--test-limit={}", c.data.test_limit),
+                    format!("--strategy={strategy}"),
+                    format!("--beam-width={}", c.decode.beam_width),
+                    format!("--length-penalty={}", c.decode.length_penalty),
+                    format!("--decode-max-len={}", c.decode.max_len),
+                    format!("--seed={}", c.seed),
+                ];
+                if c.model.attention != orchestrate::spec::Attention::None {
+                    args.push("--attention".into());
+                }
+                args
+            })
+            .collect();
+        Ok(Q3GridPlan { spec, runs })
+    }
+}
+
 /// Starts the child processes of one measurement.
 struct Runner<'a> {
     opts: &'a Opts,
     repo: &'a Path,
     torch_script: &'a Path,
     grid: Option<&'a GridPlan>,
+    q3_grid: Option<&'a Q3GridPlan>,
     scratch: tempfile::TempDir,
 }
 
@@ -362,6 +513,8 @@ impl Runner<'_> {
         match (work, side) {
             (Work::Grid { jobs, .. }, Side::Ours) => self.our_grid(*jobs),
             (Work::Grid { torch_threads, .. }, Side::Torch) => self.torch_grid(*torch_threads),
+            (Work::Q3Grid { jobs, .. }, Side::Ours) => self.our_q3_grid(*jobs),
+            (Work::Q3Grid { torch_threads, .. }, Side::Torch) => self.torch_q3_grid(*torch_threads),
             (_, Side::Ours) => {
                 let (threads, args) = match work {
                     Work::Train { batch, threads } => (
@@ -379,7 +532,22 @@ impl Runner<'_> {
                         vec!["eval".into(), format!("--passes={}", o.eval_passes)],
                     ),
                     Work::Matmul { threads } => (*threads, vec!["matmul".into()]),
-                    Work::Grid { .. } => unreachable!("handled above"),
+                    Work::TrainSeq2seq {
+                        batch,
+                        threads,
+                        attention,
+                    } => (
+                        *threads,
+                        vec![
+                            "seq2seq".to_string(),
+                            format!("--batch={batch}"),
+                            format!("--steps={}", o.s2s_steps),
+                            "--warmup=3".to_string(),
+                            format!("--max-seconds={}", o.max_seconds),
+                            format!("--attention={attention}"),
+                        ],
+                    ),
+                    Work::Grid { .. } | Work::Q3Grid { .. } => unreachable!("handled above"),
                 };
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(exe);
@@ -407,7 +575,25 @@ impl Runner<'_> {
                     Work::Matmul { threads } => {
                         vec!["peak".into(), format!("--threads={threads}")]
                     }
-                    Work::Grid { .. } => unreachable!("handled above"),
+                    Work::TrainSeq2seq {
+                        batch,
+                        threads,
+                        attention,
+                    } => {
+                        let mut v = vec![
+                            "train-seq2seq".to_string(),
+                            format!("--batch={batch}"),
+                            format!("--steps={}", o.s2s_steps),
+                            "--warmup=3".to_string(),
+                            format!("--max-seconds={}", o.max_seconds),
+                            format!("--threads={threads}"),
+                        ];
+                        if *attention {
+                            v.push("--attention".into());
+                        }
+                        v
+                    }
+                    Work::Grid { .. } | Work::Q3Grid { .. } => unreachable!("handled above"),
                 };
                 let mut cmd = Command::new(&o.python);
                 cmd.arg(self.torch_script).args(&args);
@@ -429,6 +615,37 @@ impl Runner<'_> {
             .current_dir(self.repo);
         let t = Instant::now();
         run_ok(cmd)?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Wall seconds of `orchestrate run` on the Q3 bench grid in a fresh runs directory.
+    fn our_q3_grid(&self, jobs: usize) -> Result<f64, String> {
+        let grid = self.q3_grid.ok_or("no Q3 grid")?;
+        let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
+        cmd.arg("run")
+            .arg(&grid.spec)
+            .arg("--runs-dir")
+            .arg(runs_dir.path())
+            .args(["--jobs", &jobs.to_string(), "--threads", "1", "--quiet"])
+            .current_dir(self.repo);
+        let t = Instant::now();
+        run_ok(cmd)?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Wall seconds of the Q3 grid the usual PyTorch way: one process per grid point (each
+    /// trains its own model), in turn.
+    fn torch_q3_grid(&self, threads: usize) -> Result<f64, String> {
+        let grid = self.q3_grid.ok_or("no Q3 grid")?;
+        let t = Instant::now();
+        for args in &grid.runs {
+            let mut cmd = Command::new(&self.opts.python);
+            cmd.arg(self.torch_script)
+                .args(args)
+                .arg(format!("--threads={threads}"));
+            run_ok(cmd)?;
+        }
         Ok(t.elapsed().as_secs_f64())
     }
 
@@ -458,6 +675,7 @@ impl Runner<'_> {
 fn field(v: &Value, work: &Work) -> Result<f64, String> {
     let key = match work {
         Work::Matmul { .. } => "gflops",
+        Work::TrainSeq2seq { .. } => "sentences_per_s",
         _ => "images_per_s",
     };
     v.get(key)

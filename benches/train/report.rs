@@ -9,6 +9,8 @@ use std::process::Command;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     ImagesPerSecond,
+    /// Seq2seq training sentences (pairs) per second.
+    SentencesPerSecond,
     Gflops,
     /// Wall time: lower is better, so the ratio is PyTorch / ours.
     Seconds,
@@ -18,6 +20,7 @@ impl Unit {
     fn suffix(self) -> &'static str {
         match self {
             Unit::ImagesPerSecond => "img/s",
+            Unit::SentencesPerSecond => "sent/s",
             Unit::Gflops => "GFLOP/s",
             Unit::Seconds => "s",
         }
@@ -265,6 +268,9 @@ pub fn render(m: &Machine, rows: &[Row], flops: &Flops, command: &str) -> String
 
 /// Achieved GFLOP/s of the training rows against the best matmul seen on as many threads.
 fn gflops_section(s: &mut String, rows: &[Row], f: &Flops) {
+    if !rows.iter().any(|r| r.unit == Unit::ImagesPerSecond) {
+        return;
+    }
     let _ = writeln!(
         s,
         "## CNN training GFLOP/s\n\nThe homework CNN costs {:.2} MFLOP per image forward \
@@ -280,7 +286,10 @@ fn gflops_section(s: &mut String, rows: &[Row], f: &Flops) {
         s,
         "| workload | ours GFLOP/s | % of peak | PyTorch GFLOP/s | % of peak | peak |\n|---|---:|---:|---:|---:|---:|"
     );
-    for r in rows.iter().filter(|r| r.label.starts_with("train")) {
+    for r in rows
+        .iter()
+        .filter(|r| r.unit == Unit::ImagesPerSecond && r.label.starts_with("train"))
+    {
         let threads = r.label.rsplit(", ").next().unwrap_or("");
         let peak = rows
             .iter()

@@ -105,6 +105,26 @@ impl GeneralAttention {
     }
 }
 
+impl GeneralAttention {
+    /// [`GeneralAttention::attend`] for all decoder steps at once: `q [B, T, dec]` ->
+    /// output `[B, T, dec]` and weights `[B, T, S]`. Luong attention reads the decoder's
+    /// output and is not fed back into it, so teacher forcing can attend after the loop in
+    /// a few batched products instead of a handful of small operations per step.
+    pub fn attend_all(&self, q: &Tensor, mem: &Memory) -> Result<(Tensor, Tensor)> {
+        let (b, t, d) = q.dims3()?;
+        let scores = q.matmul(&mem.keys)?.broadcast_add(&mem.bias)?;
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let context = weights.matmul(&mem.values)?;
+        let out = Tensor::cat(&[q, &context], 2)?
+            .reshape((b * t, ()))?
+            .matmul(&self.w_out.t()?)?
+            .broadcast_add(&self.b_out)?
+            .tanh()?
+            .reshape((b, t, d))?;
+        Ok((out, weights))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub mod dropout;
 pub mod fused_conv;
 pub mod init;
 pub mod lstm;
+pub mod lstm_cell;
 pub mod mlp;
 pub mod seeded;
 pub mod seq2seq;

@@ -101,21 +101,32 @@ impl Dropout {
 
     /// Applies a fresh mask to `x`.
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
-        if self.p <= 0.0 {
+        let Some(mask) = self.mask(x.elem_count()) else {
             return Ok(x.clone());
-        }
-        let keep = (1.0 - self.p) as f32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if self.rng.random::<f64>() < self.p {
-                    0.0
-                } else {
-                    1.0 / keep
-                }
-            })
-            .collect();
+        };
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)
+    }
+
+    /// The next `n` mask values (0 or 1/(1-p)), exactly those [`Dropout::apply`] would use
+    /// on an `n`-element tensor; `None` when nothing is dropped. For callers that apply one
+    /// mask piece by piece (the LSTM's time steps).
+    pub fn mask(&mut self, n: usize) -> Option<Vec<f32>> {
+        if self.p <= 0.0 {
+            return None;
+        }
+        let keep = (1.0 - self.p) as f32;
+        Some(
+            (0..n)
+                .map(|_| {
+                    if self.rng.random::<f64>() < self.p {
+                        0.0
+                    } else {
+                        1.0 / keep
+                    }
+                })
+                .collect(),
+        )
     }
 }
 

@@ -6,7 +6,7 @@
 //! states concatenated), V target vocabulary.
 
 use super::attention::{GeneralAttention, Memory};
-use super::lstm::{Lstm, State};
+use super::lstm::{Lstm, Recording, State};
 use super::seeded::{Dropout, Params, maybe_dropout};
 use crate::data::pairs::Batch;
 use crate::data::vocab::{EOS, SOS};
@@ -94,6 +94,12 @@ pub struct BatchTensors {
     pub tgt_out: Tensor,
     /// `[B*T]` f32, 1 where the gold output is not padding.
     pub tgt_mask: Tensor,
+    /// Column `j` of `src` per source step: `[B]` u32 each.
+    pub src_steps: Vec<Tensor>,
+    /// Column `j` of `tgt_in` per target step: `[B]` u32 each.
+    pub tgt_steps: Vec<Tensor>,
+    /// `[B]` u32: each row's last source character as `row * S + len - 1`.
+    pub src_last: Tensor,
 }
 
 impl BatchTensors {
@@ -110,7 +116,24 @@ impl BatchTensors {
                 }
             })
             .collect::<Result<_>>()?;
+        let columns = |ids: &[u32], len: usize| {
+            (0..len)
+                .map(|j| {
+                    let col: Vec<u32> = (0..n).map(|i| ids[i * len + j]).collect();
+                    Tensor::from_vec(col, n, device)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(BatchTensors {
+            src_steps: columns(&b.src, s)?,
+            tgt_steps: columns(&b.tgt_in, t)?,
+            src_last: Tensor::from_vec(
+                (0..n)
+                    .map(|i| (i * s + b.src_lens[i].max(1) - 1) as u32)
+                    .collect(),
+                n,
+                device,
+            )?,
             src: Tensor::from_vec(b.src.clone(), (n, s), device)?,
             src_mask: Tensor::from_vec(b.src_mask.clone(), (n, s), device)?,
             step_masks,
@@ -137,6 +160,15 @@ impl Encoded {
             memory: self.memory.as_ref().map(|m| m.select(idx)).transpose()?,
         })
     }
+}
+
+/// The recorded steps of one training forward pass, one per LSTM (see
+/// [`Seq2Seq::train_loss`]).
+#[derive(Debug, Default)]
+pub struct Recordings {
+    enc_fwd: Recording,
+    enc_bwd: Recording,
+    dec: Recording,
 }
 
 /// The translator.
@@ -229,20 +261,88 @@ impl Seq2Seq {
         &self.device
     }
 
+    /// Each time step's input projection `[B, 4H]` for `lstm` of the tokens `cols` (one
+    /// `[B]` column per step) embedded by `table`. Without dropout, one product projects the
+    /// whole (small) table and each step looks its rows up; with dropout, each step's
+    /// embeddings get their slice of one `[B, T, E]` mask (drawn in the order a whole-batch
+    /// mask would be) and are projected on their own. Either way no step slices a
+    /// `[B, T, ...]` tensor, whose backward pass Candle pads to the full size every step.
+    fn step_inputs(
+        &self,
+        lstms: &[&Lstm],
+        table: &Tensor,
+        cols: &[Tensor],
+        dropout: &mut Option<&mut Dropout>,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        let t = cols.len();
+        let n = match cols.first() {
+            Some(c) => c.dim(0)?,
+            None => 0,
+        };
+        let e = table.dim(1)?;
+        let mask = dropout.as_deref_mut().and_then(|d| d.mask(n * t * e));
+        match mask {
+            None => lstms
+                .iter()
+                .map(|l| {
+                    let projected = l.input_table(table)?;
+                    cols.iter()
+                        .map(|ids| projected.index_select(ids, 0))
+                        .collect()
+                })
+                .collect(),
+            Some(mask) => {
+                let embedded = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ids)| {
+                        let m: Vec<f32> = (0..n)
+                            .flat_map(|i| mask[(i * t + j) * e..(i * t + j + 1) * e].iter())
+                            .copied()
+                            .collect();
+                        let m = Tensor::from_vec(m, (n, e), &self.device)?;
+                        table.index_select(ids, 0)?.mul(&m)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                lstms
+                    .iter()
+                    .map(|l| embedded.iter().map(|x| l.project_step(x)).collect())
+                    .collect()
+            }
+        }
+    }
+
     /// Encodes `[B, S]` sources.
-    pub fn encode(&self, b: &BatchTensors, mut dropout: Option<&mut Dropout>) -> Result<Encoded> {
-        let (n, s) = b.src.dims2()?;
-        let emb = self
-            .src_emb
-            .index_select(&b.src.flatten_all()?, 0)?
-            .reshape((n, s, ()))?;
-        let emb = maybe_dropout(&mut dropout, &emb)?;
+    pub fn encode(&self, b: &BatchTensors, dropout: Option<&mut Dropout>) -> Result<Encoded> {
+        self.encode_rec(b, dropout, None)
+    }
+
+    fn encode_rec(
+        &self,
+        b: &BatchTensors,
+        mut dropout: Option<&mut Dropout>,
+        rec: Option<&mut Recordings>,
+    ) -> Result<Encoded> {
+        let (rf, rb) = match rec {
+            Some(r) => (Some(&mut r.enc_fwd), Some(&mut r.enc_bwd)),
+            None => (None, None),
+        };
+        let mut xp = self.step_inputs(
+            &[&self.enc_fwd, &self.enc_bwd],
+            &self.src_emb,
+            &b.src_steps,
+            &mut dropout,
+        )?;
+        let (xb, xf) = (xp.pop(), xp.pop());
+        let (Some(xf), Some(xb)) = (xf, xb) else {
+            candle_core::bail!("encoder: missing step inputs")
+        };
         let (of, sf) =
             self.enc_fwd
-                .run_masked(&self.enc_fwd.project(&emb)?, &b.step_masks, false)?;
-        let (ob, sb) =
-            self.enc_bwd
-                .run_masked(&self.enc_bwd.project(&emb)?, &b.step_masks, true)?;
+                .run_suffix_padded(&xf, &b.step_masks, &b.src_last, false, rf)?;
+        let (ob, sb) = self
+            .enc_bwd
+            .run_suffix_padded(&xb, &b.step_masks, &b.src_last, true, rb)?;
         let state = State {
             h: Tensor::cat(&[&sf.h, &sb.h], 1)?,
             c: Tensor::cat(&[&sf.c, &sb.c], 1)?,
@@ -282,31 +382,64 @@ impl Seq2Seq {
 
     /// Teacher-forced cross-entropy, mean over the non-padding target tokens; also returns
     /// that token count so evaluation can average over batches exactly.
-    pub fn loss(
+    pub fn loss(&self, b: &BatchTensors, dropout: Option<&mut Dropout>) -> Result<(Tensor, f64)> {
+        self.loss_rec(b, dropout, None)
+    }
+
+    /// [`Seq2Seq::loss`] for a training step: the LSTMs' recurrent weights get their
+    /// gradient from [`Seq2Seq::backward`] with the returned recordings, in one product per
+    /// LSTM rather than one per time step (see [`Lstm::step_rec`]). Same loss value.
+    pub fn train_loss(
+        &self,
+        b: &BatchTensors,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<(Tensor, f64, Recordings)> {
+        let mut rec = Recordings::default();
+        let (loss, count) = self.loss_rec(b, dropout, Some(&mut rec))?;
+        Ok((loss, count, rec))
+    }
+
+    /// The gradients of `loss` from [`Seq2Seq::train_loss`], recurrent weights included.
+    pub fn backward(
+        &self,
+        loss: &Tensor,
+        rec: Recordings,
+    ) -> Result<candle_core::backprop::GradStore> {
+        let mut grads = loss.backward()?;
+        self.enc_fwd.add_recurrent_grad(rec.enc_fwd, &mut grads)?;
+        self.enc_bwd.add_recurrent_grad(rec.enc_bwd, &mut grads)?;
+        self.dec.add_recurrent_grad(rec.dec, &mut grads)?;
+        Ok(grads)
+    }
+
+    fn loss_rec(
         &self,
         b: &BatchTensors,
         mut dropout: Option<&mut Dropout>,
+        mut rec: Option<&mut Recordings>,
     ) -> Result<(Tensor, f64)> {
-        let enc = self.encode(b, dropout.as_deref_mut())?;
+        let enc = self.encode_rec(b, dropout.as_deref_mut(), rec.as_deref_mut())?;
         let (n, t) = b.tgt_in.dims2()?;
-        let emb = self
-            .tgt_emb
-            .index_select(&b.tgt_in.flatten_all()?, 0)?
-            .reshape((n, t, ()))?;
-        let emb = maybe_dropout(&mut dropout, &emb)?;
-        let xp = self.dec.project(&emb)?;
+        let xp = self
+            .step_inputs(&[&self.dec], &self.tgt_emb, &b.tgt_steps, &mut dropout)?
+            .pop();
+        let Some(xp) = xp else {
+            candle_core::bail!("decoder: missing step inputs")
+        };
         let mut state = enc.state.clone();
-        let mut outs = Vec::with_capacity(t);
-        for j in 0..t {
-            let (out, next, _) = self.step(
-                &xp.narrow(1, j, 1)?.squeeze(1)?,
-                &state,
-                enc.memory.as_ref(),
-            )?;
-            outs.push(out);
-            state = next;
+        let mut hs = Vec::with_capacity(t);
+        for x in &xp {
+            state = self
+                .dec
+                .step_rec(x, &state, rec.as_deref_mut().map(|r| &mut r.dec))?;
+            hs.push(state.h.clone());
         }
-        let outs = maybe_dropout(&mut dropout, &Tensor::stack(&outs, 1)?)?;
+        let hs = Tensor::stack(&hs, 1)?;
+        let outs = match (&self.attn, enc.memory.as_ref()) {
+            (Some(attn), Some(mem)) => attn.attend_all(&hs, mem)?.0,
+            _ => hs,
+        };
+        let outs = maybe_dropout(&mut dropout, &outs)?;
         let logits = self.logits(&outs.reshape((n * t, ()))?)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let nll = logp
@@ -416,6 +549,52 @@ mod tests {
             // The same loss is the negated mean of the step-by-step sequence scores.
             let sa = m.sequence_logprob(&a.src, &a.tgt, true).unwrap();
             assert!((la + sa / na).abs() < 1e-5, "{la} vs {}", -sa / na);
+        }
+    }
+
+    /// The training path (recurrent weights' gradient as one product per LSTM) gives the
+    /// same loss and the same gradient for every variable as plain autograd.
+    #[test]
+    fn recorded_backward_matches_autograd() {
+        for att in [Attention::None, Attention::General] {
+            let m = tiny(att);
+            let ex = [
+                Example {
+                    src: vec![4, 5, 6, 7, 8],
+                    tgt: vec![4, 5, 6],
+                },
+                Example {
+                    src: vec![5, 6],
+                    tgt: vec![7, 4, 4, 5, 6],
+                },
+            ];
+            let refs: Vec<&Example> = ex.iter().collect();
+            let bt = BatchTensors::new(&Batch::new(&refs), &Device::Cpu).unwrap();
+            let (plain, _) = m.loss(&bt, None).unwrap();
+            let want = plain.backward().unwrap();
+            let (loss, _, rec) = m.train_loss(&bt, None).unwrap();
+            assert_eq!(
+                loss.to_scalar::<f32>().unwrap(),
+                plain.to_scalar::<f32>().unwrap()
+            );
+            let got = m.backward(&loss, rec).unwrap();
+            for (name, var) in m.params().named() {
+                let v = |g: &candle_core::backprop::GradStore| {
+                    g.get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("{att:?}: no gradient for {name}"))
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                };
+                let (a, b) = (v(&got), v(&want));
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{att:?} {name}: {x} vs {y}"
+                    );
+                }
+            }
         }
     }
 

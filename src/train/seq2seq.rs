@@ -24,6 +24,28 @@ use std::time::Instant;
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
 
+/// A one-thread rayon pool for the training steps when the process has more threads, else
+/// `None`. A step is hundreds of small products and element-wise ops (one `[B, H] x
+/// [H, 4H]` product per time step, about 4 M multiply-adds at the homework's sizes); split
+/// across two threads by gemm and Candle's rayon kernels they ran slower than on one
+/// (batch 64: 900 against 1200 sentences/s at load 1; `bench/notes/seq2seq.md`). Inside
+/// this pool rayon work runs on the calling thread. The work is still split as for the
+/// process's thread count, so results do not change.
+pub fn step_pool() -> Option<rayon::ThreadPool> {
+    if candle_core::utils::get_num_threads() <= 1 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(1).build().ok()
+}
+
+/// Runs `f` in `pool` when there is one.
+pub fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
 /// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
 /// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
 #[derive(Clone, Copy)]
@@ -157,6 +179,7 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
         steps_per_epoch: n_train.div_ceil(batch_size) as u64,
     })?;
 
+    let pool = step_pool();
     let mut last_dev = None;
     for epoch in start + 1..=epochs {
         let began = Instant::now();
@@ -174,14 +197,15 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
             }
             let refs: Vec<_> = idx.iter().map(|&i| &data.train.examples[i]).collect();
             let bt = BatchTensors::new(&Batch::new(&refs), &device)?;
-            let (loss, n) = model.loss(&bt, Some(&mut dropout))?;
+            let (loss, n, rec) =
+                in_pool(pool.as_ref(), || model.train_loss(&bt, Some(&mut dropout)))?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 let message = format!("training loss is {value} at step {}", step + 1);
                 finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
                 return Ok(Outcome::Diverged { epoch, message });
             }
-            optim.step(&loss.backward()?)?;
+            in_pool(pool.as_ref(), || optim.step(&model.backward(&loss, rec)?))?;
             step += 1;
             sum += value * n;
             tokens += n;

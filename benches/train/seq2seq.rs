@@ -1,0 +1,108 @@
+//! Our side of the seq2seq measurements (`train --child seq2seq ...`): the homework Q3
+//! translator (experiments/q3_attention.toml sizes) trained on data/spa-eng-mini with the
+//! step `train::seq2seq` takes: a padded batch moved to the device, teacher-forced loss read
+//! back to the host, backward and our Adam step. Prints one JSON object like
+//! `bench/torch_ref.py train-seq2seq`.
+
+use candle_core::Device;
+use orchestrate::data::pairs::{Batch, ParallelData};
+use orchestrate::data::permutation;
+use orchestrate::models::seeded::Dropout;
+use orchestrate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
+use orchestrate::spec::{Attention, DataFormat, DataSpec, ModelSpec, OptimizerKind, OptimizerSpec};
+use orchestrate::train::optim::Optimizer;
+use orchestrate::train::seeding::{Stream, stream_rng};
+use orchestrate::train::seq2seq::{in_pool, step_pool};
+use std::time::Instant;
+
+const SEED: u64 = 42;
+
+/// The Q3 data and model: `bench/q3_grid.toml`'s settings.
+pub fn setup(attention: bool) -> Result<(ParallelData, Seq2Seq), String> {
+    let data = ParallelData::load(&DataSpec {
+        format: DataFormat::TsvPairs,
+        dir: concat!(env!("CARGO_MANIFEST_DIR"), "/data/spa-eng-mini").into(),
+        train: "train-eng-spa.txt".into(),
+        dev: "val-eng-spa.txt".into(),
+        test: "test-eng-spa.txt".into(),
+        max_len: 30,
+        ..DataSpec::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let spec = ModelSpec {
+        embedding_dim: 128,
+        encoder_hidden: 64,
+        decoder_hidden: 128,
+        dropout: 0.0,
+        tie_embeddings: true,
+        attention: if attention {
+            Attention::General
+        } else {
+            Attention::None
+        },
+        ..ModelSpec::default()
+    };
+    let cfg = Seq2SeqConfig::from_spec(&spec, data.src_vocab.len(), data.tgt_vocab.len())
+        .map_err(|e| e.to_string())?;
+    let model = Seq2Seq::new(cfg, &mut stream_rng(SEED, Stream::Init, 0), &Device::Cpu)
+        .map_err(|e| e.to_string())?;
+    Ok((data, model))
+}
+
+/// `steps` timed training steps at `batch` after `warmup` untimed ones, stopping early
+/// once `max_seconds` have passed. Batches are consecutive slices of one shuffled order,
+/// wrapping around so every batch is full, made up front (as the PyTorch side does).
+pub fn train(
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    max_seconds: f64,
+    attention: bool,
+) -> Result<serde_json::Value, String> {
+    let c = |e: candle_core::Error| e.to_string();
+    let (data, model) = setup(attention)?;
+    let n = data.train.examples.len();
+    let order = permutation(n, &mut stream_rng(SEED, Stream::Shuffle, 1));
+    let batches = (0..n)
+        .step_by(batch)
+        .map(|s| {
+            let refs: Vec<_> = (0..batch)
+                .map(|j| &data.train.examples[order[(s + j) % n] as usize])
+                .collect();
+            Batch::new(&refs)
+        })
+        .collect::<Vec<_>>();
+    let spec = OptimizerSpec {
+        kind: OptimizerKind::Adam,
+        lr: 0.003,
+        ..OptimizerSpec::default()
+    };
+    let mut opt = Optimizer::new(&spec, model.params().named().to_vec()).map_err(c)?;
+    let mut dropout = Dropout::new(0.0, stream_rng(SEED, Stream::Dropout, 1));
+    // As the product's training loop does (`train::seq2seq::step_pool`).
+    let pool = step_pool();
+    let mut step = |i: usize| -> candle_core::Result<f32> {
+        let bt = BatchTensors::new(&batches[i % batches.len()], &Device::Cpu)?;
+        let (loss, _, rec) = in_pool(pool.as_ref(), || model.train_loss(&bt, Some(&mut dropout)))?;
+        let value = loss.to_scalar::<f32>()?;
+        in_pool(pool.as_ref(), || opt.step(&model.backward(&loss, rec)?))?;
+        Ok(value)
+    };
+    for i in 0..warmup {
+        step(i).map_err(c)?;
+    }
+    let t = Instant::now();
+    let (mut loss, mut done) = (0.0, 0);
+    while done < steps && t.elapsed().as_secs_f64() < max_seconds {
+        loss = step(done).map_err(c)?;
+        done += 1;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "steps_per_s": done as f64 / seconds,
+        "sentences_per_s": (done * batch) as f64 / seconds,
+        "seconds": seconds,
+        "steps": done,
+        "loss": loss,
+    }))
+}

@@ -1,0 +1,381 @@
+//! The LSTM cell's element-wise part as two fused CPU operations with hand-written
+//! backward passes.
+//!
+//! Written with Candle's own operations, one step is a sigmoid over the gates, four narrows,
+//! two tanh, three products and a sum, each allocating its result, and their backward passes
+//! about as many again (each narrow's gradient padded with zeros to the gates' full width).
+//! At the homework's sizes (`[64, 512]` gates) those small operations, not the matrix
+//! products, dominated a training step (see `bench/notes/seq2seq.md`). Here the cell state
+//! and the hidden state are one pass over the gates each. The forward arithmetic is the
+//! same as Candle's (`1 / (exp(-x) + 1)`, `tanh`, then `f c + i g` and `o tanh(c)`), so
+//! forward values are bit-identical; gradients agree within rounding.
+//!
+//! CPU only: [`cell`] falls back to Candle's operations on other devices.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The logistic function exactly as `candle_nn::ops::sigmoid` computes it for f32.
+fn sigmoid(v: f32) -> f32 {
+    ((-v).exp() + 1.0).recip()
+}
+
+/// tanh in f32 without libm's `tanhf` (which goes through `expm1f` and was a sixth of a
+/// training step): Eigen's rational approximation (odd degree-13 over even degree-6
+/// polynomial, Horner without `mul_add`, which is a libm call unless the build targets FMA; inputs clamped to ±9 where tanh rounds to ±1, identity below 4e-4), within
+/// a few units in the last place of the exact value (tested below).
+fn tanh(x: f32) -> f32 {
+    if x.abs() < 0.0004 {
+        return x;
+    }
+    let x = x.clamp(-9.0, 9.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
+    p = x2 * p + -8.604_672e-11;
+    p = x2 * p + 5.122_297e-8;
+    p = x2 * p + 1.485_722_4e-5;
+    p = x2 * p + 6.372_619_3e-4;
+    p = x2 * p + 4.893_524_6e-3;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347e-4;
+    q = x2 * q + 2.268_434_6e-3;
+    q = x2 * q + 4.893_525e-3;
+    (x * p / q).clamp(-1.0, 1.0)
+}
+
+/// The f32 slice of a contiguous CPU tensor.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        bail!("{op}: f32 tensors only")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("{op}: contiguous tensors only"),
+    }
+}
+
+/// `(gates [B, 4H], x [B, H])` dimensions after checking they fit together.
+fn dims(g: &Layout, x: &Layout, op: &str) -> Result<(usize, usize)> {
+    let (b, h4) = g.shape().dims2()?;
+    let (b2, h) = x.shape().dims2()?;
+    if b != b2 || h4 != 4 * h {
+        bail!(
+            "{op}: gates {:?} do not fit state {:?}",
+            g.shape(),
+            x.shape()
+        )
+    }
+    Ok((b, h))
+}
+
+/// Host copy of a tensor's values in row-major order (the backward passes run on the host:
+/// these ops only exist on the CPU).
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The gates' gradient `[B, 4H]` of one step, handed out by [`cell_recorded`] (`None` until
+/// the backward pass reaches the step).
+pub type GateGrad = Arc<Mutex<Option<Tensor>>>;
+
+/// What one step's two ops share.
+#[derive(Default)]
+struct Shared {
+    /// Activated gates `[B, 4H]` (sigmoid i, sigmoid f, tanh g, sigmoid o), computed once
+    /// by [`NextCell`]'s forward pass and read by [`NextHidden`] and both backward passes,
+    /// so no transcendental function runs twice.
+    acts: OnceLock<Vec<f32>>,
+    /// The o gate's gradient `[B, H]`, left by [`NextHidden`]'s backward pass, which runs
+    /// before [`NextCell`]'s (h reads c, so c's gradient is complete only after h's node).
+    d_o: Mutex<Vec<f32>>,
+}
+
+fn stored<'a>(cell: &'a OnceLock<Vec<f32>>, op: &str) -> Result<&'a [f32]> {
+    match cell.get() {
+        Some(v) => Ok(v),
+        None => bail!("{op}: backward pass before forward pass"),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `c = sigmoid(f) c_prev + sigmoid(i) tanh(g)` with `gates = xp + hw`, from
+/// `(xp, hw, c_prev)`: the input projection and the recurrent product are summed here
+/// rather than by a Candle op, whose backward pass would allocate two more gradients.
+struct NextCell {
+    shared: Arc<Shared>,
+    gate_grad: Option<GateGrad>,
+}
+
+impl CustomOp3 for NextCell {
+    fn name(&self) -> &'static str {
+        "lstm-next-cell"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, h) = dims(l1, l3, self.name())?;
+        if l2.shape() != l1.shape() {
+            bail!("{}: {:?} + {:?}", self.name(), l1.shape(), l2.shape())
+        }
+        let xp = slice(s1, l1, self.name())?;
+        let hw = slice(s2, l2, self.name())?;
+        let c_prev = slice(s3, l3, self.name())?;
+        let mut acts = vec![0f32; b * 4 * h];
+        let mut c = vec![0f32; b * h];
+        for r in 0..b {
+            let (x, y) = (
+                &xp[r * 4 * h..(r + 1) * 4 * h],
+                &hw[r * 4 * h..(r + 1) * 4 * h],
+            );
+            let a = &mut acts[r * 4 * h..(r + 1) * 4 * h];
+            let (cp, out) = (&c_prev[r * h..(r + 1) * h], &mut c[r * h..(r + 1) * h]);
+            for j in 0..h {
+                a[j] = sigmoid(x[j] + y[j]);
+                a[h + j] = sigmoid(x[h + j] + y[h + j]);
+                a[2 * h + j] = tanh(x[2 * h + j] + y[2 * h + j]);
+                a[3 * h + j] = sigmoid(x[3 * h + j] + y[3 * h + j]);
+                out[j] = a[h + j] * cp[j] + a[j] * a[2 * h + j];
+            }
+        }
+        let _ = self.shared.acts.set(acts);
+        Ok((CpuStorage::F32(c), Shape::from((b, h))))
+    }
+
+    fn bwd(
+        &self,
+        _xp: &Tensor,
+        _hw: &Tensor,
+        c_prev: &Tensor,
+        _c: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, h) = c_prev.dims2()?;
+        let a = stored(&self.shared.acts, self.name())?;
+        let d_o = lock(&self.shared.d_o);
+        let (cp, dc) = (host(c_prev)?, host(grad)?);
+        let mut dg = vec![0f32; b * 4 * h];
+        let mut dcp = vec![0f32; b * h];
+        for r in 0..b {
+            let a = &a[r * 4 * h..(r + 1) * 4 * h];
+            let d = &mut dg[r * 4 * h..(r + 1) * 4 * h];
+            for j in 0..h {
+                let k = r * h + j;
+                let (i, f, gg) = (a[j], a[h + j], a[2 * h + j]);
+                d[j] = dc[k] * gg * i * (1.0 - i);
+                d[h + j] = dc[k] * cp[k] * f * (1.0 - f);
+                d[2 * h + j] = dc[k] * i * (1.0 - gg * gg);
+                d[3 * h + j] = d_o.get(k).copied().unwrap_or(0.0);
+                dcp[k] = dc[k] * f;
+            }
+        }
+        let dev = c_prev.device();
+        let dg = Tensor::from_vec(dg, (b, 4 * h), dev)?;
+        if let Some(sink) = &self.gate_grad {
+            *lock(sink) = Some(dg.clone());
+        }
+        Ok((
+            Some(dg.clone()),
+            Some(dg),
+            Some(Tensor::from_vec(dcp, (b, h), dev)?),
+        ))
+    }
+}
+
+/// `h = sigmoid(o) tanh(c)` from `c`; sigmoid(o) comes from [`NextCell`], and the o gate's
+/// gradient goes back through it.
+struct NextHidden {
+    shared: Arc<Shared>,
+    tanh_c: OnceLock<Vec<f32>>,
+}
+
+impl CustomOp1 for NextHidden {
+    fn name(&self) -> &'static str {
+        "lstm-next-hidden"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, h) = l.shape().dims2()?;
+        let a = stored(&self.shared.acts, self.name())?;
+        if a.len() != b * 4 * h {
+            bail!(
+                "{}: state {:?} does not fit the gates",
+                self.name(),
+                l.shape()
+            )
+        }
+        let c = slice(s, l, self.name())?;
+        let t: Vec<f32> = c.iter().map(|&v| tanh(v)).collect();
+        let mut out = vec![0f32; b * h];
+        for r in 0..b {
+            let o = &a[r * 4 * h + 3 * h..(r + 1) * 4 * h];
+            for j in 0..h {
+                out[r * h + j] = o[j] * t[r * h + j];
+            }
+        }
+        let _ = self.tanh_c.set(t);
+        Ok((CpuStorage::F32(out), Shape::from((b, h))))
+    }
+
+    fn bwd(&self, c: &Tensor, _h: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (b, h) = c.dims2()?;
+        let a = stored(&self.shared.acts, self.name())?;
+        let t = stored(&self.tanh_c, self.name())?;
+        let dh = host(grad)?;
+        let mut d_o = vec![0f32; b * h];
+        let mut dcv = vec![0f32; b * h];
+        for r in 0..b {
+            for j in 0..h {
+                let k = r * h + j;
+                let o = a[r * 4 * h + 3 * h + j];
+                d_o[k] = dh[k] * t[k] * o * (1.0 - o);
+                dcv[k] = dh[k] * o * (1.0 - t[k] * t[k]);
+            }
+        }
+        *lock(&self.shared.d_o) = d_o;
+        Ok(Some(Tensor::from_vec(dcv, (b, h), c.device())?))
+    }
+}
+
+/// The new `(h, c)` of an LSTM cell from the input projection `xp [B, 4H]` and the
+/// recurrent product `hw [B, 4H]` (gates `xp + hw` in PyTorch's i, f, g, o order) and the
+/// previous cell state `c_prev [B, H]`.
+pub fn cell(xp: &Tensor, hw: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor)> {
+    if fused(xp) {
+        return fused_cell(xp, hw, c_prev, None);
+    }
+    cell_ops(&(xp + hw)?, c_prev)
+}
+
+/// Whether `xp` can take the fused CPU path.
+pub fn fused(xp: &Tensor) -> bool {
+    xp.device().is_cpu() && xp.dtype() == candle_core::DType::F32
+}
+
+/// [`cell`] on the fused CPU path that also hands out the gates' gradient: after the
+/// backward pass the returned [`GateGrad`] holds it. `None` off the CPU.
+pub fn cell_recorded(
+    xp: &Tensor,
+    hw: &Tensor,
+    c_prev: &Tensor,
+) -> Result<Option<(Tensor, Tensor, GateGrad)>> {
+    if !fused(xp) {
+        return Ok(None);
+    }
+    let sink = GateGrad::default();
+    let (h, c) = fused_cell(xp, hw, c_prev, Some(sink.clone()))?;
+    Ok(Some((h, c, sink)))
+}
+
+fn fused_cell(
+    xp: &Tensor,
+    hw: &Tensor,
+    c_prev: &Tensor,
+    gate_grad: Option<GateGrad>,
+) -> Result<(Tensor, Tensor)> {
+    let shared = Arc::new(Shared::default());
+    let c = xp.contiguous()?.apply_op3(
+        &hw.contiguous()?,
+        &c_prev.contiguous()?,
+        NextCell {
+            shared: shared.clone(),
+            gate_grad,
+        },
+    )?;
+    let h = c.apply_op1(NextHidden {
+        shared,
+        tanh_c: OnceLock::new(),
+    })?;
+    Ok((h, c))
+}
+
+/// [`cell`] in Candle's own operations: any device, and the reference the fused ops are
+/// tested against.
+fn cell_ops(gates: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor)> {
+    let h = c_prev.dim(1)?;
+    let sig = candle_nn::ops::sigmoid(gates)?;
+    let i = sig.narrow(1, 0, h)?;
+    let f = sig.narrow(1, h, h)?;
+    let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+    let o = sig.narrow(1, 3 * h, h)?;
+    let c = ((f * c_prev)? + (i * g)?)?;
+    let h = (o * c.tanh()?)?;
+    Ok((h, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fast_tanh_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4;
+            let exact = (x as f64).tanh();
+            let err = ((tanh(x) as f64) - exact).abs() / exact.abs().max(1e-30);
+            worst = worst.max(if x == 0.0 { 0.0 } else { err });
+        }
+        assert!(worst < 1e-6, "worst relative error {worst}");
+        assert_eq!(tanh(30.0), 1.0);
+        assert_eq!(tanh(-30.0), -1.0);
+        assert_eq!(tanh(0.0), 0.0);
+    }
+
+    /// Forward values equal Candle's within rounding (the fast tanh), and so do the
+    /// gradients of a loss that weighs h and c differently.
+    #[test]
+    fn fused_cell_matches_candle_ops_and_their_gradients() {
+        let dev = Device::Cpu;
+        let (b, h) = (3, 5);
+        let g = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (b, 4 * h), &dev).unwrap())).unwrap();
+        let c = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap()).unwrap();
+        let wh = Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap();
+        let wc = Tensor::randn(0f32, 1.0, (b, h), &dev).unwrap();
+        let hw = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, 4 * h), &dev).unwrap()).unwrap();
+        let run = |fused_path: bool| {
+            let (hn, cn) = if fused_path {
+                cell(g.as_tensor(), hw.as_tensor(), c.as_tensor()).unwrap()
+            } else {
+                cell_ops(&(g.as_tensor() + hw.as_tensor()).unwrap(), c.as_tensor()).unwrap()
+            };
+            let loss = ((&hn * &wh).unwrap().sum_all().unwrap()
+                + (&cn * &wc).unwrap().sum_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (
+                v(&hn),
+                v(&cn),
+                v(grads.get(g.as_tensor()).unwrap()),
+                v(grads.get(c.as_tensor()).unwrap()),
+                v(grads.get(hw.as_tensor()).unwrap()),
+            )
+        };
+        let fused = run(true);
+        let ops = run(false);
+        for (name, a, b) in [
+            ("h", &fused.0, &ops.0),
+            ("c", &fused.1, &ops.1),
+            ("d gates", &fused.2, &ops.2),
+            ("d c_prev", &fused.3, &ops.3),
+            ("d hw", &fused.4, &ops.4),
+        ] {
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                    "{name}: {a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+}
