@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod optim;
 pub mod seeding;
 pub mod seq2seq;
+pub mod seq2seq_step;
 pub mod translation_artifacts;
 
 use crate::data::DataError;
@@ -162,6 +163,34 @@ pub unsafe fn configure_threads(n: usize) -> usize {
         .num_threads(n)
         .build_global();
     n
+}
+
+/// Candle's setting for how long its element-wise pool's workers spin before they sleep.
+const SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// [`configure_threads`] for a run of `kind` (when known).
+///
+/// A seq2seq run with several threads runs each step's batch shards at the same time
+/// ([`seq2seq_step`]). Candle's element-wise pool worker spins 25,000 rounds after each
+/// large op by default and then takes a core from a shard: batch 64 on 2 threads ran at
+/// 1000 sentences/s against 1790 with the workers sleeping at once
+/// (`bench/notes/seq2seq.md`). So, unless the user set `CANDLE_BARRIER_POOL_SPIN_LIMIT`,
+/// such a run sets it to 0. Other models keep Candle's default (the CNN's two-thread rows
+/// were not clearly better without the spin). It changes timing only, never results.
+///
+/// # Safety
+/// As [`configure_threads`]: at process start, before any other thread exists.
+pub unsafe fn configure_threads_for(n: usize, kind: Option<ModelKind>) -> usize {
+    // SAFETY: forwarded from the caller.
+    let threads = unsafe { configure_threads(n) };
+    if threads > 1
+        && matches!(kind, Some(ModelKind::Seq2seq))
+        && std::env::var_os(SPIN_LIMIT_VAR).is_none()
+    {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::env::set_var(SPIN_LIMIT_VAR, "0") };
+    }
+    threads
 }
 
 /// Refuses, before any run starts, a CUDA device in a build without the `cuda` feature, or
