@@ -278,6 +278,7 @@ impl Batch {
     /// per-row tensor of the slice is the matching rows of the whole batch's tensor.
     pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
         let (s, t) = (self.src_len, self.tgt_len);
+        // Clamped to the batch (an empty batch past the end) rather than panicking.
         let (a, z) = (
             rows.start.min(self.size),
             rows.end.min(self.size).max(rows.start.min(self.size)),
