@@ -148,8 +148,14 @@ fn parse_opt<T: std::str::FromStr>(
 
 /// Trains the run named by `env`; returns the worker's exit code.
 pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
+    // Only the model kind, to choose the thread settings; a config that cannot be read is
+    // reported below, where it is read for the run.
+    let kind = store::read_config(&RunDir::at(&env.run_dir))
+        .ok()
+        .flatten()
+        .map(|c| c.model.kind);
     // SAFETY: first thing in the worker process, before any thread of ours exists.
-    unsafe { train::configure_threads(env.threads) };
+    unsafe { train::configure_threads_for(env.threads, kind) };
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [libc::SIGTERM, libc::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(WorkerError::Signals)?;

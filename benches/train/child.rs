@@ -72,8 +72,13 @@ pub fn main(args: &[String]) -> i32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // As the worker does for the model this command trains.
+    let kind = match args.first().map(String::as_str) {
+        Some("seq2seq") => Some(orchestrate::spec::ModelKind::Seq2seq),
+        _ => None,
+    };
     // SAFETY: first thing in the process, before any other thread exists.
-    let threads = unsafe { orchestrate::train::configure_threads(threads) };
+    let threads = unsafe { orchestrate::train::configure_threads_for(threads, kind) };
     let get = |name: &str, default: usize| -> usize {
         args.iter()
             .find_map(|a| a.strip_prefix(&format!("--{name}=")))

@@ -8,11 +8,11 @@ use candle_core::Device;
 use orchestrate::data::pairs::{Batch, ParallelData};
 use orchestrate::data::permutation;
 use orchestrate::models::seeded::Dropout;
-use orchestrate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
+use orchestrate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use orchestrate::spec::{Attention, DataFormat, DataSpec, ModelSpec, OptimizerKind, OptimizerSpec};
 use orchestrate::train::optim::Optimizer;
 use orchestrate::train::seeding::{Stream, stream_rng};
-use orchestrate::train::seq2seq::{in_pool, step_pool};
+use orchestrate::train::seq2seq_step::StepRunner;
 use std::time::Instant;
 
 const SEED: u64 = 42;
@@ -79,14 +79,12 @@ pub fn train(
     };
     let mut opt = Optimizer::new(&spec, model.params().named().to_vec()).map_err(c)?;
     let mut dropout = Dropout::new(0.0, stream_rng(SEED, Stream::Dropout, 1));
-    // As the product's training loop does (`train::seq2seq::step_pool`).
-    let pool = step_pool();
+    // As the product's training loop does (`train::seq2seq_step::StepRunner`).
+    let runner = StepRunner::new();
     let mut step = |i: usize| -> candle_core::Result<f32> {
-        let bt = BatchTensors::new(&batches[i % batches.len()], &Device::Cpu)?;
-        let (loss, _, rec) = in_pool(pool.as_ref(), || model.train_loss(&bt, Some(&mut dropout)))?;
-        let value = loss.to_scalar::<f32>()?;
-        in_pool(pool.as_ref(), || opt.step(&model.backward(&loss, rec)?))?;
-        Ok(value)
+        let out = runner.step(&model, &batches[i % batches.len()], &mut dropout)?;
+        runner.in_pool(|| opt.step(&out.grads))?;
+        Ok(out.loss as f32)
     };
     for i in 0..warmup {
         step(i).map_err(c)?;

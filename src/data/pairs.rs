@@ -273,6 +273,28 @@ impl Batch {
         }
         b
     }
+
+    /// Rows `rows` of the batch, padded to this batch's lengths (not their own), so every
+    /// per-row tensor of the slice is the matching rows of the whole batch's tensor.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        let (s, t) = (self.src_len, self.tgt_len);
+        // Clamped to the batch (an empty batch past the end) rather than panicking.
+        let (a, z) = (
+            rows.start.min(self.size),
+            rows.end.min(self.size).max(rows.start.min(self.size)),
+        );
+        Batch {
+            size: z - a,
+            src_len: s,
+            src: self.src[a * s..z * s].to_vec(),
+            src_mask: self.src_mask[a * s..z * s].to_vec(),
+            src_lens: self.src_lens[a..z].to_vec(),
+            tgt_len: t,
+            tgt_in: self.tgt_in[a * t..z * t].to_vec(),
+            tgt_out: self.tgt_out[a * t..z * t].to_vec(),
+            tgt_mask: self.tgt_mask[a * t..z * t].to_vec(),
+        }
+    }
 }
 
 /// Indices of `n` examples cut into batches of `batch_size` (the last may be smaller),
@@ -297,6 +319,36 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, bytes).unwrap();
         p
+    }
+
+    /// A slice of rows keeps the whole batch's padding, so it is exactly those rows.
+    #[test]
+    fn rows_keep_the_whole_batch_lengths() {
+        let ex = [
+            Example {
+                src: vec![4, 5, 6],
+                tgt: vec![4],
+            },
+            Example {
+                src: vec![7],
+                tgt: vec![5, 6, 7],
+            },
+            Example {
+                src: vec![8, 9],
+                tgt: vec![8, 9],
+            },
+        ];
+        let refs: Vec<&Example> = ex.iter().collect();
+        let all = Batch::new(&refs);
+        let tail = all.rows(1..3);
+        assert_eq!((tail.size, tail.src_len, tail.tgt_len), (2, 3, 4));
+        assert_eq!(tail.src, all.src[3..9].to_vec());
+        assert_eq!(tail.src_lens, vec![1, 2]);
+        assert_eq!(tail.tgt_out, all.tgt_out[4..12].to_vec());
+        assert_eq!(tail.tgt_mask, all.tgt_mask[4..12].to_vec());
+        // Shorter than the whole batch's own padding would give on its own.
+        assert_ne!(tail, Batch::new(&refs[1..]));
+        assert_eq!(all.rows(0..3), all);
     }
 
     #[test]

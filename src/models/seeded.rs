@@ -7,6 +7,7 @@
 use candle_core::{Device, Result, Shape, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
 
 /// The trainable variables of a model, in creation order, by name.
 #[derive(Debug, Default)]
@@ -91,12 +92,37 @@ pub fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
 pub struct Dropout {
     p: f64,
     rng: ChaCha8Rng,
+    /// Masks drawn beforehand, handed out in order instead of fresh draws (one shard of a
+    /// batch whose masks were drawn for the whole batch).
+    replay: Option<VecDeque<Vec<f32>>>,
+    /// A replayed mask was missing or of the wrong size.
+    replay_broken: bool,
 }
 
 impl Dropout {
     /// Drops each element with probability `p`, scaling the rest by 1/(1-p).
     pub fn new(p: f64, rng: ChaCha8Rng) -> Self {
-        Dropout { p, rng }
+        Dropout {
+            p,
+            rng,
+            replay: None,
+            replay_broken: false,
+        }
+    }
+
+    /// A dropout with this one's rate that hands out `masks` in order (each must be
+    /// requested at its exact size) and draws nothing itself; see
+    /// [`Dropout::replay_complete`].
+    pub fn replaying(&self, masks: Vec<Vec<f32>>) -> Self {
+        Dropout {
+            replay: Some(masks.into()),
+            ..Dropout::new(self.p, self.rng.clone())
+        }
+    }
+
+    /// For a replaying dropout: every mask was used, in order, at its size.
+    pub fn replay_complete(&self) -> bool {
+        !self.replay_broken && self.replay.as_ref().is_none_or(VecDeque::is_empty)
     }
 
     /// Applies a fresh mask to `x`.
@@ -114,6 +140,16 @@ impl Dropout {
     pub fn mask(&mut self, n: usize) -> Option<Vec<f32>> {
         if self.p <= 0.0 {
             return None;
+        }
+        if let Some(queue) = &mut self.replay {
+            return match queue.pop_front() {
+                Some(m) if m.len() == n => Some(m),
+                _ => {
+                    // No silent fallback to fresh draws: the caller checks and fails.
+                    self.replay_broken = true;
+                    Some(vec![0.0; n])
+                }
+            };
         }
         let keep = (1.0 - self.p) as f32;
         Some(

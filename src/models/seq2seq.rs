@@ -383,7 +383,7 @@ impl Seq2Seq {
     /// Teacher-forced cross-entropy, mean over the non-padding target tokens; also returns
     /// that token count so evaluation can average over batches exactly.
     pub fn loss(&self, b: &BatchTensors, dropout: Option<&mut Dropout>) -> Result<(Tensor, f64)> {
-        self.loss_rec(b, dropout, None)
+        self.loss_rec(b, dropout, None, None)
     }
 
     /// [`Seq2Seq::loss`] for a training step: the LSTMs' recurrent weights get their
@@ -395,8 +395,39 @@ impl Seq2Seq {
         dropout: Option<&mut Dropout>,
     ) -> Result<(Tensor, f64, Recordings)> {
         let mut rec = Recordings::default();
-        let (loss, count) = self.loss_rec(b, dropout, Some(&mut rec))?;
+        let (loss, count) = self.loss_rec(b, dropout, Some(&mut rec), None)?;
         Ok((loss, count, rec))
+    }
+
+    /// [`Seq2Seq::train_loss`] of one shard of a batch: the shard's summed token losses
+    /// divided by `denom`, the whole batch's token count, so that the shards' losses and
+    /// gradients add up to the whole batch's mean-per-token loss and its gradient.
+    pub fn train_loss_shard(
+        &self,
+        b: &BatchTensors,
+        dropout: Option<&mut Dropout>,
+        denom: f64,
+    ) -> Result<(Tensor, f64, Recordings)> {
+        let mut rec = Recordings::default();
+        let (loss, count) = self.loss_rec(b, dropout, Some(&mut rec), Some(denom))?;
+        Ok((loss, count, rec))
+    }
+
+    /// Per-row sizes of the dropout masks one training forward pass draws, in draw order,
+    /// for a batch padded to `src_len` and `tgt_len`: each mask is `[B, ...]` row-major, so
+    /// rows `a..z` of the batch use elements `a * size..z * size` of it.
+    pub fn dropout_row_sizes(&self, src_len: usize, tgt_len: usize) -> Vec<usize> {
+        let (e, he, hd) = (
+            self.cfg.embedding_dim,
+            self.cfg.encoder_hidden,
+            self.cfg.decoder_hidden,
+        );
+        let mut sizes = vec![src_len * e];
+        if self.attn.is_some() {
+            sizes.push(src_len * 2 * he);
+        }
+        sizes.extend([tgt_len * e, tgt_len * hd]);
+        sizes
     }
 
     /// The gradients of `loss` from [`Seq2Seq::train_loss`], recurrent weights included.
@@ -417,6 +448,7 @@ impl Seq2Seq {
         b: &BatchTensors,
         mut dropout: Option<&mut Dropout>,
         mut rec: Option<&mut Recordings>,
+        denom: Option<f64>,
     ) -> Result<(Tensor, f64)> {
         let enc = self.encode_rec(b, dropout.as_deref_mut(), rec.as_deref_mut())?;
         let (n, t) = b.tgt_in.dims2()?;
@@ -447,7 +479,7 @@ impl Seq2Seq {
             .squeeze(1)?
             .neg()?;
         let count = b.tgt_mask.sum_all()?.to_scalar::<f32>()? as f64;
-        let loss = ((nll * &b.tgt_mask)?.sum_all()? / count.max(1.0))?;
+        let loss = ((nll * &b.tgt_mask)?.sum_all()? / denom.unwrap_or(count).max(1.0))?;
         Ok((loss, count))
     }
 

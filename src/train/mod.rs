@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod optim;
 pub mod seeding;
 pub mod seq2seq;
+pub mod seq2seq_step;
 pub mod translation_artifacts;
 
 use crate::data::DataError;
@@ -162,6 +163,30 @@ pub unsafe fn configure_threads(n: usize) -> usize {
         .num_threads(n)
         .build_global();
     n
+}
+
+/// [`configure_threads`] for a run of `kind` (when known).
+///
+/// A seq2seq run with several threads runs each step's batch shards at the same time
+/// ([`seq2seq_step`]), one per thread, so it gives Candle's element-wise pool no workers
+/// (`CANDLE_NUM_THREADS=1`; matrix products still follow `RAYON_NUM_THREADS`). With a
+/// worker, that pool's ops of 64 K elements or more serialise the shards on its lock and its
+/// worker, spinning after each op (25,000 rounds by default) or woken for each, competes with
+/// them for the cores: batch 64 on 2 threads ran at 1000 sentences/s with the spinning
+/// worker, about 1800 with it sleeping at once and about 2100 without it
+/// (`bench/notes/seq2seq.md`). Element-wise results do not depend on how the pool splits
+/// them, so this changes timing only. Other models keep the pool.
+///
+/// # Safety
+/// As [`configure_threads`]: at process start, before any other thread exists.
+pub unsafe fn configure_threads_for(n: usize, kind: Option<ModelKind>) -> usize {
+    // SAFETY: forwarded from the caller.
+    let threads = unsafe { configure_threads(n) };
+    if threads > 1 && matches!(kind, Some(ModelKind::Seq2seq)) {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    threads
 }
 
 /// Refuses, before any run starts, a CUDA device in a build without the `cuda` feature, or

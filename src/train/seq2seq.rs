@@ -6,6 +6,7 @@ use super::checkpoint::{self, CheckpointState, RngState};
 use super::early_stopping::EarlyStopping;
 use super::metrics::{error_rate, exact_match};
 use super::optim::{Optimizer, scheduled_lr};
+use super::seq2seq_step::StepRunner;
 use super::translation_artifacts::write_artifacts;
 use super::{Outcome, RunContext, TrainError, finish, scalar};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
@@ -23,28 +24,6 @@ use std::time::Instant;
 /// Examples per evaluation batch: larger than training batches because evaluation keeps
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
-
-/// A one-thread rayon pool for the training steps when the process has more threads, else
-/// `None`. A step is hundreds of small products and element-wise ops (one `[B, H] x
-/// [H, 4H]` product per time step, about 4 M multiply-adds at the homework's sizes); split
-/// across two threads by gemm and Candle's rayon kernels they ran slower than on one
-/// (batch 64: 900 against 1200 sentences/s at load 1; `bench/notes/seq2seq.md`). Inside
-/// this pool rayon work runs on the calling thread. The work is still split as for the
-/// process's thread count, so results do not change.
-pub fn step_pool() -> Option<rayon::ThreadPool> {
-    if candle_core::utils::get_num_threads() <= 1 {
-        return None;
-    }
-    rayon::ThreadPoolBuilder::new().num_threads(1).build().ok()
-}
-
-/// Runs `f` in `pool` when there is one.
-pub fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
-    match pool {
-        Some(p) => p.install(f),
-        None => f(),
-    }
-}
 
 /// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
 /// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
@@ -179,7 +158,7 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
         steps_per_epoch: n_train.div_ceil(batch_size) as u64,
     })?;
 
-    let pool = step_pool();
+    let runner = StepRunner::new();
     let mut last_dev = None;
     for epoch in start + 1..=epochs {
         let began = Instant::now();
@@ -196,16 +175,14 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
                 return Ok(Outcome::Cancelled { epoch: epoch - 1 });
             }
             let refs: Vec<_> = idx.iter().map(|&i| &data.train.examples[i]).collect();
-            let bt = BatchTensors::new(&Batch::new(&refs), &device)?;
-            let (loss, n, rec) =
-                in_pool(pool.as_ref(), || model.train_loss(&bt, Some(&mut dropout)))?;
-            let value = loss.to_scalar::<f32>()? as f64;
+            let out = runner.step(&model, &Batch::new(&refs), &mut dropout)?;
+            let (value, n) = (out.loss, out.tokens);
             if !value.is_finite() {
                 let message = format!("training loss is {value} at step {}", step + 1);
                 finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
                 return Ok(Outcome::Diverged { epoch, message });
             }
-            in_pool(pool.as_ref(), || optim.step(&model.backward(&loss, rec)?))?;
+            runner.in_pool(|| optim.step(&out.grads))?;
             step += 1;
             sum += value * n;
             tokens += n;
