@@ -511,9 +511,13 @@ impl Runner<'_> {
     fn measure(&self, work: &Work, side: Side) -> Result<f64, String> {
         let o = self.opts;
         match (work, side) {
-            (Work::Grid { jobs, .. }, Side::Ours) => self.our_grid(*jobs),
+            (Work::Grid { jobs, .. }, Side::Ours) => {
+                self.our_grid(&self.grid.ok_or("no grid")?.spec, *jobs)
+            }
             (Work::Grid { torch_threads, .. }, Side::Torch) => self.torch_grid(*torch_threads),
-            (Work::Q3Grid { jobs, .. }, Side::Ours) => self.our_q3_grid(*jobs),
+            (Work::Q3Grid { jobs, .. }, Side::Ours) => {
+                self.our_grid(&self.q3_grid.ok_or("no Q3 grid")?.spec, *jobs)
+            }
             (Work::Q3Grid { torch_threads, .. }, Side::Torch) => self.torch_q3_grid(*torch_threads),
             (_, Side::Ours) => {
                 let (threads, args) = match work {
@@ -602,29 +606,12 @@ impl Runner<'_> {
         }
     }
 
-    /// Wall seconds of `orchestrate run` on the bench grid in a fresh runs directory.
-    fn our_grid(&self, jobs: usize) -> Result<f64, String> {
-        let grid = self.grid.ok_or("no grid")?;
+    /// Wall seconds of `orchestrate run SPEC` (a bench grid) in a fresh runs directory.
+    fn our_grid(&self, spec: &Path, jobs: usize) -> Result<f64, String> {
         let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
         cmd.arg("run")
-            .arg(&grid.spec)
-            .arg("--runs-dir")
-            .arg(runs_dir.path())
-            .args(["--jobs", &jobs.to_string(), "--threads", "1", "--quiet"])
-            .current_dir(self.repo);
-        let t = Instant::now();
-        run_ok(cmd)?;
-        Ok(t.elapsed().as_secs_f64())
-    }
-
-    /// Wall seconds of `orchestrate run` on the Q3 bench grid in a fresh runs directory.
-    fn our_q3_grid(&self, jobs: usize) -> Result<f64, String> {
-        let grid = self.q3_grid.ok_or("no Q3 grid")?;
-        let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
-        cmd.arg("run")
-            .arg(&grid.spec)
+            .arg(spec)
             .arg("--runs-dir")
             .arg(runs_dir.path())
             .args(["--jobs", &jobs.to_string(), "--threads", "1", "--quiet"])
