@@ -284,7 +284,7 @@ fn main() {
         }
     }
     let q3_grid = if opts.seq2seq && opts.grid {
-        match Q3GridPlan::load(&repo) {
+        match GridPlan::load_q3(&repo) {
             Ok(g) => Some(g),
             Err(e) => {
                 eprintln!("Q3 grid rows skipped: {e}");
@@ -406,44 +406,6 @@ fn opts_line(o: &Opts, torch: bool) -> String {
     )
 }
 
-/// The bench grid as `orchestrate` expands it, and what PyTorch needs of each run.
-struct GridPlan {
-    spec: PathBuf,
-    runs: Vec<TorchRun>,
-}
-
-/// One grid run's settings in `torch_ref.py run` terms.
-struct TorchRun {
-    lr: f64,
-    epochs: usize,
-    batch: usize,
-    train_limit: usize,
-    test_limit: usize,
-    dev_fraction: f64,
-}
-
-impl GridPlan {
-    fn load(repo: &Path) -> Result<GridPlan, String> {
-        let spec = repo.join("bench/q2_grid.toml");
-        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
-        let runs = plans
-            .iter()
-            .map(|p| {
-                let c = &p.config;
-                TorchRun {
-                    lr: c.optimizer.lr,
-                    epochs: c.train.epochs,
-                    batch: c.train.batch_size,
-                    train_limit: c.data.train_limit,
-                    test_limit: c.data.test_limit,
-                    dev_fraction: c.data.dev_fraction,
-                }
-            })
-            .collect();
-        Ok(GridPlan { spec, runs })
-    }
-}
-
 /// Which whole-grid workload a grid row times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GridKind {
@@ -451,15 +413,38 @@ enum GridKind {
     Q3,
 }
 
-/// The Q3 bench grid as `orchestrate` expands it, each point in `torch_ref.py run-seq2seq`
-/// arguments.
-struct Q3GridPlan {
+/// A bench grid: its spec for `orchestrate run`, and each run as `torch_ref.py` arguments
+/// (one PyTorch process per run, the usual way).
+struct GridPlan {
     spec: PathBuf,
-    runs: Vec<Vec<String>>,
+    torch_runs: Vec<Vec<String>>,
 }
 
-impl Q3GridPlan {
-    fn load(repo: &Path) -> Result<Q3GridPlan, String> {
+impl GridPlan {
+    /// The Q2 grid (`bench/q2_grid.toml`), each run as `torch_ref.py run`.
+    fn load(repo: &Path) -> Result<GridPlan, String> {
+        let spec = repo.join("bench/q2_grid.toml");
+        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+        let torch_runs = plans
+            .iter()
+            .map(|p| {
+                let c = &p.config;
+                vec![
+                    "run".to_string(),
+                    format!("--lr={}", c.optimizer.lr),
+                    format!("--epochs={}", c.train.epochs),
+                    format!("--batch={}", c.train.batch_size),
+                    format!("--train-limit={}", c.data.train_limit),
+                    format!("--test-limit={}", c.data.test_limit),
+                    format!("--dev-fraction={}", c.data.dev_fraction),
+                ]
+            })
+            .collect();
+        Ok(GridPlan { spec, torch_runs })
+    }
+
+    /// The Q3 grid (`bench/q3_grid.toml`), each point as `torch_ref.py run-seq2seq`.
+    fn load_q3(repo: &Path) -> Result<GridPlan, String> {
         let spec = repo.join("bench/q3_grid.toml");
         let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
         let runs = plans
@@ -492,7 +477,10 @@ impl Q3GridPlan {
                 args
             })
             .collect();
-        Ok(Q3GridPlan { spec, runs })
+        Ok(GridPlan {
+            spec,
+            torch_runs: runs,
+        })
     }
 }
 
@@ -502,7 +490,7 @@ struct Runner<'a> {
     repo: &'a Path,
     torch_script: &'a Path,
     grid: Option<&'a GridPlan>,
-    q3_grid: Option<&'a Q3GridPlan>,
+    q3_grid: Option<&'a GridPlan>,
     scratch: tempfile::TempDir,
 }
 
@@ -514,11 +502,15 @@ impl Runner<'_> {
             (Work::Grid { jobs, .. }, Side::Ours) => {
                 self.our_grid(&self.grid.ok_or("no grid")?.spec, *jobs)
             }
-            (Work::Grid { torch_threads, .. }, Side::Torch) => self.torch_grid(*torch_threads),
+            (Work::Grid { torch_threads, .. }, Side::Torch) => {
+                self.torch_grid(self.grid.ok_or("no grid")?, *torch_threads)
+            }
             (Work::Q3Grid { jobs, .. }, Side::Ours) => {
                 self.our_grid(&self.q3_grid.ok_or("no Q3 grid")?.spec, *jobs)
             }
-            (Work::Q3Grid { torch_threads, .. }, Side::Torch) => self.torch_q3_grid(*torch_threads),
+            (Work::Q3Grid { torch_threads, .. }, Side::Torch) => {
+                self.torch_grid(self.q3_grid.ok_or("no Q3 grid")?, *torch_threads)
+            }
             (_, Side::Ours) => {
                 let (threads, args) = match work {
                     Work::Train { batch, threads } => (
@@ -621,37 +613,14 @@ impl Runner<'_> {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Wall seconds of the Q3 grid the usual PyTorch way: one process per grid point (each
-    /// trains its own model), in turn.
-    fn torch_q3_grid(&self, threads: usize) -> Result<f64, String> {
-        let grid = self.q3_grid.ok_or("no Q3 grid")?;
+    /// Wall seconds of a grid the usual PyTorch way: one process per run, in turn.
+    fn torch_grid(&self, plan: &GridPlan, threads: usize) -> Result<f64, String> {
         let t = Instant::now();
-        for args in &grid.runs {
+        for args in &plan.torch_runs {
             let mut cmd = Command::new(&self.opts.python);
             cmd.arg(self.torch_script)
                 .args(args)
                 .arg(format!("--threads={threads}"));
-            run_ok(cmd)?;
-        }
-        Ok(t.elapsed().as_secs_f64())
-    }
-
-    /// Wall seconds of the grid the usual PyTorch way: one process per run, in turn.
-    fn torch_grid(&self, threads: usize) -> Result<f64, String> {
-        let grid = self.grid.ok_or("no grid")?;
-        let t = Instant::now();
-        for r in &grid.runs {
-            let mut cmd = Command::new(&self.opts.python);
-            cmd.arg(self.torch_script).args([
-                "run".to_string(),
-                format!("--lr={}", r.lr),
-                format!("--epochs={}", r.epochs),
-                format!("--batch={}", r.batch),
-                format!("--train-limit={}", r.train_limit),
-                format!("--test-limit={}", r.test_limit),
-                format!("--dev-fraction={}", r.dev_fraction),
-                format!("--threads={threads}"),
-            ]);
             run_ok(cmd)?;
         }
         Ok(t.elapsed().as_secs_f64())
