@@ -264,17 +264,16 @@ fn main() {
             work.push(Work::Eval { threads });
         }
     }
-    let grid = if opts.grid && opts.cnn {
-        match GridPlan::load(&repo) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                eprintln!("grid rows skipped: {e}");
-                None
-            }
+    // A grid that cannot be planned skips its rows, saying why, rather than the benchmark.
+    let plan = |wanted: bool, load: fn(&Path) -> Result<GridPlan, String>, what: &str| {
+        if !wanted {
+            return None;
         }
-    } else {
-        None
+        load(&repo)
+            .inspect_err(|e| eprintln!("{what} rows skipped: {e}"))
+            .ok()
     };
+    let grid = plan(opts.grid && opts.cnn, GridPlan::load, "grid");
     if grid.is_some() {
         for (jobs, torch_threads) in [(1, 0), (2, 0), (2, 1)] {
             work.push(Work::Grid {
@@ -283,17 +282,7 @@ fn main() {
             });
         }
     }
-    let q3_grid = if opts.seq2seq && opts.grid {
-        match GridPlan::load_q3(&repo) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                eprintln!("Q3 grid rows skipped: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let q3_grid = plan(opts.seq2seq && opts.grid, GridPlan::load_q3, "Q3 grid");
     if opts.seq2seq {
         for batch in [8, 64] {
             for threads in [1, 2] {

@@ -85,37 +85,28 @@ pub fn main(args: &[String]) -> i32 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
+    let max_seconds = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--max-seconds="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::INFINITY);
     let result = match args.first().map(String::as_str) {
-        Some("train") => {
-            let max_seconds = args
-                .iter()
-                .find_map(|a| a.strip_prefix("--max-seconds="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::INFINITY);
-            train(
-                get("batch", 8),
-                get("steps", 300),
-                get("warmup", 20),
-                max_seconds,
-            )
-        }
+        Some("train") => train(
+            get("batch", 8),
+            get("steps", 300),
+            get("warmup", 20),
+            max_seconds,
+        ),
         Some("split") => split(get("batch", 8), get("steps", 100), get("warmup", 20)),
         Some("eval") => eval(get("passes", 5)),
         Some("matmul") => matmul(),
-        Some("seq2seq") => {
-            let max_seconds = args
-                .iter()
-                .find_map(|a| a.strip_prefix("--max-seconds="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::INFINITY);
-            crate::seq2seq::train(
-                get("batch", 64),
-                get("steps", 40),
-                get("warmup", 3),
-                max_seconds,
-                !args.iter().any(|a| a == "--attention=false"),
-            )
-        }
+        Some("seq2seq") => crate::seq2seq::train(
+            get("batch", 64),
+            get("steps", 40),
+            get("warmup", 3),
+            max_seconds,
+            !args.iter().any(|a| a == "--attention=false"),
+        ),
         other => Err(format!("unknown child command {other:?}")),
     };
     match result {
