@@ -242,6 +242,24 @@ impl Follow<'_> {
             None => (1, 0),
         }
     }
+
+    /// Reports run `i` started in array task `job` and follows its records from there.
+    fn start(&mut self, i: usize, job: String) {
+        let r = &self.runs[i];
+        let (attempt, resumed_from) = self.attempt_of(i);
+        self.reporter.report(&LaunchEvent::RunStarted {
+            run_id: r.plan.id.clone(),
+            name: r.plan.name.clone(),
+            attempt,
+            pid: None,
+            job: Some(job),
+            device: self.device.clone(),
+            resumed_from,
+            epochs: r.epochs,
+        });
+        self.active
+            .insert(i, RunFollower::new(r, attempt, resumed_from));
+    }
 }
 
 impl SlurmProgress for Follow<'_> {
@@ -252,22 +270,9 @@ impl SlurmProgress for Follow<'_> {
         let r = &self.runs[i];
         match &view.phase {
             TaskPhase::Running => {
-                if self.active.contains_key(&i) {
-                    return;
+                if !self.active.contains_key(&i) {
+                    self.start(i, format!("{}_{}", view.job_id, view.task));
                 }
-                let (attempt, resumed_from) = self.attempt_of(i);
-                self.reporter.report(&LaunchEvent::RunStarted {
-                    run_id: r.plan.id.clone(),
-                    name: r.plan.name.clone(),
-                    attempt,
-                    pid: None,
-                    job: Some(format!("{}_{}", view.job_id, view.task)),
-                    device: self.device.clone(),
-                    resumed_from,
-                    epochs: r.epochs,
-                });
-                self.active
-                    .insert(i, RunFollower::new(r, attempt, resumed_from));
             }
             // The outcome follows through `finished`.
             TaskPhase::Exited { .. } => {}
@@ -301,6 +306,17 @@ impl SlurmProgress for Follow<'_> {
         let Some(&i) = self.by_id.get(&outcome.run_id) else {
             return;
         };
+        // A task quicker than the polling ran without being seen running: its start (and the
+        // epoch it resumed from) is still part of the story, told before its epochs and verdict.
+        if !self.active.contains_key(&i)
+            && let Some(&(attempts_before, _)) = self.before.get(&i)
+            && store::read_status(&self.runs[i].dir)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.attempts > attempts_before)
+        {
+            self.start(i, outcome.job.clone());
+        }
         let r = &self.runs[i];
         self.before.remove(&i);
         if let Some(mut f) = self.active.remove(&i) {
