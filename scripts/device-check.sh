@@ -13,6 +13,10 @@
 # in PyTorch on the same GPU when `import torch` works, and prints one table, also appended to
 # bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
 #
+# Dry run without a GPU (shakes out the script itself before spending device time):
+#   DEVICE=cpu scripts/device-check.sh target/release/orchestrate
+# trains everything on the CPU instead of cuda:0 and writes its table to the scratch directory.
+#
 # Libraries: the binary needs libcuda.so.1 (driver) and CUDA 13 libcublas/libcurand/libcudart.
 # Set CUDA_LIB_DIR to a directory holding them; by default PyTorch's nvidia/cu13/lib is used, then
 # target/cuda-libs/ if present (copy e.g. libcurand.so.10 from target/cuda-toolkit there and carry).
@@ -21,8 +25,10 @@ set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bin="${1:-target/cuda/release/orchestrate}"
+dev="${DEVICE:-cuda:0}"
 work="$(mktemp -d /tmp/device-check.XXXXXX)"
 results="bench/results/device-check.md"
+[[ $dev == cpu ]] && results="$work/device-check.md"
 rows=()
 failures=0
 
@@ -40,15 +46,19 @@ chmod +x "$bin" 2>/dev/null
 [[ -x "$bin" ]] || { echo "no binary at $bin (build it with scripts/build-cuda.sh)" >&2; exit 2; }
 
 # --- card and libraries --------------------------------------------------------------------
-say "nvidia-smi"
-nvidia-smi || { echo "nvidia-smi failed: no driver or no GPU here" >&2; exit 2; }
-card="$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 | head -1)"
-driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader -i 0 | head -1)"
+if [[ $dev == cpu ]]; then
+  card="dry run on the CPU" driver="none"
+else
+  say "nvidia-smi"
+  nvidia-smi || { echo "nvidia-smi failed: no driver or no GPU here" >&2; exit 2; }
+  card="$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 | head -1)"
+  driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader -i 0 | head -1)"
+fi
 row "card / driver" "$card / $driver"
 
 have_torch=0
 python3 -c 'import torch' 2>/dev/null && have_torch=1
-if [[ -z "${CUDA_LIB_DIR:-}" && $have_torch == 1 ]]; then
+if [[ -z "${CUDA_LIB_DIR:-}" && $have_torch == 1 && $dev != cpu ]]; then
   CUDA_LIB_DIR="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia", "cu13", "lib"))')"
 fi
 [[ -n "${CUDA_LIB_DIR:-}" ]] && export LD_LIBRARY_PATH="$CUDA_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -112,12 +122,12 @@ print(f"{sum(v)/len(v):.2f}" if v else "n/a")
 '
 
 # --- smoke grid: CUDA vs CPU ---------------------------------------------------------------
-say "smoke grid on cuda:0 and on CPU"
-if timed smoke_cuda "$bin" run experiments/smoke.toml --runs-dir "$work/cuda" --devices cuda:0 --quiet; then
-  row "smoke on cuda:0 (wall)" "${elapsed}s"
+say "smoke grid on $dev and on CPU"
+if timed smoke_cuda "$bin" run experiments/smoke.toml --runs-dir "$work/cuda" --devices "$dev" --quiet; then
+  row "smoke on $dev (wall)" "${elapsed}s"
   smoke_cuda_ok=1
 else
-  fail "smoke on cuda:0" "see $work/smoke_cuda.log"
+  fail "smoke on $dev" "see $work/smoke_cuda.log"
 fi
 if timed smoke_cpu "$bin" run experiments/smoke.toml --runs-dir "$work/cpu" --devices cpu --quiet; then
   row "smoke on CPU, same binary (wall)" "${elapsed}s"
@@ -140,34 +150,56 @@ if [[ ${smoke_cuda_ok:-0} == 1 && ${smoke_cpu_ok:-0} == 1 ]]; then
     row "smoke CUDA vs committed CPU baseline" "outside tolerance"
 fi
 
+# --- Q3 smoke grid (the seq2seq translator, attention x decoding): CUDA vs CPU ------------
+say "Q3 smoke grid on $dev and on CPU"
+if timed q3_cuda "$bin" run experiments/q3_smoke.toml --runs-dir "$work/cuda" --devices "$dev" --quiet &&
+  timed q3_cpu "$bin" run experiments/q3_smoke.toml --runs-dir "$work/cpu" --devices cpu --quiet; then
+  row "Q3 smoke (seq2seq) on $dev" "trained and decoded, 4 runs"
+  row "Q3 smoke CUDA vs CPU: every metric record" "$(python3 -c "$compare_py" "$work/cpu/q3_smoke" "$work/cuda/q3_smoke")"
+  "$bin" diff "$work/cpu/q3_smoke" "$work/cuda/q3_smoke" --tol dev/error_rate=0.05 \
+    --tol test/error_rate=0.05 --tol '*=10%' >"$work/q3_diff.log" 2>&1 &&
+    row "Q3 smoke CUDA vs CPU: orchestrate diff" "within tolerance (error rate 0.05, others 10%)" ||
+    { row "Q3 smoke CUDA vs CPU: orchestrate diff" "outside tolerance (see below)"; cat "$work/q3_diff.log"; }
+else
+  fail "Q3 smoke on $dev" "see $work/q3_cuda.log / q3_cpu.log"
+fi
+
+# --- train.device = "auto" picks the GPU -----------------------------------------------------
+if timed auto "$bin" run experiments/smoke.toml --runs-dir "$work/auto" --set train.device=auto \
+  --set train.epochs=1 --quiet; then
+  row "train.device = auto" "$(grep -ho 'device auto -> [a-z0-9:]*' "$work"/auto/smoke/*/worker.log | sort -u | tr '\n' ' ')"
+else
+  fail "train.device = auto" "see $work/auto.log"
+fi
+
 # --- Q2 grid, 2 epochs: one after another, then packed 3 on the card -----------------------
 # Epoch 2 is the steady-state figure: epoch 1 also pays the driver's PTX JIT and cuBLAS setup.
-q2=(experiments/q2_grid.toml --set train.epochs=2 --devices cuda:0 --quiet)
-say "Q2 grid (3 runs x 2 epochs) on cuda:0, sequential"
+q2=(experiments/q2_grid.toml --set train.epochs=2 --devices "$dev" --quiet)
+say "Q2 grid (3 runs x 2 epochs) on $dev, sequential"
 if timed q2_seq "$bin" run "${q2[@]}" --runs-dir "$work/q2seq" --jobs 1; then
   seq_wall=$elapsed
-  row "Q2 3 runs sequential on cuda:0 (wall)" "${seq_wall}s"
-  row "Q2 epoch on cuda:0 (epoch 1 / epoch 2)" \
+  row "Q2 3 runs sequential on $dev (wall)" "${seq_wall}s"
+  row "Q2 epoch on $dev (epoch 1 / epoch 2)" \
     "$(python3 -c "$epoch_py" "$work/q2seq/q2_grid" 1)s / $(python3 -c "$epoch_py" "$work/q2seq/q2_grid" 2)s"
 else
-  fail "Q2 sequential on cuda:0" "see $work/q2_seq.log"
+  fail "Q2 sequential on $dev" "see $work/q2_seq.log"
 fi
-say "Q2 grid packed: --jobs 3, launch.jobs_per_device=3 on cuda:0"
+say "Q2 grid packed: --jobs 3, launch.jobs_per_device=3 on $dev"
 if timed q2_pack "$bin" run "${q2[@]}" --runs-dir "$work/q2pack" --jobs 3 --set launch.jobs_per_device=3; then
-  row "Q2 3 runs packed on cuda:0 (wall)" "${elapsed}s"
+  row "Q2 3 runs packed on $dev (wall)" "${elapsed}s"
   row "Q2 packed epoch 2 (mean over runs)" "$(python3 -c "$epoch_py" "$work/q2pack/q2_grid" 2)s"
   [[ -n "${seq_wall:-}" ]] && row "packing throughput gain (seq / packed wall)" \
     "$(python3 -c "print(f'{$seq_wall / $elapsed:.2f}x (goal >= 2x)')")"
   [[ -n "${seq_wall:-}" ]] && row "Q2 packed vs sequential metrics" \
     "$(python3 -c "$compare_py" "$work/q2seq/q2_grid" "$work/q2pack/q2_grid")"
 else
-  fail "Q2 packed on cuda:0" "see $work/q2_pack.log"
+  fail "Q2 packed on $dev" "see $work/q2_pack.log"
 fi
 
 # --- PyTorch on the same GPU ---------------------------------------------------------------
 if [[ $have_torch == 1 ]]; then
   say "PyTorch epoch of the same CNN (batch 8)"
-  if timed torch python3 scripts/torch_q2_epoch.py data/fashion-mnist-mini --batch 8 --epochs 3; then
+  if timed torch python3 scripts/torch_q2_epoch.py data/fashion-mnist-mini --batch 8 --epochs 3 --device "$dev"; then
     tj="$(tail -1 "$work/torch.log")"
     row "PyTorch epoch, batch 8 (steady)" \
       "$(python3 -c "import json; d=json.loads('''$tj'''); print(f\"{d['steady_epoch_seconds']:.2f}s (torch {d['torch']})\")")"

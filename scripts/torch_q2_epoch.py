@@ -46,6 +46,11 @@ class Net(nn.Module):
         return F.log_softmax(self.f3(x), dim=1)
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
@@ -66,7 +71,7 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     seconds = []
     for _ in range(a.epochs):
-        torch.cuda.synchronize(dev)
+        sync(dev)
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(xt), device=dev)
@@ -79,11 +84,11 @@ def main():
         model.eval()
         with torch.no_grad():
             acc = (model(xd).argmax(1) == yd).float().mean().item()
-        torch.cuda.synchronize(dev)
+        sync(dev)
         seconds.append(time.perf_counter() - start)
     print(json.dumps({
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(dev),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "batch": a.batch,
         "train_images": len(xt),
         "epoch_seconds": seconds,

@@ -207,7 +207,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         "orchestrate worker: run {} ({}) attempt {attempt}, pid {pid}, device {}, threads {}{}",
         plan.id,
         plan.name,
-        config.train.device,
+        crate::train::device_label(&config.train.device),
         env.threads,
         reuse
             .as_ref()

@@ -265,6 +265,17 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
     }
 }
 
+/// How a device is named in logs: `auto` with what it resolved to (`auto -> cuda:0`).
+pub fn device_label(name: &str) -> String {
+    if name != "auto" {
+        return name.to_string();
+    }
+    match auto_device().location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("auto -> cuda:{gpu_id}"),
+        _ => "auto -> cpu".into(),
+    }
+}
+
 /// `auto`: the first GPU when this build has CUDA and one opens, else the CPU.
 ///
 /// Candle's `Device::cuda_if_available` only asks whether the build has CUDA, so on a CUDA build
@@ -287,6 +298,7 @@ mod tests {
     #[test]
     fn auto_is_cpu_in_a_cpu_only_build() {
         assert!(matches!(select_device("auto"), Ok(Device::Cpu)));
+        assert_eq!(device_label("auto"), "auto -> cpu");
         assert!(check_device_support("auto").is_ok());
         let e = check_device_support("cuda:0").unwrap_err();
         assert!(e.to_string().contains("--features cuda"), "{e}");
