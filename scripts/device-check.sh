@@ -6,11 +6,13 @@
 #
 #   scripts/device-check.sh [BINARY]      # default target/cuda/release/orchestrate
 #
-# It (1) shows the card and checks the binary's libraries resolve, (2) trains the smoke grid on
-# cuda:0 and on the CPU with the same binary and compares their metrics with `orchestrate diff`
-# (same tolerances as CI's smoke baseline) and exactly, (3) trains the Q2 grid for 2 epochs on
-# cuda:0 one run after another and then 3 runs packed on the card, (4) times the same CNN epoch
-# in PyTorch on the same GPU when `import torch` works, and prints one table, also appended to
+# It (1) shows the card and checks the binary's libraries resolve, (2) trains the smoke grid and
+# the seq2seq smoke grid (Q3) on cuda:0 and on the CPU with the same binary and compares their
+# metrics with `orchestrate diff` and record by record, checks that train.device = "auto" picks
+# the GPU, (3) trains the Q2 grid for 2 epochs on cuda:0 one run after another, then 3 runs
+# packed on the card, then one run with the tensor-op im2col convolution for comparison, (4)
+# times the same CNN epoch in PyTorch on the same GPU when `import torch` works, and prints one
+# table, also appended to
 # bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
 #
 # Dry run without a GPU (shakes out the script itself before spending device time):
@@ -194,6 +196,15 @@ if timed q2_pack "$bin" run "${q2[@]}" --runs-dir "$work/q2pack" --jobs 3 --set 
     "$(python3 -c "$compare_py" "$work/q2seq/q2_grid" "$work/q2pack/q2_grid")"
 else
   fail "Q2 packed on $dev" "see $work/q2_pack.log"
+fi
+
+# --- the convolution off the CPU: Candle's conv2d (default) vs the tensor-op im2col ----------
+say "Q2 lr 0.0005, 2 epochs, with ORCHESTRATE_GPU_CONV=im2col"
+if timed q2_im2col env ORCHESTRATE_GPU_CONV=im2col "$bin" run "${q2[@]}" --runs-dir "$work/im2col" \
+  --set 'grid."optimizer.lr"=[0.0005]'; then
+  row "Q2 epoch 2, tensor-op im2col conv" "$(python3 -c "$epoch_py" "$work/im2col/q2_grid" 2)s (default: Candle conv2d, above)"
+else
+  fail "Q2 with the im2col conv" "see $work/q2_im2col.log"
 fi
 
 # --- PyTorch on the same GPU ---------------------------------------------------------------

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 /// One convolution block: conv -> activation -> optional max-pool.
 ///
 /// On the CPU (f32) the whole block is one fused op ([`conv_block`]); elsewhere (CUDA) it is
-/// built from tensor operations.
+/// Candle's `conv2d`, the activation and [`max_pool`] (or, for comparison, [`Im2colConv2d`]).
 struct Block {
     conv: Im2colConv2d,
     /// `(C_out, C_in, k, k)` and `(C_out)`, the same tensors `conv` holds.
@@ -175,7 +175,18 @@ impl Cnn {
                 self.activation,
             );
         }
-        let ys = activate(&block.conv.forward(xs)?, self.activation)?;
+        let conv = if gpu_conv_is_im2col() {
+            block.conv.forward(xs)?
+        } else {
+            let (w, b) = if detach {
+                (block.weight.detach(), block.bias.detach())
+            } else {
+                (block.weight.clone(), block.bias.clone())
+            };
+            xs.conv2d(&w, block.padding, block.stride, 1, 1)?
+                .broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?
+        };
+        let ys = activate(&conv, self.activation)?;
         if pool > 1 {
             max_pool(&ys, pool)
         } else {
@@ -210,6 +221,16 @@ impl ImageClassifier for Cnn {
         let first = self.blocks.first()?;
         Some(self.block_forward(first, xs, 1, true))
     }
+}
+
+/// Off the CPU, whether convolutions use [`Im2colConv2d`] (tensor ops) instead of Candle's own
+/// `conv2d` (its CUDA im2col kernel and cuBLAS): `ORCHESTRATE_GPU_CONV=im2col`, read once. A
+/// benchmark switch for comparing the two on a GPU (`scripts/device-check.sh`); Candle's
+/// `conv2d` is the default there because it needs a few kernel launches where the tensor-op
+/// im2col needs one per kernel tap, forward and backward.
+fn gpu_conv_is_im2col() -> bool {
+    static IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IM2COL.get_or_init(|| std::env::var("ORCHESTRATE_GPU_CONV").is_ok_and(|v| v == "im2col"))
 }
 
 /// Max-pool by `k` (floor) whose gradient goes whole to each window's maximum (to every one

@@ -82,8 +82,13 @@ impl StepRunner {
         batch: &Batch,
         dropout: &mut Dropout,
     ) -> Result<StepOutput> {
-        let shards = self.shards(batch.size);
         let device = model.device();
+        // On a GPU the whole batch is one launch per op; shards would only add launches.
+        let shards = if device.is_cpu() {
+            self.shards(batch.size)
+        } else {
+            1
+        };
         if shards <= 1 {
             let bt = BatchTensors::new(batch, device)?;
             return self.in_pool(|| {
