@@ -10,7 +10,7 @@
 # the seq2seq smoke grid (Q3) on cuda:0 and on the CPU with the same binary and compares their
 # metrics with `orchestrate diff` and record by record, checks that train.device = "auto" picks
 # the GPU, (3) trains the Q2 grid for 2 epochs on cuda:0 one run after another, then 3 runs
-# packed on the card, then one run with the tensor-op im2col convolution for comparison, (4)
+# packed on the card, then one run with each GPU-specific choice undone for comparison, (4)
 # times the same CNN epoch in PyTorch on the same GPU when `import torch` works, and prints one
 # table, also appended to
 # bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
@@ -198,13 +198,24 @@ else
   fail "Q2 packed on $dev" "see $work/q2_pack.log"
 fi
 
-# --- the convolution off the CPU: Candle's conv2d (default) vs the tensor-op im2col ----------
-say "Q2 lr 0.0005, 2 epochs, with ORCHESTRATE_GPU_CONV=im2col"
-if timed q2_im2col env ORCHESTRATE_GPU_CONV=im2col "$bin" run "${q2[@]}" --runs-dir "$work/im2col" \
-  --set 'grid."optimizer.lr"=[0.0005]'; then
-  row "Q2 epoch 2, tensor-op im2col conv" "$(python3 -c "$epoch_py" "$work/im2col/q2_grid" 2)s (default: Candle conv2d, above)"
-else
-  fail "Q2 with the im2col conv" "see $work/q2_im2col.log"
+# --- what each GPU-specific choice buys: one run (lr 0.0005, 2 epochs) with it undone -------
+# Each switch restores the straightforward path; the metrics column compares the run with
+# the same run of the sequential grid above.
+ablation() {
+  local label="$1" what="$2"; shift 2
+  say "Q2 lr 0.0005, 2 epochs, with $label"
+  if timed "abl_$label" env "$@" "$bin" run "${q2[@]}" --runs-dir "$work/abl_$label" \
+    --set 'grid."optimizer.lr"=[0.0005]'; then
+    row "Q2 epoch 2 with $what" \
+      "$(python3 -c "$epoch_py" "$work/abl_$label/q2_grid" 2)s; $(python3 -c "$compare_py" "$work/abl_$label/q2_grid" "$work/q2seq/q2_grid")"
+  else
+    fail "Q2 with $what" "see $work/abl_$label.log"
+  fi
+}
+if [[ $dev != cpu ]]; then
+  ablation tensor_optim "the tensor-op optimizer" ORCHESTRATE_GPU_OPTIM=tensor
+  ablation cuda_events "CUDA event tracking on" ORCHESTRATE_CUDA_EVENTS=1
+  ablation im2col "the tensor-op im2col conv" ORCHESTRATE_GPU_CONV=im2col
 fi
 
 # --- PyTorch on the same GPU ---------------------------------------------------------------

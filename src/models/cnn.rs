@@ -233,18 +233,25 @@ fn gpu_conv_is_im2col() -> bool {
     *IM2COL.get_or_init(|| std::env::var("ORCHESTRATE_GPU_CONV").is_ok_and(|v| v == "im2col"))
 }
 
-/// Max-pool by `k` (floor) whose gradient goes whole to each window's maximum (to every one
-/// of tied maxima), as in PyTorch and the fused CPU op; Candle 0.11's `max_pool2d` backward
-/// scales it by ties/(k*k), a quarter for an untied 2x2 window.
+/// Max-pool by `k` (floor) whose gradient goes whole to each window's first maximum in
+/// row-major order, as in PyTorch and the fused CPU op. Candle 0.11's `max_pool2d` backward
+/// scales it by ties/(k*k), a quarter for an untied 2x2 window, and a `max` reduction's
+/// backward hands it to every tied maximum; ties are common (a background window after a
+/// positive bias and ReLU is four equal values), so the index of the first maximum is
+/// gathered instead (`argmax` keeps the first on the CPU and in Candle's CUDA kernel).
 pub(crate) fn max_pool(ys: &Tensor, k: usize) -> candle_core::Result<Tensor> {
     let (b, c, h, w) = ys.dims4()?;
     let (ph, pw) = (h / k, w / k);
-    ys.narrow(2, 0, ph * k)?
+    let windows = ys
+        .narrow(2, 0, ph * k)?
         .narrow(3, 0, pw * k)?
         .contiguous()?
         .reshape((b, c, ph, k, pw, k))?
-        .max(5)?
-        .max(3)
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((b, c, ph, pw, k * k))?;
+    let first_max = windows.argmax_keepdim(4)?;
+    windows.gather(&first_max, 4)?.squeeze(4)
 }
 
 #[cfg(test)]

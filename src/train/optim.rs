@@ -215,12 +215,22 @@ struct Hyper {
     eps: f64,
 }
 
-/// Whether `slot` can take the fused CPU step: f32 on the CPU, contiguous, with contiguous
-/// moments (always, unless a caller handed us an odd tensor).
+/// Whether `slot` can take the fused step: f32, contiguous, with contiguous moments (always,
+/// unless a caller handed us an odd tensor), on the CPU or (in a CUDA build) a GPU.
 fn fused_eligible(slot: &Slot) -> bool {
     let p = slot.var.as_tensor();
-    let ok = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
-    ok(p) && slot.m.as_ref().is_none_or(ok) && slot.v.as_ref().is_none_or(ok)
+    let device_ok = p.device().is_cpu() || (p.device().is_cuda() && fused_on_gpu());
+    let ok = |t: &Tensor| t.dtype() == DType::F32 && t.is_contiguous();
+    device_ok && ok(p) && slot.m.as_ref().is_none_or(ok) && slot.v.as_ref().is_none_or(ok)
+}
+
+/// Whether this build has the fused CUDA step and `ORCHESTRATE_GPU_OPTIM` does not ask for
+/// the tensor-op path (`=tensor`, a benchmark switch for comparing the two on a GPU).
+fn fused_on_gpu() -> bool {
+    static TENSOR_OPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "cuda")
+        && !*TENSOR_OPS
+            .get_or_init(|| std::env::var("ORCHESTRATE_GPU_OPTIM").is_ok_and(|v| v == "tensor"))
 }
 
 /// One step of `slot` with Candle tensor ops (any device and dtype); the reference the fused

@@ -158,7 +158,13 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
         steps_per_epoch: n_train.div_ceil(batch_size) as u64,
     })?;
 
-    let runner = StepRunner::new();
+    // On a GPU every op is issued from this thread: Candle gives each host thread its own
+    // CUDA stream, and the worker turns cross-stream tracking off (see `open_cuda`).
+    let runner = if device.is_cpu() {
+        StepRunner::new()
+    } else {
+        StepRunner::with_threads(1)
+    };
     let mut last_dev = None;
     for epoch in start + 1..=epochs {
         let began = Instant::now();

@@ -76,40 +76,115 @@ const CASES: [Case; 6] = [
     (3, 2, 11, 4, 2, 3, 0, 1),  // stride 3, even kernel, no pool
 ];
 
+/// The fused block and the tensor path agree on `x`, forward and in every gradient.
+fn assert_paths_agree(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    case: (usize, usize, usize),
+    act: Activation,
+    what: &str,
+) {
+    let (s, p, pool) = case;
+    let (x, w, b) = (
+        Var::from_tensor(x).unwrap(),
+        Var::from_tensor(w).unwrap(),
+        Var::from_tensor(b).unwrap(),
+    );
+    let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+    let ours = conv_block(xt, wt, bt, s, p, pool, act).unwrap();
+    let theirs = reference(xt, wt, bt, s, p, pool, act);
+    assert_close(&ours, &theirs, what);
+    let weights = noise(ours.dims(), 4, 1.0);
+    let ga = (&ours * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gb = (&theirs * &weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, v) in [("dx", xt), ("dw", wt), ("db", bt)] {
+        assert_close(
+            ga.get(v).unwrap(),
+            gb.get(v).unwrap(),
+            &format!("{what} {name}"),
+        );
+    }
+}
+
 #[test]
 fn forward_and_gradients_match_the_tensor_path() {
     for (i, &(bn, ci, hw, co, k, s, p, pool)) in CASES.iter().enumerate() {
         for act in [Activation::Relu, Activation::Tanh] {
-            let what = format!("case {i} {act:?}");
-            let x = Var::from_tensor(&noise(&[bn, ci, hw, hw], 1 + i as u64, 1.0)).unwrap();
-            let w = Var::from_tensor(&noise(&[co, ci, k, k], 2, 0.4)).unwrap();
-            let b = Var::from_tensor(&noise(&[co], 3, 0.2)).unwrap();
-            let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
-            let ours = conv_block(xt, wt, bt, s, p, pool, act).unwrap();
-            let theirs = reference(xt, wt, bt, s, p, pool, act);
-            assert_close(&ours, &theirs, &what);
-            let weights = noise(ours.dims(), 4, 1.0);
-            let ga = (&ours * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gb = (&theirs * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, v) in [("dx", xt), ("dw", wt), ("db", bt)] {
-                assert_close(
-                    ga.get(v).unwrap(),
-                    gb.get(v).unwrap(),
-                    &format!("{what} {name}"),
-                );
-            }
+            assert_paths_agree(
+                &noise(&[bn, ci, hw, hw], 1 + i as u64, 1.0),
+                &noise(&[co, ci, k, k], 2, 0.4),
+                &noise(&[co], 3, 0.2),
+                (s, p, pool),
+                act,
+                &format!("case {i} {act:?}"),
+            );
         }
     }
+}
+
+/// Images with a blank background, as in Fashion-MNIST: a positive bias makes every
+/// background window a four-way tie after ReLU, and both paths must hand its gradient to
+/// the same (first) position. (Before the tensor path gathered the first maximum, it gave
+/// the gradient to all four, and CUDA runs trained differently from CPU runs.)
+#[test]
+fn tied_background_windows_match_the_tensor_path() {
+    let mask: Vec<f32> = (0..28 * 28)
+        .map(|i| {
+            f32::from(u8::from(
+                (8..20).contains(&(i / 28)) && (8..20).contains(&(i % 28)),
+            ))
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (1, 1, 28, 28), &Device::Cpu).unwrap();
+    let x = noise(&[4, 1, 28, 28], 9, 1.0).broadcast_mul(&mask).unwrap();
+    let bias = noise(&[8], 3, 0.2).abs().unwrap();
+    assert_paths_agree(
+        &x,
+        &noise(&[8, 1, 5, 5], 2, 0.4),
+        &bias,
+        (1, 2, 2),
+        Activation::Relu,
+        "blank background",
+    );
+}
+
+/// The tensor path's pooling alone: ties go to the first maximum in row-major order.
+#[test]
+fn tensor_path_pool_ties_go_to_the_first_maximum() {
+    let grad_of = |values: &[f32], k: usize| -> Vec<f32> {
+        let x = Var::from_tensor(&Tensor::from_slice(values, (1, 1, k, k), &Device::Cpu).unwrap())
+            .unwrap();
+        let g = max_pool(x.as_tensor(), k)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        g.get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert_eq!(grad_of(&[0.1, 0.3, 0.3, 0.2], 2), [0., 1., 0., 0.]);
+    assert_eq!(grad_of(&[0.1, 0.2, 0.3, 0.3], 2), [0., 0., 1., 0.]);
+    assert_eq!(grad_of(&[0.3, 0.2, 0.1, 0.3], 2), [1., 0., 0., 0.]);
+    assert_eq!(grad_of(&[0.5; 4], 2), [1., 0., 0., 0.]);
+    let mut nine = [0.1f32; 9];
+    (nine[4], nine[7]) = (0.5, 0.5);
+    assert_eq!(grad_of(&nine, 3), [0., 0., 0., 0., 1., 0., 0., 0., 0.]);
 }
 
 #[test]

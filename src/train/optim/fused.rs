@@ -1,5 +1,6 @@
-//! The fused CPU optimizer step: one pass over each parameter that updates it and its
-//! moments in place, where the tensor-op path allocates ~10 tensors per parameter.
+//! The fused optimizer step: one pass over each parameter that updates it and its moments
+//! in place, where the tensor-op path allocates ~10 tensors per parameter (on CUDA: one
+//! kernel, [`cuda`], where the tensor ops launch ~13).
 //!
 //! Candle gives mutable access to a tensor's storage only through its in-place custom ops,
 //! so the moments are lent out by nested [`InplaceOp1`]s and the parameter (with its
@@ -11,6 +12,9 @@
 //! dtype with both scalars cast from f64), so the two paths agree bit for bit; the one
 //! difference is that moment entries below `f32::MIN_POSITIVE` are flushed to zero (see
 //! the parent module's doc).
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use super::Hyper;
 use crate::spec::OptimizerKind;
@@ -74,6 +78,10 @@ pub(super) fn step(
     } else {
         g.contiguous()?
     };
+    #[cfg(feature = "cuda")]
+    if p.device().is_cuda() {
+        return cuda::step(rule, p, &g, m, v);
+    }
     let update = |m: Option<&mut [f32]>, v: Option<&mut [f32]>| {
         p.inplace_op2(
             &g,
