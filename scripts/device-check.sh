@@ -10,10 +10,11 @@
 # the seq2seq smoke grid (Q3) on cuda:0 and on the CPU with the same binary and compares their
 # metrics with `orchestrate diff` and record by record, checks that train.device = "auto" picks
 # the GPU, (3) trains the Q2 grid for 2 epochs on cuda:0 one run after another, then 3 runs
-# packed on the card, then one run with each GPU-specific choice undone for comparison, (4)
-# times the same CNN epoch in PyTorch on the same GPU when `import torch` works, and prints one
-# table, also appended to
-# bench/results/device-check.md with the card's name. Budget: a few minutes on an H100.
+# packed on the card (and under MPS where the driver has it), then one run with each
+# GPU-specific choice undone for comparison, (4) times one Q2 run against the same CNN in
+# PyTorch on the same GPU (interleaved, medians) when `import torch` works, and prints one
+# table, also appended to bench/results/device-check.md with the card's name. Budget: about
+# 3 minutes on an H100.
 #
 # Dry run without a GPU (shakes out the script itself before spending device time):
 #   DEVICE=cpu scripts/device-check.sh target/release/orchestrate
@@ -198,6 +199,33 @@ else
   fail "Q2 packed on $dev" "see $work/q2_pack.log"
 fi
 
+# --- the same packing under MPS, which lets the processes' kernels share the card at once --
+# Without it the GPU time-slices between the workers' contexts.
+export PATH="$PATH:/usr/local/nvidia/bin"
+if [[ $dev != cpu ]] && command -v nvidia-cuda-mps-control >/dev/null; then
+  say "Q2 grid packed under MPS"
+  export CUDA_MPS_PIPE_DIRECTORY="$work/mps-pipe" CUDA_MPS_LOG_DIRECTORY="$work/mps-log"
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d; then
+    if timed q2_mps timeout 120 "$bin" run "${q2[@]}" --runs-dir "$work/q2mps" --jobs 3 \
+      --set launch.jobs_per_device=3; then
+      row "Q2 3 runs packed under MPS (wall)" \
+        "${elapsed}s$([[ -n "${seq_wall:-}" ]] && python3 -c "print(f', {$seq_wall / $elapsed:.2f}x sequential')")"
+      row "Q2 under MPS vs sequential metrics" "$(python3 -c "$compare_py" "$work/q2seq/q2_grid" "$work/q2mps/q2_grid")"
+    else
+      fail "Q2 packed under MPS" "see $work/q2_mps.log and $CUDA_MPS_LOG_DIRECTORY"
+      tail -5 "$CUDA_MPS_LOG_DIRECTORY"/* 2>/dev/null
+    fi
+    echo quit | nvidia-cuda-mps-control
+    sleep 1
+  else
+    row "MPS" "nvidia-cuda-mps-control -d failed"
+  fi
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+else
+  row "MPS" "not available here (no nvidia-cuda-mps-control)"
+fi
+
 # --- what each GPU-specific choice buys: one run (lr 0.0005, 2 epochs) with it undone -------
 # Each switch restores the straightforward path; the metrics column compares the run with
 # the same run of the sequential grid above.
@@ -218,15 +246,30 @@ if [[ $dev != cpu ]]; then
   ablation im2col "the tensor-op im2col conv" ORCHESTRATE_GPU_CONV=im2col
 fi
 
-# --- PyTorch on the same GPU ---------------------------------------------------------------
+# --- one Q2 run against PyTorch on the same GPU, interleaved: PyTorch, ours, PyTorch -------
+# 5 epochs each; medians of epochs 2-5 (epoch 1 also pays cuDNN autotuning / module loading).
+median_py='
+import json, statistics, sys, os
+ours_dir, torch_logs = sys.argv[1], sys.argv[2:]
+s = json.load(open(os.path.join(ours_dir, "summary.json")))
+ours = [json.loads(l)["value"] for r in s["runs"] for l in open(os.path.join(ours_dir, r["id"], "metrics.jsonl"))
+        if json.loads(l)["tag"] == "time/epoch_seconds" and json.loads(l)["epoch"] >= 2]
+runs = [json.loads(open(f).read().strip().splitlines()[-1]) for f in torch_logs]
+theirs = [t for r in runs for t in r["epoch_seconds"][1:]]
+o, t, version = statistics.median(ours), statistics.median(theirs), runs[0]["torch"]
+print(f"{o:.2f}s / {t:.2f}s = {t / o:.2f}x (ours {min(ours):.2f}-{max(ours):.2f}, torch {min(theirs):.2f}-{max(theirs):.2f}, torch {version})")
+'
 if [[ $have_torch == 1 ]]; then
-  say "PyTorch epoch of the same CNN (batch 8)"
-  if timed torch python3 scripts/torch_q2_epoch.py data/fashion-mnist-mini --batch 8 --epochs 3 --device "$dev"; then
-    tj="$(tail -1 "$work/torch.log")"
-    row "PyTorch epoch, batch 8 (steady)" \
-      "$(python3 -c "import json; d=json.loads('''$tj'''); print(f\"{d['steady_epoch_seconds']:.2f}s (torch {d['torch']})\")")"
+  say "Q2 epoch, batch 8: PyTorch, orchestrate, PyTorch (5 epochs each)"
+  torch_run() { python3 scripts/torch_q2_epoch.py data/fashion-mnist-mini --batch 8 --epochs 5 --device "$dev"; }
+  if timed torch1 torch_run &&
+    timed ours5 "$bin" run experiments/q2_grid.toml --set train.epochs=5 --devices "$dev" --quiet \
+      --runs-dir "$work/ours5" --set 'grid."optimizer.lr"=[0.0005]' &&
+    timed torch2 torch_run; then
+    row "Q2 epoch, batch 8: ours / PyTorch (medians)" \
+      "$(python3 -c "$median_py" "$work/ours5/q2_grid" "$work/torch1.log" "$work/torch2.log")"
   else
-    fail "PyTorch epoch" "see $work/torch.log"
+    fail "Q2 epoch against PyTorch" "see $work/torch1.log, ours5.log, torch2.log"
   fi
 else
   row "PyTorch epoch" "skipped: python3 cannot import torch"
