@@ -242,7 +242,6 @@ ablation() {
 }
 if [[ $dev != cpu ]]; then
   ablation tensor_optim "the tensor-op optimizer" ORCHESTRATE_GPU_OPTIM=tensor
-  ablation cuda_events "CUDA event tracking on" ORCHESTRATE_CUDA_EVENTS=1
   ablation im2col "the tensor-op im2col conv" ORCHESTRATE_GPU_CONV=im2col
 fi
 

@@ -32,6 +32,12 @@ step "optional features compile"
 # candle-datasets (hub downloaders, ~450 crates) stays off by default; it must still build.
 cargo check --quiet --features candle-datasets
 
+step "the cuda feature compiles"
+# No GPU here: NVIDIA's compiler and libraries come from PyPI (about 1.2 GB, kept under the
+# target directory), Candle's kernels are compiled once (~13 minutes on 2 cores, cached after),
+# and every target is linted with the feature on, the CUDA-only code included (README, GPUs).
+bash scripts/build-cuda.sh --check
+
 step "smoke experiment against its committed baseline"
 # Trains the shipped smoke grid with the real binary and fails on a metric regression
 # (experiments/baselines/README.md says how to refresh the baseline on purpose).

@@ -216,6 +216,10 @@ fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
     if let Some(n) = &budget.note {
         p.rep.report(&LaunchEvent::Note { message: n.clone() });
     }
+    let sharing = budget.jobs.min(p.runs.len());
+    if let Some(n) = budget::shared_gpu_note(sharing, accel.len(), &budget::mps_pipe_dir()) {
+        p.rep.report(&LaunchEvent::Note { message: n });
+    }
     announce(p.rep.as_mut(), spec, &p.runs, budget.jobs, budget.threads);
 
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;

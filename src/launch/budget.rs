@@ -75,6 +75,32 @@ pub fn is_cpu(device: &str) -> bool {
     matches!(device, "" | "cpu" | "auto")
 }
 
+/// A note for when runs will share a GPU (`jobs` workers over `accel_devices` cards) without
+/// an MPS daemon, whose control pipe is `<pipe_dir>/control`: the card then time-slices
+/// between the workers' processes instead of running their kernels side by side.
+pub fn shared_gpu_note(
+    jobs: usize,
+    accel_devices: usize,
+    pipe_dir: &std::path::Path,
+) -> Option<String> {
+    if accel_devices == 0 || jobs <= accel_devices || pipe_dir.join("control").exists() {
+        return None;
+    }
+    Some(format!(
+        "{jobs} runs share {accel_devices} GPU(s) without an MPS daemon ({}/control not found), \
+         so each card time-slices between their processes; `nvidia-cuda-mps-control -d` lets \
+         them run side by side (3 Q2 runs on one H100: 1.75x the one-after-another throughput \
+         without MPS, 3.0x with it; README, GPUs)",
+        pipe_dir.display()
+    ))
+}
+
+/// Where MPS clients look for the daemon: `CUDA_MPS_PIPE_DIRECTORY`, else `/tmp/nvidia-mps`.
+pub fn mps_pipe_dir() -> std::path::PathBuf {
+    std::env::var_os("CUDA_MPS_PIPE_DIRECTORY")
+        .map_or_else(|| "/tmp/nvidia-mps".into(), std::path::PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +142,18 @@ mod tests {
         }
         assert_eq!(order, vec![0, 1, 0, 1]);
         assert_eq!(pick_device(&[], 1), Some(None));
+    }
+
+    #[test]
+    fn runs_sharing_a_gpu_without_mps_get_a_note() {
+        let tmp = tempfile::tempdir().unwrap();
+        let note = shared_gpu_note(3, 1, tmp.path()).unwrap();
+        assert!(note.contains("nvidia-cuda-mps-control -d"), "{note}");
+        // One run per card, or CPU runs: nothing to say.
+        assert_eq!(shared_gpu_note(2, 2, tmp.path()), None);
+        assert_eq!(shared_gpu_note(3, 0, tmp.path()), None);
+        // The daemon's control pipe is there: the runs share the card through it.
+        std::fs::write(tmp.path().join("control"), "").unwrap();
+        assert_eq!(shared_gpu_note(3, 1, tmp.path()), None);
     }
 }

@@ -252,7 +252,7 @@ pub fn select_device(name: &str) -> Result<Device, TrainError> {
                 None => return Err(err("expected cpu, cuda, cuda:N or auto".into())),
             };
             // Candle appends a backtrace when RUST_BACKTRACE is set; the first line is the news.
-            open_cuda(ordinal).map_err(|e| {
+            Device::new_cuda(ordinal).map_err(|e| {
                 err(e
                     .to_string()
                     .lines()
@@ -282,29 +282,11 @@ pub fn device_label(name: &str) -> String {
 /// without a usable GPU (none present, `CUDA_VISIBLE_DEVICES=""`) it fails instead of falling back.
 fn auto_device() -> Device {
     if cfg!(feature = "cuda")
-        && let Ok(device) = open_cuda(0)
+        && let Ok(device) = Device::new_cuda(0)
     {
         return device;
     }
     Device::Cpu
-}
-
-/// GPU `ordinal`, with cudarc's per-tensor CUDA event tracking off unless
-/// `ORCHESTRATE_CUDA_EVENTS=1` (a benchmark switch). The events order work across streams
-/// and cost driver calls at every kernel launch (a wait and a record per argument), which is
-/// what a small model's step is made of.
-fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
-    let device = Device::new_cuda(ordinal)?;
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(cuda) = &device
-        && !std::env::var("ORCHESTRATE_CUDA_EVENTS").is_ok_and(|v| v == "1")
-    {
-        // SAFETY: Candle issues work on the calling thread's own stream, and a run issues
-        // all of its GPU work (training, evaluation, checkpoint copies) from the worker's
-        // training thread, so there is one stream and nothing to order across streams.
-        unsafe { cuda.disable_event_tracking() };
-    }
-    Ok(device)
 }
 
 #[cfg(test)]

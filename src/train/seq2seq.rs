@@ -158,8 +158,8 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
         steps_per_epoch: n_train.div_ceil(batch_size) as u64,
     })?;
 
-    // On a GPU every op is issued from this thread: Candle gives each host thread its own
-    // CUDA stream, and the worker turns cross-stream tracking off (see `open_cuda`).
+    // On a GPU every op is issued from this thread: the batch shards and per-thread pools
+    // only pay off on the CPU, and Candle gives each host thread its own CUDA stream.
     let runner = if device.is_cpu() {
         StepRunner::new()
     } else {
