@@ -89,8 +89,8 @@ pub fn shared_gpu_note(
     Some(format!(
         "{jobs} runs share {accel_devices} GPU(s) without an MPS daemon ({}/control not found), \
          so each card time-slices between their processes; `nvidia-cuda-mps-control -d` lets \
-         them run side by side (3 Q2 runs on one H100: 1.75x the one-after-another throughput \
-         without MPS, 3.0x with it; README, GPUs)",
+         them run side by side (3 Q2 runs on one H100: 1.6-1.75x the one-after-another \
+         throughput without MPS, 2.3-3.0x with it; README, GPUs)",
         pipe_dir.display()
     ))
 }
