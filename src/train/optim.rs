@@ -11,10 +11,11 @@
 //! - Adam: `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
 //!   p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)`.
 //!
-//! On the CPU (f32, contiguous) a step updates each parameter and its moments in place in
-//! one pass ([`fused`]) instead of ~10 allocating tensor ops per parameter; it performs the
-//! same f32 operations in the same order as the tensor-op path (kept for CUDA and other
-//! dtypes), so both give bit-identical results, except that the fused path flushes moment
+//! On the CPU and on CUDA (f32, contiguous) a step updates each parameter and its moments in
+//! place in one pass ([`fused`]; one kernel launch on a GPU) instead of ~10 allocating tensor
+//! ops per parameter; it performs the same f32 operations in the same order as the tensor-op
+//! path (kept for other dtypes), so both give bit-identical results on the CPU (on CUDA the
+//! tensor ops' kernels may fuse a multiply and an add), except that the fused path flushes moment
 //! entries below `f32::MIN_POSITIVE` to zero. Without that, a run whose gradients die out
 //! (Adam at lr 0.01 on the homework CNN) fills `m` with subnormal floats, on which x86 CPUs
 //! compute many times slower; PyTorch's own lr 0.01 run slowed 2.4x that way. A moment
