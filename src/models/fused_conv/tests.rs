@@ -76,6 +76,17 @@ const CASES: [Case; 6] = [
     (3, 2, 11, 4, 2, 3, 0, 1),  // stride 3, even kernel, no pool
 ];
 
+/// The gradient of `sum(y)` with respect to `x`, flattened.
+fn input_grad(x: &Var, y: &Tensor) -> Vec<f32> {
+    let g = y.sum_all().unwrap().backward().unwrap();
+    g.get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// The fused block and the tensor path agree on `x`, forward and in every gradient.
 fn assert_paths_agree(
     x: &Tensor,
@@ -165,18 +176,7 @@ fn tensor_path_pool_ties_go_to_the_first_maximum() {
     let grad_of = |values: &[f32], k: usize| -> Vec<f32> {
         let x = Var::from_tensor(&Tensor::from_slice(values, (1, 1, k, k), &Device::Cpu).unwrap())
             .unwrap();
-        let g = max_pool(x.as_tensor(), k)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        g.get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        input_grad(&x, &max_pool(x.as_tensor(), k).unwrap())
     };
     assert_eq!(grad_of(&[0.1, 0.3, 0.3, 0.2], 2), [0., 1., 0., 0.]);
     assert_eq!(grad_of(&[0.1, 0.2, 0.3, 0.3], 2), [0., 0., 1., 0.]);
@@ -258,31 +258,9 @@ fn pool_gradient_goes_whole_to_the_maximum() {
         Activation::Relu,
     )
     .unwrap();
-    let g = ys.sum_all().unwrap().backward().unwrap();
-    let dx: Vec<f32> = g
-        .get(x.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(dx, [0., 0., 1., 0.]);
-    // Candle's max_pool2d for comparison (it is why the tensor path is not the reference).
-    let theirs = x
-        .as_tensor()
-        .max_pool2d(2)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let candle: Vec<f32> = theirs
-        .get(x.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    assert_eq!(input_grad(&x, &ys), [0., 0., 1., 0.]);
+    // Candle's max_pool2d for comparison (it is why the tensor path does not use it).
+    let candle = input_grad(&x, &x.as_tensor().max_pool2d(2).unwrap());
     eprintln!("candle max_pool2d gradient: {candle:?}");
 }
 
@@ -298,15 +276,10 @@ fn ties_go_to_the_first_maximum() {
         let one = Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap();
         let zero = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
         let ys = conv_block(x.as_tensor(), &one, &zero, 1, 0, pool, Activation::Tanh).unwrap();
-        let g = ys.sum_all().unwrap().backward().unwrap();
-        let dx: Vec<f32> = g
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        dx.iter().map(|v| f32::from(u8::from(*v != 0.0))).collect()
+        input_grad(&x, &ys)
+            .iter()
+            .map(|v| f32::from(u8::from(*v != 0.0)))
+            .collect()
     };
     assert_eq!(grad_of(&[0.1, 0.3, 0.3, 0.2], 2), [0., 1., 0., 0.]);
     assert_eq!(grad_of(&[0.1, 0.2, 0.3, 0.3], 2), [0., 0., 1., 0.]);
