@@ -38,6 +38,8 @@ failures=0
 say() { printf '\n== %s\n' "$*"; }
 row() { rows+=("$(printf '| %-44s | %-52s |' "$1" "$2")"); }
 fail() { failures=$((failures + 1)); row "$1" "FAIL: $2"; }
+# CHECKS="smoke q3 auto q2 torch resume" picks sections (default: all), for a short device lease.
+want() { [[ " ${CHECKS:-all} " == *" all "* || " ${CHECKS:-} " == *" $1 "* ]]; }
 
 # --- the binary (decompress a carried archive) ---------------------------------------------
 case "$bin" in
@@ -125,6 +127,7 @@ print(f"{sum(v)/len(v):.2f}" if v else "n/a")
 '
 
 # --- smoke grid: CUDA vs CPU ---------------------------------------------------------------
+if want smoke; then
 say "smoke grid on $dev and on CPU"
 if timed smoke_cuda "$bin" run experiments/smoke.toml --runs-dir "$work/cuda" --devices "$dev" --quiet; then
   row "smoke on $dev (wall)" "${elapsed}s"
@@ -152,8 +155,10 @@ if [[ ${smoke_cuda_ok:-0} == 1 && ${smoke_cpu_ok:-0} == 1 ]]; then
     row "smoke CUDA vs committed CPU baseline" "within tolerance" ||
     row "smoke CUDA vs committed CPU baseline" "outside tolerance"
 fi
+fi
 
 # --- Q3 smoke grid (the seq2seq translator, attention x decoding): CUDA vs CPU ------------
+if want q3; then
 say "Q3 smoke grid on $dev and on CPU"
 if timed q3_cuda "$bin" run experiments/q3_smoke.toml --runs-dir "$work/cuda" --devices "$dev" --quiet &&
   timed q3_cpu "$bin" run experiments/q3_smoke.toml --runs-dir "$work/cpu" --devices cpu --quiet; then
@@ -166,16 +171,20 @@ if timed q3_cuda "$bin" run experiments/q3_smoke.toml --runs-dir "$work/cuda" --
 else
   fail "Q3 smoke on $dev" "see $work/q3_cuda.log / q3_cpu.log"
 fi
+fi
 
 # --- train.device = "auto" picks the GPU -----------------------------------------------------
+if want auto; then
 if timed auto "$bin" run experiments/smoke.toml --runs-dir "$work/auto" --set train.device=auto \
   --set train.epochs=1 --quiet; then
   row "train.device = auto" "$(grep -ho 'device auto -> [a-z0-9:]*' "$work"/auto/smoke/*/worker.log | sort -u | tr '\n' ' ')"
 else
   fail "train.device = auto" "see $work/auto.log"
 fi
+fi
 
 # --- Q2 grid, 2 epochs: one after another, then packed 3 on the card -----------------------
+if want q2; then
 # Epoch 2 is the steady-state figure: epoch 1 also pays the driver's PTX JIT and cuBLAS setup.
 q2=(experiments/q2_grid.toml --set train.epochs=2 --devices "$dev" --quiet)
 say "Q2 grid (3 runs x 2 epochs) on $dev, sequential"
@@ -244,8 +253,10 @@ if [[ $dev != cpu ]]; then
   ablation tensor_optim "the tensor-op optimizer" ORCHESTRATE_GPU_OPTIM=tensor
   ablation im2col "the tensor-op im2col conv" ORCHESTRATE_GPU_CONV=im2col
 fi
+fi
 
 # --- one Q2 run against PyTorch on the same GPU, interleaved: PyTorch, ours, PyTorch -------
+if want torch; then
 # 5 epochs each; medians of epochs 2-5 (epoch 1 also pays cuDNN autotuning / module loading).
 median_py='
 import json, statistics, sys, os
@@ -272,6 +283,33 @@ if [[ $have_torch == 1 ]]; then
   fi
 else
   row "PyTorch epoch" "skipped: python3 cannot import torch"
+fi
+fi
+
+# --- resume on the card: Ctrl-C after epoch 1, the same command again, vs an undisturbed run -
+if want resume; then
+say "resume on $dev: a 3-epoch Q2 run interrupted after epoch 1, run again, against an undisturbed one"
+r=(experiments/q2_grid.toml --set train.epochs=3 --devices "$dev" --set 'grid."optimizer.lr"=[0.0005]')
+"$bin" run "${r[@]}" --runs-dir "$work/resume" --plain >"$work/resume1.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do
+  python3 - "$work/resume" <<'PY' 2>/dev/null && break
+import glob, json, sys
+done = [json.load(open(f)).get("epoch", 0) for f in glob.glob(sys.argv[1] + "/q2_grid/*/status.json")]
+sys.exit(0 if any(e >= 1 for e in done) else 1)
+PY
+  sleep 0.2
+done
+kill -INT "$pid"
+wait "$pid"
+first=$?
+if timed resume2 "$bin" run "${r[@]}" --runs-dir "$work/resume" --plain &&
+  timed resume_ref "$bin" run "${r[@]}" --runs-dir "$work/resume_ref" --quiet; then
+  row "resume on $dev (Ctrl-C after epoch 1: exit $first)" \
+    "$(grep -o 'resuming after epoch [0-9/]*' "$work/resume2.log" | head -1 || echo 'did not resume'); $(python3 -c "$compare_py" "$work/resume_ref/q2_grid" "$work/resume/q2_grid")"
+else
+  fail "resume on $dev" "see $work/resume1.log, resume2.log, resume_ref.log"
+fi
 fi
 
 # --- the table -----------------------------------------------------------------------------
