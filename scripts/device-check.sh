@@ -12,9 +12,11 @@
 # the GPU, (3) trains the Q2 grid for 2 epochs on cuda:0 one run after another, then 3 runs
 # packed on the card (and under MPS where the driver has it), then one run with each
 # GPU-specific choice undone for comparison, (4) times one Q2 run against the same CNN in
-# PyTorch on the same GPU (interleaved, medians) when `import torch` works, and prints one
-# table, also appended to bench/results/device-check.md with the card's name. Budget: about
-# 3 minutes on an H100.
+# PyTorch on the same GPU (interleaved, medians) when `import torch` works, (5) interrupts a
+# run with Ctrl-C after its first epoch, resumes it and compares it with an undisturbed run,
+# and prints one table, also appended to bench/results/device-check.md with the card's name.
+# Budget: about 3 minutes on an H100; CHECKS="resume auto" (any of smoke q3 auto q2 torch
+# resume) runs only those sections.
 #
 # Dry run without a GPU (shakes out the script itself before spending device time):
 #   DEVICE=cpu scripts/device-check.sh target/release/orchestrate
