@@ -167,6 +167,14 @@ enum Work {
     Q3Grid { jobs: usize, torch_threads: usize },
 }
 
+/// PyTorch's thread budget in a grid row's label (0 = all cores).
+fn torch_threads_label(threads: usize) -> String {
+    match threads {
+        0 => "all cores".to_string(),
+        t => format!("{t} thr"),
+    }
+}
+
 impl Work {
     fn label(&self) -> String {
         match self {
@@ -176,13 +184,10 @@ impl Work {
             Work::Grid {
                 jobs,
                 torch_threads,
-            } => {
-                let theirs = match torch_threads {
-                    0 => "all cores".to_string(),
-                    t => format!("{t} thr"),
-                };
-                format!("Q2 grid: ours --jobs {jobs} -t 1 vs torch seq. {theirs}")
-            }
+            } => format!(
+                "Q2 grid: ours --jobs {jobs} -t 1 vs torch seq. {}",
+                torch_threads_label(*torch_threads)
+            ),
             Work::TrainSeq2seq {
                 batch,
                 threads,
@@ -198,13 +203,10 @@ impl Work {
             Work::Q3Grid {
                 jobs,
                 torch_threads,
-            } => {
-                let theirs = match torch_threads {
-                    0 => "all cores".to_string(),
-                    t => format!("{t} thr"),
-                };
-                format!("Q3 grid: ours --jobs {jobs} -t 1 vs torch seq. {theirs}")
-            }
+            } => format!(
+                "Q3 grid: ours --jobs {jobs} -t 1 vs torch seq. {}",
+                torch_threads_label(*torch_threads)
+            ),
         }
     }
 

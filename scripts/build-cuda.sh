@@ -19,6 +19,10 @@
 #   CUDA_TOOLKIT_DIR=/somewhere scripts/build-cuda.sh
 # Output: target/cuda/release/orchestrate (+ a size and `ldd` report).
 set -euo pipefail
+case "${1:-}" in
+"" | --check) ;;
+*) echo "build-cuda.sh: unknown argument '$1' (only --check)" >&2; exit 2 ;;
+esac
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Under the cargo target directory (CI keeps one outside the clone, so both survive its runs).

@@ -42,6 +42,10 @@ row() { rows+=("$(printf '| %-44s | %-52s |' "$1" "$2")"); }
 fail() { failures=$((failures + 1)); row "$1" "FAIL: $2"; }
 # CHECKS="smoke q3 auto q2 torch resume" picks sections (default: all), for a short device lease.
 want() { [[ " ${CHECKS:-all} " == *" all "* || " ${CHECKS:-} " == *" $1 "* ]]; }
+for c in ${CHECKS:-all}; do
+  [[ " all smoke q3 auto q2 torch resume " == *" $c "* ]] ||
+    { echo "CHECKS: unknown section '$c' (all smoke q3 auto q2 torch resume)" >&2; exit 2; }
+done
 
 # --- the binary (decompress a carried archive) ---------------------------------------------
 case "$bin" in
