@@ -59,7 +59,7 @@ fn git_stdout(dir: &Path, args: &[&str]) -> Option<String> {
 /// The contents of `rev:path` in the repository of the working directory (`git show`).
 pub fn show(rev_path: &str) -> Result<String, SummaryError> {
     let out = Command::new("git")
-        .args(["show", rev_path])
+        .args(show_args(rev_path))
         .output()
         .map_err(|e| SummaryError::Git(format!("{rev_path}: cannot run git: {e}")))?;
     if !out.status.success() {
@@ -71,6 +71,13 @@ pub fn show(rev_path: &str) -> Result<String, SummaryError> {
     }
     String::from_utf8(out.stdout)
         .map_err(|_| SummaryError::Git(format!("{rev_path}: not UTF-8 text")))
+}
+
+/// `git show`'s arguments for `rev_path`, which comes from the command line: after
+/// `--end-of-options` and before `--` it can only be read as a revision, never as an option
+/// (`--output=FILE:x` would make git write FILE) nor as a pathspec.
+fn show_args(rev_path: &str) -> [&str; 4] {
+    ["show", "--end-of-options", rev_path, "--"]
 }
 
 #[cfg(test)]
