@@ -136,3 +136,100 @@ fn a_changed_selection_metric_or_mode_is_reported_but_not_a_regression() {
     out.expect_code(0);
     assert!(!out.stdout().contains("select"), "{}", out.stdout());
 }
+
+/// The lr grid under `dir/runs/lr`, with the status.json of its winning run replaced.
+fn grid_with_status(dir: &Path, status: &str) -> std::path::PathBuf {
+    let exp = lr_grid(&dir.join("runs"), "lr");
+    let run = exp.join("01a0b1c2d3e4");
+    std::fs::write(run.join("status.json"), status).unwrap();
+    run
+}
+
+#[test]
+fn status_on_a_corrupt_status_json_names_it_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = grid_with_status(d, "{\"state\": \"do");
+    let out = orchestrate(d, &["status", "lr"]);
+    out.expect_code(2);
+    let err = out.stderr();
+    assert!(
+        err.contains("runs/lr/01a0b1c2d3e4/status.json: corrupt record"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let row = out
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("01a0b1c2d3e4"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("unreadable"), "{}", out.stdout());
+    assert!(row.contains("status.json: corrupt record"), "{row}");
+    assert!(!out.stdout().contains("not started"), "{}", out.stdout());
+    // The other runs still show as they are.
+    assert!(out.stdout().contains("4 run(s): 2 done"), "{}", out.stdout());
+    assert!(out.stdout().contains("1 unreadable"), "{}", out.stdout());
+
+    let out = orchestrate(d, &["status", "lr", "--json"]);
+    out.expect_code(2);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "01a0b1c2d3e4")
+        .unwrap();
+    assert!(
+        row["unreadable"]
+            .as_str()
+            .is_some_and(|u| u.contains("status.json")),
+        "{row}"
+    );
+
+    // An unreadable plan.json no longer hides the run.
+    std::fs::write(run.join("status.json"), "{\"state\":\"done\",\"attempts\":1,\"epoch\":3}")
+        .unwrap();
+    std::fs::write(run.join("plan.json"), "").unwrap();
+    let out = orchestrate(d, &["status", "lr"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("01a0b1c2d3e4/plan.json: corrupt record"),
+        "{}",
+        out.stderr()
+    );
+    assert!(out.stdout().contains("01a0b1c2d3e4"), "{}", out.stdout());
+}
+
+/// Runs `orchestrate ARGS` in `dir` with its stdout on a pipe whose reader is already gone.
+fn into_closed_pipe(dir: &Path, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_orchestrate"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = crate::util::Sandbox::new();
+    lr_grid(&sb.path().join("runs"), "lr");
+    for args in [
+        &["plan", "experiments/q2_grid.toml", "--json"][..],
+        &["plan", "experiments/q2_grid.toml"],
+        &["status", "lr", "--json"],
+        &["diff", "runs/lr", "runs/lr", "--format", "json"],
+    ] {
+        let out = into_closed_pipe(sb.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        // Like `yes | head -1`: SIGPIPE, which a shell reports as 141.
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {:?}", out.status);
+    }
+}
