@@ -81,13 +81,18 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     }
     // After the table, so the readable runs still show; but not exit 0, since the state of
     // these runs is unknown, not "not started".
-    let unreadable: Vec<&str> = rows.iter().filter_map(|r| r.unreadable.as_deref()).collect();
+    let unreadable: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.unreadable.as_deref())
+        .collect();
     if let Some(first) = unreadable.first() {
         let more = match unreadable.len() {
             1 => String::new(),
             n => format!(" (and {} more unreadable run(s), see the table)", n - 1),
         };
-        return Err(Error::Usage(format!("{first}{more}; the run's state is unknown")));
+        return Err(Error::Usage(format!(
+            "{first}{more}; the run's state is unknown"
+        )));
     }
     Ok(0)
 }

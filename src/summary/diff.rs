@@ -143,7 +143,11 @@ impl Tolerances {
                 m.push_str(" (they hold no metrics)");
             } else {
                 let all: Vec<&str> = known.iter().copied().collect();
-                let _ = write!(m, " (their tags: {}; `*=...` sets the default)", all.join(", "));
+                let _ = write!(
+                    m,
+                    " (their tags: {}; `*=...` sets the default)",
+                    all.join(", ")
+                );
             }
             return Err(SummaryError::Usage(m));
         }
@@ -770,6 +774,41 @@ mod tests {
         }
         assert_eq!(Tolerance::Relative(0.1).allowed(-2.0), 0.2);
         assert_eq!(Tolerance::Relative(0.1).allowed(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_tolerance_for_an_unknown_tag_is_refused_with_the_nearest_tag() {
+        let known: BTreeSet<&str> = ["dev/accuracy", "test/accuracy", "train/loss"].into();
+        let err = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            Tolerances::parse(&args)
+                .unwrap()
+                .check_tags(&known)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(err(&["dev/accuracy=0.1", "*=1"]), None);
+        let typo = err(&["dev/acuracy=0.1"]).unwrap();
+        assert!(typo.starts_with("--tol dev/acuracy=0.1: no metric `dev/acuracy` in A or B; did you mean `dev/accuracy`?"), "{typo}");
+        let leaf = err(&["accuracy=1%"]).unwrap();
+        assert!(
+            leaf.contains("did you mean `dev/accuracy` or `test/accuracy`?"),
+            "{leaf}"
+        );
+        let far = err(&["bleu=1"]).unwrap();
+        assert!(!far.contains("did you mean"), "{far}");
+        assert!(
+            far.contains("their tags: dev/accuracy, test/accuracy, train/loss"),
+            "{far}"
+        );
+        let none = Tolerances::parse(&["x=1".into()])
+            .unwrap()
+            .check_tags(&BTreeSet::new());
+        assert!(
+            none.unwrap_err()
+                .to_string()
+                .contains("they hold no metrics")
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ fn a_rev_path_that_looks_like_an_option_writes_no_file() {
     // A leading `-` is a revision too, not git's `-p`.
     let out = orchestrate(d, &["diff", "--", "-p:baseline.json", "baseline.json"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("-p:baseline.json"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("-p:baseline.json"),
+        "{}",
+        out.stderr()
+    );
     // And a real REV:PATH still reads the committed file.
     orchestrate(d, &["diff", "HEAD:baseline.json", "runs/lr"]).expect_code(0);
 }
@@ -59,7 +63,15 @@ fn a_tolerance_for_a_tag_neither_side_has_is_refused() {
     let diff = |tol: &str| {
         orchestrate(
             d,
-            &["diff", "baseline.json", "runs/lr", "--tol", "*=0.5", "--tol", tol],
+            &[
+                "diff",
+                "baseline.json",
+                "runs/lr",
+                "--tol",
+                "*=0.5",
+                "--tol",
+                tol,
+            ],
         )
     };
     // A typo must not leave the lenient default in charge of dev/accuracy.
@@ -83,7 +95,11 @@ fn a_tolerance_for_a_tag_neither_side_has_is_refused() {
     );
     let out = diff("bleu=0");
     out.expect_code(2);
-    assert!(out.stderr().contains("their tags: dev/accuracy,"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("their tags: dev/accuracy,"),
+        "{}",
+        out.stderr()
+    );
     // Known tags and the wildcard alone are fine.
     diff("dev/accuracy=0").expect_code(0);
     diff("test/accuracy=1%").expect_code(0);
@@ -110,10 +126,14 @@ fn a_changed_selection_metric_or_mode_is_reported_but_not_a_regression() {
         "{}",
         out.stdout()
     );
-    let out = orchestrate(d, &["diff", "baseline.json", "by_loss.json", "--format", "md"]);
+    let out = orchestrate(
+        d,
+        &["diff", "baseline.json", "by_loss.json", "--format", "md"],
+    );
     out.expect_code(0);
     assert!(
-        out.stdout().contains("**select CHANGED: dev/accuracy (max)"),
+        out.stdout()
+            .contains("**select CHANGED: dev/accuracy (max)"),
         "{}",
         out.stdout()
     );
@@ -168,7 +188,11 @@ fn status_on_a_corrupt_status_json_names_it_and_fails() {
     assert!(row.contains("status.json: corrupt record"), "{row}");
     assert!(!out.stdout().contains("not started"), "{}", out.stdout());
     // The other runs still show as they are.
-    assert!(out.stdout().contains("4 run(s): 2 done"), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("4 run(s): 2 done"),
+        "{}",
+        out.stdout()
+    );
     assert!(out.stdout().contains("1 unreadable"), "{}", out.stdout());
 
     let out = orchestrate(d, &["status", "lr", "--json"]);
@@ -188,13 +212,17 @@ fn status_on_a_corrupt_status_json_names_it_and_fails() {
     );
 
     // An unreadable plan.json no longer hides the run.
-    std::fs::write(run.join("status.json"), "{\"state\":\"done\",\"attempts\":1,\"epoch\":3}")
-        .unwrap();
+    std::fs::write(
+        run.join("status.json"),
+        "{\"state\":\"done\",\"attempts\":1,\"epoch\":3}",
+    )
+    .unwrap();
     std::fs::write(run.join("plan.json"), "").unwrap();
     let out = orchestrate(d, &["status", "lr"]);
     out.expect_code(2);
     assert!(
-        out.stderr().contains("01a0b1c2d3e4/plan.json: corrupt record"),
+        out.stderr()
+            .contains("01a0b1c2d3e4/plan.json: corrupt record"),
         "{}",
         out.stderr()
     );
