@@ -79,8 +79,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             print!("{}", render_tasks(&tasks));
         }
     }
-    // After the table, so the readable runs still show; but not exit 0, since the state of
-    // these runs is unknown, not "not started".
+    // After the table, so the readable runs still show; but not exit 0: what the table says
+    // of these runs is a guess.
     let unreadable: Vec<&str> = rows
         .iter()
         .filter_map(|r| r.unreadable.as_deref())
@@ -90,9 +90,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             1 => String::new(),
             n => format!(" (and {} more unreadable run(s), see the table)", n - 1),
         };
-        return Err(Error::Usage(format!(
-            "{first}{more}; the run's state is unknown"
-        )));
+        return Err(Error::Usage(format!("{first}{more}")));
     }
     Ok(0)
 }

@@ -27,8 +27,8 @@ pub struct RunView {
     /// Latest value of `metric` in `metrics.jsonl`.
     pub value: Option<f64>,
     pub message: Option<String>,
-    /// Why a record of the run (`plan.json`, `status.json`, `config.toml`) cannot be read:
-    /// its state is then unknown, not "not started".
+    /// Why a record of the run (`plan.json`, `status.json`, `config.toml`) cannot be read;
+    /// without a readable status its state is unknown, not "not started".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
 }
@@ -137,7 +137,7 @@ pub fn render(rows: &[RunView]) -> String {
     ]];
     for r in rows {
         let state = match (r.state, r.orphaned) {
-            _ if r.unreadable.is_some() => "unreadable".into(),
+            (None, _) if r.unreadable.is_some() => "unreadable".into(),
             (None, _) => "not started".into(),
             (Some(_), true) => "interrupted".into(),
             (Some(s), false) => state_word(s).to_string(),
@@ -202,7 +202,7 @@ pub fn render(rows: &[RunView]) -> String {
     ));
     let unreadable = rows.iter().filter(|r| r.unreadable.is_some()).count();
     if unreadable > 0 {
-        out.push_str(&format!(", {unreadable} unreadable (state unknown)"));
+        out.push_str(&format!(", {unreadable} unreadable"));
     }
     out.push('\n');
     out

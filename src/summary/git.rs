@@ -47,6 +47,8 @@ fn git_stdout(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
+        // The spec's file name is a path, not a pattern: `exp*.toml` must not match others.
+        .arg("--literal-pathspecs")
         .args(args)
         .output()
         .ok()?;
@@ -112,6 +114,25 @@ mod tests {
         assert!(!src.dirty);
         std::fs::write(&spec, "name = \"y\"\n").unwrap();
         assert!(spec_source(&spec).unwrap().dirty);
+    }
+
+    #[test]
+    fn a_spec_name_with_pattern_characters_matches_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        git(d, &["config", "user.email", "t@example.com"]);
+        git(d, &["config", "user.name", "t"]);
+        for name in ["e*.toml", ":(top)x.toml"] {
+            let spec = d.join(name);
+            std::fs::write(&spec, "name = \"x\"\n").unwrap();
+            git(d, &["--literal-pathspecs", "add", name]);
+            git(d, &["commit", "-q", "-m", name]);
+            // An edited file the name would match as a pattern.
+            std::fs::write(d.join("edited.toml"), "").unwrap();
+            std::fs::write(d.join("x.toml"), "").unwrap();
+            assert!(!spec_source(&spec).unwrap().dirty, "{name}");
+        }
     }
 
     #[test]

@@ -193,7 +193,7 @@ fn status_on_a_corrupt_status_json_names_it_and_fails() {
         "{}",
         out.stdout()
     );
-    assert!(out.stdout().contains("1 unreadable"), "{}", out.stdout());
+    assert!(out.stdout().contains(", 1 unreadable"), "{}", out.stdout());
 
     let out = orchestrate(d, &["status", "lr", "--json"]);
     out.expect_code(2);
