@@ -3,5 +3,6 @@
 //! that are valid but unusual or that promise more than they hold, and mistakes `diff` and
 //! `status` must not hide.
 
+mod diff;
 #[path = "../util/mod.rs"]
 mod util;
