@@ -5,3 +5,5 @@
 
 #[path = "../util/mod.rs"]
 mod util;
+
+mod slurm;
