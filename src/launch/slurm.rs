@@ -446,10 +446,20 @@ pub fn load_jobs(exp_dir: &Path) -> Result<JobsRecord, SlurmError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(JobsRecord::default()),
         Err(e) => return Err(SlurmError::io(path, e)),
     };
-    serde_json::from_str(&text).map_err(|e| SlurmError::Corrupt {
-        path,
+    let record: JobsRecord = serde_json::from_str(&text).map_err(|e| SlurmError::Corrupt {
+        path: path.clone(),
         message: e.to_string(),
-    })
+    })?;
+    if let Some(job) = record.jobs.iter().find(|j| !query::is_job_id(&j.job_id)) {
+        return Err(SlurmError::Corrupt {
+            path,
+            message: format!(
+                "job id {:?} is not a Slurm job id (digits only)",
+                job.job_id
+            ),
+        });
+    }
+    Ok(record)
 }
 
 /// Appends `job` to `job.json`.
@@ -534,10 +544,28 @@ mod tests {
         };
         record_job(dir.path(), &job).unwrap();
         record_job(dir.path(), &job).unwrap();
-        assert_eq!(load_jobs(dir.path()).unwrap().jobs, vec![job.clone(), job]);
+        assert_eq!(
+            load_jobs(dir.path()).unwrap().jobs,
+            vec![job.clone(), job.clone()]
+        );
         fs::write(jobs_file(dir.path()), "{not json").unwrap();
         let err = load_jobs(dir.path()).unwrap_err();
         assert!(err.to_string().contains("job.json"), "{err}");
+
+        // A job id becomes an argument of scancel and squeue: `--user=...` must not.
+        let forged = JobsRecord {
+            jobs: vec![ArrayJob {
+                job_id: "--user=ana".into(),
+                ..job
+            }],
+        };
+        fs::write(
+            jobs_file(dir.path()),
+            serde_json::to_string(&forged).unwrap(),
+        )
+        .unwrap();
+        let err = load_jobs(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(r#"job id "--user=ana""#), "{err}");
     }
 
     #[test]

@@ -407,3 +407,40 @@ fn a_hostile_executable_path_stays_one_word() {
     assert!(script.contains(&word), "{word} in\n{script}");
     assert!(!sb.path().join("CANARY").exists());
 }
+
+#[test]
+fn a_forged_job_id_in_job_json_never_reaches_squeue() {
+    let sb = Sandbox::new();
+    let bin = sb.path().join("fake-slurm");
+    std::fs::create_dir(&bin).unwrap();
+    for tool in ["squeue", "sacct", "scontrol", "scancel", "sbatch", "sinfo"] {
+        let p = bin.join(tool);
+        std::fs::write(
+            &p,
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> \"$(dirname \"$0\")/args\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    sb.write(
+        "runs/smoke/.slurm/job.json",
+        r#"{"jobs":[{"job_id":"--user=ana","submitted_at":1,"script":"/x/submit-1.sh",
+            "run_list":"/x/submit-1.runs",
+            "tasks":[{"task":0,"run_id":"06d9f0b94511","run_dir":"/x/06d9f0b94511"}]}]}"#,
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = sb.run_env(&["status", "smoke"], &[("PATH", &path)]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    out.stderr_has("job.json")
+        .stderr_has(r#"job id "--user=ana" is not a Slurm job id"#);
+    assert!(
+        !bin.join("args").exists(),
+        "a Slurm tool was called with: {}",
+        std::fs::read_to_string(bin.join("args")).unwrap_or_default()
+    );
+}
