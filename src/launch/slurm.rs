@@ -7,7 +7,8 @@
 //! worker's exit code ([`script`]). Tracking ([`track`]) reads that file first and asks Slurm
 //! (`squeue`, `scontrol`, `sacct`) only about tasks that have not written it: never started,
 //! cancelled, timed out, node failure. A controller that does not answer is "unknown, retry",
-//! never "job gone".
+//! never "job gone". What reaches the script or a Slurm tool's arguments is checked and quoted
+//! first ([`script::check_inputs`], [`quote`]).
 //!
 //! Layout under `runs/<experiment>/.slurm/`: `submit-N.sh` (the script), `submit-N.runs` (the
 //! run list), `<job>_<task>.out` (each task's wrapper output; the worker's own output goes to

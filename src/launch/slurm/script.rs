@@ -6,6 +6,12 @@
 //! into the run directory: the job id, the task and the worker's exit code. That file is the
 //! first source of truth for the orchestrator; Slurm's own view is only needed for tasks that
 //! never got that far (never started, killed, node failure, time limit).
+//!
+//! Nothing is rendered before [`check_inputs`] has passed: spec values must be in sbatch's
+//! formats, paths and other strings free of control characters. Every value is then quoted
+//! ([`super::quote`]) for the parser that reads its line, bash or sbatch's `#SBATCH` parser,
+//! and the script stops at the array-task check before it runs anything when started outside
+//! Slurm.
 
 use std::path::{Path, PathBuf};
 
