@@ -100,7 +100,7 @@ pub fn plan_on_slurm(
     setup: &SlurmSetup,
     runs: &[RunToLaunch],
 ) -> Result<PlannedSubmission, SlurmError> {
-    Ok(setup.launcher(experiment, exp_dir)?.plan(runs))
+    setup.launcher(experiment, exp_dir)?.plan(runs)
 }
 
 /// How a Slurm launch ended.

@@ -1,5 +1,5 @@
 //! Experiment specs: typed sections (`types`), figment layering (`load`), the known key set
-//! (`schema`) and value checks (`validate`).
+//! (`schema`) and value checks (`validate`, `slurm_checks` for `[launch.slurm]`).
 //!
 //! Three stages, as in ripgrep's flag handling: raw TOML layers -> one validated [`Spec`] ->
 //! [`crate::grid`] expands it into runs. Nothing here touches Candle or the file system
@@ -8,6 +8,7 @@
 pub mod error;
 pub mod load;
 pub mod schema;
+pub mod slurm_checks;
 pub mod types;
 pub mod validate;
 

@@ -192,6 +192,7 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
     for (i, dev) in l.devices.iter().enumerate() {
         c.text(&format!("launch.devices.{i}"), dev, check_device(dev));
     }
+    c.out.extend(super::slurm_checks::check(&l.slurm));
     c.out
 }
 

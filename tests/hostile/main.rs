@@ -6,3 +6,5 @@
 mod diff;
 #[path = "../util/mod.rs"]
 mod util;
+
+mod slurm;
