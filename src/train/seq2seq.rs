@@ -401,6 +401,10 @@ mod tests {
         assert!(loss[7].1 < loss[0].1, "{loss:?}");
         assert_eq!(scalars(&sink.events, "test/error_rate").len(), 1);
         assert_eq!(scalars(&sink.events, "test/accuracy").len(), 1);
+        // What validation lets `select.metric` name is recorded every epoch.
+        for tag in SELECTABLE {
+            assert_eq!(scalars(&sink.events, tag).len(), 8, "{tag}");
+        }
         let art = dir.path().join("artifacts");
         let md = std::fs::read_to_string(art.join("samples.md")).unwrap();
         assert!(

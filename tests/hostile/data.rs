@@ -328,3 +328,15 @@ fn big_endian_npz_labels_train() {
         .ok()
         .stdout_has("best: ");
 }
+
+#[test]
+fn a_dev_split_the_header_counts_cannot_make_exits_4_before_writing() {
+    let sb = Sandbox::new();
+    write_images(&sb, 8);
+    image_spec(&sb, MLP);
+    // One training image: a quarter of it rounds to no dev image.
+    let out = sb.run(&["run", "tiny.toml", "--set", "data.train_limit=1"]);
+    out.expect_code(4)
+        .stderr_has("data.dev_fraction = 0.25 of 1 training images leaves 0 for dev");
+    nothing_written(&sb, &out);
+}
