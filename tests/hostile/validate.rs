@@ -136,3 +136,31 @@ fn select_metric_must_be_one_the_model_kind_records() {
         &["run 1 (select.metric = \"test/accuracy\")"],
     );
 }
+
+#[test]
+fn the_data_format_must_hold_what_the_model_kind_reads() {
+    let sb = Sandbox::new();
+    write_images(&sb, 8);
+    image_spec(&sb, MLP);
+    refused(
+        &sb,
+        &["tiny.toml", "--set", "data.format=\"tsv-pairs\""],
+        &["`data.format` = \"tsv-pairs\": cnn and mlp models read images"],
+    );
+    refused(
+        &sb,
+        &["tiny.toml", "--set", "model.kind=\"seq2seq\""],
+        &["`data.format` = \"idx\": model.kind = \"seq2seq\" reads sentence pairs"],
+    );
+    // A translation spec without a dev file.
+    sb.write(
+        "q3.toml",
+        "name = \"q3\"\n[data]\nformat = \"tsv-pairs\"\ndir = \"t\"\ntrain = \"train.tsv\"\n\
+         test = \"test.tsv\"\n[model]\nkind = \"seq2seq\"\n",
+    );
+    refused(
+        &sb,
+        &["q3.toml"],
+        &["`data.dev` = \"\": must name a TSV file"],
+    );
+}
