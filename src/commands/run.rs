@@ -1,7 +1,7 @@
 //! `orchestrate run`: train every run of a spec's grid in worker processes, name the winner.
 //!
-//! Order matters for "lose nothing": the spec is loaded and expanded (and so validated)
-//! before anything is written (and, for Slurm, the cluster is checked); then the experiment
+//! Order matters for "lose nothing": the spec is loaded and expanded (and so validated, each
+//! run against its data files' headers too) before anything is written (and, for Slurm, the cluster is checked); then the experiment
 //! directory, the lock, the run directories; then the local pool or the Slurm array job;
 //! then the summary, the same for both backends.
 
@@ -76,6 +76,9 @@ pub struct Args {
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans) = args.spec.load_runs()?;
+    // Data headers, every run's model layout on them and its select metric: checked before
+    // anything is written under runs/.
+    crate::inspect::check_runs(&args.spec, &plans, crate::inspect::MissingData::Refuse)?;
     let backend = args.backend.unwrap_or(spec.launch.backend);
     // A device this build cannot drive fails here, before anything is written under runs/.
     let mut wanted: Vec<&str> = args.devices.iter().map(String::as_str).collect();

@@ -26,8 +26,9 @@ use std::time::Instant;
 const EVAL_BATCH: usize = 1000;
 /// Name of the generator scheme recorded in checkpoints (see [`super::seeding`]).
 const RNG_SCHEME: &str = "chacha8-stream-per-epoch";
-/// Metrics the selection and early stopping can follow for image runs.
-const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
+/// Metrics the selection and early stopping can follow for image runs (validation checks
+/// `select.metric` against them).
+pub const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
 /// Each activation-map pixel is drawn this many times larger.
 const FIGURE_SCALE: usize = 4;
 /// Activation maps per row of the figure.

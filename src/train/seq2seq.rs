@@ -25,6 +25,10 @@ use std::time::Instant;
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
 
+/// Metrics every epoch of a translation run records, which `select.metric` may name
+/// (validation checks it against them); see [`emit_eval`] and the epoch loop.
+pub const SELECTABLE: [&str; 4] = ["dev/error_rate", "dev/accuracy", "dev/loss", "train/loss"];
+
 /// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
 /// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
 #[derive(Clone, Copy)]
@@ -397,6 +401,10 @@ mod tests {
         assert!(loss[7].1 < loss[0].1, "{loss:?}");
         assert_eq!(scalars(&sink.events, "test/error_rate").len(), 1);
         assert_eq!(scalars(&sink.events, "test/accuracy").len(), 1);
+        // What validation lets `select.metric` name is recorded every epoch.
+        for tag in SELECTABLE {
+            assert_eq!(scalars(&sink.events, tag).len(), 8, "{tag}");
+        }
         let art = dir.path().join("artifacts");
         let md = std::fs::read_to_string(art.join("samples.md")).unwrap();
         assert!(

@@ -3,8 +3,10 @@
 //! that are valid but unusual or that promise more than they hold, and mistakes `diff` and
 //! `status` must not hide.
 
-mod diff;
 #[path = "../util/mod.rs"]
 mod util;
 
+mod data;
+mod diff;
 mod slurm;
+mod validate;
