@@ -291,6 +291,68 @@ fn the_run_limit_is_checked_before_anything_is_built() {
     );
 }
 
+#[test]
+fn a_grid_past_the_ceiling_is_refused_whatever_max_runs_allows() {
+    // 10^7 runs: before the ceiling, planning this aborted on a failed allocation.
+    let ten = |k: &str| (k.to_string(), (1..=10).map(i).collect::<Vec<_>>());
+    let mut spec = spec_with(GridSpec {
+        axes: [
+            "seed",
+            "train.epochs",
+            "train.batch_size",
+            "train.log_every",
+            "data.train_limit",
+            "data.test_limit",
+            "model.hidden.0",
+        ]
+        .into_iter()
+        .map(ten)
+        .collect(),
+        ..GridSpec::default()
+    });
+    spec.launch.max_runs = i64::MAX as usize;
+    assert_eq!(
+        expand(&spec).unwrap_err(),
+        GridError::OverCeiling {
+            runs: 10_000_000,
+            max: i64::MAX as usize,
+            ceiling: MAX_GRID_RUNS
+        }
+    );
+}
+
+#[test]
+fn random_samples_are_counted_before_they_are_drawn() {
+    let mut grid = random_grid(None);
+    grid.random.samples = usize::MAX;
+    let err = expand(&spec_with(grid)).unwrap_err();
+    assert_eq!(
+        err,
+        GridError::TooManyRuns {
+            runs: usize::MAX as u128,
+            max: 1000
+        }
+    );
+}
+
+#[test]
+fn a_run_count_that_overflows_is_reported_not_wrapped() {
+    let axis = |n: usize| (format!("k{n}"), vec![i(1); 256]);
+    let mut g = GridSpec {
+        axes: (0..15).map(axis).collect(),
+        ..GridSpec::default()
+    };
+    assert_eq!(run_count(&g), 1u128 << 120);
+    g.axes.extend([axis(15)]);
+    assert_eq!(run_count(&g), u128::MAX, "2^128 does not fit");
+    let msg = GridError::TooManyRuns {
+        runs: run_count(&g),
+        max: 4,
+    }
+    .to_string();
+    assert!(msg.contains("expands to more than 10^38 runs"), "{msg}");
+}
+
 /// Golden ids of the shipped experiments. They fail when the canonical form, the defaults or
 /// the experiments change: existing run directories would then no longer be found. Change
 /// them only on purpose and say so in the commit.
