@@ -5,3 +5,4 @@
 
 #[path = "../util/mod.rs"]
 mod util;
+mod spec;
