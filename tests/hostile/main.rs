@@ -3,6 +3,7 @@
 //! that are valid but unusual or that promise more than they hold, and mistakes `diff` and
 //! `status` must not hide.
 
+mod lock;
+mod spec;
 #[path = "../util/mod.rs"]
 mod util;
-mod spec;

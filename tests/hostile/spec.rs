@@ -57,7 +57,9 @@ fn a_fifo_as_spec_or_extends_file_is_refused_not_waited_on() {
     mkfifo(&sb.path().join("pipe.toml"));
     run_limited(&sb, &["plan", "pipe.toml"], &[])
         .expect_code(2)
-        .stderr_has("cannot read spec file pipe.toml: it is a named pipe (FIFO), not a regular file");
+        .stderr_has(
+            "cannot read spec file pipe.toml: it is a named pipe (FIFO), not a regular file",
+        );
     sb.write("child.toml", "extends = \"pipe.toml\"\n");
     run_limited(&sb, &["plan", "child.toml"], &[])
         .expect_code(3)
@@ -70,7 +72,9 @@ fn a_directory_as_extends_file_is_named_as_such() {
     sb.write("child.toml", "extends = \"experiments\"\n");
     run_limited(&sb, &["plan", "child.toml"], &[])
         .expect_code(3)
-        .stderr_has("cannot read `extends` file experiments: it is a directory, not a regular file");
+        .stderr_has(
+            "cannot read `extends` file experiments: it is a directory, not a regular file",
+        );
 }
 
 #[test]
@@ -82,7 +86,9 @@ fn a_spec_over_one_mebibyte_is_refused_and_one_under_is_read() {
     sb.write("big.toml", &format!("{}{body}", comment.repeat(1025)));
     run_limited(&sb, &["plan", "big.toml"], &[])
         .expect_code(2)
-        .stderr_has("cannot read spec file big.toml: it is larger than 1 MiB, the limit for a spec file");
+        .stderr_has(
+            "cannot read spec file big.toml: it is larger than 1 MiB, the limit for a spec file",
+        );
     sb.write("base.toml", &format!("{}{body}", comment.repeat(1025)));
     sb.write("child.toml", "extends = \"base.toml\"\n");
     run_limited(&sb, &["plan", "child.toml"], &[])
@@ -118,7 +124,9 @@ fn a_ten_million_run_grid_is_refused_with_its_count_even_when_max_runs_allows_it
     args.push("--set=launch.max_runs=100000000");
     let out = run_limited(&sb, &args, &[]);
     out.expect_code(3)
-        .stderr_has("the grid expands to 10000000 runs, more than the 100000 runs one experiment may have")
+        .stderr_has(
+            "the grid expands to 10000000 runs, more than the 100000 runs one experiment may have",
+        )
         .stderr_has("launch.max_runs = 100000000");
     // Without raising max_runs, the ordinary limit is what the user hits.
     args.pop();
@@ -150,7 +158,10 @@ fn a_big_grid_within_max_runs_still_plans() {
         "experiments/smoke.toml".to_string(),
         "--set=launch.max_runs=20000".to_string(),
         format!("--set=grid.seed={:?}", (0..200).collect::<Vec<_>>()),
-        format!("--set=grid.\"train.batch_size\"={:?}", (1..=100).collect::<Vec<_>>()),
+        format!(
+            "--set=grid.\"train.batch_size\"={:?}",
+            (1..=100).collect::<Vec<_>>()
+        ),
     ];
     args.push("--set=grid.\"optimizer.lr\"=[0.001]".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -165,7 +176,12 @@ fn an_empty_grid_axis_from_set_is_blamed_on_the_flag() {
     let sb = Sandbox::new();
     let out = run_limited(
         &sb,
-        &["plan", "experiments/smoke.toml", "--set", "grid.\"optimizer.lr\"=[]"],
+        &[
+            "plan",
+            "experiments/smoke.toml",
+            "--set",
+            "grid.\"optimizer.lr\"=[]",
+        ],
         &[],
     );
     out.expect_code(3);
@@ -211,15 +227,26 @@ fn zip_and_variant_errors_from_set_name_the_flag_and_file_errors_the_file() {
     let zip = "grid.zip=[{\"optimizer.lr\"=[0.1],\"train.epochs\"=[1,2]}]";
     run_limited(&sb, &["plan", "experiments/smoke.toml", "--set", zip], &[])
         .expect_code(3)
-        .stderr_has(&format!("error: --set {zip}: `grid.zip.0`: axes of a zip group"));
+        .stderr_has(&format!(
+            "error: --set {zip}: `grid.zip.0`: axes of a zip group"
+        ));
     let variant = "grid.variant=[{\"train.batch_size\"=0}]";
-    run_limited(&sb, &["plan", "experiments/smoke.toml", "--set", variant], &[])
-        .expect_code(3)
-        .stderr_has(&format!("error: --set {variant}: `grid.train.batch_size`"));
+    run_limited(
+        &sb,
+        &["plan", "experiments/smoke.toml", "--set", variant],
+        &[],
+    )
+    .expect_code(3)
+    .stderr_has(&format!("error: --set {variant}: `grid.train.batch_size`"));
     // The shipped axis is still the file's.
     run_limited(
         &sb,
-        &["plan", "experiments/smoke.toml", "--set", "optimizer.kind=\"sgd\""],
+        &[
+            "plan",
+            "experiments/smoke.toml",
+            "--set",
+            "optimizer.kind=\"sgd\"",
+        ],
         &[],
     )
     .ok();
