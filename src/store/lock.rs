@@ -1,8 +1,12 @@
 //! The experiment lock `runs/<experiment>/.lock`: one orchestrator per experiment.
 //!
-//! The lock is a file created with `create_new` holding the holder's pid, host name and start
-//! time. A lock whose pid is dead on this host is stale (its orchestrator was killed) and is
-//! taken over with a note; a live holder, or one on another host, is reported by pid.
+//! The lock is a plain file holding the holder's pid, host name and start time, created
+//! whole by hard-linking a private file to the lock path (which fails if the lock exists). A
+//! lock whose pid is dead on this host is stale (its orchestrator was killed) and is taken
+//! over with a note, under a `flock` of the experiment directory so that two orchestrators
+//! finding the same stale lock end with one holder; a live holder, or one on another host, is
+//! reported by pid. Anything but a regular file at the lock path (a symbolic link above all)
+//! is refused, never followed.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
