@@ -177,6 +177,10 @@ impl Resolved {
         grid::expand(&self.spec).map_err(|source| SpecError::Grid {
             origin: match &source {
                 GridError::Entry { at, .. } => self.grid_origin(at),
+                // A run's bad value, when the grid set that very key, is the grid entry's.
+                GridError::Run { key, .. } if !key.is_empty() => {
+                    self.grid_origin(&format!("grid.{key}"))
+                }
                 _ => None,
             }
             .unwrap_or_else(|| self.file.display().to_string()),

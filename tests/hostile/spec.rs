@@ -258,3 +258,32 @@ fn zip_and_variant_errors_from_set_name_the_flag_and_file_errors_the_file() {
         .expect_code(3)
         .stderr_has("error: bad_axis.toml: `grid.optimizer.lr`");
 }
+
+#[test]
+fn a_bad_run_from_a_set_axis_names_the_flag() {
+    let sb = Sandbox::new();
+    // step_size = 0 is only wrong in the runs whose variant turns the step schedule on.
+    let axis = "grid.\"optimizer.step_size\"=[0,1]";
+    let out = run_limited(
+        &sb,
+        &[
+            "plan",
+            "experiments/smoke.toml",
+            "--set",
+            axis,
+            "--set",
+            "grid.variant=[{\"optimizer.schedule\"=\"step\"}]",
+        ],
+        &[],
+    );
+    out.expect_code(3);
+    assert_eq!(
+        first_error_line(&out),
+        format!(
+            "error: --set {axis}: run 0 (optimizer.lr = 0.001, optimizer.schedule = \"step\", \
+             optimizer.step_size = 0): `optimizer.step_size` = 0: must be at least 1"
+        ),
+        "{}",
+        out.stderr
+    );
+}
