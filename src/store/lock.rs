@@ -313,10 +313,13 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
+    /// A stand-in for another orchestrator acting on the lock path.
+    type Rival = Box<dyn FnMut(&Path)>;
+
     thread_local! {
         /// What a rival orchestrator does between our reading a stale lock and our taking
         /// it over (per thread, so tests running in parallel do not see each other's).
-        static RIVAL: RefCell<Option<Box<dyn FnMut(&Path)>>> = RefCell::new(None);
+        static RIVAL: RefCell<Option<Rival>> = RefCell::new(None);
     }
 
     /// Called by the takeover before it reads the holder again.
