@@ -427,3 +427,59 @@ fn nested_keys_from_two_places_are_refused() {
     let e = expand(&spec_with(g)).unwrap_err();
     assert!(e.to_string().contains("holds `model.conv.0.kernel`"), "{e}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The count that gates expansion is the number of runs expansion builds.
+    #[test]
+    fn the_run_count_is_the_number_of_runs_built(
+        epochs in 1usize..4,
+        batch in 0usize..3,
+        zipped in 0usize..3,
+        variants in 0usize..3,
+        samples in 0usize..4,
+    ) {
+        let mut axes = BTreeMap::new();
+        axes.insert(
+            "train.epochs".to_string(),
+            (1..=epochs as i64).map(i).collect::<Vec<_>>(),
+        );
+        if batch > 0 {
+            axes.insert(
+                "train.batch_size".to_string(),
+                (1..=batch as i64).map(|b| i(b * 16)).collect(),
+            );
+        }
+        let zip = if zipped > 0 {
+            let group: BTreeMap<String, Vec<Value>> = [
+                ("seed".to_string(), (1..=zipped as i64).map(i).collect()),
+                ("model.dropout".to_string(), (1..=zipped).map(|d| f(d as f64 / 10.0)).collect()),
+            ]
+            .into_iter()
+            .collect();
+            vec![group]
+        } else {
+            Vec::new()
+        };
+        let variant = (0..variants)
+            .map(|v| [("train.log_every".to_string(), i(v as i64 + 1))].into_iter().collect())
+            .collect();
+        let mut params = BTreeMap::new();
+        if samples > 0 {
+            params.insert(
+                "optimizer.lr".to_string(),
+                Distribution::LogUniform { low: 1e-4, high: 1e-1 },
+            );
+        }
+        let g = GridSpec {
+            axes,
+            zip,
+            variant,
+            random: RandomSpec { samples, seed: Some(3), params },
+        };
+        let count = run_count(&g);
+        let runs = expand(&spec_with(g)).unwrap();
+        proptest::prop_assert_eq!(count, runs.len() as u128);
+    }
+}
