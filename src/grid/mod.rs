@@ -3,8 +3,9 @@
 //! Order is deterministic: `[[grid.variant]]` tables outermost, then the cartesian axes and
 //! zip groups sorted by key (a zip group sorts by its first key) with the last one varying
 //! fastest, then `[grid.random]` samples innermost (the same samples for every point, so
-//! points are compared on equal draws). Each value is first checked on its own, so a bad
-//! value is reported against its axis before any run is built.
+//! points are compared on equal draws). The run count is checked first, against
+//! `launch.max_runs` and [`MAX_GRID_RUNS`], without building anything; then each value is
+//! checked on its own, so a bad value is reported against its axis before any run is built.
 
 pub mod identity;
 pub mod random;

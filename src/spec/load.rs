@@ -7,6 +7,9 @@
 //! 4. environment variables `ORCHESTRATE_<SECTION>__<KEY>` (sorted by name),
 //! 5. `--set section.key=value` flags, in command-line order.
 //!
+//! A spec file and each `extends` file must be a regular file of at most 1 MiB
+//! ([`MAX_SPEC_BYTES`]): a FIFO or device is refused before it is opened for reading.
+//!
 //! Tables merge key by key; any other value (arrays included) is replaced whole. Each layer is
 //! its own figment provider whose metadata names the source, so every problem and
 //! `config --explain` can say which file, variable or flag set a key.
@@ -448,6 +451,7 @@ fn read_spec_file(path: &Path) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|_| ReadError::NotText)
 }
 
+/// Refuses any file type but a regular file, naming what it is.
 fn not_regular(t: std::fs::FileType) -> Result<(), ReadError> {
     use std::os::unix::fs::FileTypeExt;
     let kind = if t.is_file() {
