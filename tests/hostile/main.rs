@@ -8,5 +8,7 @@ mod util;
 
 mod data;
 mod diff;
+mod lock;
 mod slurm;
+mod spec;
 mod validate;
