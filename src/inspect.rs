@@ -522,8 +522,13 @@ fn run_error(
         .map(|(k, v)| format!("{k} = {}", crate::spec::schema::fmt_value(v)))
         .collect();
     let p = problems.into_iter().next().expect("at least one problem");
+    // Only on this error path: load the layers again to say which one set the grid entry.
+    let origin = crate::spec::resolve(&args.file, &args.sets, std::env::vars()).map_or_else(
+        |_| args.file.display().to_string(),
+        |r| r.run_origin(&p.key),
+    );
     SpecError::Grid {
-        file: args.file.clone(),
+        origin,
         source: Box::new(crate::grid::GridError::Run {
             index: run.index,
             varied: varied.join(", "),

@@ -180,15 +180,19 @@ impl Resolved {
         grid::expand(&self.spec).map_err(|source| SpecError::Grid {
             origin: match &source {
                 GridError::Entry { at, .. } => self.grid_origin(at),
-                // A run's bad value, when the grid set that very key, is the grid entry's.
-                GridError::Run { key, .. } if !key.is_empty() => {
-                    self.grid_origin(&format!("grid.{key}"))
-                }
+                GridError::Run { key, .. } if !key.is_empty() => Some(self.run_origin(key)),
                 _ => None,
             }
             .unwrap_or_else(|| self.file.display().to_string()),
             source: Box::new(source),
         })
+    }
+
+    /// Where a run's bad value of `key` came from: when the grid set that very key, the layer
+    /// of that grid entry (a `--set` flag, a variable, a file); otherwise the spec file.
+    pub fn run_origin(&self, key: &str) -> String {
+        self.grid_origin(&format!("grid.{key}"))
+            .unwrap_or_else(|| self.file.display().to_string())
     }
 
     /// The layer that set the grid entry named `at` (`grid.KEY`, `grid.zip.N...`,

@@ -245,7 +245,7 @@ fn into_closed_pipe(dir: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    let sb = crate::util::Sandbox::new();
+    let sb = crate::util::Sandbox::with_data();
     lr_grid(&sb.path().join("runs"), "lr");
     for args in [
         &["plan", "experiments/q2_grid.toml", "--json"][..],

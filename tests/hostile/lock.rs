@@ -59,7 +59,7 @@ fn two_orchestrators_racing_for_a_stale_lock_get_one_winner_and_one_clear_refusa
 
 #[test]
 fn a_dangling_lock_symlink_is_refused_and_not_blamed_on_this_orchestrator() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let exp = sb.path().join("runs/smoke");
     std::fs::create_dir_all(&exp).unwrap();
     std::os::unix::fs::symlink("/nonexistent/elsewhere", exp.join(".lock")).unwrap();
@@ -81,7 +81,7 @@ fn a_dangling_lock_symlink_is_refused_and_not_blamed_on_this_orchestrator() {
 
 #[test]
 fn a_lock_symlink_to_a_file_is_refused_and_the_file_left_alone() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let exp = sb.path().join("runs/smoke");
     std::fs::create_dir_all(&exp).unwrap();
     sb.write("victim.txt", "precious\n");

@@ -24,7 +24,7 @@ const PAYLOADS: &[&str] = &[
 
 /// `plan --backend slurm` with `sets`; asserts exit 3 naming `key`, and nothing written.
 fn refused(sets: &[String], key: &str) {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     for cmd in ["plan", "run"] {
         let mut args = vec![cmd, "experiments/smoke.toml", "--backend", "slurm"];
         for s in sets {
@@ -58,7 +58,7 @@ fn hostile_memory_time_gres_and_partition_are_refused_with_the_key_named() {
 
 #[test]
 fn the_issue_reproduction_no_longer_prints_a_touch_line() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let out = sb.run(&[
         "plan",
         "experiments/smoke.toml",
@@ -106,7 +106,7 @@ fn hostile_extra_args_are_refused_with_the_element_named() {
 
 #[test]
 fn values_from_the_spec_file_and_the_environment_are_refused_naming_their_source() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     sb.write(
         "hostile.toml",
         "extends = \"experiments/smoke.toml\"\n\n[launch.slurm]\ngres = \"gpu:1\\u0000touch CANARY\"\n",
@@ -131,7 +131,7 @@ fn values_from_the_spec_file_and_the_environment_are_refused_naming_their_source
 
 #[test]
 fn values_sbatch_documents_are_accepted() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let out = sb.run(&[
         "plan",
         "experiments/smoke.toml",
@@ -208,7 +208,7 @@ fn harmless(script: &str, options: usize) {
 
 #[test]
 fn an_extra_argument_with_shell_syntax_in_its_value_stays_one_quoted_word() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let out = sb.run(&[
         "plan",
         "experiments/smoke.toml",
@@ -253,7 +253,7 @@ const HOSTILE_DIRS: &[&str] = &[
 #[test]
 fn a_hostile_runs_dir_stays_one_token() {
     for dir in HOSTILE_DIRS {
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_data();
         let out = sb.run(&[
             "plan",
             "experiments/smoke.toml",
@@ -308,7 +308,7 @@ fn a_hostile_runs_dir_stays_one_token() {
 #[test]
 fn a_runs_dir_with_a_newline_is_a_usage_error_before_anything_is_written() {
     for dir in ["r\ntouch CANARY", "r\rx", "r\tx"] {
-        let sb = Sandbox::new();
+        let sb = Sandbox::with_data();
         for cmd in ["plan", "run"] {
             let out = sb.run(&[
                 cmd,
@@ -327,7 +327,9 @@ fn a_runs_dir_with_a_newline_is_a_usage_error_before_anything_is_written() {
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .collect();
             assert!(
-                entries.iter().all(|e| e == "experiments" || e == "specs"),
+                entries
+                    .iter()
+                    .all(|e| e == "experiments" || e == "specs" || e == "data"),
                 "{cmd} wrote {entries:?}"
             );
         }
@@ -336,7 +338,7 @@ fn a_runs_dir_with_a_newline_is_a_usage_error_before_anything_is_written() {
 
 #[test]
 fn a_hostile_working_directory_stays_one_token() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let name = "w $(touch CANARY);'\"#%x";
     let cwd = sb.path().join(name);
     std::fs::create_dir(&cwd).unwrap();
@@ -362,6 +364,8 @@ fn a_hostile_working_directory_stays_one_token() {
 
     let bad = sb.path().join("w\nx");
     std::fs::create_dir(&bad).unwrap();
+    // Data paths are relative to the working directory; the run must get past its data check.
+    std::os::unix::fs::symlink(sb.path().join("data"), bad.join("data")).unwrap();
     let out = util::orchestrate(
         &bad,
         &["run", "../experiments/smoke.toml", "--backend", "slurm"],
@@ -377,7 +381,7 @@ fn a_hostile_working_directory_stays_one_token() {
 
 #[test]
 fn a_hostile_executable_path_stays_one_word() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let bin = sb.path().join("bin $(touch CANARY) `x`;'q'");
     std::fs::create_dir(&bin).unwrap();
     let exe = bin.join("orchestrate");
@@ -410,7 +414,7 @@ fn a_hostile_executable_path_stays_one_word() {
 
 #[test]
 fn a_forged_job_id_in_job_json_never_reaches_squeue() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::with_data();
     let bin = sb.path().join("fake-slurm");
     std::fs::create_dir(&bin).unwrap();
     for tool in ["squeue", "sacct", "scontrol", "scancel", "sbatch", "sinfo"] {
