@@ -3,6 +3,7 @@
 //! that are valid but unusual or that promise more than they hold, and mistakes `diff` and
 //! `status` must not hide.
 
+mod better;
 mod diff;
 #[path = "../util/mod.rs"]
 mod util;
