@@ -4,6 +4,7 @@
 //! `status` must not hide.
 
 mod better;
+mod checkpoints;
 mod diff;
 #[path = "../util/mod.rs"]
 mod util;
