@@ -471,7 +471,11 @@ mod select_mode_tests {
             (Max, INF, -INF, false),
         ];
         for &(mode, a, b, want) in table {
-            assert_eq!(mode.is_better(a, b), want, "{mode:?}: is {a} better than {b}?");
+            assert_eq!(
+                mode.is_better(a, b),
+                want,
+                "{mode:?}: is {a} better than {b}?"
+            );
         }
     }
 

@@ -168,7 +168,13 @@ mod tests {
     #[test]
     fn names_round_trip_and_only_exact_names_count() {
         assert_eq!(parse_dir_name(&dir_name(7)), Some(7));
-        for other in ["epoch-", "epoch-+1", "epoch-1x", "Epoch-0001", ".epoch-0001.del"] {
+        for other in [
+            "epoch-",
+            "epoch-+1",
+            "epoch-1x",
+            "Epoch-0001",
+            ".epoch-0001.del",
+        ] {
             assert_eq!(parse_dir_name(other), None, "{other}");
         }
         assert!(is_leftover_name(&building_name(3)) && is_leftover_name(&retired_name(3)));
@@ -213,6 +219,9 @@ mod tests {
         fs::create_dir(dir.join(retired_name(1))).unwrap();
         retire(dir, 1).unwrap();
         assert!(fs::read_dir(dir).unwrap().next().is_none());
-        assert!(retire(dir, 1).is_err(), "retiring a missing checkpoint is an error");
+        assert!(
+            retire(dir, 1).is_err(),
+            "retiring a missing checkpoint is an error"
+        );
     }
 }

@@ -444,7 +444,11 @@ pub fn compare_metric(
             Some(mode) => {
                 let (a, b) = (a.get(), b.get());
                 if a.is_finite() && b.is_finite() {
-                    let worse_by = if mode == SelectMode::Max { a - b } else { b - a };
+                    let worse_by = if mode == SelectMode::Max {
+                        a - b
+                    } else {
+                        b - a
+                    };
                     if worse_by > allowed {
                         Verdict::Worse
                     } else if mode.is_better(a, b) {
@@ -850,8 +854,14 @@ mod tests {
         let ninf = f64::NEG_INFINITY;
         assert_eq!(v("dev/loss", Some(0.5), Some(ninf)), Verdict::Worse);
         assert_eq!(v("dev/error_rate", Some(0.5), Some(ninf)), Verdict::Worse);
-        assert_eq!(v("dev/accuracy", Some(0.8), Some(f64::INFINITY)), Verdict::Worse);
-        assert_eq!(v("dev/loss", Some(0.5), Some(f64::INFINITY)), Verdict::Worse);
+        assert_eq!(
+            v("dev/accuracy", Some(0.8), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
+        assert_eq!(
+            v("dev/loss", Some(0.5), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
         assert_eq!(v("dev/loss", Some(ninf), Some(0.5)), Verdict::Better);
         assert_eq!(v("dev/loss", Some(ninf), Some(f64::NAN)), Verdict::Changed);
         assert_eq!(v("dev/loss", Some(ninf), Some(ninf)), Verdict::Same);

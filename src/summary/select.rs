@@ -66,10 +66,7 @@ pub fn rank(candidates: &[Candidate], metric: &str, mode: SelectMode) -> Ranking
     let tie_break = |a: &Candidate, b: &Candidate| a.index.cmp(&b.index).then(a.id.cmp(&b.id));
     ranked.sort_by(|&a, &b| {
         let (ca, cb) = (&candidates[a], &candidates[b]);
-        let (sa, sb) = (
-            ca.score.unwrap_or(f64::NAN),
-            cb.score.unwrap_or(f64::NAN),
-        );
+        let (sa, sb) = (ca.score.unwrap_or(f64::NAN), cb.score.unwrap_or(f64::NAN));
         let by_score = if mode.is_better(sa, sb) {
             Ordering::Less
         } else if mode.is_better(sb, sa) {

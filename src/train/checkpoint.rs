@@ -476,10 +476,17 @@ mod tests {
         std::fs::remove_file(ck.join(dir_name(2)).join("optimizer.safetensors")).unwrap();
         assert_eq!(list(&ck).unwrap(), vec![3, 4]);
         assert_eq!(prune(&ck, 1, false, SelectMode::Max).unwrap(), vec![3]);
-        assert_eq!(std::fs::read_dir(&ck).unwrap().count(), 1, "only epoch 4 is left");
+        assert_eq!(
+            std::fs::read_dir(&ck).unwrap().count(),
+            1,
+            "only epoch 4 is left"
+        );
         let (path, st) = resume_point(&ck, "t").unwrap().unwrap();
         assert_eq!((path, st.epoch), (ck.join(dir_name(4)), 4));
-        assert!(resume_point(&ck, "other").is_err(), "another training's checkpoint");
+        assert!(
+            resume_point(&ck, "other").is_err(),
+            "another training's checkpoint"
+        );
         // Redoing an epoch replaces its checkpoint whole.
         save(&ck, varmap_tensors(&map), opt.clone(), &state(4, 0.3)).unwrap();
         assert_eq!(read_state(&ck.join(dir_name(4))).unwrap().metric, Some(0.3));

@@ -55,8 +55,8 @@ fn copy_dir(from: &Path, to: &Path) {
 fn interrupt_in_pruning(run: &Path, half_deleted: bool, leftover: bool, status_epoch: usize) {
     let ck = run.join("checkpoints");
     let last = ck.join("epoch-0003");
-    let mut state: Value = serde_json::from_slice(&fs::read(last.join("state.json")).unwrap())
-        .expect("state.json");
+    let mut state: Value =
+        serde_json::from_slice(&fs::read(last.join("state.json")).unwrap()).expect("state.json");
     let per_epoch = state["step"].as_u64().unwrap() / 3;
     state["epoch"] = 2.into();
     state["step"] = (2 * per_epoch).into();
@@ -69,7 +69,11 @@ fn interrupt_in_pruning(run: &Path, half_deleted: bool, leftover: bool, status_e
     if half_deleted {
         let one = ck.join("epoch-0001");
         fs::create_dir(&one).unwrap();
-        fs::copy(last.join("model.safetensors"), one.join("model.safetensors")).unwrap();
+        fs::copy(
+            last.join("model.safetensors"),
+            one.join("model.safetensors"),
+        )
+        .unwrap();
     }
     if leftover {
         copy_dir(&last, &ck.join(".epoch-0001.del"));
