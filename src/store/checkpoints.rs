@@ -125,6 +125,26 @@ pub fn retire(dir: &Path, epoch: usize) -> Result<(), StoreError> {
     remove_dir_if_present(&to)
 }
 
+/// Publishes the checkpoint built under [`building_name`] as `epoch-NNNN`. An old copy (a
+/// resumed run redoing an epoch) is first moved to its retired name and removed only after
+/// the new one is in place, so the name never holds a half-deleted checkpoint.
+pub fn publish(dir: &Path, epoch: usize) -> Result<PathBuf, StoreError> {
+    let built = dir.join(building_name(epoch));
+    let target = dir.join(dir_name(epoch));
+    let old = dir.join(retired_name(epoch));
+    let replacing = target.exists();
+    if replacing {
+        remove_dir_if_present(&old)?;
+        fs::rename(&target, &old).map_err(|e| StoreError::io(&target, e))?;
+    }
+    fs::rename(&built, &target).map_err(|e| StoreError::io(&target, e))?;
+    super::atomic::sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    if replacing {
+        remove_dir_if_present(&old)?;
+    }
+    Ok(target)
+}
+
 /// Removes incomplete checkpoints and the leftovers of interrupted saves and deletions;
 /// returns what it removed. Only the worker that owns the run directory may call it.
 pub fn clean(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {

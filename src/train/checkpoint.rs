@@ -173,7 +173,6 @@ pub fn save(
     state: &CheckpointState,
 ) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = dir_name(state.epoch);
     let tmp = dir.join(layout::building_name(state.epoch));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -187,23 +186,7 @@ pub fn save(
     })?;
     write_synced(&tmp.join("state.json"), &json)?;
     sync_dir(&tmp)?;
-    let final_path = dir.join(&name);
-    // Only a resumed run that redoes an epoch meets an old copy: it is moved out of the way
-    // whole, so the name never holds a half-deleted checkpoint.
-    let old = dir.join(layout::retired_name(state.epoch));
-    let replacing = final_path.exists();
-    if replacing {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
-        }
-        std::fs::rename(&final_path, &old).map_err(io_err(&final_path))?;
-    }
-    std::fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-    sync_dir(dir)?;
-    if replacing {
-        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    }
-    Ok(final_path)
+    Ok(layout::publish(dir, state.epoch)?)
 }
 
 /// Reads the JSON state of a checkpoint directory.
