@@ -161,8 +161,15 @@ pub fn clean(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(removed)
 }
 
+/// Removes `path` if it exists: a directory with its contents, anything else (a stray file
+/// or link under a checkpoint's name) by itself.
 fn remove_dir_if_present(path: &Path) -> Result<(), StoreError> {
-    match fs::remove_dir_all(path) {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
         _ => Ok(()),
     }
@@ -216,13 +223,14 @@ mod tests {
         fs::create_dir(dir.join(retired_name(5))).unwrap();
         fs::create_dir(dir.join(building_name(6))).unwrap();
         fs::write(dir.join("README"), "not a checkpoint").unwrap();
+        fs::write(dir.join(dir_name(7)), "a file under a checkpoint's name").unwrap();
         let listing = scan(dir).unwrap();
         assert_eq!(listing.complete, vec![2]);
-        assert_eq!(listing.incomplete, vec![1, 3, 4]);
+        assert_eq!(listing.incomplete, vec![1, 3, 4, 7]);
         assert_eq!(listing.leftovers.len(), 2);
         assert_eq!(newest_complete(dir).unwrap(), 2);
 
-        assert_eq!(clean(dir).unwrap().len(), 5);
+        assert_eq!(clean(dir).unwrap().len(), 6);
         let mut left: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
