@@ -479,6 +479,32 @@ mod select_mode_tests {
         }
     }
 
+    proptest::proptest! {
+        /// "Better" is a strict order on the finite values, agrees with `<`/`>` there, and
+        /// never puts a NaN or an infinity first, so sorting and best-so-far folds are sound.
+        #[test]
+        fn is_better_is_a_strict_order_that_only_finite_values_win(
+            a in proptest::num::f64::ANY,
+            b in proptest::num::f64::ANY,
+            c in proptest::num::f64::ANY,
+        ) {
+            for mode in [Max, Min] {
+                proptest::prop_assert!(!mode.is_better(a, a));
+                proptest::prop_assert!(!(mode.is_better(a, b) && mode.is_better(b, a)));
+                if mode.is_better(a, b) {
+                    proptest::prop_assert!(a.is_finite());
+                    if mode.is_better(b, c) {
+                        proptest::prop_assert!(mode.is_better(a, c));
+                    }
+                }
+                if a.is_finite() && b.is_finite() {
+                    let want = if mode == Max { a > b } else { a < b };
+                    proptest::prop_assert_eq!(mode.is_better(a, b), want);
+                }
+            }
+        }
+    }
+
     #[test]
     fn margins_and_records() {
         assert!(!Max.is_better_by(0.55, 0.5, 0.1));
