@@ -8,7 +8,9 @@
 //! in B, is a regression too. Config differences are shown beside, never judged; so is a
 //! changed `select` (the metrics are the same, only the rule that picks the winner moved).
 //! A tolerance for a tag neither side has is refused: a misspelt one would silently allow
-//! nothing it was meant to.
+//! nothing it was meant to. Non-finite values are judged by [`SelectMode::is_better`]: a NaN
+//! or an infinity in B where A had a number (a `-inf` loss too: divergence, not a record) is
+//! a regression, a number where A had none a fix.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +31,17 @@ pub enum Direction {
     Lower,
     /// Not known (e.g. `lr`): differences are shown, never counted as regressions.
     Unknown,
+}
+
+impl Direction {
+    /// The select mode that judges "better" in this direction; `None` when unknown.
+    pub fn mode(self) -> Option<SelectMode> {
+        match self {
+            Direction::Higher => Some(SelectMode::Max),
+            Direction::Lower => Some(SelectMode::Min),
+            Direction::Unknown => None,
+        }
+    }
 }
 
 /// The direction of `tag`: the select mode for the select metric, else read from its name.
@@ -426,27 +439,36 @@ pub fn compare_metric(
         (Some(_), None) => Verdict::Missing,
         (None, _) => Verdict::New,
         (Some(a), Some(b)) if a == b => Verdict::Same,
-        (Some(_), Some(_)) if dir == Direction::Unknown => Verdict::Changed,
-        (Some(a), Some(b)) => {
-            let (a, b) = (a.get(), b.get());
-            // A NaN in B where A had a number is as bad as it gets; the reverse is a fix.
-            let worse_by = if b.is_nan() {
-                f64::INFINITY
-            } else if a.is_nan() {
-                f64::NEG_INFINITY
-            } else if dir == Direction::Higher {
-                a - b
-            } else {
-                b - a
-            };
-            if worse_by > allowed {
-                Verdict::Worse
-            } else if worse_by > 0.0 {
-                Verdict::Within
-            } else {
-                Verdict::Better
+        (Some(a), Some(b)) => match dir.mode() {
+            None => Verdict::Changed,
+            Some(mode) => {
+                let (a, b) = (a.get(), b.get());
+                if a.is_finite() && b.is_finite() {
+                    let worse_by = if mode == SelectMode::Max {
+                        a - b
+                    } else {
+                        b - a
+                    };
+                    if worse_by > allowed {
+                        Verdict::Worse
+                    } else if mode.is_better(a, b) {
+                        Verdict::Within
+                    } else {
+                        Verdict::Better
+                    }
+                } else if mode.is_better(b, a) {
+                    // A real value where A had a NaN or diverged: a fix.
+                    Verdict::Better
+                } else if mode.is_better(a, b) {
+                    // A NaN or an infinity (a `-inf` loss too) where A had a real value: as
+                    // bad as it gets, whatever the tolerance.
+                    Verdict::Worse
+                } else {
+                    // Neither side has a real value (say NaN and inf): no record to judge.
+                    Verdict::Changed
+                }
             }
-        }
+        },
     };
     MetricDiff {
         tag: tag.to_string(),
@@ -827,6 +849,22 @@ mod tests {
         assert_eq!(v("dev/loss", Some(0.5), Some(f64::NAN)), Verdict::Worse);
         assert_eq!(v("dev/loss", Some(f64::NAN), Some(0.5)), Verdict::Better);
         assert_eq!(v("dev/loss", Some(f64::NAN), Some(f64::NAN)), Verdict::Same);
+        // A loss or error rate of `-inf` (or an accuracy of `+inf`) is divergence, not a
+        // record: main counted these as improvements.
+        let ninf = f64::NEG_INFINITY;
+        assert_eq!(v("dev/loss", Some(0.5), Some(ninf)), Verdict::Worse);
+        assert_eq!(v("dev/error_rate", Some(0.5), Some(ninf)), Verdict::Worse);
+        assert_eq!(
+            v("dev/accuracy", Some(0.8), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
+        assert_eq!(
+            v("dev/loss", Some(0.5), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
+        assert_eq!(v("dev/loss", Some(ninf), Some(0.5)), Verdict::Better);
+        assert_eq!(v("dev/loss", Some(ninf), Some(f64::NAN)), Verdict::Changed);
+        assert_eq!(v("dev/loss", Some(ninf), Some(ninf)), Verdict::Same);
         assert_eq!(v("lr", Some(0.1), Some(0.2)), Verdict::Changed);
         assert_eq!(v("dev/loss", Some(0.5), None), Verdict::Missing);
         assert_eq!(v("dev/loss", None, Some(0.5)), Verdict::New);

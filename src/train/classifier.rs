@@ -232,19 +232,8 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
     let mut early = EarlyStopping::new(&cfg.train.early_stopping, cfg.select.mode);
     let ck_dir = ctx.run_dir.checkpoints();
     let (mut last_epoch, mut finished) = (0, false);
-    if let Some(&epoch) = checkpoint::list(&ck_dir)?.last() {
-        let path = ck_dir.join(checkpoint::dir_name(epoch));
-        let state = checkpoint::read_state(&path)?;
-        if state.training_id != ctx.training_id {
-            return Err(checkpoint::CheckpointError::Corrupt {
-                path,
-                message: format!(
-                    "belongs to training {}, this run's training is {}",
-                    state.training_id, ctx.training_id
-                ),
-            }
-            .into());
-        }
+    if let Some((path, state)) = checkpoint::resume_point(&ck_dir, &ctx.training_id)? {
+        let epoch = state.epoch;
         checkpoint::restore_model(&path, &map)?;
         let opt_state = checkpoint::read_optimizer(&path, &device)?;
         trainer
