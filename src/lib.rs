@@ -14,6 +14,7 @@ pub mod grid;
 pub mod inspect;
 pub mod launch;
 pub mod models;
+pub mod regular_file;
 pub mod sinks;
 pub mod spec;
 pub mod store;

@@ -19,42 +19,16 @@ use std::path::{Path, PathBuf};
 /// a header that promises more than this times the compressed size is lying.
 pub const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// Opens a data file for reading, refusing anything but a regular file: a FIFO would block
-/// until a writer comes, `/dev/zero` never ends, a directory cannot be read. Returns the
-/// file and its size.
+/// Opens a data file for reading, refusing anything but a regular file
+/// ([`crate::regular_file`]). Returns the file and its size.
 pub fn open_data_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
-    // Checked before opening: opening a FIFO for reading blocks.
-    check_regular(&std::fs::metadata(path)?)?;
-    let file = std::fs::File::open(path)?;
-    // And again on what was opened, in case the path changed in between.
-    let meta = file.metadata()?;
-    check_regular(&meta)?;
-    Ok((file, meta.len()))
-}
-
-fn check_regular(meta: &std::fs::Metadata) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_file() {
-        return Ok(());
-    }
-    let what = if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a plain file"
-    };
-    Err(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("{what}, not a regular file; data files must be regular files"),
-    ))
+    crate::regular_file::open(path).map_err(|e| match e {
+        crate::regular_file::OpenError::Io(e) => e,
+        not_regular => std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{not_regular}; data files must be regular files"),
+        ),
+    })
 }
 
 /// Reads exactly `expected` bytes from `reader`, never holding more than `expected + 1`:
@@ -195,7 +169,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         for (p, what) in [
-            (fifo.as_path(), "a FIFO"),
+            (fifo.as_path(), "(FIFO)"),
             (dir.path(), "a directory"),
             (Path::new("/dev/zero"), "a character device"),
         ] {

@@ -433,47 +433,20 @@ fn read_chain(path: &Path) -> Result<Vec<(PathBuf, Table)>, SpecError> {
     Ok(chain)
 }
 
-/// Reads one spec file as text, refusing what is not a regular file and anything over
-/// [`MAX_SPEC_BYTES`] without reading past the cap.
+/// Reads one spec file as text, refusing what is not a regular file
+/// ([`crate::regular_file`]) and anything over [`MAX_SPEC_BYTES`] without reading past the cap.
 fn read_spec_file(path: &Path) -> Result<String, ReadError> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Checked before opening, since opening a FIFO blocks until a writer comes; the open is
-    // non-blocking too, for a FIFO swapped in after the check, and the opened file is
-    // checked again.
-    not_regular(std::fs::metadata(path)?.file_type())?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    not_regular(file.metadata()?.file_type())?;
+    let (file, _) = crate::regular_file::open(path).map_err(|e| match e {
+        crate::regular_file::OpenError::NotRegular { kind } => ReadError::NotRegular { kind },
+        crate::regular_file::OpenError::Io(e) => ReadError::Io(e),
+    })?;
     let mut bytes = Vec::new();
     file.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_SPEC_BYTES {
         return Err(ReadError::TooLarge);
     }
     String::from_utf8(bytes).map_err(|_| ReadError::NotText)
-}
-
-/// Refuses any file type but a regular file, naming what it is.
-fn not_regular(t: std::fs::FileType) -> Result<(), ReadError> {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = if t.is_file() {
-        return Ok(());
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "a special file"
-    };
-    Err(ReadError::NotRegular { kind })
 }
 
 /// Parses TOML text, turning syntax errors into file:line:column messages.

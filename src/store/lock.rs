@@ -160,10 +160,11 @@ fn refuse_odd_lock(path: &Path) -> Result<(), StoreError> {
             .map(|t| format!(" to {}", t.display()))
             .unwrap_or_default();
         format!("is a symbolic link{target}")
-    } else if t.is_dir() {
-        "is a directory".to_string()
     } else {
-        "is not a regular file".to_string()
+        format!(
+            "is {}",
+            crate::regular_file::irregular_kind(t).unwrap_or("not a regular file")
+        )
     };
     Err(StoreError::io(
         path,

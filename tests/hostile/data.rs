@@ -229,7 +229,7 @@ fn non_regular_data_files_are_refused_at_once() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for (source, what) in [
-        (fifo.as_path(), "a FIFO"),
+        (fifo.as_path(), "(FIFO)"),
         (Path::new("/dev/zero"), "a character device"),
         (sb.path().join("d").as_path(), "a directory"),
     ] {
@@ -275,7 +275,7 @@ fn missing_or_non_regular_translation_files_exit_4() {
     let out = run_within(&sb, &["run", "q3.toml"], Duration::from_secs(30));
     out.expect_code(4)
         .stderr_has("t/dev.tsv")
-        .stderr_has("a FIFO");
+        .stderr_has("(FIFO)");
     nothing_written(&sb, &out);
 }
 
