@@ -210,6 +210,14 @@ fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
     } else {
         args.devices.clone()
     };
+    // `--devices cpu` (or `auto`) is the device of every run, not a hint that train.device
+    // overrides.
+    let cpu_device = devices
+        .iter()
+        .copied()
+        .find(|d| !d.is_card())
+        .or_else(|| spec_devices([&spec.train.device]).next())
+        .unwrap_or(Device::Cpu);
     let accel: Vec<Device> = devices.into_iter().filter(|d| d.is_card()).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(spec.train.threads);
@@ -241,9 +249,7 @@ fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
         grace: Duration::from_secs(args.grace),
         devices: accel,
         jobs_per_device: launch.jobs_per_device,
-        cpu_device: spec_devices([&spec.train.device])
-            .next()
-            .unwrap_or(Device::Cpu),
+        cpu_device,
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let pool = run_pool(&p.runs, &opts, &signals, p.rep.as_mut())?;
