@@ -111,7 +111,10 @@ mod tests {
             "gpu", "cuda:", "cuda:x", "", "CPU", "cuda:+1", "cuda:-1", " cpu", "cuda0", "cuda:1 ",
         ] {
             let e = bad.parse::<Device>().unwrap_err().to_string();
-            assert!(e.contains(&format!("{bad:?}")) && e.contains("cuda:N"), "{e}");
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("cuda:N"),
+                "{e}"
+            );
         }
     }
 

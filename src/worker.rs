@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::device::Device;
 use crate::events::{EventSink, RunEvent, SinkError};
 use crate::sinks::metrics::MetricsFile;
 use crate::sinks::tensorboard::{HParamValue, TensorBoardSink, run_hparams};
-use crate::device::Device;
 use crate::store::{self, RunDir, RunState, RunStatus, RuntimeRecord, StoreError};
 use crate::train::{self, Outcome, RunContext};
 
@@ -105,10 +105,11 @@ impl WorkerEnv {
             device: get(vars::DEVICE)
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    s.parse().map_err(|e: crate::device::ParseDeviceError| WorkerError::Env {
-                        name: vars::DEVICE,
-                        message: e.to_string(),
-                    })
+                    s.parse()
+                        .map_err(|e: crate::device::ParseDeviceError| WorkerError::Env {
+                            name: vars::DEVICE,
+                            message: e.to_string(),
+                        })
                 })
                 .transpose()?,
             attempt: parse_opt(&get, vars::ATTEMPT)?,
@@ -479,7 +480,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("ORCHESTRATE_DEVICE") && e.contains("\"gpu\""), "{e}");
+        assert!(
+            e.contains("ORCHESTRATE_DEVICE") && e.contains("\"gpu\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::device::Device;
 use crate::error::{Error, exit};
 use crate::launch::LaunchError;
-use crate::device::Device;
 use crate::launch::budget;
 use crate::launch::events::LaunchEvent;
 use crate::launch::local::{PoolOptions, run_pool};

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use super::LaunchError;
 use super::budget::pick_device;
-use crate::device::Device;
 use super::events::LaunchEvent;
 use super::prepare::PreparedRun;
 use super::progress::Reporter;
 use super::signals::ShutdownSignals;
 use super::tail::RunFollower;
+use crate::device::Device;
 use crate::store::{self, RunState, RunStatus, StoreError};
 use crate::worker::WorkerEnv;
 

@@ -111,7 +111,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
     }
 }
 
-pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
     let Some(text) = read_optional(path)? else {
         return Ok(None);
     };

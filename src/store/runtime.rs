@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::files::{StoreError, read_json, write_json};
 use super::RunDir;
+use super::files::{StoreError, read_json, write_json};
 use crate::device::Device;
 
 /// Contents of `runtime.json`, rewritten by each attempt's worker as it starts.
@@ -54,7 +54,10 @@ mod tests {
         };
         write_runtime(&run, &rec).unwrap();
         let text = std::fs::read_to_string(run.runtime()).unwrap();
-        assert!(text.contains("\"cuda:1\"") && text.contains("\"auto\""), "{text}");
+        assert!(
+            text.contains("\"cuda:1\"") && text.contains("\"auto\""),
+            "{text}"
+        );
         assert_eq!(read_runtime(&run).unwrap(), Some(rec));
     }
 

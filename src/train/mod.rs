@@ -18,12 +18,12 @@ pub mod seq2seq_step;
 pub mod translation_artifacts;
 
 use crate::data::DataError;
+use crate::device::Device as DeviceName;
 use crate::events::{EventSink, SinkError};
 use crate::models::ModelError;
 use crate::spec::{ModelKind, Spec};
 use crate::store::RunDir;
 use candle_core::Device;
-use crate::device::Device as DeviceName;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -236,12 +236,12 @@ impl From<DeviceSupportError> for TrainError {
 /// The Candle device `train.device` names (text as the config holds it, parsed by
 /// [`DeviceName`]'s one parser).
 pub fn select_device(name: &str) -> Result<Device, TrainError> {
-    let device: DeviceName = name.parse().map_err(|e: crate::device::ParseDeviceError| {
-        TrainError::Device {
-            device: name.to_string(),
-            message: e.to_string(),
-        }
-    })?;
+    let device: DeviceName =
+        name.parse()
+            .map_err(|e: crate::device::ParseDeviceError| TrainError::Device {
+                device: name.to_string(),
+                message: e.to_string(),
+            })?;
     open_device(device)
 }
 

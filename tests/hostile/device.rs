@@ -49,7 +49,9 @@ fn a_devices_flag_naming_no_device_is_a_usage_error_and_writes_nothing() {
     sb.write("dev.toml", SPEC);
     for bad in ["gpu", "cuda:x", "cpu,gpu", "cuda:"] {
         let out = sb.run(&["run", "dev.toml", "--devices", bad]);
-        out.expect_code(2).stderr_has("--devices").stderr_has("cuda:N");
+        out.expect_code(2)
+            .stderr_has("--devices")
+            .stderr_has("cuda:N");
         let shown = bad.rsplit(',').next().unwrap();
         out.stderr_has(&format!("'{shown}'"));
         assert!(!sb.path().join("runs").exists(), "runs/ written for {bad}");
