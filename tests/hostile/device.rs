@@ -90,3 +90,22 @@ fn auto_is_recorded_as_the_device_it_resolved_to() {
     assert_eq!(env["device"], "cpu", "{env}");
     assert_eq!(env["threads"], 2, "{env}");
 }
+
+/// A well-formed CUDA name in a CPU-only build is a runtime refusal (exit 5), still before
+/// anything is written, whether it comes from the flag or from the spec.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
+    let sb = Sandbox::with_data();
+    sb.write("dev.toml", SPEC);
+    for args in [
+        &["run", "dev.toml", "--devices", "cuda:1"][..],
+        &["run", "dev.toml", "--set", "launch.devices=[\"cuda\"]"][..],
+    ] {
+        sb.run(args).expect_code(5).stderr_has("--features cuda");
+        assert!(
+            !sb.path().join("runs").exists(),
+            "runs/ written for {args:?}"
+        );
+    }
+}
