@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::device::Device;
 use crate::events::{EventSink, RunEvent, SinkError};
 use crate::sinks::metrics::MetricsFile;
 use crate::sinks::tensorboard::{HParamValue, TensorBoardSink, run_hparams};
-use crate::store::{self, RunDir, RunState, RunStatus, StoreError};
+use crate::store::{self, RunDir, RunState, RunStatus, RuntimeRecord, StoreError};
 use crate::train::{self, Outcome, RunContext};
 
 /// Environment variables carrying a run's identity to its worker.
@@ -80,7 +81,7 @@ pub struct WorkerEnv {
     pub run_id: Option<String>,
     /// 0 = leave the kernels' default.
     pub threads: usize,
-    pub device: Option<String>,
+    pub device: Option<Device>,
     pub attempt: Option<u32>,
     pub parent_pid: Option<u32>,
 }
@@ -101,7 +102,16 @@ impl WorkerEnv {
             run_dir: PathBuf::from(run_dir),
             run_id: get(vars::RUN_ID).filter(|s| !s.is_empty()),
             threads: parse_opt(&get, vars::THREADS)?.unwrap_or(0),
-            device: get(vars::DEVICE).filter(|s| !s.is_empty()),
+            device: get(vars::DEVICE)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse()
+                        .map_err(|e: crate::device::ParseDeviceError| WorkerError::Env {
+                            name: vars::DEVICE,
+                            message: e.to_string(),
+                        })
+                })
+                .transpose()?,
             attempt: parse_opt(&get, vars::ATTEMPT)?,
             parent_pid: parse_opt(&get, vars::PARENT_PID)?,
         })
@@ -120,8 +130,8 @@ impl WorkerEnv {
             v.push(("RAYON_NUM_THREADS", self.threads.to_string()));
             v.push(("CANDLE_NUM_THREADS", self.threads.to_string()));
         }
-        if let Some(d) = &self.device {
-            v.push((vars::DEVICE, d.clone()));
+        if let Some(d) = self.device {
+            v.push((vars::DEVICE, d.to_string()));
         }
         if let Some(a) = self.attempt {
             v.push((vars::ATTEMPT, a.to_string()));
@@ -155,7 +165,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         .flatten()
         .map(|c| c.model.kind);
     // SAFETY: first thing in the worker process, before any thread of ours exists.
-    unsafe { train::configure_threads_for(env.threads, kind) };
+    let threads = unsafe { train::configure_threads_for(env.threads, kind) };
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [libc::SIGTERM, libc::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(WorkerError::Signals)?;
@@ -180,8 +190,8 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             expected: id.clone(),
         });
     }
-    if let Some(d) = &env.device {
-        config.train.device = d.clone();
+    if let Some(d) = env.device {
+        config.train.device = d.to_string();
     }
     if env.threads > 0 {
         config.train.threads = env.threads;
@@ -202,12 +212,26 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             pid: Some(pid),
         },
     )?;
+    // A device config.toml cannot name is left to training, which fails the run naming it.
+    let requested = env.device.or_else(|| config.train.device.parse().ok());
+    if let Some(requested) = requested {
+        store::write_runtime(
+            &run_dir,
+            &RuntimeRecord {
+                requested_device: requested,
+                device: train::resolve_device(requested),
+                threads,
+                attempt,
+                orchestrate_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        )?;
+    }
     let reuse = find_reusable_training(&run_dir, &plan.training_id, &plan.id);
     println!(
         "orchestrate worker: run {} ({}) attempt {attempt}, pid {pid}, device {}, threads {}{}",
         plan.id,
         plan.name,
-        crate::train::device_label(&config.train.device),
+        requested.map_or_else(|| config.train.device.clone(), train::device_label),
         env.threads,
         reuse
             .as_ref()
@@ -424,7 +448,7 @@ mod tests {
             run_dir: PathBuf::from("/r/e/abc"),
             run_id: Some("abc".into()),
             threads: 2,
-            device: Some("cuda:1".into()),
+            device: Some(Device::Cuda(Some(1))),
             attempt: Some(3),
             parent_pid: Some(77),
         };
@@ -447,6 +471,17 @@ mod tests {
         .to_string();
         assert!(
             e.contains("ORCHESTRATE_THREADS") && e.contains("two"),
+            "{e}"
+        );
+        let e = WorkerEnv::from_lookup(|k| match k {
+            vars::RUN_DIR => Some("/x".into()),
+            vars::DEVICE => Some("gpu".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ORCHESTRATE_DEVICE") && e.contains("\"gpu\""),
             "{e}"
         );
     }

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::device::Device;
 use crate::error::{Error, exit};
 use crate::launch::LaunchError;
-use crate::launch::budget::{self, is_cpu};
+use crate::launch::budget;
 use crate::launch::events::LaunchEvent;
 use crate::launch::local::{PoolOptions, run_pool};
 use crate::launch::on_slurm::{
@@ -54,7 +55,7 @@ pub struct Args {
     /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
     /// local backend, Slurm hands out GPUs through launch.slurm.gres).
     #[arg(long, value_delimiter = ',')]
-    pub devices: Vec<String>,
+    pub devices: Vec<Device>,
     /// Directory holding experiments.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
@@ -104,10 +105,10 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     // anything is written under runs/.
     crate::inspect::check_runs(&args.spec, &plans, crate::inspect::MissingData::Refuse)?;
     // A device this build cannot drive fails here, before anything is written under runs/.
-    let mut wanted: Vec<&str> = args.devices.iter().map(String::as_str).collect();
+    let mut wanted = args.devices.clone();
     if wanted.is_empty() {
-        wanted.extend(spec.launch.devices.iter().map(String::as_str));
-        wanted.extend(plans.iter().map(|p| p.config.train.device.as_str()));
+        wanted.extend(spec_devices(&spec.launch.devices));
+        wanted.extend(spec_devices(plans.iter().map(|p| &p.config.train.device)));
     }
     for device in wanted {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
@@ -116,6 +117,11 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         Backend::Local => run_local(args, &spec, &plans),
         Backend::Slurm => run_slurm(args, &spec, &plans),
     }
+}
+
+/// Devices named by a validated spec (validation refused any other name).
+fn spec_devices<'a>(names: impl IntoIterator<Item = &'a String>) -> impl Iterator<Item = Device> {
+    names.into_iter().filter_map(|d| d.parse().ok())
 }
 
 /// The experiment directory, its lock and its prepared run directories, with the reporter
@@ -199,12 +205,20 @@ fn announce(
 /// The grid in local worker processes.
 fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<i32, Error> {
     let launch = &spec.launch;
-    let devices: Vec<String> = if args.devices.is_empty() {
-        launch.devices.clone()
+    let devices: Vec<Device> = if args.devices.is_empty() {
+        spec_devices(&launch.devices).collect()
     } else {
         args.devices.clone()
     };
-    let accel: Vec<String> = devices.into_iter().filter(|d| !is_cpu(d)).collect();
+    // `--devices cpu` (or `auto`) is the device of every run, not a hint that train.device
+    // overrides.
+    let cpu_device = devices
+        .iter()
+        .copied()
+        .find(|d| !d.is_card())
+        .or_else(|| spec_devices([&spec.train.device]).next())
+        .unwrap_or(Device::Cpu);
+    let accel: Vec<Device> = devices.into_iter().filter(|d| d.is_card()).collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(spec.train.threads);
     let budget = budget::resolve(
@@ -235,7 +249,7 @@ fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
         grace: Duration::from_secs(args.grace),
         devices: accel,
         jobs_per_device: launch.jobs_per_device,
-        cpu_device: spec.train.device.clone(),
+        cpu_device,
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let pool = run_pool(&p.runs, &opts, &signals, p.rep.as_mut())?;

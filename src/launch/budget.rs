@@ -70,11 +70,6 @@ pub fn pick_device(active: &[usize], jobs_per_device: usize) -> Option<Option<us
     (*n < jobs_per_device.max(1)).then_some(Some(i))
 }
 
-/// Whether a device name is a CPU (`cpu`, empty or `auto` without CUDA).
-pub fn is_cpu(device: &str) -> bool {
-    matches!(device, "" | "cpu" | "auto")
-}
-
 /// A note for when runs will share a GPU (`jobs` workers over `accel_devices` cards) without
 /// an MPS daemon, whose control pipe is `<pipe_dir>/control`: the card then time-slices
 /// between the workers' processes instead of running their kernels side by side.

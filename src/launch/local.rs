@@ -20,6 +20,7 @@ use super::prepare::PreparedRun;
 use super::progress::Reporter;
 use super::signals::ShutdownSignals;
 use super::tail::RunFollower;
+use crate::device::Device;
 use crate::store::{self, RunState, RunStatus, StoreError};
 use crate::worker::WorkerEnv;
 
@@ -36,10 +37,10 @@ pub struct PoolOptions {
     /// Time workers get to checkpoint after SIGTERM.
     pub grace: Duration,
     /// Accelerator devices (`cuda:0` ...); empty = CPU, `cpu_device` for all runs.
-    pub devices: Vec<String>,
+    pub devices: Vec<Device>,
     pub jobs_per_device: usize,
     /// Device name passed when `devices` is empty.
-    pub cpu_device: String,
+    pub cpu_device: Device,
 }
 
 /// How the pool ended.
@@ -251,15 +252,15 @@ fn spawn(
     // The epoch the worker will resume from, decided as the worker decides it.
     let resumed_from = store::checkpoints::newest_complete(&r.dir.checkpoints())?;
     let device_name = match device {
-        Some(d) => opts.devices[d].clone(),
-        None => opts.cpu_device.clone(),
+        Some(d) => opts.devices[d],
+        None => opts.cpu_device,
     };
     let run_dir = std::path::absolute(r.dir.root()).map_err(|e| StoreError::io(r.dir.root(), e))?;
     let env = WorkerEnv {
         run_dir,
         run_id: Some(r.plan.id.clone()),
         threads: opts.threads,
-        device: Some(device_name.clone()),
+        device: Some(device_name),
         attempt: Some(attempt),
         parent_pid: Some(parent),
     };
@@ -289,7 +290,7 @@ fn spawn(
         attempt,
         pid: Some(child.id()),
         job: None,
-        device: device_name,
+        device: device_name.to_string(),
         resumed_from,
         epochs: r.epochs,
     };

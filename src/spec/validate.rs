@@ -40,19 +40,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A device string: `cpu`, `cuda`, `cuda:N` or `auto`.
+/// A device string: `cpu`, `cuda`, `cuda:N` or `auto`, as [`crate::device::Device`] parses it.
 pub fn check_device(device: &str) -> Result<(), String> {
-    let ok = match device {
-        "cpu" | "cuda" | "auto" => true,
-        d => d
-            .strip_prefix("cuda:")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err("allowed: \"cpu\", \"cuda\", \"cuda:N\", \"auto\"".into())
-    }
+    device
+        .parse::<crate::device::Device>()
+        .map(|_| ())
+        .map_err(|_| crate::device::ALLOWED.into())
 }
 
 struct Checker {

@@ -111,7 +111,9 @@ fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
     let Some(text) = read_optional(path)? else {
         return Ok(None);
     };
@@ -123,7 +125,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
         })
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+pub(super) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let mut text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod files;
 pub mod lock;
 pub mod records;
+pub mod runtime;
 
 pub use atomic::write_atomic;
 pub use files::{
@@ -16,6 +17,7 @@ pub use files::{
 };
 pub use lock::ExperimentLock;
 pub use records::*;
+pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,10 @@ impl RunDir {
     /// `status.json`, rewritten atomically on every state change.
     pub fn status(&self) -> PathBuf {
         self.root.join("status.json")
+    }
+    /// `runtime.json`: the device, threads and attempt the worker runs with.
+    pub fn runtime(&self) -> PathBuf {
+        self.root.join("runtime.json")
     }
     /// Append-only JSON lines of [`MetricRecord`].
     pub fn metrics(&self) -> PathBuf {

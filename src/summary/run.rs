@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::num::Num;
 use super::{SummaryError, git};
 use crate::spec::{SelectMode, SelectSpec, Spec};
-use crate::store::{RunDir, RunState, RunStatus};
+use crate::store::{RunDir, RunState, RunStatus, StoreError};
 
 /// Version of the Candle crates this binary was built with (checked against Cargo.lock).
 pub const CANDLE_VERSION: &str = "0.11.1";
@@ -80,9 +80,11 @@ pub struct MetricsSection {
 /// Where and with what a run was made; never compared by `diff`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
-    /// `train.device` of the resolved config.
+    /// The device the run trained on (`runtime.json`: `--devices` and `auto` resolved);
+    /// `train.device` of the resolved config when no worker has started.
     pub device: String,
-    /// `train.threads` of the resolved config (0 = cores / jobs).
+    /// CPU threads the run trained with (`runtime.json`: `--threads` or cores / jobs);
+    /// `train.threads` of the resolved config (0 = cores / jobs) when no worker has started.
     pub threads: usize,
     pub seed: u64,
     pub orchestrate_version: String,
@@ -133,6 +135,13 @@ pub fn load_run(
     } else {
         None
     };
+    let runtime = crate::store::read_runtime(&rd).map_err(|e| match e {
+        StoreError::Io { path, source } => SummaryError::Read { path, source },
+        other => SummaryError::Parse {
+            path: rd.runtime(),
+            message: other.to_string(),
+        },
+    })?;
     let records = read_metrics(&rd.metrics())?;
     let (metrics, timings) = fold_metrics(&records, select);
     let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
@@ -153,10 +162,15 @@ pub fn load_run(
         varied: plan.varied,
         config,
         environment: Environment {
-            device: spec.train.device.clone(),
-            threads: spec.train.threads,
+            device: runtime
+                .as_ref()
+                .map_or_else(|| spec.train.device.clone(), |r| r.device.to_string()),
+            threads: runtime.as_ref().map_or(spec.train.threads, |r| r.threads),
             seed: spec.seed,
-            orchestrate_version: env!("CARGO_PKG_VERSION").into(),
+            orchestrate_version: runtime.map_or_else(
+                || env!("CARGO_PKG_VERSION").into(),
+                |r| r.orchestrate_version,
+            ),
             candle_version: CANDLE_VERSION.into(),
             spec: spec_path.and_then(git::spec_source),
         },

@@ -18,6 +18,7 @@ pub mod seq2seq_step;
 pub mod translation_artifacts;
 
 use crate::data::DataError;
+use crate::device::Device as DeviceName;
 use crate::events::{EventSink, SinkError};
 use crate::models::ModelError;
 use crate::spec::{ModelKind, Spec};
@@ -191,28 +192,28 @@ pub unsafe fn configure_threads_for(n: usize, kind: Option<ModelKind>) -> usize 
 
 /// Refuses, before any run starts, a CUDA device in a build without the `cuda` feature, or
 /// (with it) a CUDA device that cannot be opened; `auto` and `cpu` always pass.
-pub fn check_device_support(name: &str) -> Result<(), DeviceSupportError> {
-    if !name.starts_with("cuda") {
+pub fn check_device_support(device: DeviceName) -> Result<(), DeviceSupportError> {
+    if !device.is_card() {
         return Ok(());
     }
+    let refuse = |message: String| DeviceSupportError {
+        device: device.to_string(),
+        message,
+    };
     if !cfg!(feature = "cuda") {
-        return Err(DeviceSupportError {
-            device: name.to_string(),
-            message: "this orchestrate was built without CUDA support; build it with \
-                      `cargo build --release --features cuda` on a machine with the CUDA \
-                      toolkit, or use device \"cpu\" or \"auto\""
+        return Err(refuse(
+            "this orchestrate was built without CUDA support; build it with \
+             `cargo build --release --features cuda` on a machine with the CUDA \
+             toolkit, or use device \"cpu\" or \"auto\""
                 .into(),
-        });
+        ));
     }
-    select_device(name)
-        .map(|_| ())
-        .map_err(|e| DeviceSupportError {
-            device: name.to_string(),
-            message: match e {
-                TrainError::Device { message, .. } => message,
-                other => other.to_string(),
-            },
+    open_device(device).map(|_| ()).map_err(|e| {
+        refuse(match e {
+            TrainError::Device { message, .. } => message,
+            other => other.to_string(),
         })
+    })
 }
 
 /// A device the build or the machine cannot provide.
@@ -232,47 +233,57 @@ impl From<DeviceSupportError> for TrainError {
     }
 }
 
-/// The device `train.device` names: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with
-/// it and present, else CPU).
+/// The Candle device `train.device` names (text as the config holds it, parsed by
+/// [`DeviceName`]'s one parser).
 pub fn select_device(name: &str) -> Result<Device, TrainError> {
-    let err = |message: String| TrainError::Device {
-        device: name.to_string(),
-        message,
-    };
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(auto_device()),
-        _ => {
-            let ordinal = match name.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| err("expected cpu, cuda, cuda:N or auto".into()))?,
-                None => return Err(err("expected cpu, cuda, cuda:N or auto".into())),
-            };
+    let device: DeviceName =
+        name.parse()
+            .map_err(|e: crate::device::ParseDeviceError| TrainError::Device {
+                device: name.to_string(),
+                message: e.to_string(),
+            })?;
+    open_device(device)
+}
+
+/// Opens `device` on Candle: `auto` is CUDA when built with it and present, else the CPU.
+pub fn open_device(device: DeviceName) -> Result<Device, TrainError> {
+    match device {
+        DeviceName::Cpu => Ok(Device::Cpu),
+        DeviceName::Auto => Ok(auto_device()),
+        DeviceName::Cuda(ordinal) => {
             // Candle appends a backtrace when RUST_BACKTRACE is set; the first line is the news.
-            Device::new_cuda(ordinal).map_err(|e| {
-                err(e
+            Device::new_cuda(ordinal.unwrap_or(0)).map_err(|e| TrainError::Device {
+                device: device.to_string(),
+                message: e
                     .to_string()
                     .lines()
                     .next()
                     .unwrap_or_default()
                     .trim()
-                    .to_string())
+                    .to_string(),
             })
         }
     }
 }
 
-/// How a device is named in logs: `auto` with what it resolved to (`auto -> cuda:0`).
-pub fn device_label(name: &str) -> String {
-    if name != "auto" {
-        return name.to_string();
+/// The card or CPU `device` trains on: `auto` resolved, `cuda` made `cuda:0`. Opens nothing
+/// but what `auto` probes.
+pub fn resolve_device(device: DeviceName) -> DeviceName {
+    match device {
+        DeviceName::Auto => match auto_device().location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => DeviceName::Cuda(Some(gpu_id)),
+            _ => DeviceName::Cpu,
+        },
+        DeviceName::Cuda(None) => DeviceName::Cuda(Some(0)),
+        other => other,
     }
-    match auto_device().location() {
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("auto -> cuda:{gpu_id}"),
-        _ => "auto -> cpu".into(),
+}
+
+/// How a device is named in logs: `auto` with what it resolved to (`auto -> cuda:0`).
+pub fn device_label(device: DeviceName) -> String {
+    match device {
+        DeviceName::Auto => format!("auto -> {}", resolve_device(device)),
+        other => other.to_string(),
     }
 }
 
@@ -298,9 +309,10 @@ mod tests {
     #[test]
     fn auto_is_cpu_in_a_cpu_only_build() {
         assert!(matches!(select_device("auto"), Ok(Device::Cpu)));
-        assert_eq!(device_label("auto"), "auto -> cpu");
-        assert!(check_device_support("auto").is_ok());
-        let e = check_device_support("cuda:0").unwrap_err();
+        assert_eq!(device_label(DeviceName::Auto), "auto -> cpu");
+        assert_eq!(resolve_device(DeviceName::Auto), DeviceName::Cpu);
+        assert!(check_device_support(DeviceName::Auto).is_ok());
+        let e = check_device_support(DeviceName::Cuda(Some(0))).unwrap_err();
         assert!(e.to_string().contains("--features cuda"), "{e}");
         assert!(select_device("cuda:0").is_err());
     }

@@ -10,6 +10,7 @@ mod util;
 mod better;
 mod checkpoints;
 mod data;
+mod device;
 mod diff;
 mod lock;
 mod slurm;
