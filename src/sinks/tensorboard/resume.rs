@@ -102,7 +102,9 @@ pub fn prepare(
         .max_by_key(|m| m.epoch)
         .cloned();
     let (known_epoch, known_step) = mark.as_ref().map_or((0, 0), |m| (m.epoch, m.step));
-    let cutoff = known_step + (resumed_from - known_epoch) as u64 * steps_per_epoch;
+    // Saturating: a damaged sidecar's step must not crash a resume (found by the fuzz tests).
+    let cutoff = known_step
+        .saturating_add(((resumed_from - known_epoch) as u64).saturating_mul(steps_per_epoch));
     // Past the mark: exact when the mark is the resumed epoch itself.
     let after = if known_epoch == resumed_from {
         Rule::Drop
@@ -150,7 +152,8 @@ fn decide(rule: Rule, ev: &Event) -> bool {
     match rule {
         Rule::Keep => true,
         Rule::Drop => false,
-        Rule::StepAtMost(s) => ev.get_step() <= s as i64,
+        // Compared without casting `s`: past i64::MAX it would turn negative and drop all.
+        Rule::StepAtMost(s) => u64::try_from(ev.get_step()).map_or(true, |step| step <= s),
     }
 }
 

@@ -1,0 +1,66 @@
+//! Inputs the fuzz targets found that broke a reader, kept as plain tests with their bytes.
+
+use std::collections::BTreeMap;
+
+use orchestrate::events::{EventSink, RunEvent};
+use orchestrate::sinks::tensorboard::TensorBoardSink;
+use orchestrate::sinks::tensorboard::record::read_file;
+use orchestrate::sinks::tensorboard::resume::SIDECAR;
+use orchestrate::sinks::tensorboard::writer::list_event_files;
+use protobuf::Message;
+use tensorboard_proto::event::Event;
+
+fn started(resumed_from: usize, steps_per_epoch: u64) -> RunEvent {
+    RunEvent::Started {
+        attempt: 2,
+        resumed_from,
+        epochs: 3,
+        steps_per_epoch,
+    }
+}
+
+/// Steps of the `train/loss` records left in `dir`.
+fn loss_steps(dir: &std::path::Path) -> Vec<i64> {
+    let mut out = Vec::new();
+    for name in list_event_files(dir).unwrap() {
+        for r in read_file(&dir.join(name)).unwrap().0 {
+            let ev = Event::parse_from_bytes(&r.data).unwrap();
+            if ev.get_summary().get_value().first().map(|v| v.get_tag()) == Some("train/loss") {
+                out.push(ev.get_step());
+            }
+        }
+    }
+    out
+}
+
+/// fuzz tb-resume, seed 15: a damaged `.epochs.json` whose epoch mark claims step 2^64 - 1
+/// made resuming panic with "attempt to add with overflow" (src/sinks/tensorboard/resume.rs,
+/// the cutoff step; then mod.rs, the session-start step), which kills the worker; in a
+/// release build the sum wrapped instead and the records were judged against step 0 or 1.
+/// Resuming must work and lose none of the records the damaged mark cannot place.
+#[test]
+fn resume_with_a_sidecar_step_past_the_largest_step() {
+    for (sidecar, resumed_from) in [
+        // The mark is before the resumed epoch: the cutoff adds the missing epochs' steps.
+        (&br#"{"files":[],"epochs":[{"epoch":0,"step":18446744073709551615,"file":"","offset":0}]}"#[..], 1),
+        // The mark is the resumed epoch: the new attempt's session starts one step later.
+        (br#"{"files":[],"epochs":[{"epoch":1,"step":18446744073709551615,"file":"","offset":0}]}"#, 1),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tb");
+        let mut a = TensorBoardSink::in_dir(dir.clone(), BTreeMap::new());
+        a.emit(&started(0, 2)).unwrap();
+        for step in 1..=3 {
+            let scalar = RunEvent::Scalar { epoch: 1, step, tag: "train/loss".into(), value: 0.5 };
+            a.emit(&scalar).unwrap();
+        }
+        drop(a);
+        std::fs::write(dir.join(SIDECAR), sidecar).unwrap();
+
+        let mut b = TensorBoardSink::in_dir(dir.clone(), BTreeMap::new());
+        b.emit(&started(resumed_from, 2)).unwrap();
+        b.emit(&RunEvent::Scalar { epoch: 2, step: 3, tag: "train/loss".into(), value: 0.4 }).unwrap();
+        // Nothing is dropped on the strength of a mark that cannot be right.
+        assert_eq!(loss_steps(&dir), vec![1, 2, 3, 3], "sidecar {}", String::from_utf8_lossy(sidecar));
+    }
+}
