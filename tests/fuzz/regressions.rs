@@ -64,3 +64,22 @@ fn resume_with_a_sidecar_step_past_the_largest_step() {
         assert_eq!(loss_steps(&dir), vec![1, 2, 3, 3], "sidecar {}", String::from_utf8_lossy(sidecar));
     }
 }
+
+/// fuzz spec, seed 15: a TOML syntax error whose parser message has two lines
+/// (`invalid table header` / ``duplicate key `grid` in document root``) is printed as two
+/// lines, and the second names no file. Ignored until the fix lands in `parse_file`
+/// (src/spec/load.rs, owned by the spec-loader slice of issue 15): join the message's lines
+/// with "; ".
+#[test]
+#[ignore = "multi-line TOML syntax message; fix belongs to src/spec/load.rs (parse_file)"]
+fn syntax_error_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dup.toml");
+    std::fs::write(&file, "grid.\"data.dev\" = 0\n[grid]\n").unwrap();
+    let err = orchestrate::spec::resolve(&file, &[], Vec::new())
+        .err()
+        .expect("a syntax error");
+    let msg = err.to_string();
+    assert!(msg.contains("dup.toml:2:1: TOML syntax error"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+}
