@@ -83,3 +83,28 @@ fn syntax_error_is_one_line() {
     assert!(msg.contains("dup.toml:2:1: TOML syntax error"), "{msg}");
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
+
+/// fuzz npy and npz, seed 1 (`FUZZ_CASES=50000`): a `.npy` header whose dtype text starts
+/// with a character of more than one byte (here the opening quote became `¬`) panics with
+/// "end byte index 1 is not a char boundary" in `NpyDtype::parse` (src/data/npz.rs, the
+/// `split_at(1)` of `descr`), which kills the worker reading a corrupt KMNIST archive
+/// instead of exiting 4 with a message naming the file. Ignored until the fix lands in
+/// src/data/npz.rs (owned by the data slice of issue 15, which rewrites the dtype parser):
+/// split by `char`s, or refuse a non-ASCII `descr` first.
+#[test]
+#[ignore = "panic in NpyDtype::parse on a non-ASCII descr; fix belongs to src/data/npz.rs"]
+fn npy_dtype_that_is_not_ascii_is_an_error() {
+    let found: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr':\xc2\xac|u1', 'fortran_order': False, \
+        'shape': (0, 28, 28), }                                                     \n";
+    assert_eq!(found.len(), 128);
+    let err = orchestrate::data::npz::parse_npy(found).unwrap_err();
+    assert!(err.to_string().contains("dtype"), "{err}");
+
+    // Through the reader a run uses: one line naming the archive.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("kmnist-train-labels.npz");
+    let npy = crate::npz::npy("\u{e9}", "(1,)", &[0]);
+    std::fs::write(&path, crate::npz::zip_of(&[("arr_0.npy", &npy)], true)).unwrap();
+    let err = orchestrate::data::npz::read_npz(&path).unwrap_err();
+    assert!(err.to_string().contains("kmnist-train-labels.npz"), "{err}");
+}
