@@ -108,3 +108,34 @@ fn npy_dtype_that_is_not_ascii_is_an_error() {
     let err = orchestrate::data::npz::read_npz(&path).unwrap_err();
     assert!(err.to_string().contains("kmnist-train-labels.npz"), "{err}");
 }
+
+/// fuzz spec, seeds 2 and 3 (`FUZZ_CASES=50000`): a value echoed in an error as typed
+/// breaks the error over several lines, the later ones naming no source, and lets a spec
+/// write what it likes to the terminal: `extends = "8G\ntouch /tmp/canary"` prints
+/// "...cannot read `extends` file .../8G" and then a line "touch /tmp/canary: No such file
+/// or directory"; a `--set` argument holding a newline is echoed the same way. Ignored until
+/// the fix lands in src/spec/error.rs (owned by the spec-loader slice of issue 15): print
+/// paths and flags escaped (`{:?}`), as values already are.
+#[test]
+#[ignore = "errors echo paths and --set flags unescaped; fix belongs to src/spec/error.rs"]
+fn echoed_newlines_keep_an_error_on_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("nl.toml");
+    std::fs::write(&file, "extends = \"8G\\ntouch /tmp/canary\"\n").unwrap();
+    let err = orchestrate::spec::resolve(&file, &[], Vec::new())
+        .err()
+        .expect("an error");
+    let msg = err.to_string();
+    assert!(msg.contains("nl.toml") && msg.contains("extends"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    let ok = tmp.path().join("ok.toml");
+    std::fs::write(&ok, "").unwrap();
+    let sets = ["train.epochs=\"\"\"2\n\"\"\"".to_string()];
+    let err = orchestrate::spec::resolve(&ok, &sets, Vec::new())
+        .err()
+        .expect("an error");
+    let msg = err.to_string();
+    assert!(msg.contains("--set"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+}
