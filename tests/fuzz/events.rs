@@ -19,7 +19,7 @@ use serde_json::Value;
 use tensorboard_proto::event::Event;
 
 use crate::harness::{check_bounded, fuzz, peak_alloc, scratch, variant};
-use crate::mutate::{EDGES, Edit, apply, edits, mutated};
+use crate::mutate::{EDGES, Edit, Input, apply, edits, mutated};
 
 fn sink(dir: &Path) -> TensorBoardSink {
     let mut hp = BTreeMap::new();
@@ -123,6 +123,47 @@ fn killed_log(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// How an event file is broken: its bytes (the CRCs then mostly catch it), or one record's
+/// payload framed again with valid CRCs, so the event decoder and the resume rules see it.
+#[derive(Debug, Clone)]
+enum FileEdit {
+    Bytes(Vec<Edit>),
+    Record(prop::sample::Index, Vec<Edit>),
+}
+
+fn file_edit() -> impl Strategy<Value = FileEdit> {
+    prop_oneof![
+        1 => edits(4).prop_map(FileEdit::Bytes),
+        2 => (any::<prop::sample::Index>(), edits(4)).prop_map(|(i, e)| FileEdit::Record(i, e)),
+    ]
+}
+
+/// `bytes` (an event file, perhaps with a torn tail) broken by `edit`.
+fn break_file(bytes: &[u8], edit: &FileEdit) -> Vec<u8> {
+    match edit {
+        FileEdit::Bytes(e) => apply(bytes.to_vec(), e, bytes),
+        FileEdit::Record(i, e) => {
+            let Ok((records, complete)) = parse(Path::new("seed"), bytes) else {
+                return bytes.to_vec();
+            };
+            if records.is_empty() {
+                return bytes.to_vec();
+            }
+            let k = i.index(records.len());
+            let mut out = Vec::new();
+            for (j, r) in records.iter().enumerate() {
+                if j == k {
+                    out.extend(frame(&apply(r.data.clone(), e, &r.data)));
+                } else {
+                    out.extend(frame(&r.data));
+                }
+            }
+            out.extend_from_slice(&bytes[complete as usize..]);
+            out
+        }
+    }
+}
+
 #[test]
 fn fuzz_event_records() {
     let tmp = scratch();
@@ -133,7 +174,16 @@ fn fuzz_event_records() {
         .collect();
     seeds.push([frame(b""), frame(&[0xff; 40])].concat());
     let path = Path::new("events.out.tfevents.1.host");
-    fuzz("tfrecord", 4000, mutated(seeds, 256), |input, tally| {
+    let n = seeds.len();
+    let case = prop_oneof![
+        1 => mutated(seeds.clone(), 256),
+        1 => (0..n, file_edit()).prop_map(move |(k, e)| Input {
+            bytes: break_file(&seeds[k], &e),
+            seed: k,
+            edits: 1,
+        }),
+    ];
+    fuzz("tfrecord", 10000, case, |input, tally| {
         let (result, peak) = peak_alloc(|| parse(path, &input.bytes));
         check_bounded("record::parse", peak, input.bytes.len(), 4)?;
         match result {
@@ -271,7 +321,7 @@ fn edit_sidecar(text: &[u8], edits: &[SidecarEdit]) -> Vec<u8> {
 #[derive(Debug, Clone)]
 struct ResumeCase {
     file: prop::sample::Index,
-    file_edits: Vec<Edit>,
+    file_edit: Option<FileEdit>,
     sidecar: Vec<SidecarEdit>,
     drop_sidecar: bool,
     resumed_from: usize,
@@ -285,16 +335,16 @@ fn fuzz_tensorboard_resume() {
     let events: Vec<&String> = log.keys().filter(|n| *n != SIDECAR).collect();
     let case = (
         any::<prop::sample::Index>(),
-        edits(4),
+        proptest::option::of(file_edit()),
         proptest::collection::vec(sidecar_edit(), 0..4),
         prop::bool::weighted(0.1),
         0usize..5,
         prop_oneof![4 => 1u64..8, 1 => 0u64..100_000],
     )
         .prop_map(
-            |(file, file_edits, sidecar, drop_sidecar, resumed_from, steps_per_epoch)| ResumeCase {
+            |(file, file_edit, sidecar, drop_sidecar, resumed_from, steps_per_epoch)| ResumeCase {
                 file,
-                file_edits,
+                file_edit,
                 sidecar,
                 drop_sidecar,
                 resumed_from,
@@ -302,7 +352,7 @@ fn fuzz_tensorboard_resume() {
             },
         );
     let n = std::sync::atomic::AtomicU64::new(0);
-    fuzz("tb-resume", 600, case, |c, tally| {
+    fuzz("tb-resume", 2000, case, |c, tally| {
         let dir = tmp.path().join(format!(
             "case{}",
             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -310,8 +360,8 @@ fn fuzz_tensorboard_resume() {
         std::fs::create_dir_all(&dir).unwrap();
         let broken = events[c.file.index(events.len())];
         for (name, bytes) in &log {
-            let bytes = if name == broken {
-                apply(bytes.clone(), &c.file_edits, bytes)
+            let bytes = if let (true, Some(edit)) = (name == broken, &c.file_edit) {
+                break_file(bytes, edit)
             } else if name == SIDECAR {
                 if c.drop_sidecar {
                     continue;
@@ -407,7 +457,7 @@ fn fuzz_event_round_trip() {
         any::<prop::sample::Index>(),
     );
     let n = std::sync::atomic::AtomicU64::new(0);
-    fuzz("tb-round-trip", 400, case, |(items, cut), tally| {
+    fuzz("tb-round-trip", 1000, case, |(items, cut), tally| {
         let dir: PathBuf = tmp.path().join(format!(
             "rt{}",
             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -476,7 +526,7 @@ fn fuzz_kill_and_resume_gives_one_curve() {
     let n = std::sync::atomic::AtomicU64::new(0);
     fuzz(
         "tb-kill-resume",
-        300,
+        1000,
         case,
         |(spe, done, partial, torn, resume, drop_epoch_end), tally| {
             let partial = partial.min(spe - 1);

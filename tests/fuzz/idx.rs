@@ -126,10 +126,20 @@ fn fuzz_idx_reader() {
     let input = prop_oneof![4 => mutated(seeds(), 256), 1 => header()];
     fuzz(
         "idx",
-        3000,
-        (input, wrap(), prop_oneof![Just(1usize), Just(3usize)]),
+        8000,
+        (
+            input,
+            wrap(),
+            prop_oneof![3 => Just(None), 1 => Just(Some(1usize)), 1 => Just(Some(3))],
+        ),
         |(input, wrap, ndim), tally| {
             let content = &input.bytes;
+            // Mostly the dimension count the header claims, so that a label file is read as
+            // labels and images as images; sometimes the other one.
+            let ndim = ndim.unwrap_or(match content.get(3) {
+                Some(1) => 1,
+                _ => 3,
+            });
             let file = match wrap {
                 Wrap::Plain => content.clone(),
                 Wrap::Gzip => gzip(content),

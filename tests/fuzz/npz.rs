@@ -207,7 +207,7 @@ fn fuzz_npy_parser() {
         3 => mutated(npy_seeds(), 128).prop_map(|i| (i, None)),
         2 => header(),
     ];
-    fuzz("npy", 4000, input, |(input, valid), tally| {
+    fuzz("npy", 10000, input, |(input, valid), tally| {
         let (result, peak) = peak_alloc(|| parse_npy(&input.bytes));
         check_bounded("parse_npy", peak, input.bytes.len(), 4)?;
         match &result {
@@ -260,7 +260,7 @@ fn fuzz_npz_reader() {
         2 => (mutated(npy_seeds(), 128), pack()).prop_map(|(i, p)| (i, Some(p))),
         1 => mutated(zip_seeds, 256).prop_map(|i| (i, None)),
     ];
-    fuzz("npz", 2500, case, |(input, pack), tally| {
+    fuzz("npz", 6000, case, |(input, pack), tally| {
         let file = match &pack {
             Some(Pack::One(name, deflate)) => zip_of(&[(name, &input.bytes)], *deflate),
             Some(Pack::Two(a, b)) => zip_of(&[(a, &input.bytes), (b, &input.bytes)], true),

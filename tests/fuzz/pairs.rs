@@ -61,7 +61,7 @@ fn fuzz_tsv_pairs_reader() {
     let dir = crate::harness::scratch();
     let path = dir.path().join("train-eng-spa.txt");
     let case = (mutated(seeds(), 512), column(), column());
-    fuzz("tsv", 2500, case, |(input, src, tgt), tally| {
+    fuzz("tsv", 6000, case, |(input, src, tgt), tally| {
         std::fs::write(&path, &input.bytes).unwrap();
         let (result, peak) = peak_alloc(|| read_pairs(&path, src, tgt));
         check_bounded("read_pairs", peak, input.bytes.len(), 24)?;
@@ -119,7 +119,7 @@ fn fuzz_vocab_decode_of_any_ids() {
         proptest::collection::vec(any::<char>(), 0..40),
         proptest::collection::vec(prop_oneof![0u32..60, any::<u32>()], 0..60),
     );
-    fuzz("vocab", 3000, case, |(chars, ids), tally| {
+    fuzz("vocab", 5000, case, |(chars, ids), tally| {
         let text: String = chars.iter().collect();
         let v = orchestrate::data::vocab::Vocab::build([text.as_str()]);
         let out = v.decode(&ids);

@@ -345,7 +345,7 @@ fn fuzz_spec_loader() {
             explain,
         });
     let sandbox_path = tmp.path().to_string_lossy().into_owned();
-    fuzz("spec", 1500, case, |c, tally| {
+    fuzz("spec", 4000, case, |c, tally| {
         let (dir, text) = &seeds[c.seed];
         let file = dir.join("fuzz.toml");
         std::fs::write(&file, edit_text(text, &c.edits)).unwrap();
