@@ -9,6 +9,7 @@
 mod events;
 mod harness;
 mod idx;
+mod images;
 mod mutate;
 mod npz;
 mod pairs;
