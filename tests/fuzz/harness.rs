@@ -20,9 +20,9 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 /// Seconds one input may take before the watchdog calls it a hang and aborts the binary.
 const HANG_SECS: u64 = 30;
 
-/// Largest single allocation a measured call may ask for: above it the allocator fails the
-/// request (and the process aborts naming the size) rather than let a hostile header take the
-/// shared machine's memory.
+/// Largest single allocation this test binary may ask for: above it the allocator fails the
+/// request (and the process aborts naming the size and the input) rather than let a hostile
+/// header take the shared machine's memory.
 const HARD_CAP: usize = 1 << 30;
 
 thread_local! {
@@ -67,11 +67,26 @@ unsafe impl GlobalAlloc for Metered {
     }
 }
 
-/// Counts `n` more bytes; false when one request is over [`HARD_CAP`] under a meter.
+/// The input being tried, for the last words of a run that aborts.
+static CURRENT: Mutex<String> = Mutex::new(String::new());
+
+/// Counts `n` more bytes; false when one request is over [`HARD_CAP`].
 fn grow(n: usize) -> bool {
     METER
         .try_with(|m| match m.get() {
-            Some(_) if n > HARD_CAP => false,
+            _ if n > HARD_CAP => {
+                // The process aborts next, before proptest can shrink or report: name the input.
+                // Writing to stderr and a `try_lock` do not allocate.
+                if let Ok(input) = CURRENT.try_lock() {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(
+                        b"\nfuzz: an allocation over 1 GiB was refused; the input was: ",
+                    );
+                    let _ = err.write_all(input.as_bytes());
+                    let _ = err.write_all(b"\n");
+                }
+                false
+            }
             Some((live, peak)) => {
                 let live = live.saturating_add(n);
                 m.set(Some((live, peak.max(live))));
@@ -218,7 +233,9 @@ pub fn fuzz<S>(
     let tried = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&strategy, |input| {
         tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *current.lock().unwrap() = (Instant::now(), format!("{input:?}"));
+        let text = format!("{input:?}");
+        *CURRENT.lock().unwrap() = text.clone();
+        *current.lock().unwrap() = (Instant::now(), text);
         test(input, &tally)
     });
     *done.lock().unwrap() = true;

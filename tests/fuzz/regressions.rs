@@ -139,3 +139,48 @@ fn echoed_newlines_keep_an_error_on_one_line() {
     assert!(msg.contains("--set"), "{msg}");
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
+
+/// One event record whose histogram claims `len` bytes of packed `bucket_limit` doubles and
+/// holds none: Event { summary { value { histo { bucket_limit: [len bytes] } } } }.
+fn event_claiming(len: u64) -> Vec<u8> {
+    let mut histo = vec![0x32];
+    let mut v = len;
+    while v >= 0x80 {
+        histo.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    histo.push(v as u8);
+    let wrap =
+        |field: u8, inner: Vec<u8>| [vec![field << 3 | 2, inner.len() as u8], inner].concat();
+    wrap(5, wrap(1, wrap(5, histo)))
+}
+
+/// fuzz tfrecord, seed 3 (`FUZZ_CASES=50000`): "memory allocation of 26747093972 bytes
+/// failed" (abort) decoding one record framed with valid CRCs. protobuf 2.28 (the version
+/// tensorboard-proto pins) reserves room for a packed repeated field from its length before
+/// checking that length against the input (`read_repeated_packed_*_into`,
+/// coded_input_stream.rs:377 and its siblings). So an event file whose record claims 2^64 - 1
+/// bytes of histogram buckets panics ("capacity overflow"), and one claiming 2^40 aborts the
+/// process, wherever the resume decodes records: `prepare` and `is_header` in
+/// src/sinks/tensorboard/resume.rs (`Message::parse_from_bytes(&r.data)`), and
+/// `only_experiment_records` in hparams.rs. Ignored until fixed: the resume needs only an
+/// event's step, whether it is the file-version header, and its first tag, which a small
+/// reader of the wire format can take without trusting lengths; or tensorboard-proto moves
+/// to protobuf 3.
+#[test]
+#[ignore = "protobuf 2.28 reserves from untrusted packed-field lengths; the resume decodes every record with it"]
+fn resume_over_an_event_claiming_huge_packed_field() {
+    use orchestrate::sinks::tensorboard::record::frame;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let mut a = TensorBoardSink::in_dir(dir.clone(), BTreeMap::new());
+    a.emit(&started(0, 2)).unwrap();
+    drop(a);
+    let file = dir.join(list_event_files(&dir).unwrap().pop().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend(frame(&event_claiming(u64::MAX)));
+    std::fs::write(&file, bytes).unwrap();
+    let mut b = TensorBoardSink::in_dir(dir.clone(), BTreeMap::new());
+    // Refused or resumed, but not a crash.
+    let _ = b.emit(&started(1, 2));
+}
