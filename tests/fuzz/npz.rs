@@ -14,7 +14,7 @@ use crate::mutate::{Input, edgy, mutated};
 /// A version-1 `.npy` with this header dict text and body, padded as NumPy pads it.
 pub fn npy_with_header(dict: &str, body: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
