@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use orchestrate::events::{EventSink, RunEvent};
-use orchestrate::sinks::tensorboard::record::{frame, parse, read_file};
+use orchestrate::sinks::tensorboard::record::{event, frame, parse, read_file};
 use orchestrate::sinks::tensorboard::resume::SIDECAR;
 use orchestrate::sinks::tensorboard::writer::{EventFileWriter, list_event_files};
 use orchestrate::sinks::tensorboard::{HParamValue, TensorBoardSink, summaries};
@@ -194,8 +194,17 @@ fn fuzz_event_records() {
                     prop_assert_eq!(r.offset, at);
                     prop_assert_eq!(r.end, r.offset + 16 + r.data.len() as u64);
                     at = r.end;
-                    // Whatever a record holds, decoding it is an error at worst.
-                    let _ = Event::parse_from_bytes(&r.data);
+                    // Whatever a record holds, decoding it is an error at worst, and a
+                    // bounded one: protobuf reserves at most 10 MB for a bytes field
+                    // before reading it (its READ_RAW_BYTES_MAX_ALLOC), nothing else
+                    // more than the record.
+                    let (_, peak) = peak_alloc(|| event(path, r));
+                    check_bounded(
+                        "record::event",
+                        peak.saturating_sub(10_000_000),
+                        r.data.len(),
+                        8,
+                    )?;
                 }
                 prop_assert_eq!(complete, at);
                 prop_assert!(complete <= input.bytes.len() as u64);

@@ -159,16 +159,10 @@ fn event_claiming(len: u64) -> Vec<u8> {
 /// failed" (abort) decoding one record framed with valid CRCs. protobuf 2.28 (the version
 /// tensorboard-proto pins) reserves room for a packed repeated field from its length before
 /// checking that length against the input (`read_repeated_packed_*_into`,
-/// coded_input_stream.rs:377 and its siblings). So an event file whose record claims 2^64 - 1
-/// bytes of histogram buckets panics ("capacity overflow"), and one claiming 2^40 aborts the
-/// process, wherever the resume decodes records: `prepare` and `is_header` in
-/// src/sinks/tensorboard/resume.rs (`Message::parse_from_bytes(&r.data)`), and
-/// `only_experiment_records` in hparams.rs. Ignored until fixed: the resume needs only an
-/// event's step, whether it is the file-version header, and its first tag, which a small
-/// reader of the wire format can take without trusting lengths; or tensorboard-proto moves
-/// to protobuf 3.
+/// coded_input_stream.rs:377 and its siblings), so an event file whose record claims 2^64 - 1
+/// bytes of histogram buckets panicked a resume ("capacity overflow"), and one claiming 2^40
+/// aborted it. `record::event` now refuses such a record before protobuf sees it.
 #[test]
-#[ignore = "protobuf 2.28 reserves from untrusted packed-field lengths; the resume decodes every record with it"]
 fn resume_over_an_event_claiming_huge_packed_field() {
     use orchestrate::sinks::tensorboard::record::frame;
     let tmp = tempfile::tempdir().unwrap();
@@ -181,6 +175,11 @@ fn resume_over_an_event_claiming_huge_packed_field() {
     bytes.extend(frame(&event_claiming(u64::MAX)));
     std::fs::write(&file, bytes).unwrap();
     let mut b = TensorBoardSink::in_dir(dir.clone(), BTreeMap::new());
-    // Refused or resumed, but not a crash.
-    let _ = b.emit(&started(1, 2));
+    // Refused as a damaged log, naming the file, like any other corrupt record.
+    let err = b.emit(&started(1, 2)).unwrap_err().to_string();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains(&name) && err.contains("claims more bytes"),
+        "{err}"
+    );
 }

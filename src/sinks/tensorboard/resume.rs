@@ -12,13 +12,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 
-use protobuf::Message;
 use serde::{Deserialize, Serialize};
 use tensorboard_proto::event::Event;
 
 use super::TbError;
 use super::hparams::{TAG_PREFIX, first_tag};
-use super::record::{RawRecord, read_file};
+use super::record::{self, RawRecord, read_file};
 use super::writer::{list_event_files, sync_dir};
 
 /// File name of the sidecar inside the log directory (no `tfevents`, so TensorBoard skips it).
@@ -124,7 +123,7 @@ pub fn prepare(
             .len();
         let mut keep = Vec::with_capacity(records.len());
         for r in &records {
-            let ev: Event = Message::parse_from_bytes(&r.data)?;
+            let ev = record::event(&path, r)?;
             let rule = match (listed, mark_file, &mark) {
                 (Some(i), Some(mf), _) if i < mf => Rule::Keep,
                 (Some(i), Some(mf), Some(m)) if i == mf && r.end <= m.offset => Rule::Keep,
@@ -203,13 +202,15 @@ fn apply(
 
 /// True for the `brain.Event:2` record every file starts with.
 fn is_header(r: &RawRecord) -> bool {
-    Event::parse_from_bytes(&r.data).is_ok_and(|e| e.has_file_version())
+    record::event(Path::new(""), r).is_ok_and(|e| e.has_file_version())
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
+
+    use protobuf::Message;
 
     use super::*;
     use crate::events::{EventSink, RunEvent};
