@@ -67,8 +67,10 @@ unsafe impl GlobalAlloc for Metered {
     }
 }
 
-/// The input being tried, for the last words of a run that aborts.
-static CURRENT: Mutex<String> = Mutex::new(String::new());
+thread_local! {
+    /// The input this thread is trying, for the last words of a run that aborts.
+    static CURRENT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// Counts `n` more bytes; false when one request is over [`HARD_CAP`].
 fn grow(n: usize) -> bool {
@@ -76,15 +78,17 @@ fn grow(n: usize) -> bool {
         .try_with(|m| match m.get() {
             _ if n > HARD_CAP => {
                 // The process aborts next, before proptest can shrink or report: name the input.
-                // Writing to stderr and a `try_lock` do not allocate.
-                if let Ok(input) = CURRENT.try_lock() {
-                    let mut err = std::io::stderr().lock();
-                    let _ = err.write_all(
-                        b"\nfuzz: an allocation over 1 GiB was refused; the input was: ",
-                    );
-                    let _ = err.write_all(input.as_bytes());
-                    let _ = err.write_all(b"\n");
-                }
+                // Writing to stderr and reading the thread-local do not allocate.
+                let _ = CURRENT.try_with(|c| {
+                    if let Ok(input) = c.try_borrow() {
+                        let mut err = std::io::stderr().lock();
+                        let _ = err.write_all(
+                            b"\nfuzz: an allocation over 1 GiB was refused; the input was: ",
+                        );
+                        let _ = err.write_all(input.as_bytes());
+                        let _ = err.write_all(b"\n");
+                    }
+                });
                 false
             }
             Some((live, peak)) => {
@@ -234,7 +238,8 @@ pub fn fuzz<S>(
     let result = runner.run(&strategy, |input| {
         tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = format!("{input:?}");
-        *CURRENT.lock().unwrap() = text.clone();
+        let shown = text.clone();
+        CURRENT.with(|c| *c.borrow_mut() = shown);
         *current.lock().unwrap() = (Instant::now(), text);
         test(input, &tally)
     });

@@ -19,11 +19,13 @@ use toml::Value;
 use crate::harness::{fuzz, variant};
 use crate::mutate::{Edit, apply, edits};
 
-/// A copy of `experiments/` (with `base/`) and of the spec fixtures, so `extends` resolves.
-fn sandbox() -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
+/// A copy of `experiments/` (with `base/`) and of the spec fixtures, so `extends` resolves;
+/// the seeds (directory, text), the shipped experiments first, and how many those are.
+fn sandbox() -> (tempfile::TempDir, Vec<(PathBuf, String)>, usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = crate::harness::scratch();
     let mut seeds = Vec::new();
+    let mut shipped = 0;
     for (from, to) in [
         ("experiments", "experiments"),
         ("experiments/base", "experiments/base"),
@@ -31,17 +33,22 @@ fn sandbox() -> (tempfile::TempDir, Vec<(PathBuf, String)>) {
     ] {
         let dest = tmp.path().join(to);
         std::fs::create_dir_all(&dest).unwrap();
-        for entry in std::fs::read_dir(root.join(from)).unwrap() {
-            let p = entry.unwrap().path();
-            if p.extension().is_some_and(|e| e == "toml") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                std::fs::write(dest.join(p.file_name().unwrap()), &text).unwrap();
-                seeds.push((dest.clone(), text));
-            }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(from))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for p in files {
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(dest.join(p.file_name().unwrap()), &text).unwrap();
+            seeds.push((dest.clone(), text));
+        }
+        if from.starts_with("experiments") {
+            shipped = seeds.len();
         }
     }
-    seeds.sort();
-    (tmp, seeds)
+    (tmp, seeds, shipped)
 }
 
 /// Keys a user could write: every key of the schema, grid axes in their three spellings,
@@ -307,22 +314,11 @@ struct Case {
 
 #[test]
 fn fuzz_spec_loader() {
-    let (tmp, seeds) = sandbox();
-    // The shipped experiments are valid, most fixtures are not: start from the former more.
-    let valid = seeds
-        .iter()
-        .filter(|(d, _)| d.ends_with("experiments") || d.ends_with("base"))
-        .count();
-    let valid_first: Vec<usize> =
-        (0..seeds.len())
-            .filter(|&i| seeds[i].0.ends_with("experiments") || seeds[i].0.ends_with("base"))
-            .chain((0..seeds.len()).filter(|&i| {
-                !(seeds[i].0.ends_with("experiments") || seeds[i].0.ends_with("base"))
-            }))
-            .collect();
+    let (tmp, seeds, shipped) = sandbox();
     let n = seeds.len();
     let case = (
-        prop_oneof![3 => 0..valid, 1 => valid..n].prop_map(move |i| valid_first[i]),
+        // The shipped experiments are valid, most fixtures are not: start from the former more.
+        prop_oneof![3 => 0..shipped, 1 => shipped..n],
         proptest::collection::vec(text_edit(), 0..4),
         proptest::collection::vec(set_arg(), 0..3),
         proptest::collection::vec(
