@@ -98,6 +98,7 @@ impl Error {
                 _ => exit::RUNTIME,
             },
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Slurm(e) if e.is_usage() => exit::USAGE,
             // Missing tools, a refused job, an unknown partition: the runs could not start.
             Error::Slurm(_) => exit::RUNTIME,
             Error::Store(_) | Error::Worker(_) => exit::RUNTIME,

@@ -12,16 +12,23 @@
 //!   the output projection (only its bias is new when tied to the target embedding).
 //!   LSTMs count both bias vectors, as Candle and PyTorch do: 4H(in + H) + 8H.
 //!
-//! Images are taken as 1x28x28 with 10 classes (MNIST-family data). Seq2seq vocabularies
-//! are counted from the training file when it is present (distinct characters of the
-//! kept pairs plus [`SPECIAL_TOKENS`]), else [`ASSUMED_CHARS`] characters are assumed.
+//! The conv arithmetic itself is [`crate::models::shape`], which the model also builds from.
+//! Images are as large as the training file's header says (its header only is read), else
+//! taken as 1x28x28; 10 classes (MNIST-family data). Seq2seq vocabularies are counted from
+//! the training file when it is present (distinct characters of the kept pairs plus
+//! [`SPECIAL_TOKENS`]), else [`ASSUMED_CHARS`] characters are assumed.
+//!
+//! [`check_runs`] is the part of validation that needs more than the spec: for every run of
+//! the grid, the data headers, the model's layout on them and the select metric.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::spec::{ModelKind, ModelSpec, Padding, Spec};
+use crate::data::pairs;
+use crate::models::shape::{ImageInput, conv_shapes};
+use crate::spec::{ModelKind, ModelSpec, Spec};
 
-/// Input of image models: channels, height, width.
+/// Input of image models assumed when the data is not there: channels, height, width.
 pub const IMAGE_SHAPE: [usize; 3] = [1, 28, 28];
 /// Classes of image models.
 pub const CLASSES: usize = 10;
@@ -66,11 +73,34 @@ pub struct Vocab {
     pub origin: String,
 }
 
-/// The layers of the spec's model; seq2seq vocabularies are read from the data when present.
+/// The layers of the spec's model; image sizes and seq2seq vocabularies are read from the
+/// data when present.
 pub fn inspect(spec: &Spec) -> Result<ModelShape, InspectError> {
     match spec.model.kind {
-        ModelKind::Cnn | ModelKind::Mlp => image_model(&spec.model),
+        ModelKind::Cnn | ModelKind::Mlp => {
+            let (input, origin) = match crate::data::images::read_image_headers(&spec.data) {
+                Ok(h) => (
+                    ImageInput::grey(h.rows, h.cols),
+                    format!(
+                        "from the header of {}",
+                        Path::new(&spec.data.dir).join(&spec.data.train).display()
+                    ),
+                ),
+                Err(e) => (assumed_input(), format!("assumed: {e}")),
+            };
+            image_model(&spec.model, input, &origin)
+        }
         ModelKind::Seq2seq => seq2seq(&spec.model, &vocab_of(spec)),
+    }
+}
+
+/// The input [`IMAGE_SHAPE`] describes.
+pub fn assumed_input() -> ImageInput {
+    let [channels, rows, cols] = IMAGE_SHAPE;
+    ImageInput {
+        channels,
+        rows,
+        cols,
     }
 }
 
@@ -103,64 +133,42 @@ impl Builder {
     }
 }
 
-fn chw(c: usize, h: usize, w: usize) -> String {
-    format!("{c}x{h}x{w}")
-}
-
-/// cnn and mlp on [`IMAGE_SHAPE`] inputs with [`CLASSES`] classes.
-pub fn image_model(m: &ModelSpec) -> Result<ModelShape, InspectError> {
+/// cnn and mlp on `input` images with [`CLASSES`] classes; `origin` says where the input
+/// size came from.
+pub fn image_model(
+    m: &ModelSpec,
+    input: ImageInput,
+    origin: &str,
+) -> Result<ModelShape, InspectError> {
     let act = format!("{:?}", m.activation).to_lowercase();
     let mut b = Builder { layers: Vec::new() };
-    let [mut c, mut h, mut w] = IMAGE_SHAPE;
+    let mut x = input;
     if m.kind == ModelKind::Cnn {
-        for (i, block) in m.conv.iter().enumerate() {
+        let shapes = conv_shapes(&m.conv, input).map_err(|e| InspectError {
+            key: e.key,
+            message: format!("{} ({})", e.message, e.value),
+        })?;
+        for (i, (block, shape)) in m.conv.iter().zip(shapes).enumerate() {
             let n = i + 1;
-            let pad = match block.padding {
-                Padding::Pixels(p) => p,
-                Padding::Named(_) => block.kernel.saturating_sub(1) / 2,
-            };
-            let out = |x: usize| -> Result<usize, InspectError> {
-                let padded = x + 2 * pad;
-                if padded < block.kernel || block.stride == 0 {
-                    return Err(InspectError {
-                        key: format!("model.conv.{i}.kernel"),
-                        message: format!(
-                            "a {k}x{k} kernel does not fit a {x}x{x} input padded by {pad}",
-                            k = block.kernel
-                        ),
-                    });
-                }
-                Ok((padded - block.kernel) / block.stride + 1)
-            };
-            let (oh, ow) = (out(h)?, out(w)?);
-            let params = block.channels * c * block.kernel * block.kernel + block.channels;
-            c = block.channels;
-            (h, w) = (oh, ow);
+            let out = shape.conv;
+            let params = block.channels * x.channels * block.kernel * block.kernel + block.channels;
             let op = format!(
-                "conv {}@{k}x{k} stride {} pad {pad}",
+                "conv {}@{k}x{k} stride {} pad {}",
                 block.channels,
                 block.stride,
+                shape.padding,
                 k = block.kernel
             );
-            b.push(format!("conv{n}"), op, chw(c, h, w), params);
-            b.push(format!("{act}{n}"), act.clone(), chw(c, h, w), 0);
-            if block.pool >= 2 {
-                if h < block.pool || w < block.pool {
-                    return Err(InspectError {
-                        key: format!("model.conv.{i}.pool"),
-                        message: format!(
-                            "a {p}x{p} pool does not fit a {h}x{w} input",
-                            p = block.pool
-                        ),
-                    });
-                }
-                (h, w) = (h / block.pool, w / block.pool);
+            b.push(format!("conv{n}"), op, out.to_string(), params);
+            b.push(format!("{act}{n}"), act.clone(), out.to_string(), 0);
+            if let Some(pooled) = shape.pooled {
                 let op = format!("max-pool {p}x{p}", p = block.pool);
-                b.push(format!("pool{n}"), op, chw(c, h, w), 0);
+                b.push(format!("pool{n}"), op, pooled.to_string(), 0);
             }
+            x = shape.output();
         }
     }
-    let mut features = c * h * w;
+    let mut features = x.features();
     b.push("flatten", "flatten", features.to_string(), 0);
     for (i, &size) in m.hidden.iter().enumerate() {
         let n = i + 1;
@@ -189,11 +197,7 @@ pub fn image_model(m: &ModelSpec) -> Result<ModelShape, InspectError> {
         features * CLASSES + CLASSES,
     );
     b.push("log_softmax", "log-softmax", CLASSES.to_string(), 0);
-    let [ic, ih, iw] = IMAGE_SHAPE;
-    Ok(b.finish(format!(
-        "input {} image, {CLASSES} classes",
-        chw(ic, ih, iw)
-    )))
+    Ok(b.finish(format!("input {input} image ({origin}), {CLASSES} classes")))
 }
 
 fn lstm(input: usize, hidden: usize) -> usize {
@@ -316,7 +320,10 @@ pub fn vocab_of(spec: &Spec) -> Vocab {
 }
 
 fn count_chars(spec: &Spec, path: &Path) -> Option<(usize, usize)> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // Only a regular file: a FIFO named as the training file must not hang `inspect`.
+    let (file, len) = crate::data::open_data_file(path).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, len), &mut text).ok()?;
     let d = &spec.data;
     let (mut src, mut tgt) = (HashSet::new(), HashSet::new());
     let mut kept = 0usize;
@@ -336,6 +343,201 @@ fn count_chars(spec: &Spec, path: &Path) -> Option<(usize, usize)> {
         }
     }
     (kept > 0).then_some((src.len(), tgt.len()))
+}
+
+/// What validation does when a data file is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingData {
+    /// An error (exit 4): `run` cannot train without it.
+    Refuse,
+    /// A warning, and shapes are checked on the assumed input: `plan` may be made where the
+    /// data is not (a laptop planning for a cluster).
+    Warn,
+}
+
+/// The metrics a model kind records every epoch, which `select.metric` may name; decided
+/// where the training loops write them.
+pub fn selectable_metrics(kind: ModelKind) -> &'static [&'static str] {
+    match kind {
+        ModelKind::Cnn | ModelKind::Mlp => &crate::train::classifier::SELECTABLE,
+        ModelKind::Seq2seq => &crate::train::seq2seq::SELECTABLE,
+    }
+}
+
+/// One thing wrong with one run that the spec alone could not show.
+struct RunProblem {
+    key: String,
+    value: String,
+    message: String,
+}
+
+/// Checks every run of `runs` (from the spec `args` names) before anything is written: its
+/// data files' headers (missing or corrupt: a data error, exit 4, or with
+/// [`MissingData::Warn`] a warning), its model's layout on the image size they give, and
+/// its select metric (a spec error, exit 3, naming the run and what the grid varied).
+/// Returns the warnings.
+pub fn check_runs(
+    args: &crate::spec::SpecArgs,
+    runs: &[crate::grid::RunPlan],
+    missing: MissingData,
+) -> Result<Vec<String>, crate::error::Error> {
+    let mut warnings = Vec::new();
+    // Grids rarely vary the data: read each distinct data section's headers once.
+    let mut inputs: Vec<(&crate::spec::DataSpec, Option<ImageInput>)> = Vec::new();
+    for run in runs {
+        let c = &run.config;
+        let input = match inputs.iter().find(|(d, _)| **d == c.data) {
+            Some((_, input)) => *input,
+            None => {
+                let input = data_input(c, missing, &mut warnings)?;
+                inputs.push((&c.data, input));
+                input
+            }
+        };
+        let problems = run_problems(c, input.unwrap_or_else(assumed_input));
+        if problems.is_empty() {
+            continue;
+        }
+        return Err(run_error(args, run, runs.len(), problems));
+    }
+    Ok(warnings)
+}
+
+/// The image input the data headers give (`None` for seq2seq, or when missing data is only
+/// warned about).
+fn data_input(
+    c: &Spec,
+    missing: MissingData,
+    warnings: &mut Vec<String>,
+) -> Result<Option<ImageInput>, crate::error::Error> {
+    use crate::data::DataError;
+    let mut warn = |what: String| {
+        warnings.push(format!(
+            "warning: {what}; `run` would stop here (exit 4){}",
+            if c.model.kind == ModelKind::Seq2seq {
+                String::new()
+            } else {
+                format!(
+                    ", shapes are checked for the assumed {} input",
+                    assumed_input()
+                )
+            }
+        ))
+    };
+    match c.model.kind {
+        ModelKind::Cnn | ModelKind::Mlp => match crate::data::images::read_image_headers(&c.data) {
+            Ok(h) => Ok(Some(ImageInput::grey(h.rows, h.cols))),
+            Err(e @ DataError::Missing { .. }) if missing == MissingData::Warn => {
+                warn(e.to_string());
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+        ModelKind::Seq2seq => match pairs::check_files(&c.data) {
+            Ok(()) => Ok(None),
+            Err(pairs::PairsError::Read { path, source })
+                if missing == MissingData::Warn
+                    && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                warn(format!("{}: data file not found", path.display()));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// What is wrong with one run's config on `input` images.
+fn run_problems(c: &Spec, input: ImageInput) -> Vec<RunProblem> {
+    let mut out = Vec::new();
+    let layout = match c.model.kind {
+        ModelKind::Cnn => conv_shapes(&c.model.conv, input).err().map(|e| RunProblem {
+            key: e.key,
+            value: e.value,
+            message: e.message,
+        }),
+        ModelKind::Mlp => None,
+        ModelKind::Seq2seq => {
+            let vocab = Vocab {
+                source: SPECIAL_TOKENS + 1,
+                target: SPECIAL_TOKENS + 1,
+                origin: String::new(),
+            };
+            seq2seq(&c.model, &vocab).err().map(|e| RunProblem {
+                value: match e.key.as_str() {
+                    "model.tie_embeddings" => c.model.tie_embeddings.to_string(),
+                    _ => String::new(),
+                },
+                key: e.key,
+                message: e.message,
+            })
+        }
+    };
+    out.extend(layout);
+    let allowed = selectable_metrics(c.model.kind);
+    let metric = &c.select.metric;
+    if !allowed.contains(&metric.as_str()) {
+        let kind = format!("{:?}", c.model.kind).to_lowercase();
+        let list: Vec<String> = allowed.iter().map(|m| format!("{m:?}")).collect();
+        out.push(RunProblem {
+            key: "select.metric".into(),
+            value: format!("{metric:?}"),
+            message: format!(
+                "model.kind = \"{kind}\" does not record it every epoch; allowed: {}",
+                list.join(", ")
+            ),
+        });
+    }
+    out
+}
+
+/// A spec error for `run`'s problems: against the layer that set the key for a spec without
+/// a grid, against the run and its varied values for a grid.
+fn run_error(
+    args: &crate::spec::SpecArgs,
+    run: &crate::grid::RunPlan,
+    runs: usize,
+    problems: Vec<RunProblem>,
+) -> crate::error::Error {
+    use crate::spec::{Problem, SpecError};
+    if runs == 1 && run.varied.is_empty() {
+        // Only on this error path: load the layers again to say which one set the key.
+        let resolved = crate::spec::resolve(&args.file, &args.sets, std::env::vars()).ok();
+        let problems = problems
+            .into_iter()
+            .map(|p| Problem {
+                origin: resolved
+                    .as_ref()
+                    .map_or_else(|| args.file.display().to_string(), |r| r.origin(&p.key)),
+                value: Some(p.value).filter(|v| !v.is_empty()),
+                key: p.key,
+                message: p.message,
+            })
+            .collect();
+        return SpecError::Invalid { problems }.into();
+    }
+    let varied: Vec<String> = run
+        .varied
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", crate::spec::schema::fmt_value(v)))
+        .collect();
+    let p = problems.into_iter().next().expect("at least one problem");
+    // Only on this error path: load the layers again to say which one set the grid entry.
+    let origin = crate::spec::resolve(&args.file, &args.sets, std::env::vars()).map_or_else(
+        |_| args.file.display().to_string(),
+        |r| r.run_origin(&p.key),
+    );
+    SpecError::Grid {
+        origin,
+        source: Box::new(crate::grid::GridError::Run {
+            index: run.index,
+            varied: varied.join(", "),
+            key: p.key,
+            value: p.value,
+            message: p.message,
+        }),
+    }
+    .into()
 }
 
 /// The table `inspect` prints.
@@ -398,7 +600,7 @@ mod tests {
 
     #[test]
     fn homework_cnn_matches_the_hand_count() {
-        let s = image_model(&ModelSpec::default()).unwrap();
+        let s = image_model(&ModelSpec::default(), assumed_input(), "test").unwrap();
         assert_eq!(params(&s, "conv1"), 8 * 5 * 5 + 8);
         assert_eq!(params(&s, "conv2"), 16 * 8 * 3 * 3 + 16);
         assert_eq!(params(&s, "fc1"), 576 * 600 + 600);
@@ -416,7 +618,7 @@ mod tests {
             hidden: vec![100],
             ..ModelSpec::default()
         };
-        let s = image_model(&m).unwrap();
+        let s = image_model(&m, assumed_input(), "test").unwrap();
         assert_eq!(s.total, 784 * 100 + 100 + 100 * 10 + 10);
     }
 
@@ -424,7 +626,7 @@ mod tests {
     fn oversized_kernels_are_reported() {
         let mut m = ModelSpec::default();
         m.conv[1].kernel = 30;
-        let e = image_model(&m).unwrap_err();
+        let e = image_model(&m, assumed_input(), "test").unwrap_err();
         assert_eq!(e.key, "model.conv.1.kernel");
     }
 

@@ -91,6 +91,12 @@ fn smoke_training_learns_and_writes_checkpoints_and_figures() {
     let test = value(ev, 2, "test/accuracy");
     assert!(dev > 0.5 && test > 0.5, "dev {dev} test {test}");
     assert!(value(ev, 2, "test/loss") < 2.0);
+    // What validation lets `select.metric` name is recorded every epoch.
+    for tag in orchestrate::train::classifier::SELECTABLE {
+        for epoch in [1, 2] {
+            value(ev, epoch, tag);
+        }
+    }
     assert_eq!(value(ev, 1, "lr"), ctx.config.optimizer.lr);
     assert!(value(ev, 1, "time/samples_per_second") > 0.0);
     // Running losses every 50 steps, at global steps.

@@ -23,7 +23,8 @@ pub struct Args {
     /// Candidate, in the same forms.
     pub b: String,
     /// Allowed worsening of a metric: TAG=VALUE (absolute) or TAG=PERCENT% (relative to A);
-    /// `*=...` sets the default, which is 0. Repeatable.
+    /// `*=...` sets the default, which is 0. A TAG that neither A nor B has is an error.
+    /// Repeatable.
     #[arg(long = "tol", value_name = "TAG=TOL")]
     pub tol: Vec<String>,
     /// Output format.
@@ -36,7 +37,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     let tol = Tolerances::parse(&args.tol)?;
     let a = load_input(&args.a)?;
     let b = load_input(&args.b)?;
-    let report = diff(&args.a, &a, &args.b, &b, &tol);
+    let report = diff(&args.a, &a, &args.b, &b, &tol)?;
     let text = match args.format {
         Format::Table => report.to_table(),
         Format::Md => report.to_markdown(),

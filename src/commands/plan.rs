@@ -72,6 +72,11 @@ struct Plan<'a> {
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, runs) = args.spec.load_runs()?;
+    // The same checks as `run`, except that data missing here is only a warning: a plan may
+    // be made where the data is not.
+    for w in crate::inspect::check_runs(&args.spec, &runs, crate::inspect::MissingData::Warn)? {
+        eprintln!("{w}");
+    }
     let planned: Vec<PlannedRun> = runs
         .iter()
         .map(|r| PlannedRun {

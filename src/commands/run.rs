@@ -1,7 +1,7 @@
 //! `orchestrate run`: train every run of a spec's grid in worker processes, name the winner.
 //!
-//! Order matters for "lose nothing": the spec is loaded and expanded (and so validated)
-//! before anything is written (and, for Slurm, the cluster is checked); then the experiment
+//! Order matters for "lose nothing": the spec is loaded and expanded (and so validated, each
+//! run against its data files' headers too) before anything is written (and, for Slurm, the cluster is checked); then the experiment
 //! directory, the lock, the run directories; then the local pool or the Slurm array job;
 //! then the summary, the same for both backends.
 
@@ -77,6 +77,32 @@ pub struct Args {
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans) = args.spec.load_runs()?;
     let backend = args.backend.unwrap_or(spec.launch.backend);
+    // Flags that do not fit the backend are usage errors, found before any data is read.
+    match backend {
+        Backend::Local if args.detach => {
+            return Err(Error::Usage(
+                "--detach needs the Slurm backend (--backend slurm or \
+                 launch.backend = \"slurm\"); local workers stop with their orchestrator"
+                    .into(),
+            ));
+        }
+        Backend::Slurm if args.fail_fast => {
+            return Err(Error::Usage(
+                "--fail-fast is not supported with the Slurm backend".into(),
+            ));
+        }
+        Backend::Slurm if !args.devices.is_empty() => {
+            return Err(Error::Usage(
+                "--devices is for local workers; on Slurm ask for GPUs with \
+                 launch.slurm.gres (e.g. --set launch.slurm.gres=gpu:1)"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    // Data headers, every run's model layout on them and its select metric: checked before
+    // anything is written under runs/.
+    crate::inspect::check_runs(&args.spec, &plans, crate::inspect::MissingData::Refuse)?;
     // A device this build cannot drive fails here, before anything is written under runs/.
     let mut wanted: Vec<&str> = args.devices.iter().map(String::as_str).collect();
     if wanted.is_empty() {
@@ -87,31 +113,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
     match backend {
-        Backend::Local => {
-            if args.detach {
-                return Err(Error::Usage(
-                    "--detach needs the Slurm backend (--backend slurm or \
-                     launch.backend = \"slurm\"); local workers stop with their orchestrator"
-                        .into(),
-                ));
-            }
-            run_local(args, &spec, &plans)
-        }
-        Backend::Slurm => {
-            if args.fail_fast {
-                return Err(Error::Usage(
-                    "--fail-fast is not supported with the Slurm backend".into(),
-                ));
-            }
-            if !args.devices.is_empty() {
-                return Err(Error::Usage(
-                    "--devices is for local workers; on Slurm ask for GPUs with \
-                     launch.slurm.gres (e.g. --set launch.slurm.gres=gpu:1)"
-                        .into(),
-                ));
-            }
-            run_slurm(args, &spec, &plans)
-        }
+        Backend::Local => run_local(args, &spec, &plans),
+        Backend::Slurm => run_slurm(args, &spec, &plans),
     }
 }
 

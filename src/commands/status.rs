@@ -1,6 +1,7 @@
 //! `orchestrate status`: the table of an experiment's runs, read-only (no lock), also while
 //! a grid runs. For an experiment submitted to Slurm (`runs/<name>/.slurm/job.json`), Slurm's
 //! view of each run's latest array task follows the table (and is each JSON row's `slurm`).
+//! A run record that cannot be read shows as `unreadable` and makes the command exit 2.
 
 use std::path::PathBuf;
 
@@ -77,6 +78,19 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         if !tasks.is_empty() {
             print!("{}", render_tasks(&tasks));
         }
+    }
+    // After the table, so the readable runs still show; but not exit 0: what the table says
+    // of these runs is a guess.
+    let unreadable: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.unreadable.as_deref())
+        .collect();
+    if let Some(first) = unreadable.first() {
+        let more = match unreadable.len() {
+            1 => String::new(),
+            n => format!(" (and {} more unreadable run(s), see the table)", n - 1),
+        };
+        return Err(Error::Usage(format!("{first}{more}")));
     }
     Ok(0)
 }

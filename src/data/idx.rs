@@ -2,11 +2,15 @@
 //!
 //! Layout: two zero bytes, a type code (0x08 = unsigned byte, the only one these data sets
 //! use), the number of dimensions, one big-endian `u32` per dimension, then the values in
-//! row-major order. Files may be gzip-compressed; we look at the first two bytes (`1f 8b`)
-//! rather than trusting the file name.
+//! row-major order. Files may be gzip-compressed, in one member or several (`cat a.gz b.gz`
+//! is valid gzip); we look at the first two bytes (`1f 8b`) rather than trusting the name.
+//!
+//! The header is checked against what the file can hold before any value is read: a plain
+//! file must be exactly header + values long, a gzip file cannot expand more than
+//! [`MAX_DEFLATE_RATIO`] times. Validation reads only the header ([`read_header`]).
 
-use super::DataError;
-use std::io::Read;
+use super::{DataError, MAX_DEFLATE_RATIO, open_data_file, read_exactly};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 /// Type code of unsigned bytes, the only element type MNIST-family files use.
@@ -21,66 +25,170 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a file whole, decompressing it when it starts with the gzip magic number.
-pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Gzip {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+/// Where the values of an opened IDX file come from.
+struct Opened {
+    dims: Vec<usize>,
+    /// Number of values the header promises.
+    values: u64,
+    gzip: bool,
+    body: Box<dyn Read>,
 }
 
 /// Reads an IDX file (gzip or not) that must have `ndim` dimensions.
 pub fn read_idx(path: &Path, ndim: usize) -> Result<IdxArray, DataError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx(&bytes, ndim).map_err(|e| e.at(path))
+    let o = open(path, ndim)?;
+    let dims = o.dims.clone();
+    let data = read_exactly(
+        o.body,
+        o.values,
+        |held| {
+            format!(
+                "header says {dims:?} = {} values, file holds {held}",
+                o.values
+            )
+        },
+        |e| gzip_or_io(path, o.gzip, e),
+    )
+    .map_err(|e| e.at(path))?;
+    Ok(IdxArray { dims: o.dims, data })
+}
+
+/// The dimensions of an IDX file (gzip or not) with `ndim` dimensions, reading only its
+/// header; the header is checked against the file's size as [`read_idx`] checks it.
+pub fn read_header(path: &Path, ndim: usize) -> Result<Vec<usize>, DataError> {
+    open(path, ndim).map(|o| o.dims)
+}
+
+fn gzip_or_io(path: &Path, gzip: bool, e: std::io::Error) -> DataError {
+    if gzip {
+        DataError::Gzip {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    } else {
+        DataError::io(path, e)
+    }
+}
+
+fn open(path: &Path, ndim: usize) -> Result<Opened, DataError> {
+    let (file, len) = open_data_file(path).map_err(|e| DataError::io(path, e))?;
+    let mut raw = BufReader::new(file);
+    let gzip = raw
+        .fill_buf()
+        .map_err(|e| DataError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut body: Box<dyn Read> = if gzip {
+        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    let (dims, header) =
+        read_dims(&mut body, ndim).map_err(|e| e.or_io(|e| gzip_or_io(path, gzip, e)).at(path))?;
+    let values = count(&dims).map_err(|e| e.at(path))?;
+    let total = values.checked_add(header);
+    if gzip {
+        let most = len.saturating_mul(MAX_DEFLATE_RATIO);
+        if total.is_none_or(|t| t > most) {
+            return Err(DataError::size(format!(
+                "header says {dims:?} = {values} values, more than a gzip file of {len} bytes \
+                 can hold ({most} bytes at most)"
+            ))
+            .at(path));
+        }
+    } else if total != Some(len) {
+        return Err(DataError::size(format!(
+            "header says {dims:?} = {values} values, file holds {}",
+            len.saturating_sub(header)
+        ))
+        .at(path));
+    }
+    Ok(Opened {
+        dims,
+        values,
+        gzip,
+        body,
+    })
+}
+
+/// A header problem, or the I/O error that stopped reading it.
+enum HeaderError {
+    Data(DataError),
+    Io(std::io::Error),
+}
+
+impl HeaderError {
+    fn or_io(self, f: impl FnOnce(std::io::Error) -> DataError) -> DataError {
+        match self {
+            HeaderError::Data(e) => e,
+            HeaderError::Io(e) => f(e),
+        }
+    }
+}
+
+/// Reads as many bytes as `buf` holds or up to the end; returns how many it got.
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, HeaderError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HeaderError::Io(e)),
+        }
+    }
+    Ok(got)
+}
+
+/// The magic number and dimensions; returns them with the header's length in bytes.
+fn read_dims(r: &mut dyn Read, ndim: usize) -> Result<(Vec<usize>, u64), HeaderError> {
+    let mut magic = [0u8; 4];
+    let got = read_up_to(r, &mut magic)?;
+    if got < 4 {
+        return Err(HeaderError::Data(DataError::bad_magic(format!(
+            "file has {got} bytes, too short for the 4-byte IDX magic number"
+        ))));
+    }
+    if magic[0] != 0 || magic[1] != 0 || magic[2] != UBYTE || magic[3] as usize != ndim {
+        return Err(HeaderError::Data(DataError::bad_magic(format!(
+            "magic number {:#010x}, expected {:#010x} (unsigned bytes, {ndim} dimension{})",
+            u32::from_be_bytes(magic),
+            (u32::from(UBYTE) << 8) | ndim as u32,
+            if ndim == 1 { "" } else { "s" }
+        ))));
+    }
+    let header = 4 + 4 * ndim;
+    let mut sizes = vec![0u8; 4 * ndim];
+    let got = read_up_to(r, &mut sizes)?;
+    if got < sizes.len() {
+        return Err(HeaderError::Data(DataError::size(format!(
+            "header needs {header} bytes, file has {}",
+            4 + got
+        ))));
+    }
+    let dims = sizes
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    Ok((dims, header as u64))
+}
+
+/// The number of values `dims` hold, refusing a product that overflows.
+fn count(dims: &[usize]) -> Result<u64, DataError> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| DataError::size(format!("dimensions {dims:?} overflow")))
 }
 
 /// Parses IDX bytes; errors carry no path yet (the caller adds it with [`DataError::at`]).
 pub fn parse_idx(bytes: &[u8], ndim: usize) -> Result<IdxArray, DataError> {
-    if bytes.len() < 4 {
-        return Err(DataError::bad_magic(format!(
-            "file has {} bytes, too short for the 4-byte IDX magic number",
-            bytes.len()
-        )));
-    }
-    let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != UBYTE || bytes[3] as usize != ndim {
-        return Err(DataError::bad_magic(format!(
-            "magic number {magic:#010x}, expected {:#010x} (unsigned bytes, {ndim} dimension{})",
-            (u32::from(UBYTE) << 8) | ndim as u32,
-            if ndim == 1 { "" } else { "s" }
-        )));
-    }
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let mut r = bytes;
+    let (dims, header) = read_dims(&mut r, ndim)
+        .map_err(|e| e.or_io(|e| DataError::size(format!("cannot read the header: {e}"))))?;
+    let values = count(&dims)?;
+    let body = &bytes[header as usize..];
+    if body.len() as u64 != values {
         return Err(DataError::size(format!(
-            "header needs {header} bytes, file has {}",
-            bytes.len()
-        )));
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let expected = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| DataError::size(format!("dimensions {dims:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() != expected {
-        return Err(DataError::size(format!(
-            "header says {dims:?} = {expected} values, file holds {}",
+            "header says {dims:?} = {values} values, file holds {}",
             body.len()
         )));
     }
@@ -186,6 +294,45 @@ mod tests {
         let e = read_idx(&p, 3).unwrap_err();
         assert!(matches!(e, DataError::Gzip { .. }), "{e}");
         assert!(e.to_string().contains("t.gz"), "{e}");
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        // `cat a.gz b.gz` is one valid gzip stream of two members (`gzip -t` passes).
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = idx_bytes(&[3, 2, 2], &[7; 12]);
+        let mut two = gzip(&bytes[..10]);
+        two.extend(gzip(&bytes[10..]));
+        let p = dir.path().join("cat.gz");
+        std::fs::write(&p, &two).unwrap();
+        assert_eq!(read_idx(&p, 3).unwrap(), parse_idx(&bytes, 3).unwrap());
+        assert_eq!(read_header(&p, 3).unwrap(), vec![3, 2, 2]);
+    }
+
+    #[test]
+    fn a_header_promising_more_than_the_file_holds_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big-idx3-ubyte");
+        // 2^32-1 images of 2^32-1 x 2^32-1 pixels promised, four bytes given.
+        let lie = idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[0; 4]);
+        std::fs::write(&p, &lie).unwrap();
+        for e in [
+            read_header(&p, 3).unwrap_err(),
+            read_idx(&p, 3).unwrap_err(),
+        ] {
+            assert!(matches!(e, DataError::SizeMismatch { .. }), "{e}");
+        }
+        // Compressed, the promise is checked against what DEFLATE can expand to.
+        let gz = dir.path().join("big.gz");
+        std::fs::write(&gz, gzip(&idx_bytes(&[1_000_000, 1000, 1000], &[0; 4]))).unwrap();
+        let e = read_header(&gz, 3).unwrap_err();
+        assert!(matches!(e, DataError::SizeMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("gzip"), "{e}");
+        assert!(read_idx(&gz, 3).is_err());
+        // A gzip that holds more than its header says stops at the promise plus one byte.
+        std::fs::write(&gz, gzip(&idx_bytes(&[2, 2, 2], &[0; 4096]))).unwrap();
+        let e = read_idx(&gz, 3).unwrap_err();
+        assert!(e.to_string().contains("holds more"), "{e}");
     }
 
     #[test]

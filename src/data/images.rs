@@ -4,8 +4,8 @@
 //! each split into a single device tensor once and slices batches from it.
 
 use super::DataError;
-use super::idx::read_idx;
-use super::npz::read_npz;
+use super::idx::{self, read_idx};
+use super::npz::{self, NpyDtype, read_npz};
 use crate::spec::{DataFormat, DataSpec};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -86,10 +86,7 @@ impl ImageSet {
         classes: usize,
     ) -> Result<ImageSet, DataError> {
         let [n, rows, cols] = dims else {
-            return Err(DataError::Shape {
-                path: images_path.to_path_buf(),
-                message: format!("images must have 3 dimensions [n, rows, cols], found {dims:?}"),
-            });
+            return Err(images_not_3d(images_path, dims));
         };
         if *n != labels.len() {
             return Err(DataError::CountMismatch {
@@ -141,28 +138,145 @@ pub fn read_image_set(
         }
         DataFormat::Npz => {
             let img = read_npz(images)?;
-            let pixels = img.as_u8().ok_or_else(|| DataError::BadMagic {
-                path: images.to_path_buf(),
-                message: format!("images must be uint8 (|u1), found {:?}", img.dtype),
-            })?;
+            let pixels = img.as_u8().ok_or_else(|| not_u8(images, img.dtype))?;
             let lab = read_npz(labels)?;
             if lab.shape.len() != 1 {
-                return Err(DataError::Shape {
-                    path: labels.to_path_buf(),
-                    message: format!("labels must have 1 dimension, found {:?}", lab.shape),
-                });
+                return Err(labels_not_1d(labels, &lab.shape));
             }
             ImageSet::from_bytes(images, labels, &img.shape, pixels, lab.to_i64(), classes)?
         }
-        DataFormat::TsvPairs => {
-            return Err(DataError::Split {
-                message: "data.format = \"tsv-pairs\" holds sentence pairs, not images; \
-                          use \"idx\" or \"npz\" for the cnn and mlp models"
-                    .into(),
-            });
-        }
+        DataFormat::TsvPairs => return Err(not_images()),
     };
     Ok(set.truncate(limit))
+}
+
+/// What the headers of a spec's four image files say, read without their pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeaders {
+    pub rows: usize,
+    pub cols: usize,
+    /// Training images (before `data.train_limit`).
+    pub train: usize,
+    /// Test images (before `data.test_limit`).
+    pub test: usize,
+}
+
+/// Reads only the headers of the image and label files `spec` names and checks what
+/// [`load_image_splits`] would check of them: each file present, a regular file, of its
+/// format, its header agreeing with its size; images `[n, rows, cols]` of 8-bit pixels with
+/// `n` labels; test images as large as training ones; a dev split that leaves both parts
+/// non-empty. Labels themselves are read only when training.
+pub fn read_image_headers(spec: &DataSpec) -> Result<ImageHeaders, DataError> {
+    let dir = PathBuf::from(&spec.dir);
+    let one = |images: &Path, labels: &Path| -> Result<[usize; 3], DataError> {
+        let (dims, n_labels) = match spec.format {
+            DataFormat::Idx => (
+                idx::read_header(images, 3)?,
+                idx::read_header(labels, 1)?[0],
+            ),
+            DataFormat::Npz => {
+                let img = npz::read_header(images)?;
+                if img.dtype != NpyDtype::U8 {
+                    return Err(not_u8(images, img.dtype));
+                }
+                let lab = npz::read_header(labels)?;
+                let [n] = lab.shape[..] else {
+                    return Err(labels_not_1d(labels, &lab.shape));
+                };
+                (img.shape, n)
+            }
+            DataFormat::TsvPairs => return Err(not_images()),
+        };
+        let [n, rows, cols] = dims[..] else {
+            return Err(images_not_3d(images, &dims));
+        };
+        if n != n_labels {
+            return Err(DataError::CountMismatch {
+                images_path: images.to_path_buf(),
+                labels_path: labels.to_path_buf(),
+                images: n,
+                labels: n_labels,
+            });
+        }
+        Ok([n, rows, cols])
+    };
+    let [train, rows, cols] = one(&dir.join(&spec.train), &dir.join(&spec.train_labels))?;
+    let test_path = dir.join(&spec.test);
+    let [test, trows, tcols] = one(&test_path, &dir.join(&spec.test_labels))?;
+    check_same_size(&test_path, (trows, tcols), (rows, cols))?;
+    let kept = if spec.train_limit > 0 {
+        train.min(spec.train_limit)
+    } else {
+        train
+    };
+    dev_size(kept, spec.dev_fraction)?;
+    Ok(ImageHeaders {
+        rows,
+        cols,
+        train,
+        test,
+    })
+}
+
+fn not_u8(images: &Path, dtype: NpyDtype) -> DataError {
+    DataError::BadMagic {
+        path: images.to_path_buf(),
+        message: format!("images must be uint8 (|u1), found {dtype:?}"),
+    }
+}
+
+fn labels_not_1d(labels: &Path, shape: &[usize]) -> DataError {
+    DataError::Shape {
+        path: labels.to_path_buf(),
+        message: format!("labels must have 1 dimension, found {shape:?}"),
+    }
+}
+
+fn images_not_3d(images: &Path, dims: &[usize]) -> DataError {
+    DataError::Shape {
+        path: images.to_path_buf(),
+        message: format!("images must have 3 dimensions [n, rows, cols], found {dims:?}"),
+    }
+}
+
+fn not_images() -> DataError {
+    DataError::Split {
+        message: "data.format = \"tsv-pairs\" holds sentence pairs, not images; \
+                  use \"idx\" or \"npz\" for the cnn and mlp models"
+            .into(),
+    }
+}
+
+fn check_same_size(
+    test_path: &Path,
+    test: (usize, usize),
+    train: (usize, usize),
+) -> Result<(), DataError> {
+    if test != train {
+        return Err(DataError::Shape {
+            path: test_path.to_path_buf(),
+            message: format!(
+                "test images are {}x{} but training images are {}x{}",
+                test.0, test.1, train.0, train.1
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Images `round(n * fraction)` holds out as dev; both parts must keep at least one.
+fn dev_size(n: usize, fraction: f64) -> Result<usize, DataError> {
+    let n_dev = (n as f64 * fraction).round() as usize;
+    if !(fraction > 0.0 && fraction < 1.0) || n_dev == 0 || n_dev >= n {
+        return Err(DataError::Split {
+            message: format!(
+                "data.dev_fraction = {fraction} of {n} training images leaves {n_dev} for dev \
+                 and {} for training; both need at least one",
+                n.saturating_sub(n_dev)
+            ),
+        });
+    }
+    Ok(n_dev)
 }
 
 /// A uniformly random permutation of `0..n` (Fisher-Yates) drawn from `rng`.
@@ -183,16 +297,7 @@ pub fn split_dev(
     rng: &mut ChaCha8Rng,
 ) -> Result<(ImageSet, ImageSet), DataError> {
     let n = set.len();
-    let n_dev = (n as f64 * fraction).round() as usize;
-    if !(fraction > 0.0 && fraction < 1.0) || n_dev == 0 || n_dev >= n {
-        return Err(DataError::Split {
-            message: format!(
-                "data.dev_fraction = {fraction} of {n} training images leaves {n_dev} for dev \
-                 and {} for training; both need at least one",
-                n.saturating_sub(n_dev)
-            ),
-        });
-    }
+    let n_dev = dev_size(n, fraction)?;
     let perm = permutation(n, rng);
     let mut dev: Vec<u32> = perm[..n_dev].to_vec();
     let mut train: Vec<u32> = perm[n_dev..].to_vec();
@@ -222,15 +327,7 @@ pub fn load_image_splits(
         MNIST_CLASSES,
         spec.test_limit,
     )?;
-    if (test.rows, test.cols) != (full.rows, full.cols) {
-        return Err(DataError::Shape {
-            path: test_path,
-            message: format!(
-                "test images are {}x{} but training images are {}x{}",
-                test.rows, test.cols, full.rows, full.cols
-            ),
-        });
-    }
+    check_same_size(&test_path, (test.rows, test.cols), (full.rows, full.cols))?;
     let (train, dev) = split_dev(&full, spec.dev_fraction, split_rng)?;
     Ok(ImageSplits { train, dev, test })
 }

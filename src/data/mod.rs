@@ -12,7 +12,77 @@ pub mod vocab;
 
 pub use images::{ImageSet, ImageSplits, load_image_splits, permutation};
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Most bytes DEFLATE can expand one compressed byte into (its maximum ratio is 1032:1):
+/// a header that promises more than this times the compressed size is lying.
+pub const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Opens a data file for reading, refusing anything but a regular file: a FIFO would block
+/// until a writer comes, `/dev/zero` never ends, a directory cannot be read. Returns the
+/// file and its size.
+pub fn open_data_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    // Checked before opening: opening a FIFO for reading blocks.
+    check_regular(&std::fs::metadata(path)?)?;
+    let file = std::fs::File::open(path)?;
+    // And again on what was opened, in case the path changed in between.
+    let meta = file.metadata()?;
+    check_regular(&meta)?;
+    Ok((file, meta.len()))
+}
+
+fn check_regular(meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a plain file"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file; data files must be regular files"),
+    ))
+}
+
+/// Reads exactly `expected` bytes from `reader`, never holding more than `expected + 1`:
+/// a stream that ends early or goes on is a size error (path filled in by
+/// [`DataError::at`]) whatever its header claimed, and the buffer grows with what actually
+/// arrives, so a lying header allocates nothing up front. `on_io` names a read failure.
+pub(crate) fn read_exactly(
+    reader: impl Read,
+    expected: u64,
+    what: impl Fn(&str) -> String,
+    on_io: impl Fn(std::io::Error) -> DataError,
+) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(expected.min(1 << 20) as usize);
+    reader
+        .take(expected.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(on_io)?;
+    let got = out.len() as u64;
+    if got != expected {
+        let held = if got > expected {
+            "more".to_string()
+        } else {
+            got.to_string()
+        };
+        return Err(DataError::size(what(&held)));
+    }
+    Ok(out)
+}
 
 /// A missing or corrupt data file, or data that contradicts itself.
 #[derive(Debug, thiserror::Error)]
@@ -110,5 +180,33 @@ impl DataError {
             _ => {}
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (p, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (dir.path(), "a directory"),
+            (Path::new("/dev/zero"), "a character device"),
+        ] {
+            // Returns at once instead of blocking on the FIFO or reading forever.
+            let e = open_data_file(p).unwrap_err();
+            assert!(e.to_string().contains(what), "{}: {e}", p.display());
+            let e = DataError::io(p, e);
+            assert!(matches!(e, DataError::Io { .. }), "{e}");
+        }
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(open_data_file(&f).unwrap().1, 3);
     }
 }

@@ -75,10 +75,15 @@ pub fn read_pairs(
     source_column: usize,
     target_column: usize,
 ) -> Result<Vec<Pair>, PairsError> {
-    let bytes = std::fs::read(path).map_err(|source| PairsError::Read {
+    let read_error = |source| PairsError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let (file, len) = super::open_data_file(path).map_err(read_error)?;
+    // A regular file's size bounds what we hold; one that grows meanwhile is cut there.
+    let mut bytes = Vec::with_capacity(len.min(1 << 30) as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut bytes)
+        .map_err(read_error)?;
     let need = source_column.max(target_column) + 1;
     let mut pairs = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -181,6 +186,23 @@ fn load_split(
         pairs.truncate(limit);
     }
     Ok(pairs)
+}
+
+/// Checks that the train, dev and test files `spec` names are there and are regular files,
+/// without reading them: what validation can know before a run starts.
+pub fn check_files(spec: &DataSpec) -> Result<(), PairsError> {
+    for (key, file) in [
+        ("train", &spec.train),
+        ("dev", &spec.dev),
+        ("test", &spec.test),
+    ] {
+        if file.is_empty() {
+            return Err(PairsError::NoFile { key });
+        }
+        let path = Path::new(&spec.dir).join(file);
+        super::open_data_file(&path).map_err(|source| PairsError::Read { path, source })?;
+    }
+    Ok(())
 }
 
 impl ParallelData {

@@ -3,8 +3,9 @@
 //! Order is deterministic: `[[grid.variant]]` tables outermost, then the cartesian axes and
 //! zip groups sorted by key (a zip group sorts by its first key) with the last one varying
 //! fastest, then `[grid.random]` samples innermost (the same samples for every point, so
-//! points are compared on equal draws). Each value is first checked on its own, so a bad
-//! value is reported against its axis before any run is built.
+//! points are compared on equal draws). The run count is checked first, against
+//! `launch.max_runs` and [`MAX_GRID_RUNS`], without building anything; then each value is
+//! checked on its own, so a bad value is reported against its axis before any run is built.
 
 pub mod identity;
 pub mod random;
@@ -43,10 +44,21 @@ pub enum GridError {
     Entry { at: String, message: String },
     /// The grid would launch more runs than `launch.max_runs` allows.
     #[error(
-        "the grid expands to {runs} runs, more than launch.max_runs = {max}; \
-         shrink the grid or raise launch.max_runs"
+        "the grid expands to {} runs, more than launch.max_runs = {max}; \
+         shrink the grid or raise launch.max_runs", fmt_count(*runs)
     )]
     TooManyRuns { runs: u128, max: usize },
+    /// The grid has more runs than any experiment may have ([`MAX_GRID_RUNS`]).
+    #[error(
+        "the grid expands to {} runs, more than the {ceiling} runs one experiment may have \
+         (launch.max_runs = {max} cannot raise that: every run's config is held in memory); \
+         shrink the grid or split it into several experiments", fmt_count(*runs)
+    )]
+    OverCeiling {
+        runs: u128,
+        max: usize,
+        ceiling: usize,
+    },
     /// A combination of values is invalid as a whole.
     #[error("run {index} ({varied}): `{key}` = {value}: {message}")]
     Run {
@@ -80,16 +92,21 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
     let base = Value::try_from(&base_spec).map_err(|e| GridError::Serialize(e.to_string()))?;
     let g = &spec.grid;
 
-    let dims = build_dims(g, spec.seed)?;
-    let total = dims
-        .iter()
-        .fold(1u128, |acc, d| acc.saturating_mul(d.len() as u128));
-    if total > spec.launch.max_runs as u128 {
-        return Err(GridError::TooManyRuns {
+    // Counted before anything is built: every run's plan is held at once, and a random
+    // search draws its samples up front.
+    let total = run_count(g);
+    let max = spec.launch.max_runs;
+    if total > max as u128 {
+        return Err(GridError::TooManyRuns { runs: total, max });
+    }
+    if total > MAX_GRID_RUNS as u128 {
+        return Err(GridError::OverCeiling {
             runs: total,
-            max: spec.launch.max_runs,
+            max,
+            ceiling: MAX_GRID_RUNS,
         });
     }
+    let dims = build_dims(g, spec.seed)?;
     // Values as the typed spec serialises them (`lr = 1` becomes `1.0`, partial tables get
     // their defaults), so a run's TOML value is its canonical form without a round trip.
     let normalized = check_values(g, &base, &dims)?;
@@ -176,6 +193,36 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
         r.name = n;
     }
     Ok(runs)
+}
+
+/// The most runs one experiment may have, whatever `launch.max_runs` allows. Planning holds
+/// every run's resolved config in memory (about 3 KiB each), as do `run`, `status` and
+/// `summary`, and each run is a directory: `plan` of 100,000 runs took 1.7 s and 300 MB
+/// (measured), and a 10^7-run grid would need 30 GB before its first run.
+pub const MAX_GRID_RUNS: usize = 100_000;
+
+/// How many runs the grid expands to, computed without building it: the product of the
+/// dimension sizes, [`u128::MAX`] when that overflows.
+pub fn run_count(g: &GridSpec) -> u128 {
+    let mut sizes = g
+        .axes
+        .values()
+        .map(Vec::len)
+        .chain(g.zip.iter().map(|z| z.values().next().map_or(0, Vec::len)))
+        .chain((!g.variant.is_empty()).then_some(g.variant.len()))
+        .chain((g.random.samples > 0).then_some(g.random.samples));
+    sizes
+        .try_fold(1u128, |acc, n| acc.checked_mul(n as u128))
+        .unwrap_or(u128::MAX)
+}
+
+/// A run count as the errors show it.
+fn fmt_count(runs: u128) -> String {
+    if runs == u128::MAX {
+        "more than 10^38".into()
+    } else {
+        runs.to_string()
+    }
 }
 
 /// The dimensions of the grid, each a list of alternative assignments, in expansion order.

@@ -291,6 +291,68 @@ fn the_run_limit_is_checked_before_anything_is_built() {
     );
 }
 
+#[test]
+fn a_grid_past_the_ceiling_is_refused_whatever_max_runs_allows() {
+    // 10^7 runs: before the ceiling, planning this aborted on a failed allocation.
+    let ten = |k: &str| (k.to_string(), (1..=10).map(i).collect::<Vec<_>>());
+    let mut spec = spec_with(GridSpec {
+        axes: [
+            "seed",
+            "train.epochs",
+            "train.batch_size",
+            "train.log_every",
+            "data.train_limit",
+            "data.test_limit",
+            "model.hidden.0",
+        ]
+        .into_iter()
+        .map(ten)
+        .collect(),
+        ..GridSpec::default()
+    });
+    spec.launch.max_runs = i64::MAX as usize;
+    assert_eq!(
+        expand(&spec).unwrap_err(),
+        GridError::OverCeiling {
+            runs: 10_000_000,
+            max: i64::MAX as usize,
+            ceiling: MAX_GRID_RUNS
+        }
+    );
+}
+
+#[test]
+fn random_samples_are_counted_before_they_are_drawn() {
+    let mut grid = random_grid(None);
+    grid.random.samples = usize::MAX;
+    let err = expand(&spec_with(grid)).unwrap_err();
+    assert_eq!(
+        err,
+        GridError::TooManyRuns {
+            runs: usize::MAX as u128,
+            max: 1000
+        }
+    );
+}
+
+#[test]
+fn a_run_count_that_overflows_is_reported_not_wrapped() {
+    let axis = |n: usize| (format!("k{n}"), vec![i(1); 256]);
+    let mut g = GridSpec {
+        axes: (0..15).map(axis).collect(),
+        ..GridSpec::default()
+    };
+    assert_eq!(run_count(&g), 1u128 << 120);
+    g.axes.extend([axis(15)]);
+    assert_eq!(run_count(&g), u128::MAX, "2^128 does not fit");
+    let msg = GridError::TooManyRuns {
+        runs: run_count(&g),
+        max: 4,
+    }
+    .to_string();
+    assert!(msg.contains("expands to more than 10^38 runs"), "{msg}");
+}
+
 /// Golden ids of the shipped experiments. They fail when the canonical form, the defaults or
 /// the experiments change: existing run directories would then no longer be found. Change
 /// them only on purpose and say so in the commit.
@@ -364,4 +426,60 @@ fn nested_keys_from_two_places_are_refused() {
     };
     let e = expand(&spec_with(g)).unwrap_err();
     assert!(e.to_string().contains("holds `model.conv.0.kernel`"), "{e}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The count that gates expansion is the number of runs expansion builds.
+    #[test]
+    fn the_run_count_is_the_number_of_runs_built(
+        epochs in 1usize..4,
+        batch in 0usize..3,
+        zipped in 0usize..3,
+        variants in 0usize..3,
+        samples in 0usize..4,
+    ) {
+        let mut axes = BTreeMap::new();
+        axes.insert(
+            "train.epochs".to_string(),
+            (1..=epochs as i64).map(i).collect::<Vec<_>>(),
+        );
+        if batch > 0 {
+            axes.insert(
+                "train.batch_size".to_string(),
+                (1..=batch as i64).map(|b| i(b * 16)).collect(),
+            );
+        }
+        let zip = if zipped > 0 {
+            let group: BTreeMap<String, Vec<Value>> = [
+                ("seed".to_string(), (1..=zipped as i64).map(i).collect()),
+                ("model.dropout".to_string(), (1..=zipped).map(|d| f(d as f64 / 10.0)).collect()),
+            ]
+            .into_iter()
+            .collect();
+            vec![group]
+        } else {
+            Vec::new()
+        };
+        let variant = (0..variants)
+            .map(|v| [("train.log_every".to_string(), i(v as i64 + 1))].into_iter().collect())
+            .collect();
+        let mut params = BTreeMap::new();
+        if samples > 0 {
+            params.insert(
+                "optimizer.lr".to_string(),
+                Distribution::LogUniform { low: 1e-4, high: 1e-1 },
+            );
+        }
+        let g = GridSpec {
+            axes,
+            zip,
+            variant,
+            random: RandomSpec { samples, seed: Some(3), params },
+        };
+        let count = run_count(&g);
+        let runs = expand(&spec_with(g)).unwrap();
+        proptest::prop_assert_eq!(count, runs.len() as u128);
+    }
 }

@@ -248,7 +248,8 @@ fn spawn(
 ) -> Result<(Active, LaunchEvent), LaunchError> {
     let prev = store::read_status(&r.dir)?;
     let attempt = prev.as_ref().map_or(0, |s| s.attempts) + 1;
-    let resumed_from = prev.as_ref().map_or(0, |s| s.epoch);
+    // The epoch the worker will resume from, decided as the worker decides it.
+    let resumed_from = store::checkpoints::newest_complete(&r.dir.checkpoints())?;
     let device_name = match device {
         Some(d) => opts.devices[d].clone(),
         None => opts.cpu_device.clone(),

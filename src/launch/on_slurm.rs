@@ -100,7 +100,7 @@ pub fn plan_on_slurm(
     setup: &SlurmSetup,
     runs: &[RunToLaunch],
 ) -> Result<PlannedSubmission, SlurmError> {
-    Ok(setup.launcher(experiment, exp_dir)?.plan(runs))
+    setup.launcher(experiment, exp_dir)?.plan(runs)
 }
 
 /// How a Slurm launch ended.
@@ -223,8 +223,9 @@ struct Follow<'a> {
     device: String,
     /// Runs whose task is running, by index into `runs`.
     active: HashMap<usize, RunFollower>,
-    /// (attempts, epoch) in `status.json` when the run's task was submitted: what its worker
-    /// starts from, however far it got by the time a poll sees it running.
+    /// Attempts in `status.json` and the newest complete checkpoint when the run's task was
+    /// submitted: what its worker starts from, however far it got by the time a poll sees it
+    /// running.
     before: HashMap<usize, (u32, usize)>,
     report: PoolReport,
 }
@@ -238,7 +239,7 @@ impl Follow<'_> {
         }
         match store::read_status(&self.runs[i].dir).ok().flatten() {
             Some(s) if s.state == RunState::Running => (s.attempts.max(1), s.epoch),
-            Some(s) => (s.attempts + 1, s.epoch),
+            Some(s) => (s.attempts + 1, resume_epoch(&self.runs[i])),
             None => (1, 0),
         }
     }
@@ -260,6 +261,11 @@ impl Follow<'_> {
         self.active
             .insert(i, RunFollower::new(r, attempt, resumed_from));
     }
+}
+
+/// The epoch a worker of `run` resumes from, decided as the worker decides it.
+fn resume_epoch(run: &PreparedRun) -> usize {
+    store::checkpoints::newest_complete(&run.dir.checkpoints()).unwrap_or(0)
 }
 
 impl SlurmProgress for Follow<'_> {
@@ -290,8 +296,9 @@ impl SlurmProgress for Follow<'_> {
             for t in &job.tasks {
                 if let Some(&i) = self.by_id.get(&t.run_id) {
                     let s = store::read_status(&self.runs[i].dir).ok().flatten();
+                    let attempts = s.map_or(0, |s| s.attempts);
                     self.before
-                        .insert(i, s.map_or((0, 0), |s| (s.attempts, s.epoch)));
+                        .insert(i, (attempts, resume_epoch(&self.runs[i])));
                 }
             }
         }

@@ -27,6 +27,10 @@ pub struct RunView {
     /// Latest value of `metric` in `metrics.jsonl`.
     pub value: Option<f64>,
     pub message: Option<String>,
+    /// Why a record of the run (`plan.json`, `status.json`, `config.toml`) cannot be read;
+    /// without a readable status its state is unknown, not "not started".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 /// Reads every run directory under `exp_dir`; `planned` (index, id, name, epochs, metric)
@@ -42,12 +46,35 @@ pub fn collect(
         Err(e) => return Err(StoreError::io(exp_dir, e)),
     };
     for entry in entries {
-        let run = RunDir::at(entry.path());
-        let Ok(Some(plan)) = store::read_plan(&run) else {
+        if !entry.path().is_dir() {
             continue;
+        }
+        let run = RunDir::at(entry.path());
+        let mut unreadable = None;
+        let mut note = |e: StoreError| {
+            unreadable.get_or_insert_with(|| e.to_string());
         };
-        let status = store::read_status(&run).ok().flatten();
-        let config = store::read_config(&run).ok().flatten();
+        let (index, id, name) = match store::read_plan(&run) {
+            Ok(Some(plan)) => (plan.index, plan.id, plan.name),
+            Ok(None) => continue,
+            Err(e) => {
+                // The directory is named by the run ID: the planned row, if any, says the rest.
+                note(e);
+                let id = entry.file_name().to_string_lossy().into_owned();
+                match planned.iter().find(|p| p.1 == id) {
+                    Some(p) => (p.0, id, p.2.clone()),
+                    None => (usize::MAX, id, String::new()),
+                }
+            }
+        };
+        let status = store::read_status(&run).unwrap_or_else(|e| {
+            note(e);
+            None
+        });
+        let config = store::read_config(&run).unwrap_or_else(|e| {
+            note(e);
+            None
+        });
         let (epochs, metric) = config
             .map(|c| (c.train.epochs, c.select.metric))
             .unwrap_or((0, "dev/accuracy".into()));
@@ -61,9 +88,9 @@ pub fn collect(
             .as_ref()
             .is_some_and(|s| s.state == RunState::Running && !s.pid.is_some_and(pid_alive));
         rows.push(RunView {
-            index: plan.index,
-            id: plan.id,
-            name: plan.name,
+            index,
+            id,
+            name,
             state: status.as_ref().map(|s| s.state),
             orphaned,
             attempts: status.as_ref().map_or(0, |s| s.attempts),
@@ -72,6 +99,7 @@ pub fn collect(
             metric,
             value,
             message: status.and_then(|s| s.message),
+            unreadable,
         });
     }
     for (index, id, name, epochs, metric) in planned {
@@ -88,6 +116,7 @@ pub fn collect(
                 metric: metric.clone(),
                 value: None,
                 message: None,
+                unreadable: None,
             });
         }
     }
@@ -108,6 +137,7 @@ pub fn render(rows: &[RunView]) -> String {
     ]];
     for r in rows {
         let state = match (r.state, r.orphaned) {
+            (None, _) if r.unreadable.is_some() => "unreadable".into(),
             (None, _) => "not started".into(),
             (Some(_), true) => "interrupted".into(),
             (Some(s), false) => state_word(s).to_string(),
@@ -116,7 +146,12 @@ pub fn render(rows: &[RunView]) -> String {
             .value
             .map(|v| format!("{} {v:.4}", r.metric))
             .unwrap_or_else(|| "-".into());
-        let mut note = r.message.clone().unwrap_or_default();
+        // The full path is in the error below the table; the row already names the run.
+        let short = r.unreadable.as_ref().map(|u| {
+            u.split_once(&format!("/{}/", r.id))
+                .map_or(u.clone(), |(_, rest)| rest.to_string())
+        });
+        let mut note = short.or_else(|| r.message.clone()).unwrap_or_default();
         if note.chars().count() > 60 {
             note = note.chars().take(57).collect::<String>() + "...";
         }
@@ -152,15 +187,24 @@ pub fn render(rows: &[RunView]) -> String {
     }
     let count = |s: RunState| rows.iter().filter(|r| r.state == Some(s)).count();
     out.push_str(&format!(
-        "{} run(s): {} done, {} running, {} queued, {} failed, {} diverged, {} cancelled\n",
+        "{} run(s): {} done, {} running, {} queued, {} failed, {} diverged, {} cancelled",
         rows.len(),
         count(RunState::Done),
         count(RunState::Running),
-        count(RunState::Queued) + rows.iter().filter(|r| r.state.is_none()).count(),
+        count(RunState::Queued)
+            + rows
+                .iter()
+                .filter(|r| r.state.is_none() && r.unreadable.is_none())
+                .count(),
         count(RunState::Failed),
         count(RunState::Diverged),
         count(RunState::Cancelled),
     ));
+    let unreadable = rows.iter().filter(|r| r.unreadable.is_some()).count();
+    if unreadable > 0 {
+        out.push_str(&format!(", {unreadable} unreadable"));
+    }
+    out.push('\n');
     out
 }
 
@@ -184,6 +228,7 @@ mod tests {
                     metric: "dev/accuracy".into(),
                     value,
                     message: message.map(Into::into),
+                    unreadable: None,
                 }
             };
         let rows = vec![

@@ -7,7 +7,8 @@
 //! worker's exit code ([`script`]). Tracking ([`track`]) reads that file first and asks Slurm
 //! (`squeue`, `scontrol`, `sacct`) only about tasks that have not written it: never started,
 //! cancelled, timed out, node failure. A controller that does not answer is "unknown, retry",
-//! never "job gone".
+//! never "job gone". What reaches the script or a Slurm tool's arguments is checked and quoted
+//! first ([`script::check_inputs`], [`quote`]).
 //!
 //! Layout under `runs/<experiment>/.slurm/`: `submit-N.sh` (the script), `submit-N.runs` (the
 //! run list), `<job>_<task>.out` (each task's wrapper output; the worker's own output goes to
@@ -17,6 +18,7 @@
 pub mod command;
 pub mod grid;
 pub mod query;
+pub mod quote;
 pub mod script;
 pub mod track;
 
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::SlurmSpec;
 pub use grid::{SlurmGridResult, SlurmOptions, SlurmProgress, run_grid_on_slurm, slurm_status};
 pub use query::SlurmState;
-pub use script::{EXIT_FILE, WorkerCommand};
+pub use script::{EXIT_FILE, ScriptError, WorkerCommand};
 pub use track::{RunOutcome, TaskPhase, TaskView};
 
 /// Why the Slurm backend could not do what was asked.
@@ -77,9 +79,18 @@ pub enum SlurmError {
     /// Asked to submit an empty array.
     #[error("no runs to submit")]
     NoRuns,
+    /// A path or value the batch script cannot carry; nothing was written or submitted.
+    #[error("{0}; nothing was written or submitted")]
+    Script(#[from] ScriptError),
 }
 
 impl SlurmError {
+    /// Whether the user's command line or environment is at fault (a `--runs-dir` or
+    /// working directory the batch script cannot name), not the cluster.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SlurmError::Script(ScriptError::Path { .. }))
+    }
+
     fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         SlurmError::Io {
             path: path.into(),
@@ -197,37 +208,51 @@ impl SlurmLauncher {
 
     /// The script, run list and command `submit` would use for `runs`, without touching the
     /// cluster or the disk.
-    pub fn plan(&self, runs: &[RunToLaunch]) -> PlannedSubmission {
+    pub fn plan(&self, runs: &[RunToLaunch]) -> Result<PlannedSubmission, SlurmError> {
         let n = next_submission_number(&self.slurm_dir());
         let (script_path, run_list) = self.submission_paths(n);
         let dirs: Vec<PathBuf> = runs
             .iter()
             .map(|r| absolute(&r.run_dir, &self.workdir))
             .collect();
-        PlannedSubmission {
+        Ok(PlannedSubmission {
+            script: self.render_script(runs.len(), &run_list)?,
             command: command::display("sbatch", &script::sbatch_args(&self.slurm, &script_path)),
             run_list: dirs,
-            script: self.render_script(runs.len(), &run_list),
-        }
-    }
-
-    /// The batch script for `tasks` runs listed in `run_list`.
-    pub fn render_script(&self, tasks: usize, run_list: &Path) -> String {
-        let slurm_dir = self.slurm_dir();
-        script::render(&script::ScriptInputs {
-            job_name: &self.experiment,
-            tasks,
-            slurm: &self.slurm,
-            slurm_dir: &slurm_dir,
-            run_list,
-            workdir: &self.workdir,
-            worker: &self.worker,
         })
     }
 
-    /// Checks, before anything is written or submitted, that Slurm's tools are installed and
-    /// that the partition exists.
+    /// The batch script for `tasks` runs listed in `run_list`.
+    pub fn render_script(&self, tasks: usize, run_list: &Path) -> Result<String, SlurmError> {
+        let slurm_dir = self.slurm_dir();
+        Ok(script::render(
+            &self.script_inputs(tasks, run_list, &slurm_dir),
+        )?)
+    }
+
+    fn script_inputs<'a>(
+        &'a self,
+        tasks: usize,
+        run_list: &'a Path,
+        slurm_dir: &'a Path,
+    ) -> script::ScriptInputs<'a> {
+        script::ScriptInputs {
+            job_name: &self.experiment,
+            tasks,
+            slurm: &self.slurm,
+            slurm_dir,
+            run_list,
+            workdir: &self.workdir,
+            worker: &self.worker,
+        }
+    }
+
+    /// Checks, before anything is written or submitted, that the batch script can name every
+    /// path and value, that Slurm's tools are installed and that the partition exists.
     pub fn preflight(&self) -> Result<(), SlurmError> {
+        let (_, run_list) = self.submission_paths(1);
+        let slurm_dir = self.slurm_dir();
+        script::check_inputs(&self.script_inputs(1, &run_list, &slurm_dir))?;
         for tool in ["sbatch", "squeue", "scontrol", "scancel"] {
             if !command::on_path(tool) {
                 return Err(SlurmError::NotInstalled {
@@ -312,7 +337,7 @@ impl SlurmLauncher {
         write_atomic(&run_list, list.as_bytes())?;
         write_atomic(
             &script_path,
-            self.render_script(tasks.len(), &run_list).as_bytes(),
+            self.render_script(tasks.len(), &run_list)?.as_bytes(),
         )?;
 
         // No `sbatch --test-only` first: it answers "Requested node configuration is not
@@ -391,7 +416,7 @@ pub fn plan_submission(
     slurm: &SlurmSpec,
     runs: &[RunToLaunch],
 ) -> Result<PlannedSubmission, SlurmError> {
-    Ok(SlurmLauncher::new(experiment, exp_dir, slurm)?.plan(runs))
+    SlurmLauncher::new(experiment, exp_dir, slurm)?.plan(runs)
 }
 
 /// The error for a failed sbatch: the controller did not answer, or it refused the job.
@@ -422,10 +447,20 @@ pub fn load_jobs(exp_dir: &Path) -> Result<JobsRecord, SlurmError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(JobsRecord::default()),
         Err(e) => return Err(SlurmError::io(path, e)),
     };
-    serde_json::from_str(&text).map_err(|e| SlurmError::Corrupt {
-        path,
+    let record: JobsRecord = serde_json::from_str(&text).map_err(|e| SlurmError::Corrupt {
+        path: path.clone(),
         message: e.to_string(),
-    })
+    })?;
+    if let Some(job) = record.jobs.iter().find(|j| !query::is_job_id(&j.job_id)) {
+        return Err(SlurmError::Corrupt {
+            path,
+            message: format!(
+                "job id {:?} is not a Slurm job id (digits only)",
+                job.job_id
+            ),
+        });
+    }
+    Ok(record)
 }
 
 /// Appends `job` to `job.json`.
@@ -510,10 +545,28 @@ mod tests {
         };
         record_job(dir.path(), &job).unwrap();
         record_job(dir.path(), &job).unwrap();
-        assert_eq!(load_jobs(dir.path()).unwrap().jobs, vec![job.clone(), job]);
+        assert_eq!(
+            load_jobs(dir.path()).unwrap().jobs,
+            vec![job.clone(), job.clone()]
+        );
         fs::write(jobs_file(dir.path()), "{not json").unwrap();
         let err = load_jobs(dir.path()).unwrap_err();
         assert!(err.to_string().contains("job.json"), "{err}");
+
+        // A job id becomes an argument of scancel and squeue: `--user=...` must not.
+        let forged = JobsRecord {
+            jobs: vec![ArrayJob {
+                job_id: "--user=ana".into(),
+                ..job
+            }],
+        };
+        fs::write(
+            jobs_file(dir.path()),
+            serde_json::to_string(&forged).unwrap(),
+        )
+        .unwrap();
+        let err = load_jobs(dir.path()).unwrap_err();
+        assert!(err.to_string().contains(r#"job id "--user=ana""#), "{err}");
     }
 
     #[test]
@@ -540,7 +593,7 @@ mod tests {
                 run_dir: "runs/exp/b2".into(),
             },
         ];
-        let plan = launcher.plan(&runs);
+        let plan = launcher.plan(&runs).unwrap();
         assert_eq!(
             plan.command,
             "sbatch --parsable /w/runs/exp/.slurm/submit-1.sh"

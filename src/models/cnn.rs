@@ -12,7 +12,8 @@ use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
 use crate::models::conv::Im2colConv2d;
 use crate::models::dropout::dropout;
 use crate::models::fused_conv::conv_block;
-use crate::spec::{Activation, ConvBlock, ModelSpec, Padding, PaddingName};
+use crate::models::shape::{ImageInput, conv_shapes};
+use crate::spec::{Activation, ModelSpec};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand_chacha::ChaCha8Rng;
@@ -40,26 +41,6 @@ pub struct Cnn {
     dropout: f64,
 }
 
-/// Pixels of padding a block asks for, given its kernel; "same" needs stride 1 and an odd
-/// kernel (Candle pads symmetrically).
-fn padding_of(block: &ConvBlock, index: usize) -> Result<usize, ModelError> {
-    match block.padding {
-        Padding::Pixels(p) => Ok(p),
-        Padding::Named(PaddingName::Same) => {
-            if block.stride != 1 || block.kernel.is_multiple_of(2) {
-                return Err(ModelError::Config {
-                    key: format!("conv[{index}].padding"),
-                    message: format!(
-                        "\"same\" needs stride 1 and an odd kernel, got stride {} kernel {}",
-                        block.stride, block.kernel
-                    ),
-                });
-            }
-            Ok((block.kernel - 1) / 2)
-        }
-    }
-}
-
 impl Cnn {
     /// Builds the blocks and layers of `spec` for `rows x cols` single-channel images.
     ///
@@ -73,41 +54,16 @@ impl Cnn {
         vb: VarBuilder,
     ) -> Result<Self, ModelError> {
         check_dropout(spec.dropout)?;
-        let (mut c, mut h, mut w) = (1usize, rows, cols);
+        let shapes = conv_shapes(&spec.conv, ImageInput::grey(rows, cols)).map_err(|e| {
+            ModelError::Config {
+                key: e.key.trim_start_matches("model.").to_string(),
+                message: e.message,
+            }
+        })?;
+        let mut c = 1usize;
         let mut blocks = Vec::with_capacity(spec.conv.len());
-        for (i, block) in spec.conv.iter().enumerate() {
-            let padding = padding_of(block, i)?;
-            if block.channels == 0 || block.kernel == 0 || block.stride == 0 {
-                return Err(ModelError::Config {
-                    key: format!("conv[{i}]"),
-                    message: "channels, kernel and stride must be at least 1".into(),
-                });
-            }
-            let out = |size: usize| -> Option<usize> {
-                (size + 2 * padding)
-                    .checked_sub(block.kernel)
-                    .map(|d| d / block.stride + 1)
-            };
-            let (Some(oh), Some(ow)) = (out(h), out(w)) else {
-                return Err(ModelError::Config {
-                    key: format!("conv[{i}].kernel"),
-                    message: format!(
-                        "kernel {} with padding {padding} does not fit a {h}x{w} input",
-                        block.kernel
-                    ),
-                });
-            };
-            let (oh, ow) = if block.pool > 1 {
-                (oh / block.pool, ow / block.pool)
-            } else {
-                (oh, ow)
-            };
-            if oh == 0 || ow == 0 {
-                return Err(ModelError::Config {
-                    key: format!("conv[{i}].pool"),
-                    message: format!("pooling {} leaves no pixel of a {h}x{w} input", block.pool),
-                });
-            }
+        for (i, (block, shape)) in spec.conv.iter().zip(&shapes).enumerate() {
+            let padding = shape.padding;
             // PyTorch's nn.Conv2d default initialisation: uniform in ±1/sqrt(fan_in).
             let fan_in = c * block.kernel * block.kernel;
             let bound = 1.0 / (fan_in as f64).sqrt();
@@ -130,9 +86,9 @@ impl Cnn {
                 padding,
                 pool: block.pool,
             });
-            (c, h, w) = (block.channels, oh, ow);
+            c = block.channels;
         }
-        let mut features = c * h * w;
+        let mut features = shapes.last().map_or(rows * cols, |s| s.output().features());
         let mut hidden = Vec::with_capacity(spec.hidden.len());
         for (i, &size) in spec.hidden.iter().enumerate() {
             hidden.push(linear(features, size, vb.pp(format!("hidden{i}")))?);
@@ -259,6 +215,7 @@ mod tests {
     use super::*;
     use crate::models::init::seeded_var_builder;
     use crate::models::{build_image_classifier, parameter_count};
+    use crate::spec::{ConvBlock, Padding, PaddingName};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
     use rand::SeedableRng;
@@ -324,11 +281,11 @@ mod tests {
         spec.conv[0].padding = Padding::Named(PaddingName::Same);
         spec.conv[0].kernel = 4;
         let e = build(&spec).1.err().unwrap();
-        assert!(e.to_string().starts_with("model.conv[0].padding"), "{e}");
+        assert!(e.to_string().starts_with("model.conv.0.padding"), "{e}");
         let mut spec = ModelSpec::default();
         spec.conv[1].kernel = 40;
         let e = build(&spec).1.err().unwrap();
-        assert!(e.to_string().starts_with("model.conv[1].kernel"), "{e}");
+        assert!(e.to_string().starts_with("model.conv.1.kernel"), "{e}");
         let spec = ModelSpec {
             dropout: 1.0,
             ..ModelSpec::default()

@@ -17,6 +17,7 @@ pub mod lstm_cell;
 pub mod mlp;
 pub mod seeded;
 pub mod seq2seq;
+pub mod shape;
 
 use crate::spec::{Activation, ModelKind, ModelSpec};
 use candle_core::Tensor;

@@ -43,7 +43,7 @@ pub enum SpecError {
     Unreadable {
         file: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     /// A file named by `extends` cannot be read.
     #[error("{}: cannot read `extends` file {}: {source}", by.display(), file.display())]
@@ -51,7 +51,7 @@ pub enum SpecError {
         by: PathBuf,
         file: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     /// The `extends` chain comes back to a file already in it.
     #[error("`extends` cycle: {chain}")]
@@ -70,13 +70,35 @@ pub enum SpecError {
     /// Keys or values that are not allowed; one problem a line.
     #[error("{}", join_lines(problems))]
     Invalid { problems: Vec<Problem> },
-    /// The grid does not expand to valid runs.
-    #[error("{}: {source}", file.display())]
+    /// The grid does not expand to valid runs; `origin` is the layer that set the grid entry
+    /// at fault (the spec file when no single entry is).
+    #[error("{origin}: {source}")]
     Grid {
-        file: PathBuf,
+        origin: String,
         #[source]
         source: Box<GridError>,
     },
+}
+
+/// The largest spec or `extends` file read: a spec is a page of text, and a bound keeps a
+/// path such as `/dev/zero` or a huge log file from being read into memory.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Why one spec file (the named one or an `extends` file) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening or reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A FIFO, device, socket or directory: reading it could block or never end.
+    #[error("it is {kind}, not a regular file")]
+    NotRegular { kind: &'static str },
+    /// More bytes than [`MAX_SPEC_BYTES`].
+    #[error("it is larger than {} MiB, the limit for a spec file", MAX_SPEC_BYTES >> 20)]
+    TooLarge,
+    /// Not UTF-8 text.
+    #[error("it is not UTF-8 text")]
+    NotText,
 }
 
 impl SpecError {

@@ -7,6 +7,9 @@
 //! 4. environment variables `ORCHESTRATE_<SECTION>__<KEY>` (sorted by name),
 //! 5. `--set section.key=value` flags, in command-line order.
 //!
+//! A spec file and each `extends` file must be a regular file of at most 1 MiB
+//! ([`MAX_SPEC_BYTES`]): a FIFO or device is refused before it is opened for reading.
+//!
 //! Tables merge key by key; any other value (arrays included) is replaced whole. Each layer is
 //! its own figment provider whose metadata names the source, so every problem and
 //! `config --explain` can say which file, variable or flag set a key.
@@ -17,10 +20,11 @@ use figment::value::{Dict, Map, Value as FigValue};
 use figment::{Figment, Metadata, Profile, Provider};
 use toml::{Table, Value};
 
-use super::error::{Problem, SpecError};
+use super::error::{MAX_SPEC_BYTES, Problem, ReadError, SpecError};
 use super::schema::{self, fmt_value, get_path};
 use super::types::Spec;
 use super::validate;
+use crate::grid::{self, GridError, RunPlan};
 
 /// Prefix of the environment variables that override spec keys.
 pub const ENV_PREFIX: &str = "ORCHESTRATE_";
@@ -170,6 +174,76 @@ impl Resolved {
         }
     }
 
+    /// Expands the grid into runs; a bad grid entry is reported against the layer that set
+    /// it (a file, an environment variable, a `--set` flag).
+    pub fn expand(&self) -> Result<Vec<RunPlan>, SpecError> {
+        grid::expand(&self.spec).map_err(|source| SpecError::Grid {
+            origin: match &source {
+                GridError::Entry { at, .. } => self.grid_origin(at),
+                GridError::Run { key, .. } if !key.is_empty() => Some(self.run_origin(key)),
+                _ => None,
+            }
+            .unwrap_or_else(|| self.file.display().to_string()),
+            source: Box::new(source),
+        })
+    }
+
+    /// Where a run's bad value of `key` came from: when the grid set that very key, the layer
+    /// of that grid entry (a `--set` flag, a variable, a file); otherwise the spec file.
+    pub fn run_origin(&self, key: &str) -> String {
+        self.grid_origin(&format!("grid.{key}"))
+            .unwrap_or_else(|| self.file.display().to_string())
+    }
+
+    /// The layer that set the grid entry named `at` (`grid.KEY`, `grid.zip.N...`,
+    /// `grid.random.KEY`, `grid entry { KEY = ... }`). Grid keys are dotted setting names
+    /// held as single keys, which figment's dotted lookup cannot address, so the merged
+    /// grid is walked by hand.
+    fn grid_origin(&self, at: &str) -> Option<String> {
+        let key = match at.strip_prefix("grid entry { ") {
+            Some(rest) => rest.split(" = ").next()?,
+            None => at.strip_prefix("grid.")?,
+        };
+        if let Some(rest) = key.strip_prefix("random.") {
+            return match rest {
+                "samples" | "seed" => self.tagged_origin(&["grid", "random", rest]),
+                _ => self.tagged_origin(&["grid", "random", "params", rest]),
+            };
+        }
+        if let Some(rest) = key.strip_prefix("zip.") {
+            return self.tagged_origin(&["grid", "zip", rest.split('.').next()?]);
+        }
+        let g = &self.spec.grid;
+        if g.axes.contains_key(key) {
+            return self.tagged_origin(&["grid", "axes", key]);
+        }
+        if let Some(i) = g.zip.iter().position(|z| z.contains_key(key)) {
+            return self.tagged_origin(&["grid", "zip", &i.to_string()]);
+        }
+        if let Some(i) = g.variant.iter().position(|v| v.contains_key(key)) {
+            return self.tagged_origin(&["grid", "variant", &i.to_string()]);
+        }
+        if g.random.params.contains_key(key) {
+            return self.tagged_origin(&["grid", "random", "params", key]);
+        }
+        None
+    }
+
+    /// The layer of the merged value at `path`, each element one key or list index.
+    fn tagged_origin(&self, path: &[&str]) -> Option<String> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.figment.find_value(first).ok()?;
+        for k in rest {
+            v = match v {
+                FigValue::Dict(_, mut d) => d.remove(*k)?,
+                FigValue::Array(_, a) => a.into_iter().nth(k.parse().ok()?)?,
+                _ => return None,
+            };
+        }
+        let md = self.figment.get_metadata(v.tag())?;
+        Some(md.name.to_string())
+    }
+
     /// Which layer set `key` (or the closest table above it that figment can find).
     pub fn origin(&self, key: &str) -> String {
         if key == "name" && self.name_from_file {
@@ -308,7 +382,7 @@ fn read_chain(path: &Path) -> Result<Vec<(PathBuf, Table)>, SpecError> {
     let mut cur = path.to_path_buf();
     let mut by: Option<PathBuf> = None;
     loop {
-        let text = std::fs::read_to_string(&cur).map_err(|source| match &by {
+        let text = read_spec_file(&cur).map_err(|source| match &by {
             None => SpecError::Unreadable {
                 file: cur.clone(),
                 source,
@@ -357,6 +431,49 @@ fn read_chain(path: &Path) -> Result<Vec<(PathBuf, Table)>, SpecError> {
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// Reads one spec file as text, refusing what is not a regular file and anything over
+/// [`MAX_SPEC_BYTES`] without reading past the cap.
+fn read_spec_file(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Checked before opening, since opening a FIFO blocks until a writer comes; the open is
+    // non-blocking too, for a FIFO swapped in after the check, and the opened file is
+    // checked again.
+    not_regular(std::fs::metadata(path)?.file_type())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    not_regular(file.metadata()?.file_type())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotText)
+}
+
+/// Refuses any file type but a regular file, naming what it is.
+fn not_regular(t: std::fs::FileType) -> Result<(), ReadError> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    };
+    Err(ReadError::NotRegular { kind })
 }
 
 /// Parses TOML text, turning syntax errors into file:line:column messages.

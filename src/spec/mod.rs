@@ -1,5 +1,5 @@
 //! Experiment specs: typed sections (`types`), figment layering (`load`), the known key set
-//! (`schema`) and value checks (`validate`).
+//! (`schema`) and value checks (`validate`, `slurm_checks` for `[launch.slurm]`).
 //!
 //! Three stages, as in ripgrep's flag handling: raw TOML layers -> one validated [`Spec`] ->
 //! [`crate::grid`] expands it into runs. Nothing here touches Candle or the file system
@@ -8,6 +8,7 @@
 pub mod error;
 pub mod load;
 pub mod schema;
+pub mod slurm_checks;
 pub mod types;
 pub mod validate;
 
@@ -17,7 +18,7 @@ pub use error::{Problem, SpecError};
 pub use load::{Resolved, load, resolve};
 pub use types::*;
 
-use crate::grid::{self, RunPlan};
+use crate::grid::RunPlan;
 
 /// The spec arguments shared by `run`, `plan`, `config` and `inspect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,14 +44,11 @@ impl SpecArgs {
     }
 }
 
-/// Loads a spec and expands its grid; grid problems name the spec file.
+/// Loads a spec and expands its grid; a bad grid entry names the layer that set it.
 pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), SpecError> {
-    let spec = load(path, sets)?;
-    let runs = grid::expand(&spec).map_err(|source| SpecError::Grid {
-        file: path.to_path_buf(),
-        source: Box::new(source),
-    })?;
-    Ok((spec, runs))
+    let resolved = resolve(path, sets, std::env::vars())?;
+    let runs = resolved.expand()?;
+    Ok((resolved.spec, runs))
 }
 
 #[cfg(test)]

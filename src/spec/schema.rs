@@ -244,7 +244,7 @@ pub fn suggest_key(unknown: &str) -> Option<String> {
 }
 
 /// The candidate nearest to `word` within a distance that scales with its length.
-fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .map(|c| (edit_distance(word, c), c))

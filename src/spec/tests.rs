@@ -230,12 +230,7 @@ fn explain_names_the_source_and_the_grid() {
 /// The message a user sees for a spec fixture: loading, then grid expansion.
 fn message_for(fixture: &str) -> String {
     let path = PathBuf::from(format!("tests/fixtures/specs/{fixture}.toml"));
-    let result = resolve(&path, &[], env(&[])).and_then(|r| {
-        crate::grid::expand(&r.spec).map_err(|source| SpecError::Grid {
-            file: path.clone(),
-            source: Box::new(source),
-        })
-    });
+    let result = resolve(&path, &[], env(&[])).and_then(|r| r.expand());
     match result {
         Ok(_) => panic!("{fixture} should be rejected"),
         Err(e) => e.to_string(),

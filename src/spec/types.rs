@@ -395,6 +395,132 @@ pub enum SelectMode {
     Min,
 }
 
+impl SelectMode {
+    /// Whether `a` is better than `b` in this mode: the one rule every policy, summary and
+    /// `diff` uses.
+    ///
+    /// - A NaN is never better than anything.
+    /// - Only a finite value can be better: an infinity is divergence, never a record, in
+    ///   either direction (`-inf` loss under `min` and `+inf` accuracy under `max` included).
+    /// - A finite `a` is better than a non-finite `b` (NaN or an infinity): a real value
+    ///   beats no value.
+    /// - Two finite values compare as numbers: `max` wants the larger, `min` the smaller;
+    ///   equal values are not better (ties go to whoever was first).
+    pub fn is_better(self, a: f64, b: f64) -> bool {
+        self.is_better_by(a, b, 0.0)
+    }
+
+    /// Whether `a` beats `b` by more than `margin` (a finite, non-negative tolerance such as
+    /// early stopping's `min_delta`), under the rules of [`SelectMode::is_better`].
+    pub fn is_better_by(self, a: f64, b: f64, margin: f64) -> bool {
+        if !a.is_finite() {
+            return false;
+        }
+        if !b.is_finite() {
+            return true;
+        }
+        match self {
+            SelectMode::Max => a > b + margin,
+            SelectMode::Min => a < b - margin,
+        }
+    }
+
+    /// Whether `value` is a new record over `record` (`None`: no record yet) by more than
+    /// `margin`; the first finite value is always a record.
+    pub fn improves(self, value: f64, record: Option<f64>, margin: f64) -> bool {
+        self.is_better_by(value, record.unwrap_or(f64::NAN), margin)
+    }
+}
+
+#[cfg(test)]
+mod select_mode_tests {
+    use super::SelectMode::{self, Max, Min};
+
+    const NAN: f64 = f64::NAN;
+    const INF: f64 = f64::INFINITY;
+
+    #[test]
+    fn is_better_rules_table() {
+        // (mode, a, b, is a better than b?)
+        let table: &[(SelectMode, f64, f64, bool)] = &[
+            (Max, 0.9, 0.5, true),
+            (Max, 0.5, 0.9, false),
+            (Min, 0.5, 0.9, true),
+            (Min, 0.9, 0.5, false),
+            // Ties are not better: the earlier value keeps its place.
+            (Max, 0.5, 0.5, false),
+            (Min, 0.5, 0.5, false),
+            (Max, -0.0, 0.0, false),
+            // A NaN is never better, and any real value beats it.
+            (Max, NAN, 0.5, false),
+            (Min, NAN, 0.5, false),
+            (Max, NAN, NAN, false),
+            (Max, 0.5, NAN, true),
+            (Min, 0.5, NAN, true),
+            // An infinity in the improving direction is divergence, not a record.
+            (Max, INF, 0.5, false),
+            (Min, -INF, 0.5, false),
+            // ... and in the other direction it is no value at all.
+            (Max, -INF, 0.5, false),
+            (Min, INF, 0.5, false),
+            (Max, 0.5, INF, true),
+            (Min, 0.5, -INF, true),
+            (Min, 0.5, INF, true),
+            (Max, INF, NAN, false),
+            (Min, -INF, INF, false),
+            (Max, INF, -INF, false),
+        ];
+        for &(mode, a, b, want) in table {
+            assert_eq!(
+                mode.is_better(a, b),
+                want,
+                "{mode:?}: is {a} better than {b}?"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// "Better" is a strict order on the finite values, agrees with `<`/`>` there, and
+        /// never puts a NaN or an infinity first, so sorting and best-so-far folds are sound.
+        #[test]
+        fn is_better_is_a_strict_order_that_only_finite_values_win(
+            a in proptest::num::f64::ANY,
+            b in proptest::num::f64::ANY,
+            c in proptest::num::f64::ANY,
+        ) {
+            for mode in [Max, Min] {
+                proptest::prop_assert!(!mode.is_better(a, a));
+                proptest::prop_assert!(!(mode.is_better(a, b) && mode.is_better(b, a)));
+                if mode.is_better(a, b) {
+                    proptest::prop_assert!(a.is_finite());
+                    if mode.is_better(b, c) {
+                        proptest::prop_assert!(mode.is_better(a, c));
+                    }
+                }
+                if a.is_finite() && b.is_finite() {
+                    let want = if mode == Max { a > b } else { a < b };
+                    proptest::prop_assert_eq!(mode.is_better(a, b), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn margins_and_records() {
+        assert!(!Max.is_better_by(0.55, 0.5, 0.1));
+        assert!(Max.is_better_by(0.65, 0.5, 0.1));
+        assert!(!Min.is_better_by(0.45, 0.5, 0.1));
+        assert!(Min.is_better_by(0.35, 0.5, 0.1));
+        // A margin never lets a non-finite value in, nor turns a finite record into one.
+        assert!(!Max.is_better_by(INF, 0.5, 0.1));
+        assert!(!Max.is_better_by(1.0, f64::MAX, 1.0));
+        assert!(Max.improves(0.1, None, 0.5));
+        assert!(!Max.improves(NAN, None, 0.0));
+        assert!(!Min.improves(-INF, None, 0.0));
+        assert!(!Max.improves(0.5, Some(0.5), 0.0));
+    }
+}
+
 /// `[select]`: how the winner is picked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

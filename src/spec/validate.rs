@@ -118,7 +118,35 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
     if d.train.is_empty() {
         c.fail("data.train", "\"\"".into(), "must name the training file");
     }
+    // The model kind decides what the files must hold: sentence pairs or images.
+    let reads_pairs = spec.model.kind == ModelKind::Seq2seq;
+    if reads_pairs != (d.format == DataFormat::TsvPairs) {
+        let (value, message) = match d.format {
+            DataFormat::Idx => (
+                "\"idx\"",
+                "model.kind = \"seq2seq\" reads sentence pairs; allowed: \"tsv-pairs\"",
+            ),
+            DataFormat::Npz => (
+                "\"npz\"",
+                "model.kind = \"seq2seq\" reads sentence pairs; allowed: \"tsv-pairs\"",
+            ),
+            DataFormat::TsvPairs => (
+                "\"tsv-pairs\"",
+                "cnn and mlp models read images; allowed: \"idx\", \"npz\"",
+            ),
+        };
+        c.fail("data.format", value.into(), message);
+    }
     if d.format == DataFormat::TsvPairs {
+        for (key, file) in [("data.dev", &d.dev), ("data.test", &d.test)] {
+            if file.is_empty() {
+                c.fail(
+                    key,
+                    "\"\"".into(),
+                    "must name a TSV file: tsv-pairs reads its own split",
+                );
+            }
+        }
         c.positive("data.max_len", d.max_len);
         if d.source_column == d.target_column {
             c.fail(
@@ -192,6 +220,7 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
     for (i, dev) in l.devices.iter().enumerate() {
         c.text(&format!("launch.devices.{i}"), dev, check_device(dev));
     }
+    c.out.extend(super::slurm_checks::check(&l.slurm));
     c.out
 }
 

@@ -5,6 +5,7 @@
 //! only read.
 
 pub mod atomic;
+pub mod checkpoints;
 pub mod files;
 pub mod lock;
 pub mod records;

@@ -5,7 +5,12 @@
 //! in the metric's direction (higher is better for accuracy-like tags, lower for loss and error
 //! rates, the `select` mode for the select metric); tags with no known direction are reported
 //! as changed but never fail. A run of A that is missing from B, or that finished in A and not
-//! in B, is a regression too. Config differences are shown beside, never judged.
+//! in B, is a regression too. Config differences are shown beside, never judged; so is a
+//! changed `select` (the metrics are the same, only the rule that picks the winner moved).
+//! A tolerance for a tag neither side has is refused: a misspelt one would silently allow
+//! nothing it was meant to. Non-finite values are judged by [`SelectMode::is_better`]: a NaN
+//! or an infinity in B where A had a number (a `-inf` loss too: divergence, not a record) is
+//! a regression, a number where A had none a fix.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +31,17 @@ pub enum Direction {
     Lower,
     /// Not known (e.g. `lr`): differences are shown, never counted as regressions.
     Unknown,
+}
+
+impl Direction {
+    /// The select mode that judges "better" in this direction; `None` when unknown.
+    pub fn mode(self) -> Option<SelectMode> {
+        match self {
+            Direction::Higher => Some(SelectMode::Max),
+            Direction::Lower => Some(SelectMode::Min),
+            Direction::Unknown => None,
+        }
+    }
 }
 
 /// The direction of `tag`: the select mode for the select metric, else read from its name.
@@ -78,6 +94,8 @@ impl Tolerance {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tolerances {
     by_tag: BTreeMap<String, Tolerance>,
+    /// The `--tol` argument each tag came from, for errors.
+    args: BTreeMap<String, String>,
     default: Option<Tolerance>,
 }
 
@@ -113,9 +131,40 @@ impl Tolerances {
                 t.default = Some(tol);
             } else {
                 t.by_tag.insert(tag.to_string(), tol);
+                t.args.insert(tag.to_string(), arg.clone());
             }
         }
         Ok(t)
+    }
+
+    /// Refuses a tolerance for a tag that is in none of `known` (the tags of A and B), with
+    /// the nearest known tag as a suggestion.
+    pub fn check_tags(&self, known: &BTreeSet<&str>) -> Result<(), SummaryError> {
+        for (tag, arg) in &self.args {
+            if known.contains(tag.as_str()) {
+                continue;
+            }
+            let mut m = format!("--tol {arg}: no metric `{tag}` in A or B");
+            let near = crate::spec::schema::closest(tag, known.iter().copied())
+                .map(|s| vec![s])
+                .unwrap_or_else(|| same_leaf(tag, known));
+            if !near.is_empty() {
+                let near: Vec<String> = near.iter().map(|s| format!("`{s}`")).collect();
+                let _ = write!(m, "; did you mean {}?", near.join(" or "));
+            }
+            if known.is_empty() {
+                m.push_str(" (they hold no metrics)");
+            } else {
+                let all: Vec<&str> = known.iter().copied().collect();
+                let _ = write!(
+                    m,
+                    " (their tags: {}; `*=...` sets the default)",
+                    all.join(", ")
+                );
+            }
+            return Err(SummaryError::Usage(m));
+        }
+        Ok(())
     }
 
     /// The tolerance of `tag`.
@@ -126,6 +175,16 @@ impl Tolerances {
             .or(self.default)
             .unwrap_or(Tolerance::Absolute(0.0))
     }
+}
+
+/// Known tags whose last `/` segment is `tag`'s: `accuracy` may mean `dev/accuracy`.
+fn same_leaf<'a>(tag: &str, known: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let leaf = tag.rsplit('/').next().unwrap_or(tag);
+    known
+        .iter()
+        .copied()
+        .filter(|k| k.rsplit('/').next() == Some(leaf))
+        .collect()
 }
 
 /// What happened to one metric.
@@ -195,6 +254,12 @@ pub struct DiffReport {
     pub a: String,
     pub b: String,
     pub regression: bool,
+    /// How each side picked its winner; directions follow A's.
+    pub select_a: Selection,
+    pub select_b: Selection,
+    /// `select_a != select_b`: the winners were picked by different rules. Reported, but not
+    /// a regression by itself (`select` changes no metric value).
+    pub select_changed: bool,
     pub winner_a: Option<String>,
     pub winner_b: Option<String>,
     pub runs: Vec<RunDiff>,
@@ -226,14 +291,20 @@ pub fn load_input(arg: &str) -> Result<ExperimentSummary, SummaryError> {
     )))
 }
 
-/// Compares baseline `a` with candidate `b`.
+/// Compares baseline `a` with candidate `b`; a tolerance for a tag neither has is an error.
 pub fn diff(
     a_label: &str,
     a: &ExperimentSummary,
     b_label: &str,
     b: &ExperimentSummary,
     tol: &Tolerances,
-) -> DiffReport {
+) -> Result<DiffReport, SummaryError> {
+    let tags: BTreeSet<String> = a
+        .all_runs()
+        .chain(b.all_runs())
+        .flat_map(|r| flat_metrics(r).into_keys())
+        .collect();
+    tol.check_tags(&tags.iter().map(String::as_str).collect())?;
     let a_runs: Vec<&RunEntry> = a.all_runs().collect();
     let b_runs: Vec<&RunEntry> = b.all_runs().collect();
     let mut used = vec![false; b_runs.len()];
@@ -259,14 +330,17 @@ pub fn diff(
         });
     }
     let label = |s: &ExperimentSummary| s.winner_entry().map(|w| w.label().to_string());
-    DiffReport {
+    Ok(DiffReport {
         a: a_label.to_string(),
         b: b_label.to_string(),
         regression: runs.iter().any(|r| r.regression),
+        select_a: a.select.clone(),
+        select_b: b.select.clone(),
+        select_changed: a.select != b.select,
         winner_a: label(a),
         winner_b: label(b),
         runs,
-    }
+    })
 }
 
 /// The run of B matching `ra`: same name when the name is unique on both sides, else same ID.
@@ -365,27 +439,36 @@ pub fn compare_metric(
         (Some(_), None) => Verdict::Missing,
         (None, _) => Verdict::New,
         (Some(a), Some(b)) if a == b => Verdict::Same,
-        (Some(_), Some(_)) if dir == Direction::Unknown => Verdict::Changed,
-        (Some(a), Some(b)) => {
-            let (a, b) = (a.get(), b.get());
-            // A NaN in B where A had a number is as bad as it gets; the reverse is a fix.
-            let worse_by = if b.is_nan() {
-                f64::INFINITY
-            } else if a.is_nan() {
-                f64::NEG_INFINITY
-            } else if dir == Direction::Higher {
-                a - b
-            } else {
-                b - a
-            };
-            if worse_by > allowed {
-                Verdict::Worse
-            } else if worse_by > 0.0 {
-                Verdict::Within
-            } else {
-                Verdict::Better
+        (Some(a), Some(b)) => match dir.mode() {
+            None => Verdict::Changed,
+            Some(mode) => {
+                let (a, b) = (a.get(), b.get());
+                if a.is_finite() && b.is_finite() {
+                    let worse_by = if mode == SelectMode::Max {
+                        a - b
+                    } else {
+                        b - a
+                    };
+                    if worse_by > allowed {
+                        Verdict::Worse
+                    } else if mode.is_better(a, b) {
+                        Verdict::Within
+                    } else {
+                        Verdict::Better
+                    }
+                } else if mode.is_better(b, a) {
+                    // A real value where A had a NaN or diverged: a fix.
+                    Verdict::Better
+                } else if mode.is_better(a, b) {
+                    // A NaN or an infinity (a `-inf` loss too) where A had a real value: as
+                    // bad as it gets, whatever the tolerance.
+                    Verdict::Worse
+                } else {
+                    // Neither side has a real value (say NaN and inf): no record to judge.
+                    Verdict::Changed
+                }
             }
-        }
+        },
     };
     MetricDiff {
         tag: tag.to_string(),
@@ -477,6 +560,25 @@ impl DiffReport {
         }
     }
 
+    /// The selection line, only when it changed: the winners are then not comparable.
+    fn select_text(&self) -> Option<String> {
+        let show = |s: &Selection| {
+            let mode = match s.mode {
+                SelectMode::Max => "max",
+                SelectMode::Min => "min",
+            };
+            format!("{} ({mode})", s.metric)
+        };
+        self.select_changed.then(|| {
+            format!(
+                "select CHANGED: {} -> {}; the winners were picked by different rules, and \
+                 metric directions follow A's (not a regression by itself)",
+                show(&self.select_a),
+                show(&self.select_b)
+            )
+        })
+    }
+
     fn winner_text(&self) -> String {
         let w = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
         if self.winner_a == self.winner_b {
@@ -488,13 +590,11 @@ impl DiffReport {
 
     /// Aligned plain-text tables for the terminal; every metric is listed.
     pub fn to_table(&self) -> String {
-        let mut out = format!(
-            "A: {}\nB: {}\n{}\n{}\n",
-            self.a,
-            self.b,
-            self.winner_text(),
-            self.headline()
-        );
+        let mut out = format!("A: {}\nB: {}\n", self.a, self.b);
+        if let Some(s) = self.select_text() {
+            let _ = writeln!(out, "{s}");
+        }
+        let _ = writeln!(out, "{}\n{}", self.winner_text(), self.headline());
         for r in &self.runs {
             let id = r
                 .id_b
@@ -547,13 +647,11 @@ impl DiffReport {
     pub fn to_markdown(&self) -> String {
         let icon = if self.regression { "❌" } else { "✅" };
         let mut md = format!("### {icon} orchestrate diff: {}\n\n", self.headline());
-        let _ = writeln!(
-            md,
-            "- A (baseline): `{}`\n- B: `{}`\n- {}\n",
-            self.a,
-            self.b,
-            self.winner_text()
-        );
+        let _ = write!(md, "- A (baseline): `{}`\n- B: `{}`\n", self.a, self.b);
+        if let Some(s) = self.select_text() {
+            let _ = writeln!(md, "- **{s}**");
+        }
+        let _ = writeln!(md, "- {}\n", self.winner_text());
         let moved: Vec<(&RunDiff, &MetricDiff)> = self
             .runs
             .iter()
@@ -701,6 +799,41 @@ mod tests {
     }
 
     #[test]
+    fn a_tolerance_for_an_unknown_tag_is_refused_with_the_nearest_tag() {
+        let known: BTreeSet<&str> = ["dev/accuracy", "test/accuracy", "train/loss"].into();
+        let err = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            Tolerances::parse(&args)
+                .unwrap()
+                .check_tags(&known)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(err(&["dev/accuracy=0.1", "*=1"]), None);
+        let typo = err(&["dev/acuracy=0.1"]).unwrap();
+        assert!(typo.starts_with("--tol dev/acuracy=0.1: no metric `dev/acuracy` in A or B; did you mean `dev/accuracy`?"), "{typo}");
+        let leaf = err(&["accuracy=1%"]).unwrap();
+        assert!(
+            leaf.contains("did you mean `dev/accuracy` or `test/accuracy`?"),
+            "{leaf}"
+        );
+        let far = err(&["bleu=1"]).unwrap();
+        assert!(!far.contains("did you mean"), "{far}");
+        assert!(
+            far.contains("their tags: dev/accuracy, test/accuracy, train/loss"),
+            "{far}"
+        );
+        let none = Tolerances::parse(&["x=1".into()])
+            .unwrap()
+            .check_tags(&BTreeSet::new());
+        assert!(
+            none.unwrap_err()
+                .to_string()
+                .contains("they hold no metrics")
+        );
+    }
+
+    #[test]
     fn verdicts_follow_direction_and_tolerance() {
         let s = sel("dev/accuracy", SelectMode::Max);
         let t = Tolerances::parse(&["*=0.01".into()]).unwrap();
@@ -716,6 +849,22 @@ mod tests {
         assert_eq!(v("dev/loss", Some(0.5), Some(f64::NAN)), Verdict::Worse);
         assert_eq!(v("dev/loss", Some(f64::NAN), Some(0.5)), Verdict::Better);
         assert_eq!(v("dev/loss", Some(f64::NAN), Some(f64::NAN)), Verdict::Same);
+        // A loss or error rate of `-inf` (or an accuracy of `+inf`) is divergence, not a
+        // record: main counted these as improvements.
+        let ninf = f64::NEG_INFINITY;
+        assert_eq!(v("dev/loss", Some(0.5), Some(ninf)), Verdict::Worse);
+        assert_eq!(v("dev/error_rate", Some(0.5), Some(ninf)), Verdict::Worse);
+        assert_eq!(
+            v("dev/accuracy", Some(0.8), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
+        assert_eq!(
+            v("dev/loss", Some(0.5), Some(f64::INFINITY)),
+            Verdict::Worse
+        );
+        assert_eq!(v("dev/loss", Some(ninf), Some(0.5)), Verdict::Better);
+        assert_eq!(v("dev/loss", Some(ninf), Some(f64::NAN)), Verdict::Changed);
+        assert_eq!(v("dev/loss", Some(ninf), Some(ninf)), Verdict::Same);
         assert_eq!(v("lr", Some(0.1), Some(0.2)), Verdict::Changed);
         assert_eq!(v("dev/loss", Some(0.5), None), Verdict::Missing);
         assert_eq!(v("dev/loss", None, Some(0.5)), Verdict::New);

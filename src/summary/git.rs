@@ -47,6 +47,8 @@ fn git_stdout(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
+        // The spec's file name is a path, not a pattern: `exp*.toml` must not match others.
+        .arg("--literal-pathspecs")
         .args(args)
         .output()
         .ok()?;
@@ -59,7 +61,7 @@ fn git_stdout(dir: &Path, args: &[&str]) -> Option<String> {
 /// The contents of `rev:path` in the repository of the working directory (`git show`).
 pub fn show(rev_path: &str) -> Result<String, SummaryError> {
     let out = Command::new("git")
-        .args(["show", rev_path])
+        .args(show_args(rev_path))
         .output()
         .map_err(|e| SummaryError::Git(format!("{rev_path}: cannot run git: {e}")))?;
     if !out.status.success() {
@@ -71,6 +73,13 @@ pub fn show(rev_path: &str) -> Result<String, SummaryError> {
     }
     String::from_utf8(out.stdout)
         .map_err(|_| SummaryError::Git(format!("{rev_path}: not UTF-8 text")))
+}
+
+/// `git show`'s arguments for `rev_path`, which comes from the command line: after
+/// `--end-of-options` and before `--` it can only be read as a revision, never as an option
+/// (`--output=FILE:x` would make git write FILE) nor as a pathspec.
+fn show_args(rev_path: &str) -> [&str; 4] {
+    ["show", "--end-of-options", rev_path, "--"]
 }
 
 #[cfg(test)]
@@ -105,6 +114,25 @@ mod tests {
         assert!(!src.dirty);
         std::fs::write(&spec, "name = \"y\"\n").unwrap();
         assert!(spec_source(&spec).unwrap().dirty);
+    }
+
+    #[test]
+    fn a_spec_name_with_pattern_characters_matches_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        git(d, &["config", "user.email", "t@example.com"]);
+        git(d, &["config", "user.name", "t"]);
+        for name in ["e*.toml", ":(top)x.toml"] {
+            let spec = d.join(name);
+            std::fs::write(&spec, "name = \"x\"\n").unwrap();
+            git(d, &["--literal-pathspecs", "add", name]);
+            git(d, &["commit", "-q", "-m", name]);
+            // An edited file the name would match as a pattern.
+            std::fs::write(d.join("edited.toml"), "").unwrap();
+            std::fs::write(d.join("x.toml"), "").unwrap();
+            assert!(!spec_source(&spec).unwrap().dirty, "{name}");
+        }
     }
 
     #[test]

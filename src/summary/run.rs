@@ -278,24 +278,15 @@ pub fn fold_metrics(records: &[Record], select: &SelectSpec) -> (MetricsSection,
     (metrics, timings)
 }
 
-/// The epoch with the best finite value of `tag`; the earliest wins a tie.
+/// The epoch with the best value of `tag` by [`SelectMode::is_better`] (finite values only);
+/// the earliest wins a tie.
 pub fn best_epoch(rows: &[EpochRow], tag: &str, mode: SelectMode) -> Option<(usize, f64)> {
     let mut best: Option<(usize, f64)> = None;
     for row in rows {
         let Some(v) = row.values.get(tag).map(|n| n.get()) else {
             continue;
         };
-        if !v.is_finite() {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some((_, b)) => match mode {
-                SelectMode::Max => v > b,
-                SelectMode::Min => v < b,
-            },
-        };
-        if better {
+        if mode.improves(v, best.map(|(_, b)| b), 0.0) {
             best = Some((row.epoch, v));
         }
     }

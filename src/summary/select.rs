@@ -47,6 +47,7 @@ pub fn exclusion_reason(c: &Candidate, metric: &str) -> Option<String> {
     }
     match c.score {
         None => Some(format!("no finite {metric} recorded")),
+        // What `SelectMode::is_better` never counts as a record cannot win either.
         Some(v) if !v.is_finite() => Some(format!("{metric} is {v}")),
         Some(_) => None,
     }
@@ -65,13 +66,14 @@ pub fn rank(candidates: &[Candidate], metric: &str, mode: SelectMode) -> Ranking
     let tie_break = |a: &Candidate, b: &Candidate| a.index.cmp(&b.index).then(a.id.cmp(&b.id));
     ranked.sort_by(|&a, &b| {
         let (ca, cb) = (&candidates[a], &candidates[b]);
-        // Both scores are finite here, so partial_cmp always answers.
-        let (sa, sb) = (ca.score.unwrap_or(0.0), cb.score.unwrap_or(0.0));
-        let by_score = match mode {
-            SelectMode::Max => sb.partial_cmp(&sa),
-            SelectMode::Min => sa.partial_cmp(&sb),
-        }
-        .unwrap_or(Ordering::Equal);
+        let (sa, sb) = (ca.score.unwrap_or(f64::NAN), cb.score.unwrap_or(f64::NAN));
+        let by_score = if mode.is_better(sa, sb) {
+            Ordering::Less
+        } else if mode.is_better(sb, sa) {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        };
         by_score.then_with(|| tie_break(ca, cb))
     });
     excluded.sort_by(|(a, _), (b, _)| tie_break(&candidates[*a], &candidates[*b]));

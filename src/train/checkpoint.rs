@@ -8,12 +8,17 @@
 //! epoch-0003/state.json             epoch, step, best metric, early stopping, ...
 //! ```
 //! A checkpoint is built in a hidden `.epoch-0003.tmp` directory, every file fsynced, then
-//! the directory is renamed into place and the parent fsynced: a directory named
-//! `epoch-NNNN` is always complete, and leftovers of a crash are hidden temp directories that
-//! the next save removes. The module knows nothing of models: it saves any `VarMap` and any
-//! named tensors, so every model family shares it.
+//! the directory is renamed into place and the parent fsynced. Pruning first renames a
+//! checkpoint to a hidden `.epoch-0001.del` and only then deletes it, so a crash leaves a
+//! whole checkpoint or a hidden leftover. Resume takes the newest *complete* checkpoint
+//! ([`crate::store::checkpoints`] decides which that is, for the worker and the orchestrator
+//! alike) and removes incomplete ones (from an older binary or a damaged disk) and leftovers.
+//! The module knows nothing of models: it saves any `VarMap` and any named tensors, so every
+//! model family shares it.
 
 use crate::spec::SelectMode;
+use crate::store::StoreError;
+use crate::store::checkpoints as layout;
 use crate::train::early_stopping::EarlyStopping;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -32,6 +37,9 @@ pub enum CheckpointError {
     },
     #[error("{}: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
+    /// Listing, retiring or cleaning the checkpoint directory failed.
+    #[error(transparent)]
+    Layout(#[from] StoreError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -76,31 +84,45 @@ pub struct RngState {
     pub scheme: String,
 }
 
-/// Directory name of the checkpoint of `epoch`.
-pub fn dir_name(epoch: usize) -> String {
-    format!("epoch-{epoch:04}")
-}
-
-fn parse_dir_name(name: &str) -> Option<usize> {
-    name.strip_prefix("epoch-")?.parse().ok()
-}
+pub use crate::store::checkpoints::dir_name;
 
 /// Epochs of the complete checkpoints under `dir`, ascending (none if `dir` is absent).
 pub fn list(dir: &Path) -> Result<Vec<usize>, CheckpointError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(dir)(e)),
+    Ok(layout::scan(dir)?.complete)
+}
+
+/// The newest complete checkpoint under `dir` with its state, read only (another run's
+/// checkpoints may be read this way); refuses one of another training.
+pub fn latest(
+    dir: &Path,
+    training_id: &str,
+) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
+    let Some(&epoch) = list(dir)?.last() else {
+        return Ok(None);
     };
-    let mut epochs = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err(dir))?;
-        if let Some(epoch) = entry.file_name().to_str().and_then(parse_dir_name) {
-            epochs.push(epoch);
-        }
+    let path = dir.join(dir_name(epoch));
+    let state = read_state(&path)?;
+    if state.training_id != training_id {
+        return Err(CheckpointError::Corrupt {
+            path,
+            message: format!(
+                "belongs to training {}, this run's training is {training_id}",
+                state.training_id
+            ),
+        });
     }
-    epochs.sort_unstable();
-    Ok(epochs)
+    Ok(Some((path, state)))
+}
+
+/// Where this run's worker resumes: first removes incomplete checkpoints and the leftovers
+/// of interrupted saves and pruning, then takes [`latest`]. The orchestrator announces the
+/// same epoch through [`layout::newest_complete`].
+pub fn resume_point(
+    dir: &Path,
+    training_id: &str,
+) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
+    layout::clean(dir)?;
+    latest(dir, training_id)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -151,8 +173,7 @@ pub fn save(
     state: &CheckpointState,
 ) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = dir_name(state.epoch);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(layout::building_name(state.epoch));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
@@ -165,14 +186,7 @@ pub fn save(
     })?;
     write_synced(&tmp.join("state.json"), &json)?;
     sync_dir(&tmp)?;
-    let final_path = dir.join(&name);
-    if final_path.exists() {
-        // Only a resumed run that redoes an epoch meets an old copy; replace it.
-        std::fs::remove_dir_all(&final_path).map_err(io_err(&final_path))?;
-    }
-    std::fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
-    sync_dir(dir)?;
-    Ok(final_path)
+    Ok(layout::publish(dir, state.epoch)?)
 }
 
 /// Reads the JSON state of a checkpoint directory.
@@ -262,16 +276,15 @@ pub fn retention(
     sorted.sort_by_key(|e| e.epoch);
     let first_recent = sorted.len().saturating_sub(keep_last.max(1));
     let best = if keep_best {
-        let better = |a: f64, b: f64| match mode {
-            SelectMode::Max => a > b,
-            SelectMode::Min => a < b,
-        };
         sorted
             .iter()
-            .filter_map(|e| e.metric.filter(|m| !m.is_nan()).map(|m| (e.epoch, m)))
-            .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| match acc {
-                Some((_, bm)) if !better(m, bm) => acc,
-                _ => Some((epoch, m)),
+            .filter_map(|e| e.metric.map(|m| (e.epoch, m)))
+            .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| {
+                if mode.improves(m, acc.map(|(_, b)| b), 0.0) {
+                    Some((epoch, m))
+                } else {
+                    acc
+                }
             })
             .map(|(epoch, _)| epoch)
     } else {
@@ -290,13 +303,16 @@ pub fn retention(
         .collect()
 }
 
-/// Applies the retention policy to the checkpoints under `dir`; returns the deleted epochs.
+/// Applies the retention policy to the complete checkpoints under `dir` and removes the
+/// incomplete ones and leftovers; returns the deleted epochs. Each checkpoint is renamed out
+/// of the way before it is deleted, so a worker killed here cannot wedge the run.
 pub fn prune(
     dir: &Path,
     keep_last: usize,
     keep_best: bool,
     mode: SelectMode,
 ) -> Result<Vec<usize>, CheckpointError> {
+    layout::clean(dir)?;
     let entries = list(dir)?
         .into_iter()
         .map(|epoch| {
@@ -309,8 +325,7 @@ pub fn prune(
     let mut deleted = Vec::new();
     for action in retention(&entries, keep_last, keep_best, mode) {
         if let Action::Delete(epoch) = action {
-            let path = dir.join(dir_name(epoch));
-            std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            layout::retire(dir, epoch)?;
             deleted.push(epoch);
         }
     }
@@ -365,6 +380,16 @@ mod tests {
         e[1].metric = None;
         assert_eq!(kept(&retention(&e, 1, true, SelectMode::Max)), vec![4]);
         assert!(retention(&[], 1, true, SelectMode::Max).is_empty());
+    }
+
+    #[test]
+    fn an_infinite_metric_is_never_the_best_checkpoint() {
+        // Selection and the run summary never take an infinity as best; main's retention kept
+        // the `+inf` accuracy (or `-inf` loss) checkpoint as the best one.
+        let e = entries(&[0.5, f64::INFINITY, 0.7, 0.2]);
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Max)), vec![3, 4]);
+        let e = entries(&[0.5, f64::NEG_INFINITY, 0.7, 0.6]);
+        assert_eq!(kept(&retention(&e, 1, true, SelectMode::Min)), vec![1, 4]);
     }
 
     fn state(epoch: usize, metric: f64) -> CheckpointState {
@@ -426,5 +451,28 @@ mod tests {
         other.data().lock().unwrap().insert("w".into(), v);
         let e = restore_model(&last, &other).unwrap_err();
         assert!(e.to_string().contains("model.safetensors"), "{e}");
+
+        // A worker killed while deleting epoch 2 left only its model: resume and pruning
+        // pass over it and remove it (on main every later prune failed on its state.json).
+        save(&ck, varmap_tensors(&map), opt.clone(), &state(4, 0.1)).unwrap();
+        std::fs::remove_file(ck.join(dir_name(2)).join("state.json")).unwrap();
+        std::fs::remove_file(ck.join(dir_name(2)).join("optimizer.safetensors")).unwrap();
+        assert_eq!(list(&ck).unwrap(), vec![3, 4]);
+        assert_eq!(prune(&ck, 1, false, SelectMode::Max).unwrap(), vec![3]);
+        assert_eq!(
+            std::fs::read_dir(&ck).unwrap().count(),
+            1,
+            "only epoch 4 is left"
+        );
+        let (path, st) = resume_point(&ck, "t").unwrap().unwrap();
+        assert_eq!((path, st.epoch), (ck.join(dir_name(4)), 4));
+        assert!(
+            resume_point(&ck, "other").is_err(),
+            "another training's checkpoint"
+        );
+        // Redoing an epoch replaces its checkpoint whole.
+        save(&ck, varmap_tensors(&map), opt.clone(), &state(4, 0.3)).unwrap();
+        assert_eq!(read_state(&ck.join(dir_name(4))).unwrap().metric, Some(0.3));
+        assert_eq!(std::fs::read_dir(&ck).unwrap().count(), 1, "no leftover");
     }
 }

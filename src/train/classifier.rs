@@ -26,8 +26,9 @@ use std::time::Instant;
 const EVAL_BATCH: usize = 1000;
 /// Name of the generator scheme recorded in checkpoints (see [`super::seeding`]).
 const RNG_SCHEME: &str = "chacha8-stream-per-epoch";
-/// Metrics the selection and early stopping can follow for image runs.
-const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
+/// Metrics the selection and early stopping can follow for image runs (validation checks
+/// `select.metric` against them).
+pub const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
 /// Each activation-map pixel is drawn this many times larger.
 const FIGURE_SCALE: usize = 4;
 /// Activation maps per row of the figure.
@@ -231,19 +232,8 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
     let mut early = EarlyStopping::new(&cfg.train.early_stopping, cfg.select.mode);
     let ck_dir = ctx.run_dir.checkpoints();
     let (mut last_epoch, mut finished) = (0, false);
-    if let Some(&epoch) = checkpoint::list(&ck_dir)?.last() {
-        let path = ck_dir.join(checkpoint::dir_name(epoch));
-        let state = checkpoint::read_state(&path)?;
-        if state.training_id != ctx.training_id {
-            return Err(checkpoint::CheckpointError::Corrupt {
-                path,
-                message: format!(
-                    "belongs to training {}, this run's training is {}",
-                    state.training_id, ctx.training_id
-                ),
-            }
-            .into());
-        }
+    if let Some((path, state)) = checkpoint::resume_point(&ck_dir, &ctx.training_id)? {
+        let epoch = state.epoch;
         checkpoint::restore_model(&path, &map)?;
         let opt_state = checkpoint::read_optimizer(&path, &device)?;
         trainer

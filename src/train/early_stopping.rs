@@ -44,14 +44,10 @@ impl EarlyStopping {
         }
     }
 
-    /// Records `value` for `epoch` and decides. NaN never counts as an improvement.
+    /// Records `value` for `epoch` and decides, by [`SelectMode::is_better`]'s rules: a NaN
+    /// or an infinity never counts as an improvement.
     pub fn observe(&mut self, epoch: usize, value: f64) -> Decision {
-        let improved = !value.is_nan()
-            && match (self.best, self.mode) {
-                (None, _) => true,
-                (Some(best), SelectMode::Max) => value > best + self.min_delta,
-                (Some(best), SelectMode::Min) => value < best - self.min_delta,
-            };
+        let improved = self.mode.improves(value, self.best, self.min_delta);
         if improved {
             self.best = Some(value);
             self.best_epoch = epoch;
@@ -119,6 +115,22 @@ mod tests {
         assert!(p.observe(2, 0.1).improved);
         assert!(!p.observe(3, f64::NAN).improved);
         assert_eq!(p.best, Some(0.1));
+    }
+
+    #[test]
+    fn an_infinity_is_divergence_not_a_best_that_stops_training() {
+        // On main a first `+inf` accuracy became the best, so every later real value counted
+        // as no improvement and patience stopped the run.
+        let mut p = policy(2, 0.0, SelectMode::Max);
+        assert!(!p.observe(1, f64::INFINITY).improved);
+        assert!(p.observe(2, 0.5).improved);
+        assert!(!p.observe(3, 0.4).stop);
+        assert_eq!((p.best, p.best_epoch), (Some(0.5), 2));
+        let mut p = policy(2, 0.0, SelectMode::Min);
+        assert!(p.observe(1, 0.5).improved);
+        assert!(!p.observe(2, f64::NEG_INFINITY).improved);
+        assert!(p.observe(3, 0.4).improved);
+        assert_eq!(p.best, Some(0.4));
     }
 
     #[test]

@@ -25,6 +25,10 @@ use std::time::Instant;
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
 
+/// Metrics every epoch of a translation run records, which `select.metric` may name
+/// (validation checks it against them); see [`emit_eval`] and the epoch loop.
+pub const SELECTABLE: [&str; 4] = ["dev/error_rate", "dev/accuracy", "dev/loss", "train/loss"];
+
 /// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
 /// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
 #[derive(Clone, Copy)]
@@ -139,7 +143,7 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
 
     let ckpt_dir = ctx.run_dir.checkpoints();
     let mut optim = Optimizer::new(&cfg.optimizer, model.params().named().to_vec())?;
-    let (start, mut step) = match latest_checkpoint(&ckpt_dir, &ctx.training_id)? {
+    let (start, mut step) = match checkpoint::resume_point(&ckpt_dir, &ctx.training_id)? {
         Some((path, state)) => {
             checkpoint::restore_vars(&path, model.params().named())?;
             let saved = checkpoint::read_optimizer(&path, &device)?;
@@ -256,30 +260,6 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
     conclude(ctx, sink, &model, &data, epochs.max(start), step, last_dev)
 }
 
-/// The newest checkpoint under `dir` with its state; refuses one of another training.
-fn latest_checkpoint(
-    dir: &std::path::Path,
-    training_id: &str,
-) -> Result<Option<(std::path::PathBuf, CheckpointState)>, TrainError> {
-    let Some(&epoch) = checkpoint::list(dir)?.last() else {
-        return Ok(None);
-    };
-    let path = dir.join(checkpoint::dir_name(epoch));
-    let state = checkpoint::read_state(&path)?;
-    if state.training_id != training_id {
-        return Err(TrainError::Checkpoint(
-            checkpoint::CheckpointError::Corrupt {
-                path,
-                message: format!(
-                    "belongs to training {}, not {training_id}",
-                    state.training_id
-                ),
-            },
-        ));
-    }
-    Ok(Some((path, state)))
-}
-
 /// Decode-only run: load the source run's last checkpoint and evaluate it; no training step.
 fn evaluate_reused(
     ctx: &RunContext,
@@ -289,7 +269,7 @@ fn evaluate_reused(
     source: &RunDir,
 ) -> Result<Outcome, TrainError> {
     let dir = source.checkpoints();
-    let (path, meta) = latest_checkpoint(&dir, &ctx.training_id)?.ok_or_else(|| {
+    let (path, meta) = checkpoint::latest(&dir, &ctx.training_id)?.ok_or_else(|| {
         TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
             path: dir.clone(),
             message: "no checkpoint to reuse: the training run has not finished an epoch".into(),
@@ -397,6 +377,10 @@ mod tests {
         assert!(loss[7].1 < loss[0].1, "{loss:?}");
         assert_eq!(scalars(&sink.events, "test/error_rate").len(), 1);
         assert_eq!(scalars(&sink.events, "test/accuracy").len(), 1);
+        // What validation lets `select.metric` name is recorded every epoch.
+        for tag in SELECTABLE {
+            assert_eq!(scalars(&sink.events, tag).len(), 8, "{tag}");
+        }
         let art = dir.path().join("artifacts");
         let md = std::fs::read_to_string(art.join("samples.md")).unwrap();
         assert!(

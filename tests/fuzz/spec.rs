@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use orchestrate::error::Error;
-use orchestrate::grid;
 use orchestrate::spec::load::DEFAULTS;
 use orchestrate::spec::schema::{all_keys, fmt_value, get_path, schema};
 use orchestrate::spec::{SpecError, resolve};
@@ -349,18 +348,18 @@ fn fuzz_spec_loader() {
             Ok(resolved) => {
                 let _ = resolved.explain(&c.explain);
                 let _ = resolved.origin(&c.explain);
-                match grid::expand(&resolved.spec) {
+                match resolved.expand() {
                     Ok(runs) => {
                         tally.add("ok");
                         prop_assert!(!runs.is_empty());
                         prop_assert!(runs.len() <= resolved.spec.launch.max_runs);
                     }
                     Err(e) => {
-                        tally.add(format!("grid {}", variant(&e)));
-                        let e = SpecError::Grid {
-                            file: file.clone(),
-                            source: Box::new(e),
+                        let kind = match &e {
+                            SpecError::Grid { source, .. } => variant(source.as_ref()),
+                            other => variant(other),
                         };
+                        tally.add(format!("grid {kind}"));
                         names_sources(e, &sandbox_path, &c)?;
                     }
                 }

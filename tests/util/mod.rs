@@ -96,6 +96,15 @@ impl Sandbox {
         Sandbox { dir }
     }
 
+    /// [`Sandbox::new`] plus `data/` linked to the repository's shipped data, for commands
+    /// that read the data headers (`run`, and `plan` without a missing-data warning).
+    pub fn with_data() -> Self {
+        let sb = Self::new();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::os::unix::fs::symlink(root.join("data"), sb.path().join("data")).unwrap();
+        sb
+    }
+
     /// The sandbox directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -148,13 +148,7 @@ pub fn display(program: &str, args: &[String]) -> String {
     let mut s = program.to_string();
     for a in args {
         s.push(' ');
-        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-            s.push('\'');
-            s.push_str(&a.replace('\'', r"'\''"));
-            s.push('\'');
-        } else {
-            s.push_str(a);
-        }
+        s.push_str(&super::quote::shell_word(a));
     }
     s
 }

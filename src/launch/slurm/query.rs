@@ -269,7 +269,13 @@ pub fn expand_range(s: &str) -> Vec<usize> {
 pub fn parse_sbatch_job_id(stdout: &str) -> Option<String> {
     let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
     let id = line.split(';').next()?.trim();
-    (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_string())
+    is_job_id(id).then(|| id.to_string())
+}
+
+/// Whether `id` is a Slurm job id (digits only), so it can go into squeue, sacct, scontrol
+/// and scancel argument lists without being read as an option.
+pub fn is_job_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]
