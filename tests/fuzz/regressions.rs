@@ -67,11 +67,9 @@ fn resume_with_a_sidecar_step_past_the_largest_step() {
 
 /// fuzz spec, seed 15: a TOML syntax error whose parser message has two lines
 /// (`invalid table header` / ``duplicate key `grid` in document root``) is printed as two
-/// lines, and the second names no file. Ignored until the fix lands in `parse_file`
-/// (src/spec/load.rs, owned by the spec-loader slice of issue 15): join the message's lines
-/// with "; ".
+/// lines, and the second names no file. `parse_file` (src/spec/load.rs) now joins the
+/// message's lines with "; ".
 #[test]
-#[ignore = "multi-line TOML syntax message; fix belongs to src/spec/load.rs (parse_file)"]
 fn syntax_error_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("dup.toml");
@@ -88,11 +86,9 @@ fn syntax_error_is_one_line() {
 /// with a character of more than one byte (here the opening quote became `¬`) panics with
 /// "end byte index 1 is not a char boundary" in `NpyDtype::parse` (src/data/npz.rs, the
 /// `split_at(1)` of `descr`), which kills the worker reading a corrupt KMNIST archive
-/// instead of exiting 4 with a message naming the file. Ignored until the fix lands in
-/// src/data/npz.rs (owned by the data slice of issue 15, which rewrites the dtype parser):
-/// split by `char`s, or refuse a non-ASCII `descr` first.
+/// instead of exiting 4 with a message naming the file. A non-ASCII `descr` is now refused
+/// as an unsupported dtype before it is split.
 #[test]
-#[ignore = "panic in NpyDtype::parse on a non-ASCII descr; fix belongs to src/data/npz.rs"]
 fn npy_dtype_that_is_not_ascii_is_an_error() {
     let found: &[u8] = b"\x93NUMPY\x01\x00v\x00{'descr':\xc2\xac|u1', 'fortran_order': False, \
         'shape': (0, 28, 28), }                                                     \n";
@@ -113,11 +109,10 @@ fn npy_dtype_that_is_not_ascii_is_an_error() {
 /// breaks the error over several lines, the later ones naming no source, and lets a spec
 /// write what it likes to the terminal: `extends = "8G\ntouch /tmp/canary"` prints
 /// "...cannot read `extends` file .../8G" and then a line "touch /tmp/canary: No such file
-/// or directory"; a `--set` argument holding a newline is echoed the same way. Ignored until
-/// the fix lands in src/spec/error.rs (owned by the spec-loader slice of issue 15): print
-/// paths and flags escaped (`{:?}`), as values already are.
+/// or directory"; a `--set` argument holding a newline, and a grid value the grid refuses
+/// (in the deserializer's message), are echoed the same way. Paths, flags and messages in
+/// spec errors now have their control characters escaped (src/spec/error.rs).
 #[test]
-#[ignore = "errors echo paths and --set flags unescaped; fix belongs to src/spec/error.rs"]
 fn echoed_newlines_keep_an_error_on_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("nl.toml");
@@ -127,6 +122,21 @@ fn echoed_newlines_keep_an_error_on_one_line() {
         .expect("an error");
     let msg = err.to_string();
     assert!(msg.contains("nl.toml") && msg.contains("extends"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    // A grid value the grid refuses is echoed by the deserializer's message (seed 3).
+    let grid = tmp.path().join("grid.toml");
+    std::fs::write(
+        &grid,
+        "[grid]\n\"model.attention\" = [\"\"\"multi\nline\"\"\"]\n",
+    )
+    .unwrap();
+    let resolved = orchestrate::spec::resolve(&grid, &[], Vec::new()).unwrap();
+    let msg = resolved.expand().expect_err("a grid error").to_string();
+    assert!(
+        msg.contains("grid.toml") && msg.contains("model.attention"),
+        "{msg}"
+    );
     assert_eq!(msg.lines().count(), 1, "{msg}");
 
     let ok = tmp.path().join("ok.toml");
