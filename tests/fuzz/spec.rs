@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use orchestrate::error::Error;
+use orchestrate::spec::error::escape_controls;
 use orchestrate::spec::load::DEFAULTS;
 use orchestrate::spec::schema::{all_keys, fmt_value, get_path, schema};
 use orchestrate::spec::{SpecError, resolve};
@@ -154,9 +155,6 @@ fn value() -> impl Strategy<Value = String> {
         ]
     })
 }
-
-/// The values of the pool above that hold a newline, as their strings.
-const NEWLINE_VALUES: &[&str] = &["8G\ntouch /tmp/canary", "multi\nline"];
 
 /// Values near each key's default (the default, a neighbour, a flipped flag), so that many
 /// inputs stay valid and reach the grid expansion.
@@ -376,33 +374,14 @@ fn fuzz_spec_loader() {
 /// Every line of the error names where the problem came from, and it maps to the usage or
 /// the invalid-spec exit code.
 fn names_sources(e: SpecError, sandbox: &str, c: &Case) -> Result<(), TestCaseError> {
-    let mut msg = e.to_string();
+    let msg = e.to_string();
     prop_assert!(!msg.trim().is_empty(), "empty error: {:?}", e);
-    // A flag, or a path from the spec, is echoed as typed, newlines included: reported, see
-    // `regressions::echoed_newlines_keep_an_error_on_one_line` (ignored until fixed); each
-    // counts as one line here.
-    for (i, s) in c.sets.iter().enumerate().filter(|(_, s)| s.contains('\n')) {
-        msg = msg.replace(s.as_str(), &format!("<set {i}>"));
-    }
-    for v in NEWLINE_VALUES {
-        msg = msg.replace(v, "<value>");
-    }
-    // The TOML parser's message can run over several lines, of which only the first names
-    // the file: reported, see `regressions::syntax_error_is_one_line` (ignored until fixed).
-    let lines = match e {
-        SpecError::Syntax { .. } => 1,
-        _ => usize::MAX,
-    };
-    for line in msg.lines().take(lines) {
+    for line in msg.lines() {
         let named = line.contains(sandbox)
             || line.contains(DEFAULTS)
-            || c.sets.iter().enumerate().any(|(i, s)| {
-                let shown = if s.contains('\n') {
-                    format!("<set {i}>")
-                } else {
-                    s.clone()
-                };
-                line.contains(&format!("--set {shown}"))
+            || c.sets.iter().any(|s| {
+                line.contains(&format!("--set {s}"))
+                    || line.contains(&format!("--set {}", escape_controls(s)))
             })
             || c.env
                 .iter()
