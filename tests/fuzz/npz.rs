@@ -5,7 +5,7 @@
 
 use std::io::{Cursor, Write};
 
-use orchestrate::data::npz::{NpyDtype, parse_npy, read_npz};
+use orchestrate::data::npz::{NpyDtype, parse_npy, read_header, read_npz};
 use proptest::prelude::*;
 
 use crate::harness::{check_bounded, fuzz, peak_alloc, variant};
@@ -75,8 +75,8 @@ fn npy_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-/// The dtypes the reader supports on every branch (README: uint8 pixels, integer labels),
-/// with their element size; big-endian ones are added once the reader takes them.
+/// The dtypes the reader supports (README: uint8 pixels, any NumPy integer for labels, either
+/// byte order), with their element size.
 const SUPPORTED: &[(&str, usize)] = &[
     ("|u1", 1),
     ("<u1", 1),
@@ -87,12 +87,15 @@ const SUPPORTED: &[(&str, usize)] = &[
     ("<u4", 4),
     ("<i8", 8),
     ("<u8", 8),
+    (">i2", 2),
+    (">u2", 2),
+    (">i4", 4),
+    (">u4", 4),
+    (">i8", 8),
+    (">u8", 8),
 ];
 
 const OTHER_DESCRS: &[&str] = &[
-    ">i4",
-    ">u2",
-    ">i8",
     "<f4",
     "<f8",
     "|b1",
@@ -167,7 +170,8 @@ fn header() -> impl Strategy<Value = (Input, Option<(String, usize)>)> {
         })
 }
 
-/// Element values of little-endian integer bytes, by an independent decoder.
+/// Element values of little-endian integer bytes, by an independent decoder (big-endian ones
+/// are reversed first).
 fn decode_le(raw: &[u8], size: usize, signed: bool) -> Vec<i64> {
     raw.chunks(size)
         .map(|c| {
@@ -221,8 +225,11 @@ fn fuzz_npy_parser() {
             let a = result
                 .map_err(|e| TestCaseError::fail(format!("well-formed {descr} refused: {e}")))?;
             let signed = descr.contains('i');
-            let body = &input.bytes[input.bytes.len() - a.raw.len()..];
-            prop_assert_eq!(a.to_i64(), decode_le(body, size, signed));
+            let mut body = input.bytes[input.bytes.len() - a.raw.len()..].to_vec();
+            if descr.starts_with('>') {
+                body.chunks_mut(size).for_each(<[u8]>::reverse);
+            }
+            prop_assert_eq!(a.to_i64(), decode_le(&body, size, signed));
         }
         Ok(())
     });
@@ -273,6 +280,19 @@ fn fuzz_npz_reader() {
             Some(_) => check_bounded("read_npz", peak, file.len() + input.bytes.len(), 8)?,
             // A broken archive's deflated member can expand up to deflate's 1032:1.
             None => check_bounded("read_npz", peak, file.len(), 1100)?,
+        }
+        // What validation reads before a run: the header alone, agreeing with the reader.
+        let (header, header_peak) = peak_alloc(|| read_header(&path));
+        check_bounded("npz::read_header", header_peak, file.len(), 1)?;
+        match (&result, &header) {
+            (Ok(a), Ok(h)) => {
+                prop_assert_eq!(&a.shape, &h.shape);
+                prop_assert_eq!(a.dtype, h.dtype);
+            }
+            (Ok(_), Err(e)) => {
+                prop_assert!(false, "read_npz accepts what read_header refuses: {}", e)
+            }
+            _ => {}
         }
         match &result {
             Ok(a) => {
