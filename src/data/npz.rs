@@ -35,6 +35,11 @@ pub enum NpyDtype {
 
 impl NpyDtype {
     fn parse(descr: &str) -> Option<NpyDtype> {
+        // Every dtype is ASCII; `split_at` below would panic inside a wider character (a
+        // corrupt header the fuzz tests found).
+        if !descr.is_ascii() {
+            return None;
+        }
         let (order, rest) = descr.split_at(descr.len().min(1));
         let (kind, size) = rest.split_at(rest.len().min(1));
         let bytes: usize = size.parse().ok()?;

@@ -24,13 +24,14 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One problem, one line: a flag or a parser's message may echo a value as typed.
+        let (origin, message) = (
+            escape_controls(&self.origin),
+            escape_controls(&self.message),
+        );
         match &self.value {
-            Some(v) => write!(
-                f,
-                "{}: `{}` = {}: {}",
-                self.origin, self.key, v, self.message
-            ),
-            None => write!(f, "{}: `{}`: {}", self.origin, self.key, self.message),
+            Some(v) => write!(f, "{origin}: `{}` = {v}: {message}", self.key),
+            None => write!(f, "{origin}: `{}`: {message}", self.key),
         }
     }
 }
@@ -39,14 +40,14 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The spec file named on the command line does not exist or cannot be read.
-    #[error("cannot read spec file {}: {source}", file.display())]
+    #[error("cannot read spec file {}: {source}", shown(file))]
     Unreadable {
         file: PathBuf,
         #[source]
         source: ReadError,
     },
     /// A file named by `extends` cannot be read.
-    #[error("{}: cannot read `extends` file {}: {source}", by.display(), file.display())]
+    #[error("{}: cannot read `extends` file {}: {source}", shown(by), shown(file))]
     Extends {
         by: PathBuf,
         file: PathBuf,
@@ -57,7 +58,7 @@ pub enum SpecError {
     #[error("`extends` cycle: {chain}")]
     ExtendsCycle { chain: String },
     /// A file is not valid TOML.
-    #[error("{}:{line}:{column}: TOML syntax error: {message}", file.display())]
+    #[error("{}:{line}:{column}: TOML syntax error: {message}", shown(file))]
     Syntax {
         file: PathBuf,
         line: usize,
@@ -65,14 +66,14 @@ pub enum SpecError {
         message: String,
     },
     /// A `--set` flag that is not `key=value`.
-    #[error("--set {arg}: {message}")]
+    #[error("--set {}: {message}", escape_controls(arg))]
     BadSet { arg: String, message: String },
     /// Keys or values that are not allowed; one problem a line.
     #[error("{}", join_lines(problems))]
     Invalid { problems: Vec<Problem> },
     /// The grid does not expand to valid runs; `origin` is the layer that set the grid entry
     /// at fault (the spec file when no single entry is).
-    #[error("{origin}: {source}")]
+    #[error("{}: {}", escape_controls(origin), escape_controls(&source.to_string()))]
     Grid {
         origin: String,
         #[source]
@@ -109,6 +110,24 @@ impl SpecError {
             SpecError::Unreadable { .. } | SpecError::BadSet { .. }
         )
     }
+}
+
+/// `text` with control characters (a newline above all) written as escapes, so that a path
+/// or flag echoed in an error keeps it on one line and cannot write to the terminal.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn shown(path: &std::path::Path) -> String {
+    escape_controls(&path.display().to_string())
 }
 
 fn join_lines(problems: &[Problem]) -> String {

@@ -460,7 +460,8 @@ fn parse_file(file: &Path, text: &str) -> Result<Table, SpecError> {
             file: file.to_path_buf(),
             line,
             column,
-            message: e.message().trim().to_string(),
+            // The parser's message can take several lines; an error is one line.
+            message: e.message().trim().lines().collect::<Vec<_>>().join("; "),
         }
     })
 }

@@ -283,7 +283,7 @@ pub fn first_tag(ev: &Event) -> Option<&str> {
 fn only_experiment_records(path: &Path) -> Result<bool, TbError> {
     let (records, _) = record::read_file(path)?;
     for r in &records {
-        let ev: Event = protobuf::Message::parse_from_bytes(&r.data)?;
+        let ev = record::event(path, r)?;
         if ev.has_file_version() {
             continue;
         }

@@ -128,7 +128,7 @@ impl TensorBoardSink {
         let mut w = EventFileWriter::create(&self.dir)?;
         self.log.files.push(w.file_name());
         self.log.save(&self.dir)?;
-        w.write_event(&summaries::session_start(cutoff + 1))?;
+        w.write_event(&summaries::session_start(cutoff.saturating_add(1)))?;
         if !self.hparams.is_empty() {
             w.write_event(&hparams::session_start(&self.hparams)?)?;
         }

@@ -7,6 +7,9 @@
 
 use std::path::Path;
 
+use protobuf::Message;
+use tensorboard_proto::event::Event;
+
 use super::TbError;
 
 /// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`), one table entry per byte value.
@@ -120,6 +123,99 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<RawRecord>, u64), TbError
     Ok((records, pos as u64))
 }
 
+/// Decodes the event in record `r` of the file at `path`.
+///
+/// protobuf 2 (which tensorboard-proto pins) reserves room for a packed repeated field from
+/// the field's length before checking that length against the input, so a record claiming
+/// 2^64 bytes of histogram buckets panicked a resume (found by the fuzz tests). Such a
+/// record is refused here first; protobuf would refuse it anyway, only later.
+pub fn event(path: &Path, r: &RawRecord) -> Result<Event, TbError> {
+    if !lengths_fit(&r.data, Msg::Event) {
+        return Err(TbError::Corrupt {
+            path: path.to_path_buf(),
+            offset: r.offset,
+            reason: "an event field claims more bytes than its record holds".into(),
+        });
+    }
+    Ok(Event::parse_from_bytes(&r.data)?)
+}
+
+/// The messages on the way from an `Event` to the packed repeated fields it can hold
+/// (`HistogramProto` buckets, `TensorProto` values); no other message under `Event` has one.
+#[derive(Clone, Copy)]
+enum Msg {
+    Event,
+    Summary,
+    Value,
+    Histogram,
+    Tensor,
+}
+
+impl Msg {
+    /// The message that field `field` holds when it is length-delimited, if it is on the way.
+    fn child(self, field: u64) -> Option<Msg> {
+        match (self, field) {
+            (Msg::Event, 5) => Some(Msg::Summary),
+            (Msg::Summary, 1) => Some(Msg::Value),
+            (Msg::Value, 5) => Some(Msg::Histogram),
+            (Msg::Value, 8) => Some(Msg::Tensor),
+            _ => None,
+        }
+    }
+}
+
+/// False when a length-delimited field of `bytes` (a `msg`), or of a message on the way to a
+/// packed field, claims more bytes than are left. Anything else malformed is left to protobuf,
+/// which stops at the same place.
+fn lengths_fit(bytes: &[u8], msg: Msg) -> bool {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some((key, n)) = varint(&bytes[pos..]) else {
+            return true;
+        };
+        pos += n;
+        match key & 7 {
+            0 => match varint(&bytes[pos..]) {
+                Some((_, n)) => pos += n,
+                None => return true,
+            },
+            1 => pos += 8,
+            5 => pos += 4,
+            2 => {
+                let Some((len, n)) = varint(&bytes[pos..]) else {
+                    return true;
+                };
+                pos += n;
+                let left = (bytes.len() - pos) as u64;
+                if len > left {
+                    return false;
+                }
+                let end = pos + len as usize;
+                if let Some(child) = msg.child(key >> 3)
+                    && !lengths_fit(&bytes[pos..end], child)
+                {
+                    return false;
+                }
+                pos = end;
+            }
+            _ => return true,
+        }
+    }
+    true
+}
+
+/// A base-128 varint at the start of `bytes` and its length in bytes.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 /// Reads and parses a whole event file.
 pub fn read_file(path: &Path) -> Result<(Vec<RawRecord>, u64), TbError> {
     let bytes = std::fs::read(path).map_err(|e| TbError::io(path, e))?;
@@ -179,6 +275,45 @@ mod tests {
             assert_eq!(recs[1].data, b"second record");
             assert_eq!(recs[1].offset, frame(b"first").len() as u64);
         }
+    }
+
+    #[test]
+    fn an_event_claiming_more_than_its_record_is_refused_before_decoding() {
+        // Event { summary { value { histo { bucket_limit: packed, 2^64 - 1 bytes } } } }
+        let histo = [&[0x32u8][..], &[0xff; 9], &[0x01]].concat();
+        let wrap =
+            |field: u8, inner: Vec<u8>| [vec![field << 3 | 2, inner.len() as u8], inner].concat();
+        let data = wrap(5, wrap(1, wrap(5, histo)));
+        let r = RawRecord {
+            offset: 7,
+            end: 0,
+            data,
+        };
+        let err = event(Path::new("f"), &r).unwrap_err();
+        assert!(
+            err.to_string().contains("byte 7") && err.to_string().contains("claims"),
+            "{err}"
+        );
+
+        // Buckets that are there decode.
+        let mut h = tensorboard_proto::summary::HistogramProto::new();
+        h.set_bucket_limit(vec![1.0, 2.0]);
+        let mut v = tensorboard_proto::summary::Summary_Value::new();
+        v.set_tag("w".into());
+        v.set_histo(h);
+        let ev = super::super::summaries::summary_event(3, super::super::summaries::one_value(v));
+        let r = RawRecord {
+            offset: 0,
+            end: 0,
+            data: ev.write_to_bytes().unwrap(),
+        };
+        let back = event(Path::new("f"), &r).unwrap();
+        assert_eq!(
+            back.get_summary().get_value()[0]
+                .get_histo()
+                .get_bucket_limit(),
+            [1.0, 2.0]
+        );
     }
 
     #[test]

@@ -12,13 +12,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 
-use protobuf::Message;
 use serde::{Deserialize, Serialize};
 use tensorboard_proto::event::Event;
 
 use super::TbError;
 use super::hparams::{TAG_PREFIX, first_tag};
-use super::record::{RawRecord, read_file};
+use super::record::{self, RawRecord, read_file};
 use super::writer::{list_event_files, sync_dir};
 
 /// File name of the sidecar inside the log directory (no `tfevents`, so TensorBoard skips it).
@@ -102,7 +101,9 @@ pub fn prepare(
         .max_by_key(|m| m.epoch)
         .cloned();
     let (known_epoch, known_step) = mark.as_ref().map_or((0, 0), |m| (m.epoch, m.step));
-    let cutoff = known_step + (resumed_from - known_epoch) as u64 * steps_per_epoch;
+    // Saturating: a damaged sidecar's step must not crash a resume (found by the fuzz tests).
+    let cutoff = known_step
+        .saturating_add(((resumed_from - known_epoch) as u64).saturating_mul(steps_per_epoch));
     // Past the mark: exact when the mark is the resumed epoch itself.
     let after = if known_epoch == resumed_from {
         Rule::Drop
@@ -122,7 +123,7 @@ pub fn prepare(
             .len();
         let mut keep = Vec::with_capacity(records.len());
         for r in &records {
-            let ev: Event = Message::parse_from_bytes(&r.data)?;
+            let ev = record::event(&path, r)?;
             let rule = match (listed, mark_file, &mark) {
                 (Some(i), Some(mf), _) if i < mf => Rule::Keep,
                 (Some(i), Some(mf), Some(m)) if i == mf && r.end <= m.offset => Rule::Keep,
@@ -150,7 +151,8 @@ fn decide(rule: Rule, ev: &Event) -> bool {
     match rule {
         Rule::Keep => true,
         Rule::Drop => false,
-        Rule::StepAtMost(s) => ev.get_step() <= s as i64,
+        // Compared without casting `s`: past i64::MAX it would turn negative and drop all.
+        Rule::StepAtMost(s) => u64::try_from(ev.get_step()).map_or(true, |step| step <= s),
     }
 }
 
@@ -200,13 +202,15 @@ fn apply(
 
 /// True for the `brain.Event:2` record every file starts with.
 fn is_header(r: &RawRecord) -> bool {
-    Event::parse_from_bytes(&r.data).is_ok_and(|e| e.has_file_version())
+    record::event(Path::new(""), r).is_ok_and(|e| e.has_file_version())
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
+
+    use protobuf::Message;
 
     use super::*;
     use crate::events::{EventSink, RunEvent};
