@@ -125,18 +125,9 @@ impl HeaderError {
     }
 }
 
-/// Reads as many bytes as `buf` holds or up to the end; returns how many it got.
+/// [`super::read_up_to`], with a read failure kept as I/O for the caller to name.
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, HeaderError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(HeaderError::Io(e)),
-        }
-    }
-    Ok(got)
+    super::read_up_to(r, buf).map_err(HeaderError::Io)
 }
 
 /// The magic number and dimensions; returns them with the header's length in bytes.

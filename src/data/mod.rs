@@ -31,6 +31,21 @@ pub fn open_data_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
     })
 }
 
+/// Reads as many bytes as `buf` holds or up to the end; returns how many it got (a header
+/// read that must not ask for more than the header, unlike `read_exact`, says how short it is).
+pub(crate) fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// Reads exactly `expected` bytes from `reader`, never holding more than `expected + 1`:
 /// a stream that ends early or goes on is a size error (path filled in by
 /// [`DataError::at`]) whatever its header claimed, and the buffer grows with what actually

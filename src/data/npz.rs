@@ -230,23 +230,12 @@ fn check_member_size(
     Ok(())
 }
 
-/// Reads as many bytes as `buf` holds or up to the end; returns how many it got.
+/// [`super::read_up_to`], a read failure being a decompression error of the `.npy` header.
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, DataError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(DataError::Gzip {
-                    path: Default::default(),
-                    message: format!("cannot decompress the .npy header: {e}"),
-                });
-            }
-        }
-    }
-    Ok(got)
+    super::read_up_to(r, buf).map_err(|e| DataError::Gzip {
+        path: Default::default(),
+        message: format!("cannot decompress the .npy header: {e}"),
+    })
 }
 
 /// Reads and parses an `.npy` header (format versions 1, 2 and 3); returns it with the
