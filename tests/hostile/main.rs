@@ -12,6 +12,7 @@ mod checkpoints;
 mod data;
 mod diff;
 mod lock;
+mod s2s;
 mod slurm;
 mod spec;
 mod validate;
