@@ -6,26 +6,25 @@
 //!   `model.hidden` size linear -> activation, dropout after the first hidden layer (the
 //!   homework's place for it); a linear layer to the classes; log-softmax. mlp: the same
 //!   without the conv blocks.
-//! - seq2seq: source embedding, bidirectional LSTM encoder, a linear bridge only when
-//!   `decoder_hidden != 2 * encoder_hidden`, target embedding, LSTM decoder, Luong "general"
-//!   attention (a bilinear score and a tanh layer over [context; state]) when enabled, and
-//!   the output projection (only its bias is new when tied to the target embedding).
-//!   LSTMs count both bias vectors, as Candle and PyTorch do: 4H(in + H) + 8H.
+//! - seq2seq: source embedding, bidirectional LSTM encoder, target embedding, LSTM decoder,
+//!   Luong "general" attention (a bilinear score and a tanh layer over [context; state])
+//!   when enabled, and the output projection (only its bias is new when tied to the target
+//!   embedding). The sizes are checked and the variables listed by the model's own
+//!   [`Seq2SeqConfig`] (Candle-free, in [`crate::models::shape`]).
 //!
 //! The conv arithmetic itself is [`crate::models::shape`], which the model also builds from.
 //! Images are as large as the training file's header says (its header only is read), else
-//! taken as 1x28x28; 10 classes (MNIST-family data). Seq2seq vocabularies are counted from
-//! the training file when it is present (distinct characters of the kept pairs plus
-//! [`SPECIAL_TOKENS`]), else [`ASSUMED_CHARS`] characters are assumed.
+//! taken as 1x28x28; 10 classes (MNIST-family data). Seq2seq vocabularies are built from
+//! the training file when it is present, by the code training uses (normalised, kept pairs
+//! plus [`SPECIAL_TOKENS`]), else [`ASSUMED_CHARS`] characters are assumed.
 //!
 //! [`check_runs`] is the part of validation that needs more than the spec: for every run of
 //! the grid, the data headers, the model's layout on them and the select metric.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use crate::data::pairs;
-use crate::models::shape::{ImageInput, conv_shapes};
+use crate::models::shape::{ImageInput, Seq2SeqConfig, Seq2SeqError, conv_shapes};
 use crate::spec::{ModelKind, ModelSpec, Spec};
 
 /// Input of image models assumed when the data is not there: channels, height, width.
@@ -33,7 +32,7 @@ pub const IMAGE_SHAPE: [usize; 3] = [1, 28, 28];
 /// Classes of image models.
 pub const CLASSES: usize = 10;
 /// Tokens every character vocabulary adds: padding, start, end, unknown.
-pub const SPECIAL_TOKENS: usize = 4;
+pub const SPECIAL_TOKENS: usize = crate::data::vocab::N_SPECIAL;
 /// Characters per language assumed when the training file is absent.
 pub const ASSUMED_CHARS: usize = 80;
 
@@ -200,149 +199,137 @@ pub fn image_model(
     Ok(b.finish(format!("input {input} image ({origin}), {CLASSES} classes")))
 }
 
-fn lstm(input: usize, hidden: usize) -> usize {
-    4 * hidden * (input + hidden) + 8 * hidden
+/// The spec key, value and message of a seq2seq size mismatch.
+fn seq2seq_problem(e: &Seq2SeqError, m: &ModelSpec) -> RunProblem {
+    match e {
+        Seq2SeqError::Mismatch {
+            key,
+            value,
+            other_key,
+            other,
+            why,
+        } => RunProblem {
+            key: format!("model.{key}"),
+            value: value.to_string(),
+            message: format!(
+                "must equal {other_key} = {other} (encoder_hidden = {}, decoder_hidden = {}, \
+                 embedding_dim = {}): {why}",
+                m.encoder_hidden, m.decoder_hidden, m.embedding_dim
+            ),
+        },
+    }
 }
 
-/// The seq2seq model for the given vocabularies.
+/// The seq2seq model for the given vocabularies: the variables of
+/// [`Seq2SeqConfig::param_shapes`], the ones training builds, grouped into layers.
 pub fn seq2seq(m: &ModelSpec, vocab: &Vocab) -> Result<ModelShape, InspectError> {
+    let cfg = Seq2SeqConfig::from_spec(m, vocab.source, vocab.target).map_err(|e| {
+        let p = seq2seq_problem(&e, m);
+        InspectError {
+            key: p.key,
+            message: format!("is {}; {}", p.value, p.message),
+        }
+    })?;
     let (e, he, hd) = (m.embedding_dim, m.encoder_hidden, m.decoder_hidden);
     let (vs, vt) = (vocab.source, vocab.target);
     let enc = 2 * he;
+    let n = |prefix: &str| cfg.param_count(prefix);
     let mut b = Builder { layers: Vec::new() };
     b.push(
         "src_embedding",
         format!("embedding {vs}x{e}"),
         format!("Tx{e}"),
-        vs * e,
+        n("encoder.embedding"),
     );
     b.push(
         "encoder.forward",
         format!("lstm {e}->{he}"),
         format!("Tx{he}"),
-        lstm(e, he),
+        n("encoder.lstm."),
     );
     b.push(
         "encoder.backward",
         format!("lstm {e}->{he}"),
         format!("Tx{he}"),
-        lstm(e, he),
+        n("encoder.lstm_reverse."),
     );
     b.push("encoder.concat", "concat directions", format!("Tx{enc}"), 0);
-    if enc != hd {
-        let p = 2 * (enc * hd + hd);
-        b.push(
-            "bridge",
-            format!("linear {enc}->{hd} for h and c"),
-            hd.to_string(),
-            p,
-        );
-    }
     b.push(
         "tgt_embedding",
         format!("embedding {vt}x{e}"),
         format!("Ux{e}"),
-        vt * e,
+        n("decoder.embedding"),
     );
     b.push(
         "decoder",
         format!("lstm {e}->{hd}"),
         format!("Ux{hd}"),
-        lstm(e, hd),
+        n("decoder.lstm."),
     );
     if m.attention == crate::spec::Attention::General {
         b.push(
             "attention.score",
             format!("bilinear {hd}x{enc}"),
             "UxT".to_string(),
-            hd * enc,
+            n("decoder.attn.linear_in."),
         );
         b.push("attention.context", "weighted sum", format!("Ux{enc}"), 0);
         b.push(
             "attention.combine",
             format!("linear {}->{hd}, tanh", hd + enc),
             format!("Ux{hd}"),
-            (hd + enc) * hd + hd,
+            n("decoder.attn.linear_out."),
         );
     }
-    if m.tie_embeddings {
-        if hd != e {
-            return Err(InspectError {
-                key: "model.tie_embeddings".into(),
-                message: format!(
-                    "tying the output projection to the target embedding needs \
-                     decoder_hidden ({hd}) == embedding_dim ({e})"
-                ),
-            });
-        }
-        b.push(
-            "output",
-            format!("linear {hd}->{vt} (weight tied)"),
-            format!("Ux{vt}"),
-            vt,
-        );
+    let tied = if m.tie_embeddings {
+        " (weight tied)"
     } else {
-        b.push(
-            "output",
-            format!("linear {hd}->{vt}"),
-            format!("Ux{vt}"),
-            hd * vt + vt,
-        );
-    }
+        ""
+    };
+    b.push(
+        "output",
+        format!("linear {hd}->{vt}{tied}"),
+        format!("Ux{vt}"),
+        n("generator."),
+    );
     b.push("log_softmax", "log-softmax", format!("Ux{vt}"), 0);
-    Ok(b.finish(format!(
+    let shape = b.finish(format!(
         "source length T, target length U; vocabularies {vs} source and {vt} target tokens ({})",
         vocab.origin
-    )))
+    ));
+    debug_assert_eq!(shape.total, n(""), "a variable of the model is in no layer");
+    Ok(shape)
 }
 
-/// Vocabulary sizes from the training TSV, else the documented assumption.
+/// Vocabulary sizes as training builds them from the training TSV (normalised, filtered
+/// and limited by [`pairs::load_train`], counted by [`pairs::vocabularies`]), else the
+/// documented assumption.
 pub fn vocab_of(spec: &Spec) -> Vocab {
     let path = Path::new(&spec.data.dir).join(&spec.data.train);
-    match count_chars(spec, &path) {
-        Some((s, t)) => Vocab {
-            source: s + SPECIAL_TOKENS,
-            target: t + SPECIAL_TOKENS,
-            origin: format!(
-                "counted in {}, {SPECIAL_TOKENS} special tokens each",
-                path.display()
-            ),
-        },
-        None => Vocab {
-            source: ASSUMED_CHARS + SPECIAL_TOKENS,
-            target: ASSUMED_CHARS + SPECIAL_TOKENS,
-            origin: format!(
-                "assumed: {} not found, {ASSUMED_CHARS} characters + {SPECIAL_TOKENS} special tokens",
-                path.display()
-            ),
-        },
+    let assumed = |why: String| Vocab {
+        source: ASSUMED_CHARS + SPECIAL_TOKENS,
+        target: ASSUMED_CHARS + SPECIAL_TOKENS,
+        origin: format!(
+            "assumed: {why}, {ASSUMED_CHARS} characters + {SPECIAL_TOKENS} special tokens"
+        ),
+    };
+    if !path.exists() {
+        return assumed(format!("{} not found", path.display()));
     }
-}
-
-fn count_chars(spec: &Spec, path: &Path) -> Option<(usize, usize)> {
-    // Only a regular file: a FIFO named as the training file must not hang `inspect`.
-    let (file, len) = crate::data::open_data_file(path).ok()?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::Read::take(file, len), &mut text).ok()?;
-    let d = &spec.data;
-    let (mut src, mut tgt) = (HashSet::new(), HashSet::new());
-    let mut kept = 0usize;
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let (Some(s), Some(t)) = (cols.get(d.source_column), cols.get(d.target_column)) else {
-            continue;
-        };
-        if s.chars().count() >= d.max_len || t.chars().count() >= d.max_len {
-            continue;
+    match pairs::load_train(&spec.data) {
+        Ok(train) => {
+            let (src, tgt) = pairs::vocabularies(&train);
+            Vocab {
+                source: src.len(),
+                target: tgt.len(),
+                origin: format!(
+                    "counted in {}, {SPECIAL_TOKENS} special tokens each",
+                    path.display()
+                ),
+            }
         }
-        src.extend(s.chars());
-        tgt.extend(t.chars());
-        kept += 1;
-        if d.train_limit > 0 && kept >= d.train_limit {
-            break;
-        }
+        Err(e) => assumed(e.to_string()),
     }
-    (kept > 0).then_some((src.len(), tgt.len()))
 }
 
 /// What validation does when a data file is not there.
@@ -458,19 +445,9 @@ fn run_problems(c: &Spec, input: ImageInput) -> Vec<RunProblem> {
         }),
         ModelKind::Mlp => None,
         ModelKind::Seq2seq => {
-            let vocab = Vocab {
-                source: SPECIAL_TOKENS + 1,
-                target: SPECIAL_TOKENS + 1,
-                origin: String::new(),
-            };
-            seq2seq(&c.model, &vocab).err().map(|e| RunProblem {
-                value: match e.key.as_str() {
-                    "model.tie_embeddings" => c.model.tie_embeddings.to_string(),
-                    _ => String::new(),
-                },
-                key: e.key,
-                message: e.message,
-            })
+            Seq2SeqConfig::from_spec(&c.model, SPECIAL_TOKENS + 1, SPECIAL_TOKENS + 1)
+                .err()
+                .map(|e| seq2seq_problem(&e, &c.model))
         }
     };
     out.extend(layout);
@@ -647,5 +624,85 @@ mod tests {
         let dec = 4 * 128 * (128 + 128) + 8 * 128;
         let att = 128 * 128 + (256 * 128 + 128);
         assert_eq!(s.total, 10 * 128 + 2 * enc + 12 * 128 + dec + att + 12);
+    }
+
+    /// On main `inspect` counted the un-normalised characters (`G` and `g` twice) and listed
+    /// a bridge layer the model refuses to build; now both come from training's own code.
+    #[test]
+    fn shipped_q3_specs_count_what_training_builds() {
+        use crate::data::pairs::ParallelData;
+        use crate::models::seq2seq::Seq2Seq;
+        use rand::SeedableRng;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in ["experiments/q3_smoke.toml", "experiments/q3_attention.toml"] {
+            let (_, runs) = crate::spec::load_runs(&root.join(file), &[]).unwrap();
+            assert!(!runs.is_empty());
+            for run in runs {
+                let mut spec = run.config;
+                // q3_attention's full data is not shipped: its model on the shipped pairs.
+                spec.data.dir = root.join("data/spa-eng-mini").display().to_string();
+                spec.data.train = "train-eng-spa.txt".into();
+                spec.data.dev = "val-eng-spa.txt".into();
+                spec.data.test = "test-eng-spa.txt".into();
+                let shape = inspect(&spec).unwrap();
+                let data = ParallelData::load(&spec.data).unwrap();
+                let vocab = vocab_of(&spec);
+                assert_eq!(
+                    (vocab.source, vocab.target),
+                    (data.src_vocab.len(), data.tgt_vocab.len()),
+                    "{file}"
+                );
+                let cfg = Seq2SeqConfig::from_spec(
+                    &spec.model,
+                    data.src_vocab.len(),
+                    data.tgt_vocab.len(),
+                )
+                .unwrap();
+                let model = Seq2Seq::new(
+                    cfg,
+                    &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap();
+                assert_eq!(shape.total, model.params().count(), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn vocabulary_is_counted_after_normalisation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.tsv"), "Go.\tVe.\ngo.\t ve.\n\n").unwrap();
+        let mut spec = Spec::default();
+        spec.model.kind = ModelKind::Seq2seq;
+        spec.data.dir = dir.path().display().to_string();
+        spec.data.train = "train.tsv".into();
+        spec.data.source_column = 1;
+        spec.data.target_column = 0;
+        spec.data.max_len = 0;
+        let v = vocab_of(&spec);
+        // {v, e, .} and {g, o, .}: the capitals are lower-cased, the space stripped.
+        assert_eq!(
+            (v.source, v.target),
+            (3 + SPECIAL_TOKENS, 3 + SPECIAL_TOKENS),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_decoder_the_model_refuses_is_an_error_not_a_bridge() {
+        let m = ModelSpec {
+            kind: ModelKind::Seq2seq,
+            decoder_hidden: 100,
+            ..ModelSpec::default()
+        };
+        let v = Vocab {
+            source: 10,
+            target: 10,
+            origin: "test".into(),
+        };
+        let e = seq2seq(&m, &v).unwrap_err();
+        assert_eq!(e.key, "model.decoder_hidden", "{e}");
+        assert!(e.message.contains("is 100"), "{e}");
     }
 }

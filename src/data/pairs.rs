@@ -205,10 +205,25 @@ pub fn check_files(spec: &DataSpec) -> Result<(), PairsError> {
     Ok(())
 }
 
+/// The training pairs exactly as training keeps them: normalised, filtered by `max_len`,
+/// cut at `train_limit`.
+pub fn load_train(spec: &DataSpec) -> Result<Vec<Pair>, PairsError> {
+    load_split(spec, "train", &spec.train, spec.train_limit)
+}
+
+/// The source and target vocabularies of `train`: the ones training builds (and `inspect`
+/// counts).
+pub fn vocabularies(train: &[Pair]) -> (Vocab, Vocab) {
+    (
+        Vocab::build(train.iter().map(|p| p.source.as_str())),
+        Vocab::build(train.iter().map(|p| p.target.as_str())),
+    )
+}
+
 impl ParallelData {
     /// Reads `data.dir`/{train,dev,test}, filters, limits and encodes them.
     pub fn load(spec: &DataSpec) -> Result<Self, PairsError> {
-        let train = load_split(spec, "train", &spec.train, spec.train_limit)?;
+        let train = load_train(spec)?;
         let dev = load_split(spec, "dev", &spec.dev, spec.test_limit)?;
         let test = load_split(spec, "test", &spec.test, spec.test_limit)?;
         Ok(Self::from_pairs(train, dev, test))
@@ -216,8 +231,7 @@ impl ParallelData {
 
     /// Builds the vocabularies on `train` and encodes all three splits.
     pub fn from_pairs(train: Vec<Pair>, dev: Vec<Pair>, test: Vec<Pair>) -> Self {
-        let src_vocab = Vocab::build(train.iter().map(|p| p.source.as_str()));
-        let tgt_vocab = Vocab::build(train.iter().map(|p| p.target.as_str()));
+        let (src_vocab, tgt_vocab) = vocabularies(&train);
         let encode = |pairs: Vec<Pair>| Split {
             examples: pairs
                 .iter()

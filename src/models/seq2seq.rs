@@ -10,74 +10,11 @@ use super::lstm::{Lstm, Recording, State};
 use super::seeded::{Dropout, Params, maybe_dropout};
 use crate::data::pairs::Batch;
 use crate::data::vocab::{EOS, SOS};
-use crate::spec::{Attention, ModelSpec};
+use crate::spec::Attention;
 use candle_core::{D, DType, Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-/// Why a model spec cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum Seq2SeqError {
-    /// Two sizes that the architecture ties together differ.
-    #[error("model.{key} = {value} must equal {other_key} = {other}: {why}")]
-    Mismatch {
-        key: &'static str,
-        value: usize,
-        other_key: &'static str,
-        other: usize,
-        why: &'static str,
-    },
-}
-
-/// Sizes and options of a [`Seq2Seq`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Seq2SeqConfig {
-    pub src_vocab: usize,
-    pub tgt_vocab: usize,
-    pub embedding_dim: usize,
-    pub encoder_hidden: usize,
-    pub decoder_hidden: usize,
-    pub attention: Attention,
-    pub dropout: f64,
-    pub tie_embeddings: bool,
-}
-
-impl Seq2SeqConfig {
-    /// Reads the seq2seq keys of `[model]` and checks the sizes the architecture ties.
-    pub fn from_spec(
-        m: &ModelSpec,
-        src_vocab: usize,
-        tgt_vocab: usize,
-    ) -> std::result::Result<Self, Seq2SeqError> {
-        if 2 * m.encoder_hidden != m.decoder_hidden {
-            return Err(Seq2SeqError::Mismatch {
-                key: "decoder_hidden",
-                value: m.decoder_hidden,
-                other_key: "2 x encoder_hidden",
-                other: 2 * m.encoder_hidden,
-                why: "the decoder starts from both encoder directions' states concatenated",
-            });
-        }
-        if m.tie_embeddings && m.embedding_dim != m.decoder_hidden {
-            return Err(Seq2SeqError::Mismatch {
-                key: "embedding_dim",
-                value: m.embedding_dim,
-                other_key: "decoder_hidden",
-                other: m.decoder_hidden,
-                why: "tie_embeddings reuses the decoder embedding as output projection",
-            });
-        }
-        Ok(Seq2SeqConfig {
-            src_vocab,
-            tgt_vocab,
-            embedding_dim: m.embedding_dim,
-            encoder_hidden: m.encoder_hidden,
-            decoder_hidden: m.decoder_hidden,
-            attention: m.attention,
-            dropout: m.dropout,
-            tie_embeddings: m.tie_embeddings,
-        })
-    }
-}
+pub use super::shape::{Seq2SeqConfig, Seq2SeqError};
 
 /// A batch moved to the model's device.
 #[derive(Debug, Clone)]
@@ -543,9 +480,40 @@ mod tests {
         Seq2Seq::new(cfg, &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu).unwrap()
     }
 
+    /// `inspect` counts [`Seq2SeqConfig::param_shapes`]; the model must build exactly those.
+    #[test]
+    fn built_variables_are_the_param_shapes() {
+        for (attention, tie) in [
+            (Attention::None, true),
+            (Attention::General, true),
+            (Attention::General, false),
+        ] {
+            let cfg = Seq2SeqConfig {
+                src_vocab: 9,
+                tgt_vocab: 7,
+                embedding_dim: 8,
+                encoder_hidden: 4,
+                decoder_hidden: 8,
+                attention,
+                dropout: 0.0,
+                tie_embeddings: tie,
+            };
+            let m =
+                Seq2Seq::new(cfg.clone(), &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu).unwrap();
+            let built: Vec<(String, Vec<usize>)> = m
+                .params()
+                .named()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+                .collect();
+            assert_eq!(built, cfg.param_shapes(), "{attention:?} tie {tie}");
+            assert_eq!(m.params().count(), cfg.param_count(""));
+        }
+    }
+
     #[test]
     fn spec_sizes_are_checked() {
-        let mut m = ModelSpec::default();
+        let mut m = crate::spec::ModelSpec::default();
         assert!(Seq2SeqConfig::from_spec(&m, 10, 10).is_ok());
         m.decoder_hidden = 100;
         let e = Seq2SeqConfig::from_spec(&m, 10, 10)

@@ -5,8 +5,12 @@
 //! A block is conv (square kernel `k`, stride `s`, symmetric zero padding `p`) -> activation
 //! -> optional max-pool `q` (window and stride `q`, floor): `H' = (H + 2p - k) / s + 1`, then
 //! `H'' = H' / q`.
+//!
+//! The seq2seq model's sizes ([`Seq2SeqConfig`]) live here too: the checks that tie them
+//! together and the variables the model creates, so `inspect` and validation see exactly
+//! the model that training builds.
 
-use crate::spec::{ConvBlock, Padding, PaddingName};
+use crate::spec::{Attention, ConvBlock, ModelSpec, Padding, PaddingName};
 
 /// What an image model gets: channels, rows and columns of one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +167,116 @@ pub fn conv_shapes(blocks: &[ConvBlock], input: ImageInput) -> Result<Vec<BlockS
         out.push(shape);
     }
     Ok(out)
+}
+
+/// Why a model spec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Seq2SeqError {
+    /// Two sizes that the architecture ties together differ.
+    #[error("model.{key} = {value} must equal {other_key} = {other}: {why}")]
+    Mismatch {
+        key: &'static str,
+        value: usize,
+        other_key: &'static str,
+        other: usize,
+        why: &'static str,
+    },
+}
+
+/// Sizes and options of a [`Seq2Seq`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seq2SeqConfig {
+    pub src_vocab: usize,
+    pub tgt_vocab: usize,
+    pub embedding_dim: usize,
+    pub encoder_hidden: usize,
+    pub decoder_hidden: usize,
+    pub attention: Attention,
+    pub dropout: f64,
+    pub tie_embeddings: bool,
+}
+
+impl Seq2SeqConfig {
+    /// Reads the seq2seq keys of `[model]` and checks the sizes the architecture ties.
+    pub fn from_spec(
+        m: &ModelSpec,
+        src_vocab: usize,
+        tgt_vocab: usize,
+    ) -> std::result::Result<Self, Seq2SeqError> {
+        if 2 * m.encoder_hidden != m.decoder_hidden {
+            return Err(Seq2SeqError::Mismatch {
+                key: "decoder_hidden",
+                value: m.decoder_hidden,
+                other_key: "2 x encoder_hidden",
+                other: 2 * m.encoder_hidden,
+                why: "the decoder starts from both encoder directions' states concatenated",
+            });
+        }
+        if m.tie_embeddings && m.embedding_dim != m.decoder_hidden {
+            return Err(Seq2SeqError::Mismatch {
+                key: "embedding_dim",
+                value: m.embedding_dim,
+                other_key: "decoder_hidden",
+                other: m.decoder_hidden,
+                why: "tie_embeddings reuses the decoder embedding as output projection",
+            });
+        }
+        Ok(Seq2SeqConfig {
+            src_vocab,
+            tgt_vocab,
+            embedding_dim: m.embedding_dim,
+            encoder_hidden: m.encoder_hidden,
+            decoder_hidden: m.decoder_hidden,
+            attention: m.attention,
+            dropout: m.dropout,
+            tie_embeddings: m.tie_embeddings,
+        })
+    }
+}
+
+impl Seq2SeqConfig {
+    /// Name and shape of every variable the model creates, in creation order: what
+    /// [`super::seq2seq::Seq2Seq::new`] builds (a test holds them equal) and what `inspect`
+    /// counts.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (e, he, hd) = (self.embedding_dim, self.encoder_hidden, self.decoder_hidden);
+        let lstm = |name: &str, input: usize, hidden: usize| {
+            [
+                ("weight_ih", vec![4 * hidden, input]),
+                ("weight_hh", vec![4 * hidden, hidden]),
+                ("bias_ih", vec![4 * hidden]),
+                ("bias_hh", vec![4 * hidden]),
+            ]
+            .map(|(k, shape)| (format!("{name}.{k}"), shape))
+        };
+        let mut out = vec![("encoder.embedding".to_string(), vec![self.src_vocab, e])];
+        out.extend(lstm("encoder.lstm", e, he));
+        out.extend(lstm("encoder.lstm_reverse", e, he));
+        out.push(("decoder.embedding".into(), vec![self.tgt_vocab, e]));
+        out.extend(lstm("decoder.lstm", e, hd));
+        if self.attention == Attention::General {
+            out.push(("decoder.attn.linear_in.weight".into(), vec![2 * he, hd]));
+            out.push((
+                "decoder.attn.linear_out.weight".into(),
+                vec![hd, hd + 2 * he],
+            ));
+            out.push(("decoder.attn.linear_out.bias".into(), vec![hd]));
+        }
+        if !self.tie_embeddings {
+            out.push(("generator.weight".into(), vec![self.tgt_vocab, hd]));
+        }
+        out.push(("generator.bias".into(), vec![self.tgt_vocab]));
+        out
+    }
+
+    /// Elements of the variables whose names start with `prefix`.
+    pub fn param_count(&self, prefix: &str) -> usize {
+        self.param_shapes()
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum()
+    }
 }
 
 #[cfg(test)]

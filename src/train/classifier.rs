@@ -7,8 +7,8 @@
 //! nothing to redo but the activation figures.
 
 use super::activations::{encode_png, normalise, tile, write_atomically};
-use super::checkpoint::{self, CheckpointState, RngState};
-use super::early_stopping::EarlyStopping;
+use super::checkpoint;
+use super::epoch_end::{EpochEnd, selected};
 use super::optim::{Optimizer, named_vars, scheduled_lr};
 use super::seeding::{Stream, stream_rng};
 use super::{Outcome, RunContext, TrainError, finish, scalar, select_device};
@@ -229,7 +229,7 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
         opt,
         step: 0,
     };
-    let mut early = EarlyStopping::new(&cfg.train.early_stopping, cfg.select.mode);
+    let mut end = EpochEnd::new(ctx, RNG_SCHEME);
     let ck_dir = ctx.run_dir.checkpoints();
     let (mut last_epoch, mut finished) = (0, false);
     if let Some((path, state)) = checkpoint::resume_point(&ck_dir, &ctx.training_id)? {
@@ -244,9 +244,8 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
                 message: e.to_string(),
             })?;
         trainer.step = state.step;
-        early = state.early_stopping;
+        finished = end.resume(&state);
         last_epoch = epoch;
-        finished = state.finished || state.stopped_early;
     }
     let epochs = cfg.train.epochs;
     sink.emit(&RunEvent::Started {
@@ -278,13 +277,16 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
         let epoch_started = Instant::now();
         let dev_eval = evaluate(trainer.model.as_ref(), &dev)?;
         let epoch_seconds = train_seconds + epoch_started.elapsed().as_secs_f64();
-        let metric = match cfg.select.metric.as_str() {
-            "dev/loss" => dev_eval.loss,
-            "train/loss" => train_loss,
-            _ => dev_eval.accuracy,
-        };
-        let decision = early.observe(epoch, metric);
-        let last = epoch == epochs || decision.stop;
+        let metric = selected(
+            &cfg.select.metric,
+            &[
+                ("dev/accuracy", dev_eval.accuracy),
+                ("dev/loss", dev_eval.loss),
+                ("train/loss", train_loss),
+            ],
+        );
+        let verdict = end.decide(epoch, metric);
+        let last = verdict.last;
         let step = trainer.step;
         scalar(sink, epoch, step, "train/loss", train_loss)?;
         scalar(sink, epoch, step, "dev/loss", dev_eval.loss)?;
@@ -303,29 +305,15 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
             scalar(sink, epoch, step, "test/loss", test_eval.loss)?;
             scalar(sink, epoch, step, "test/accuracy", test_eval.accuracy)?;
         }
-        let state = CheckpointState {
-            format: 1,
-            training_id: ctx.training_id.clone(),
+        end.commit(
             epoch,
             step,
-            optimizer_steps: trainer.opt.steps(),
-            metric: metric.is_finite().then_some(metric),
-            early_stopping: early.clone(),
-            stopped_early: decision.stop,
-            finished: last,
-            rng: RngState {
-                seed: cfg.seed,
-                scheme: RNG_SCHEME.into(),
-            },
-        };
-        checkpoint::save(
-            &ck_dir,
+            trainer.opt.steps(),
+            metric,
+            verdict,
             checkpoint::varmap_tensors(&map),
             trainer.opt.state_tensors(),
-            &state,
         )?;
-        let ck = &cfg.train.checkpoint;
-        checkpoint::prune(&ck_dir, ck.keep_last, ck.keep_best, cfg.select.mode)?;
         sink.emit(&RunEvent::EpochEnd { epoch, step })?;
         last_epoch = epoch;
         finished = last;

@@ -9,6 +9,7 @@ pub mod activations;
 pub mod checkpoint;
 pub mod classifier;
 pub mod early_stopping;
+pub mod epoch_end;
 pub mod exact_f64;
 pub mod metrics;
 pub mod optim;

@@ -2,8 +2,8 @@
 //! decoding settings every epoch, test at the end, checkpoints each epoch, and decode-only
 //! evaluation of a model another run trained.
 
-use super::checkpoint::{self, CheckpointState, RngState};
-use super::early_stopping::EarlyStopping;
+use super::checkpoint;
+use super::epoch_end::{EpochEnd, selected};
 use super::metrics::{error_rate, exact_match};
 use super::optim::{Optimizer, scheduled_lr};
 use super::seq2seq_step::StepRunner;
@@ -14,7 +14,7 @@ use crate::events::{EventSink, RunEvent};
 use crate::models::decode::{Hypothesis, decode_examples};
 use crate::models::seeded::Dropout;
 use crate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
-use crate::spec::{DecodeSpec, SelectMode};
+use crate::spec::DecodeSpec;
 use crate::store::{RunDir, RunState};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -24,6 +24,8 @@ use std::time::Instant;
 /// Examples per evaluation batch: larger than training batches because evaluation keeps
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
+/// Name of the generator scheme recorded in checkpoints (see [`rng`]).
+const RNG_SCHEME: &str = "chacha8-stream-per-purpose-and-epoch";
 
 /// Metrics every epoch of a translation run records, which `select.metric` may name
 /// (validation checks it against them); see [`emit_eval`] and the epoch loop.
@@ -143,15 +145,17 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
 
     let ckpt_dir = ctx.run_dir.checkpoints();
     let mut optim = Optimizer::new(&cfg.optimizer, model.params().named().to_vec())?;
-    let (start, mut step) = match checkpoint::resume_point(&ckpt_dir, &ctx.training_id)? {
-        Some((path, state)) => {
-            checkpoint::restore_vars(&path, model.params().named())?;
-            let saved = checkpoint::read_optimizer(&path, &device)?;
-            optim.load_state(&saved, state.optimizer_steps)?;
-            (state.epoch, state.step)
-        }
-        None => (0, 0),
-    };
+    let mut end = EpochEnd::new(ctx, RNG_SCHEME);
+    let (start, mut step, mut finished) =
+        match checkpoint::resume_point(&ckpt_dir, &ctx.training_id)? {
+            Some((path, state)) => {
+                checkpoint::restore_vars(&path, model.params().named())?;
+                let saved = checkpoint::read_optimizer(&path, &device)?;
+                optim.load_state(&saved, state.optimizer_steps)?;
+                (state.epoch, state.step, end.resume(&state))
+            }
+            None => (0, 0, false),
+        };
     let epochs = cfg.train.epochs;
     let batch_size = cfg.train.batch_size.max(1);
     let n_train = data.train.examples.len();
@@ -170,7 +174,11 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
         StepRunner::with_threads(1)
     };
     let mut last_dev = None;
+    let mut last_epoch = start;
     for epoch in start + 1..=epochs {
+        if finished {
+            break;
+        }
         let began = Instant::now();
         let lr = scheduled_lr(&cfg.optimizer, epoch, epochs);
         optim.set_lr(lr);
@@ -200,18 +208,14 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
             window_n += 1;
             let every = cfg.train.log_every;
             if every > 0 && step % every as u64 == 0 {
-                scalar(
-                    sink,
-                    epoch,
-                    step,
-                    "train/batch_loss",
-                    window / window_n as f64,
-                )?;
+                let mean = window / window_n as f64;
+                scalar(sink, epoch, step, "train/running_loss", mean)?;
                 (window, window_n) = (0.0, 0);
             }
         }
         let train_seconds = began.elapsed().as_secs_f64();
-        scalar(sink, epoch, step, "train/loss", sum / tokens.max(1.0))?;
+        let train_loss = sum / tokens.max(1.0);
+        scalar(sink, epoch, step, "train/loss", train_loss)?;
         scalar(sink, epoch, step, "lr", lr)?;
         let dev = evaluate(&model, &data, &data.dev, &cfg.decode)?;
         emit_eval(sink, epoch, step, "dev", &dev)?;
@@ -229,35 +233,37 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
             "time/samples_per_second",
             n_train as f64 / train_seconds.max(1e-9),
         )?;
-        let state = CheckpointState {
-            format: 1,
-            training_id: ctx.training_id.clone(),
-            epoch,
-            step,
-            optimizer_steps: optim.steps(),
-            metric: Some(dev.error_rate).filter(|v| v.is_finite()),
-            early_stopping: EarlyStopping::new(&cfg.train.early_stopping, SelectMode::Min),
-            stopped_early: false,
-            finished: false,
-            rng: RngState {
-                seed: cfg.seed,
-                scheme: "chacha8-stream-per-purpose-and-epoch".into(),
-            },
-        };
+        let metric = selected(
+            &cfg.select.metric,
+            &[
+                ("dev/error_rate", dev.error_rate),
+                ("dev/accuracy", dev.accuracy),
+                ("dev/loss", dev.loss),
+                ("train/loss", train_loss),
+            ],
+        );
+        let verdict = end.decide(epoch, metric);
         let tensors = model
             .params()
             .named()
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        checkpoint::save(&ckpt_dir, tensors, optim.state_tensors(), &state)?;
-        let ck = &cfg.train.checkpoint;
-        // Kept by dev error rate, lower is better, whatever the select metric.
-        checkpoint::prune(&ckpt_dir, ck.keep_last, ck.keep_best, SelectMode::Min)?;
+        end.commit(
+            epoch,
+            step,
+            optim.steps(),
+            metric,
+            verdict,
+            tensors,
+            optim.state_tensors(),
+        )?;
         sink.emit(&RunEvent::EpochEnd { epoch, step })?;
         last_dev = Some(dev);
+        last_epoch = epoch;
+        finished = verdict.last;
     }
-    conclude(ctx, sink, &model, &data, epochs.max(start), step, last_dev)
+    conclude(ctx, sink, &model, &data, last_epoch, step, last_dev)
 }
 
 /// Decode-only run: load the source run's last checkpoint and evaluate it; no training step.
@@ -306,7 +312,7 @@ fn evaluate_reused(
 mod tests {
     use super::*;
     use crate::events::MemorySink;
-    use crate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, Spec};
+    use crate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, SelectMode, Spec};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -375,6 +381,9 @@ mod tests {
         assert!(last < 0.8 * first, "dev error did not fall: {dev:?}");
         let loss = scalars(&sink.events, "train/loss");
         assert!(loss[7].1 < loss[0].1, "{loss:?}");
+        // The running loss has the image runs' tag (main wrote `train/batch_loss`).
+        assert!(!scalars(&sink.events, "train/running_loss").is_empty());
+        assert!(scalars(&sink.events, "train/batch_loss").is_empty());
         assert_eq!(scalars(&sink.events, "test/error_rate").len(), 1);
         assert_eq!(scalars(&sink.events, "test/accuracy").len(), 1);
         // What validation lets `select.metric` name is recorded every epoch.
@@ -436,7 +445,7 @@ mod tests {
                 scalars(&s.events, "train/loss").is_empty(),
                 "a decode-only run trained"
             );
-            assert!(scalars(&s.events, "train/batch_loss").is_empty());
+            assert!(scalars(&s.events, "train/running_loss").is_empty());
             assert!(
                 s.events
                     .iter()
@@ -485,6 +494,68 @@ mod tests {
             let a = scalars(&s1.events, tag);
             assert_eq!(scalars(&s2.events, tag), a[a.len() - 1..].to_vec(), "{tag}");
         }
+    }
+
+    /// On main every epoch built a fresh, never-fed early-stopping policy: all epochs ran.
+    #[test]
+    fn early_stopping_patience_ends_training_and_resume_does_not_retrain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(Attention::None, 6);
+        s.train.early_stopping.patience = 1;
+        // No epoch can beat the first by this much: patience runs out after epoch 2.
+        s.train.early_stopping.min_delta = 10.0;
+        let c = ctx(dir.path(), s);
+        let mut sink = MemorySink::default();
+        assert_eq!(
+            run_seq2seq(&c, &mut sink).unwrap(),
+            Outcome::Done { epoch: 2 }
+        );
+        assert_eq!(scalars(&sink.events, "dev/error_rate").len(), 2);
+        let test = scalars(&sink.events, "test/error_rate");
+        assert_eq!(test.len(), 1);
+        assert_eq!(test[0].0, 2, "test belongs to the last trained epoch");
+        let (_, state) = checkpoint::latest(&c.run_dir.checkpoints(), "t")
+            .unwrap()
+            .unwrap();
+        assert!(state.stopped_early && state.epoch == 2, "{state:?}");
+
+        let mut again = MemorySink::default();
+        assert_eq!(
+            run_seq2seq(&c, &mut again).unwrap(),
+            Outcome::Done { epoch: 2 }
+        );
+        assert!(scalars(&again.events, "train/loss").is_empty(), "retrained");
+    }
+
+    /// On main the kept best checkpoint was always the lowest dev error rate.
+    #[test]
+    fn kept_best_checkpoint_follows_select_metric_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(Attention::None, 4);
+        s.select.metric = "dev/loss".into();
+        s.select.mode = SelectMode::Max;
+        s.train.checkpoint.keep_last = 1;
+        s.train.checkpoint.keep_best = true;
+        let c = ctx(dir.path(), s);
+        let mut sink = MemorySink::default();
+        run_seq2seq(&c, &mut sink).unwrap();
+        let dev_loss = scalars(&sink.events, "dev/loss");
+        let (best_epoch, best) = dev_loss
+            .iter()
+            .copied()
+            .fold(None, |acc: Option<(usize, f64)>, (e, v)| match acc {
+                Some((_, b)) if b >= v => acc,
+                _ => Some((e, v)),
+            })
+            .unwrap();
+        let ck = c.run_dir.checkpoints();
+        let mut kept = checkpoint::list(&ck).unwrap();
+        kept.sort();
+        let mut want = vec![best_epoch, 4];
+        want.dedup();
+        assert_eq!(kept, want, "dev/loss {dev_loss:?}");
+        let state = checkpoint::read_state(&ck.join(checkpoint::dir_name(best_epoch))).unwrap();
+        assert_eq!(state.metric, Some(best), "the checkpoint records dev/loss");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod data;
 mod device;
 mod diff;
 mod lock;
+mod s2s;
 mod slurm;
 mod spec;
 mod validate;
