@@ -2,31 +2,15 @@
 //! than a small multiple of what the file holds whatever its header claims, and accepts
 //! exactly the well-formed files, with their data.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use orchestrate::data::idx::{read_header, read_idx};
 use proptest::prelude::*;
 
+pub use crate::datafiles::{gzip, idx_bytes};
 use crate::harness::{check_bounded, fuzz, peak_alloc, variant};
 use crate::mutate::{Input, edgy, mutated};
-
-/// An IDX file of unsigned bytes with these dimensions and data.
-pub fn idx_bytes(type_code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut b = vec![0, 0, type_code, dims.len() as u8];
-    for d in dims {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.extend_from_slice(data);
-    b
-}
-
-/// `bytes` as one gzip member.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
 
 /// What a well-formed IDX file of unsigned bytes with `ndim` dimensions holds, by the
 /// format's definition; `None` when it is not one.

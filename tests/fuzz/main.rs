@@ -6,6 +6,8 @@
 //! many inputs it tried. Inputs that once broke a reader are kept as plain tests in
 //! `regressions`.
 
+#[path = "../util/datafiles.rs"]
+mod datafiles;
 mod events;
 mod harness;
 mod idx;

@@ -3,52 +3,12 @@
 //! file holds (or what its compressed members can expand to), and a well-formed array
 //! with a supported dtype is read with its values.
 
-use std::io::{Cursor, Write};
-
 use orchestrate::data::npz::{NpyDtype, parse_npy, read_header, read_npz};
 use proptest::prelude::*;
 
+pub use crate::datafiles::{npy, npy_with_header, zip_of};
 use crate::harness::{check_bounded, fuzz, peak_alloc, variant};
 use crate::mutate::{Input, edgy, mutated};
-
-/// A version-1 `.npy` with this header dict text and body, padded as NumPy pads it.
-pub fn npy_with_header(dict: &str, body: &[u8]) -> Vec<u8> {
-    let mut header = dict.to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
-    b.extend_from_slice(body);
-    b
-}
-
-/// A version-1 `.npy` of C-order data.
-pub fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
-    npy_with_header(
-        &format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"),
-        body,
-    )
-}
-
-/// An archive holding `members` (name, bytes), deflated like `np.savez_compressed` or stored
-/// like `np.savez`.
-pub fn zip_of(members: &[(&str, &[u8])], deflate: bool) -> Vec<u8> {
-    let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let method = if deflate {
-        zip::CompressionMethod::Deflated
-    } else {
-        zip::CompressionMethod::Stored
-    };
-    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
-    for (name, bytes) in members {
-        z.start_file(*name, opts).unwrap();
-        z.write_all(bytes).unwrap();
-    }
-    z.finish().unwrap().into_inner()
-}
 
 fn npy_seeds() -> Vec<Vec<u8>> {
     let mut labels = Vec::new();

@@ -3,53 +3,12 @@
 //! files (multi-member gzip, big-endian NumPy labels) are read. The files are written here
 //! byte by byte: no NumPy needed.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::util::datafiles::{gzip, idx, npy, npz};
 use crate::util::{Output, Sandbox};
-
-/// An IDX file of unsigned bytes: magic, one big-endian size per dimension, the values.
-pub fn idx(dims: &[u32], values: &[u8]) -> Vec<u8> {
-    let mut b = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        b.extend_from_slice(&d.to_be_bytes());
-    }
-    b.extend_from_slice(values);
-    b
-}
-
-/// One gzip member holding `bytes`.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
-/// A version-1 `.npy` file as NumPy writes it.
-pub fn npy(descr: &str, shape: &str, body: &[u8]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
-    b.extend_from_slice(body);
-    b
-}
-
-/// An `.npz` archive with `npy` as `arr_0.npy`, compressed like `np.savez_compressed`.
-pub fn npz(npy: &[u8]) -> Vec<u8> {
-    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    z.start_file("arr_0.npy", opts).unwrap();
-    z.write_all(npy).unwrap();
-    z.finish().unwrap().into_inner()
-}
 
 /// Writes binary `bytes` to `rel` in the sandbox.
 pub fn put(sb: &Sandbox, rel: &str, bytes: &[u8]) {

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod datafiles;
 pub mod runs;
 pub mod tb;
 pub mod workdir;
