@@ -441,20 +441,7 @@ mod tests {
     #[test]
     fn a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        // A child that has exited and been reaped: its pid is dead.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let stale = LockInfo {
-            pid: dead,
-            host: hostname(),
-            started: 1,
-        };
-        fs::write(
-            dir.path().join(".lock"),
-            serde_json::to_string(&stale).unwrap(),
-        )
-        .unwrap();
+        let stale = write_stale(dir.path());
         let lock = ExperimentLock::acquire(dir.path()).unwrap();
         assert_eq!(lock.took_over, Some(stale));
     }

@@ -98,13 +98,18 @@ mod tests {
         assert!(ok, "git {args:?} failed");
     }
 
+    /// A fresh repository with an author, for commits.
+    fn init_repo(d: &Path) {
+        git(d, &["init", "-q"]);
+        git(d, &["config", "user.email", "t@example.com"]);
+        git(d, &["config", "user.name", "t"]);
+    }
+
     #[test]
     fn spec_source_names_head_and_notices_edits() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        git(d, &["init", "-q"]);
-        git(d, &["config", "user.email", "t@example.com"]);
-        git(d, &["config", "user.name", "t"]);
+        init_repo(d);
         let spec = d.join("exp.toml");
         std::fs::write(&spec, "name = \"x\"\n").unwrap();
         git(d, &["add", "exp.toml"]);
@@ -120,9 +125,7 @@ mod tests {
     fn a_spec_name_with_pattern_characters_matches_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        git(d, &["init", "-q"]);
-        git(d, &["config", "user.email", "t@example.com"]);
-        git(d, &["config", "user.name", "t"]);
+        init_repo(d);
         for name in ["e*.toml", ":(top)x.toml"] {
             let spec = d.join(name);
             std::fs::write(&spec, "name = \"x\"\n").unwrap();
