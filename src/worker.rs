@@ -199,7 +199,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
     let previous = store::read_status(&run_dir)?;
     let attempt = env
         .attempt
-        .unwrap_or_else(|| previous.as_ref().map_or(0, |s| s.attempts) + 1);
+        .unwrap_or_else(|| RunStatus::next_attempt(previous.as_ref()));
     let last_epoch = previous.as_ref().map_or(0, |s| s.epoch);
     let pid = std::process::id();
     store::write_status(
@@ -272,7 +272,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
     println!(
         "orchestrate worker: run {} {} at epoch {epoch}{}",
         plan.id,
-        state_word(state),
+        state.word(),
         message
             .as_ref()
             .map(|m| format!(": {m}"))
@@ -290,18 +290,6 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         },
     )?;
     Ok(exit)
-}
-
-/// The lower-case word for a state, as status files spell it.
-pub fn state_word(state: RunState) -> &'static str {
-    match state {
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Done => "done",
-        RunState::Failed => "failed",
-        RunState::Diverged => "diverged",
-        RunState::Cancelled => "cancelled",
-    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

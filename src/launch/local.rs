@@ -248,7 +248,7 @@ fn spawn(
     parent: u32,
 ) -> Result<(Active, LaunchEvent), LaunchError> {
     let prev = store::read_status(&r.dir)?;
-    let attempt = prev.as_ref().map_or(0, |s| s.attempts) + 1;
+    let attempt = RunStatus::next_attempt(prev.as_ref());
     // The epoch the worker will resume from, decided as the worker decides it.
     let resumed_from = store::checkpoints::newest_complete(&r.dir.checkpoints())?;
     let device_name = match device {

@@ -22,7 +22,7 @@ use super::slurm::{
 };
 use super::tail::RunFollower;
 use crate::spec::SlurmSpec;
-use crate::store::{self, RunState, StoreError};
+use crate::store::{self, RunState, RunStatus, StoreError};
 use crate::worker::vars;
 
 /// The Slurm settings and worker command one launch uses.
@@ -330,10 +330,8 @@ impl SlurmProgress for Follow<'_> {
             // The last records and epochs of the attempt, before its verdict.
             f.poll(r, self.reporter);
         }
-        let attempt = store::read_status(&r.dir)
-            .ok()
-            .flatten()
-            .map_or(1, |s| s.attempts.max(1));
+        let attempt =
+            RunStatus::current_attempt(store::read_status(&r.dir).ok().flatten().as_ref());
         self.reporter.report(&LaunchEvent::RunFinished {
             run_id: r.plan.id.clone(),
             name: r.plan.name.clone(),

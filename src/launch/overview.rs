@@ -8,7 +8,6 @@ use serde::Serialize;
 use crate::sinks::metrics::read_records;
 use crate::store::lock::pid_alive;
 use crate::store::{self, RunDir, RunState, StoreError};
-use crate::worker::state_word;
 
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +139,7 @@ pub fn render(rows: &[RunView]) -> String {
             (None, _) if r.unreadable.is_some() => "unreadable".into(),
             (None, _) => "not started".into(),
             (Some(_), true) => "interrupted".into(),
-            (Some(s), false) => state_word(s).to_string(),
+            (Some(s), false) => s.word().to_string(),
         };
         let metric = r
             .value

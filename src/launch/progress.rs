@@ -11,7 +11,6 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::events::LaunchEvent;
-use crate::worker::state_word;
 
 /// A consumer of launch events.
 pub trait Reporter {
@@ -108,7 +107,7 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
             name,
             state,
         } => {
-            format!("skip   {name} ({run_id}): already {}", state_word(*state))
+            format!("skip   {name} ({run_id}): already {}", state.word())
         }
         LaunchEvent::RunStarted {
             run_id,
@@ -162,7 +161,7 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
             let retry = if *retry { "; retrying" } else { "" };
             format!(
                 "{:<6} {name} ({run_id}) attempt {attempt}{msg}{retry}",
-                state_word(*state)
+                state.word()
             )
         }
         LaunchEvent::SlurmSubmitted {

@@ -23,6 +23,24 @@ impl RunState {
     pub fn is_final(self) -> bool {
         matches!(self, RunState::Done | RunState::Diverged)
     }
+
+    /// The lower-case word status files, progress lines and tables spell the state with.
+    pub fn word(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+            RunState::Diverged => "diverged",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
 }
 
 /// Contents of `status.json`.
@@ -39,6 +57,20 @@ pub struct RunStatus {
     /// Process id of the worker while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+}
+
+impl RunStatus {
+    /// The number of the attempt that starts after `previous` (the run's `status.json`, if
+    /// any): one more than the attempts it records, 1 for a run never started. The one rule
+    /// for attempt numbers; launchers, workers and reports all call it.
+    pub fn next_attempt(previous: Option<&RunStatus>) -> u32 {
+        previous.map_or(0, |s| s.attempts) + 1
+    }
+
+    /// The attempt `status` describes (a record always names at least the first).
+    pub fn current_attempt(status: Option<&RunStatus>) -> u32 {
+        status.map_or(1, |s| s.attempts.max(1))
+    }
 }
 
 /// One line of `metrics.jsonl`: a scalar at a global step.
@@ -67,4 +99,36 @@ pub struct PlanRecord {
     pub name: String,
     /// The grid values this run sets, by dotted key.
     pub varied: BTreeMap<String, toml::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(attempts: u32) -> RunStatus {
+        RunStatus {
+            state: RunState::Failed,
+            attempts,
+            epoch: 0,
+            message: None,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn the_next_attempt_follows_the_recorded_ones() {
+        assert_eq!(RunStatus::next_attempt(None), 1);
+        assert_eq!(RunStatus::next_attempt(Some(&status(2))), 3);
+        assert_eq!(RunStatus::current_attempt(None), 1);
+        assert_eq!(RunStatus::current_attempt(Some(&status(0))), 1);
+        assert_eq!(RunStatus::current_attempt(Some(&status(2))), 2);
+    }
+
+    #[test]
+    fn a_state_displays_as_its_status_file_word() {
+        for s in [RunState::Queued, RunState::Diverged, RunState::Cancelled] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json.trim_matches('"'), s.to_string());
+        }
+    }
 }

@@ -39,11 +39,12 @@ pub fn exclusion_reason(c: &Candidate, metric: &str) -> Option<String> {
     match c.state {
         None => return Some("never started (no status.json)".into()),
         Some(RunState::Done) => {}
-        Some(RunState::Failed) => return Some("failed".into()),
-        Some(RunState::Diverged) => return Some("diverged".into()),
-        Some(RunState::Cancelled) => return Some("cancelled".into()),
-        Some(RunState::Queued) => return Some("incomplete (queued)".into()),
-        Some(RunState::Running) => return Some("incomplete (running)".into()),
+        Some(s @ (RunState::Failed | RunState::Diverged | RunState::Cancelled)) => {
+            return Some(s.word().into());
+        }
+        Some(s @ (RunState::Queued | RunState::Running)) => {
+            return Some(format!("incomplete ({s})"));
+        }
     }
     match c.score {
         None => Some(format!("no finite {metric} recorded")),

@@ -168,7 +168,7 @@ fn attempt_of(run_dir: &RunDir) -> u32 {
     std::fs::read(run_dir.status())
         .ok()
         .and_then(|b| serde_json::from_slice::<RunStatus>(&b).ok())
-        .map_or(1, |s| s.attempts.max(1))
+        .map_or(1, |s| RunStatus::current_attempt(Some(&s)))
 }
 
 fn check_config(ctx: &RunContext) -> Result<(), TrainError> {
