@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::sinks::metrics::read_records;
 use crate::store::lock::pid_alive;
+use crate::store::metrics::read_records;
 use crate::store::{self, RunDir, RunState, StoreError};
 
 /// One row of the table.

@@ -266,13 +266,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
 
 /// A run state as written in `status.json`; `never started` without one.
 pub fn state_name(state: Option<RunState>) -> String {
-    match state {
-        None => "never started".into(),
-        Some(s) => serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{s:?}")),
-    }
+    state.map_or_else(|| "never started".into(), |s| s.to_string())
 }
 
 /// A varied value for people: strings without quotes, `-` when absent.
