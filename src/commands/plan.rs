@@ -155,14 +155,18 @@ fn is_finished(runs_dir: &Path, experiment: &str, run: &RunPlan) -> bool {
         .is_some_and(|s| s.state.is_final())
 }
 
-/// `new` when the run directory has no status yet, else its state.
+/// `new` when the run directory has no status yet, else its state (`damaged` for a finished
+/// run whose records no longer match its final status).
 fn state_of(runs_dir: &Path, experiment: &str, run: &RunPlan) -> String {
     let dir = RunDir::new(runs_dir, experiment, &run.id);
     match crate::store::read_status(&dir) {
         Ok(None) => "new".into(),
         Err(_) => "unreadable status.json".into(),
         Ok(Some(s)) => {
-            let state = s.state.to_string();
+            let state = match crate::store::check_finished(&dir) {
+                Ok(()) => s.state.to_string(),
+                Err(_) => "damaged".into(),
+            };
             if s.epoch > 0 {
                 format!("{state} (epoch {})", s.epoch)
             } else {

@@ -37,6 +37,9 @@ pub struct RunEntry {
     pub name: String,
     pub index: usize,
     pub state: Option<RunState>,
+    /// Why a finished run's records are damaged; such a run is set apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
     pub attempts: u32,
     pub varied: BTreeMap<String, serde_json::Value>,
     pub metrics: MetricsSection,
@@ -79,6 +82,7 @@ impl ExperimentSummary {
                 id: r.run.id.clone(),
                 state: r.run.state,
                 score: r.metrics.best.map(|n| n.get()),
+                damaged: r.run.damaged.clone(),
             })
             .collect();
         let ranking = rank(&candidates, &select.metric, select.mode);
@@ -257,6 +261,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
         name: s.run.name.clone(),
         index: s.run.index,
         state: s.run.state,
+        damaged: s.run.damaged.clone(),
         attempts: s.run.attempts,
         varied: s.varied.clone(),
         metrics: s.metrics.clone(),

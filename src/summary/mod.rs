@@ -107,7 +107,8 @@ pub fn summarize_experiment_with(
     options: &SummaryOptions,
 ) -> Result<ExperimentSummary, SummaryError> {
     let (summary, runs) = collect_experiment(exp_dir, select, options)?;
-    for r in &runs {
+    // A damaged run keeps the summary it had while its records were whole.
+    for r in runs.iter().filter(|r| r.summary.run.damaged.is_none()) {
         let path = crate::store::RunDir::at(&r.dir).summary();
         write_json(&path, &r.summary)?;
     }

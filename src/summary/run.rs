@@ -37,6 +37,10 @@ pub struct RunInfo {
     pub epoch: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the finished run's records no longer match its final status
+    /// ([`crate::store::check_finished`]); such a run never wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Values of every tag at one epoch, keyed by tag.
@@ -109,6 +113,9 @@ pub fn is_run_dir(dir: &Path) -> bool {
 }
 
 /// Reads one run directory; `select` decides the best epoch.
+///
+/// A damaged run ([`store::check_finished`]) is read without its metrics: what is left of
+/// them is not what the run produced.
 pub fn load_run(
     dir: &Path,
     select: &SelectSpec,
@@ -119,7 +126,11 @@ pub fn load_run(
     let plan = read_plan(&rd)?;
     let status = store::read_status(&rd)?;
     let runtime = store::read_runtime(&rd)?;
-    let records = store::metrics::read_records(&rd.metrics())?;
+    let damaged = store::check_finished(&rd).err();
+    let records = match &damaged {
+        Some(_) => Vec::new(),
+        None => store::metrics::read_records(&rd.metrics())?,
+    };
     let (metrics, timings) = fold_metrics(&records, select);
     let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
         path: rd.config(),
@@ -141,6 +152,7 @@ pub fn load_run(
             attempts: status.as_ref().map_or(0, |s| s.attempts),
             epoch: status.as_ref().map_or(0, |s| s.epoch),
             message: status.and_then(|s| s.message),
+            damaged: damaged.map(|d| d.short()),
         },
         varied,
         config,
