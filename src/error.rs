@@ -20,6 +20,9 @@ pub mod exit {
     pub const DATA: i32 = 4;
     /// Runtime trouble: I/O, a lock held by another orchestrator, a worker that cannot start.
     pub const RUNTIME: i32 = 5;
+    /// `run` found finished runs whose records no longer match their final status
+    /// (truncated, emptied, deleted or edited `metrics.jsonl`); no summary was rewritten.
+    pub const DAMAGED: i32 = 6;
     /// Interrupted by Ctrl-C (SIGINT) or SIGTERM; state on disk is resumable.
     pub const INTERRUPTED: i32 = 130;
 }

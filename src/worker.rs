@@ -279,7 +279,8 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             .unwrap_or_default()
     );
     let _ = std::io::stdout().flush();
-    store::write_status(
+    // The final status of a finished run carries the integrity of its metrics.
+    store::write_final_status(
         &run_dir,
         &RunStatus {
             state,

@@ -35,7 +35,11 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         let (exp, _) = summary::load_experiment(&dir)?;
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         for r in exp.all_runs() {
-            *states.entry(state_name(r.state)).or_default() += 1;
+            let state = match r.damaged {
+                Some(_) => "damaged".into(),
+                None => state_name(r.state),
+            };
+            *states.entry(state).or_default() += 1;
         }
         let total: usize = states.values().sum();
         let counts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();

@@ -13,7 +13,7 @@ use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
 use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
 use crate::spec::schema::fmt_value;
 use crate::spec::{Backend, SpecArgs};
-use crate::store::{RunDir, RunStatus};
+use crate::store::RunDir;
 
 /// Arguments of `orchestrate plan`.
 #[derive(Debug, clap::Args)]
@@ -155,25 +155,24 @@ fn is_finished(runs_dir: &Path, experiment: &str, run: &RunPlan) -> bool {
         .is_some_and(|s| s.state.is_final())
 }
 
-/// `new` when the run directory has no status yet, else its state.
+/// `new` when the run directory has no status yet, else its state (`damaged` for a finished
+/// run whose records no longer match its final status).
 fn state_of(runs_dir: &Path, experiment: &str, run: &RunPlan) -> String {
-    let path = RunDir::new(runs_dir, experiment, &run.id).status();
-    match std::fs::read_to_string(&path) {
-        Err(_) => "new".into(),
-        Ok(text) => match serde_json::from_str::<RunStatus>(&text) {
-            Ok(s) => {
-                let state = serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                if s.epoch > 0 {
-                    format!("{state} (epoch {})", s.epoch)
-                } else {
-                    state
-                }
+    let dir = RunDir::new(runs_dir, experiment, &run.id);
+    match crate::store::read_status(&dir) {
+        Ok(None) => "new".into(),
+        Err(_) => "unreadable status.json".into(),
+        Ok(Some(s)) => {
+            let state = match crate::store::check_finished(&dir) {
+                Ok(()) => s.state.to_string(),
+                Err(_) => "damaged".into(),
+            };
+            if s.epoch > 0 {
+                format!("{state} (epoch {})", s.epoch)
+            } else {
+                state
             }
-            Err(_) => "unreadable status.json".into(),
-        },
+        }
     }
 }
 

@@ -316,7 +316,8 @@ fn run_slurm(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
 }
 
 /// The end of a launch, the same for every backend: the verdict over every run of the grid
-/// (including those finished before), the summary, the winner line.
+/// (including those finished before), the summary, the winner line; or, when a finished run's
+/// records are damaged, one line per such run and [`exit::DAMAGED`].
 fn finish(args: &Args, spec: &Spec, p: Prepared) -> Result<i32, Error> {
     let Prepared {
         exp,
@@ -324,6 +325,22 @@ fn finish(args: &Args, spec: &Spec, p: Prepared) -> Result<i32, Error> {
         runs,
         mut rep,
     } = p;
+    // Summarising what is left of a damaged run could crown another winner: report, keep
+    // every summary as it is, and let `--rerun` decide.
+    let damaged: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.damage().map(|d| (r, d)))
+        .collect();
+    if !damaged.is_empty() {
+        for (r, d) in &damaged {
+            eprintln!(
+                "damaged: {} ({}): {d}; retrain with --rerun {}",
+                r.plan.name, r.plan.id, r.plan.name
+            );
+        }
+        drop(lock);
+        return Ok(exit::DAMAGED);
+    }
     let all_done = runs.iter().all(|r| {
         crate::store::read_status(&r.dir)
             .ok()

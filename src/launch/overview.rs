@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::sinks::metrics::read_records;
 use crate::store::lock::pid_alive;
+use crate::store::metrics::read_records;
 use crate::store::{self, RunDir, RunState, StoreError};
 
 /// One row of the table.
@@ -30,6 +30,10 @@ pub struct RunView {
     /// without a readable status its state is unknown, not "not started".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+    /// Why a finished run's records no longer match its final status
+    /// ([`store::check_finished`]); the table shows its state as `damaged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Reads every run directory under `exp_dir`; `planned` (index, id, name, epochs, metric)
@@ -99,6 +103,7 @@ pub fn collect(
             value,
             message: status.and_then(|s| s.message),
             unreadable,
+            damaged: store::check_finished(&run).err().map(|d| d.short()),
         });
     }
     for (index, id, name, epochs, metric) in planned {
@@ -116,6 +121,7 @@ pub fn collect(
                 value: None,
                 message: None,
                 unreadable: None,
+                damaged: None,
             });
         }
     }
@@ -139,6 +145,7 @@ pub fn render(rows: &[RunView]) -> String {
             (None, _) if r.unreadable.is_some() => "unreadable".into(),
             (None, _) => "not started".into(),
             (Some(_), true) => "interrupted".into(),
+            (Some(_), false) if r.damaged.is_some() => "damaged".into(),
             (Some(s), false) => s.word().to_string(),
         };
         let metric = r
@@ -150,7 +157,10 @@ pub fn render(rows: &[RunView]) -> String {
             u.split_once(&format!("/{}/", r.id))
                 .map_or(u.clone(), |(_, rest)| rest.to_string())
         });
-        let mut note = short.or_else(|| r.message.clone()).unwrap_or_default();
+        let mut note = short
+            .or_else(|| r.damaged.clone())
+            .or_else(|| r.message.clone())
+            .unwrap_or_default();
         if note.chars().count() > 60 {
             note = note.chars().take(57).collect::<String>() + "...";
         }
@@ -185,10 +195,16 @@ pub fn render(rows: &[RunView]) -> String {
         out.push('\n');
     }
     let count = |s: RunState| rows.iter().filter(|r| r.state == Some(s)).count();
+    let damaged = rows.iter().filter(|r| r.damaged.is_some()).count();
     out.push_str(&format!(
-        "{} run(s): {} done, {} running, {} queued, {} failed, {} diverged, {} cancelled",
+        "{} run(s): {} done{}, {} running, {} queued, {} failed, {} diverged, {} cancelled",
         rows.len(),
         count(RunState::Done),
+        if damaged > 0 {
+            format!(" ({damaged} damaged)")
+        } else {
+            String::new()
+        },
         count(RunState::Running),
         count(RunState::Queued)
             + rows
@@ -203,6 +219,7 @@ pub fn render(rows: &[RunView]) -> String {
     if unreadable > 0 {
         out.push_str(&format!(", {unreadable} unreadable"));
     }
+
     out.push('\n');
     out
 }
@@ -228,6 +245,7 @@ mod tests {
                     value,
                     message: message.map(Into::into),
                     unreadable: None,
+                    damaged: None,
                 }
             };
         let rows = vec![

@@ -4,6 +4,8 @@
 //! unless it already has them: a finished run's files are never overwritten, and a run
 //! directory whose config differs from the plan's is an error (its hash says it should not).
 //! `--rerun` resets one run (status, checkpoints, metrics, TensorBoard, artifacts) and no other.
+//! A finished run whose records are damaged ([`store::check_finished`]) stays finished: it is
+//! neither retrained nor re-summarised until `--rerun` names it.
 
 use std::fs;
 use std::io;
@@ -12,7 +14,7 @@ use std::path::Path;
 use super::LaunchError;
 use crate::grid::RunPlan;
 use crate::spec::{LaunchSpec, Spec};
-use crate::store::{self, PlanRecord, RunDir, RunState, RunStatus, StoreError};
+use crate::store::{self, Damage, PlanRecord, RunDir, RunState, RunStatus, StoreError};
 
 /// A run of the plan, ready to schedule or already finished.
 #[derive(Debug, Clone)]
@@ -30,6 +32,11 @@ impl PreparedRun {
     /// Whether a plain `run` starts this run (it is not done or diverged).
     pub fn needs_running(&self) -> bool {
         !self.state.is_final()
+    }
+
+    /// What is wrong with a finished run's records, if anything.
+    pub fn damage(&self) -> Option<Damage> {
+        store::check_finished(&self.dir).err()
     }
 }
 

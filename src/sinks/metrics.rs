@@ -4,13 +4,15 @@
 //! buffer), so the orchestrator can tail it live; `EpochEnd` and `Finished` fsync it.
 //! When an attempt starts from the checkpoint of epoch k, records after that checkpoint are
 //! dropped (the file is rewritten atomically), so a resumed run holds no duplicate points.
+//! The line format and the parser are the store's ([`crate::store::metrics`]).
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::events::{EventSink, RunEvent, SinkError};
+use crate::store::metrics::{line, read_records};
 use crate::store::{MetricRecord, write_atomic};
 
 /// Writes a run's `metrics.jsonl`.
@@ -35,7 +37,8 @@ impl MetricsFile {
 
     /// Keeps the records of epochs up to `resumed_from` and opens the file for appending.
     fn start(&mut self, resumed_from: usize) -> io::Result<()> {
-        let kept = read_records(&self.path)?
+        let kept = read_records(&self.path)
+            .map_err(io::Error::other)?
             .into_iter()
             .filter(|r| resumed_from > 0 && r.epoch <= resumed_from)
             .collect::<Vec<_>>();
@@ -105,46 +108,10 @@ impl EventSink for MetricsFile {
     }
 }
 
-fn line(r: &MetricRecord) -> String {
-    // Serialising a plain struct of numbers and a string cannot fail; NaN becomes null,
-    // which the reader maps back to NaN.
-    let mut s = serde_json::to_string(r).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// Reads every whole, well-formed record of a metrics file (a torn last line, left by a
-/// killed worker, is skipped). A missing file has no records.
-pub fn read_records(path: &Path) -> io::Result<Vec<MetricRecord>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(text.lines().filter_map(parse_line).collect())
-}
-
-/// Parses one line of `metrics.jsonl`; `None` for a torn or foreign line.
-pub fn parse_line(line: &str) -> Option<MetricRecord> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        epoch: usize,
-        step: u64,
-        tag: String,
-        value: Option<f64>,
-    }
-    let raw: Raw = serde_json::from_str(line).ok()?;
-    Some(MetricRecord {
-        epoch: raw.epoch,
-        step: raw.step,
-        tag: raw.tag,
-        value: raw.value.unwrap_or(f64::NAN),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn started(k: usize) -> RunEvent {
         RunEvent::Started {

@@ -2,22 +2,28 @@
 //!
 //! The run directory is the only interface between the orchestrator and a worker: a worker
 //! reads `config.toml` and writes everything else; `status`, `summary` and the launchers
-//! only read.
+//! only read. Every record is opened here: the other modules call these readers and writers.
 
 pub mod atomic;
 pub mod checkpoints;
 pub mod files;
+pub mod integrity;
 pub mod lock;
+pub mod metrics;
 pub mod records;
 pub mod runtime;
+pub mod slurm_exit;
 
 pub use atomic::write_atomic;
 pub use files::{
     StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
 };
+pub use integrity::{Damage, check_finished, write_final_status};
 pub use lock::ExperimentLock;
+pub use metrics::{MetricsIntegrity, MetricsTail};
 pub use records::*;
 pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
+pub use slurm_exit::{SLURM_EXIT_FILE, SlurmExitRecord, read_slurm_exit};
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +67,10 @@ impl RunDir {
     /// Append-only JSON lines of [`MetricRecord`].
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
+    }
+    /// `slurm_exit.json`: the worker's exit code as the Slurm batch script recorded it.
+    pub fn slurm_exit(&self) -> PathBuf {
+        self.root.join(slurm_exit::SLURM_EXIT_FILE)
     }
     /// Worker stdout and stderr.
     pub fn log(&self) -> PathBuf {

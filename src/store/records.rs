@@ -1,4 +1,4 @@
-//! Serialized records of a run: its status and its metric stream.
+//! Serialized records of a run: its status, its plan and one metric of its stream.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -94,10 +94,14 @@ pub struct PlanRecord {
     /// 12-hex hash of the canonical config; names the run directory.
     pub id: String,
     /// Hash without `decode`/`select`: runs sharing it can share one training.
+    // Defaults: plan files of early versions lack these three.
+    #[serde(default)]
     pub training_id: String,
     /// Readable name, e.g. `lr=0.001`.
+    #[serde(default)]
     pub name: String,
     /// The grid values this run sets, by dotted key.
+    #[serde(default)]
     pub varied: BTreeMap<String, toml::Value>,
 }
 

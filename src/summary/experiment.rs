@@ -37,6 +37,9 @@ pub struct RunEntry {
     pub name: String,
     pub index: usize,
     pub state: Option<RunState>,
+    /// Why a finished run's records are damaged; such a run is set apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
     pub attempts: u32,
     pub varied: BTreeMap<String, serde_json::Value>,
     pub metrics: MetricsSection,
@@ -79,6 +82,7 @@ impl ExperimentSummary {
                 id: r.run.id.clone(),
                 state: r.run.state,
                 score: r.metrics.best.map(|n| n.get()),
+                damaged: r.run.damaged.clone(),
             })
             .collect();
         let ranking = rank(&candidates, &select.metric, select.mode);
@@ -257,6 +261,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
         name: s.run.name.clone(),
         index: s.run.index,
         state: s.run.state,
+        damaged: s.run.damaged.clone(),
         attempts: s.run.attempts,
         varied: s.varied.clone(),
         metrics: s.metrics.clone(),
@@ -266,13 +271,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
 
 /// A run state as written in `status.json`; `never started` without one.
 pub fn state_name(state: Option<RunState>) -> String {
-    match state {
-        None => "never started".into(),
-        Some(s) => serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{s:?}")),
-    }
+    state.map_or_else(|| "never started".into(), |s| s.to_string())
 }
 
 /// A varied value for people: strings without quotes, `-` when absent.

@@ -1,7 +1,7 @@
 //! Run and experiment summaries, selection of the winner, `diff` and `report` figures.
 //!
 //! This module only reads run directories (`config.toml`, `plan.json`, `status.json`,
-//! `metrics.jsonl`) and never trains. [`summarize_experiment`] writes each run's `summary.json`
+//! `runtime.json`, `metrics.jsonl`), through the store's readers, and never trains. [`summarize_experiment`] writes each run's `summary.json`
 //! and the experiment's `summary.json` and `summary.md`; [`collect_experiment`] computes the
 //! same without writing, for the read-only commands (`best`, `diff`, `report`, `ls`).
 
@@ -71,6 +71,19 @@ impl SummaryError {
     }
 }
 
+impl From<crate::store::StoreError> for SummaryError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Io { path, source } | StoreError::RunsDir { path, source } => {
+                SummaryError::Read { path, source }
+            }
+            StoreError::Corrupt { path, message } => SummaryError::Parse { path, message },
+            e @ StoreError::Locked { .. } => SummaryError::Usage(e.to_string()),
+        }
+    }
+}
+
 /// Extra facts a summary records that the run directory does not hold.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryOptions {
@@ -94,7 +107,8 @@ pub fn summarize_experiment_with(
     options: &SummaryOptions,
 ) -> Result<ExperimentSummary, SummaryError> {
     let (summary, runs) = collect_experiment(exp_dir, select, options)?;
-    for r in &runs {
+    // A damaged run keeps the summary it had while its records were whole.
+    for r in runs.iter().filter(|r| r.summary.run.damaged.is_none()) {
         let path = crate::store::RunDir::at(&r.dir).summary();
         write_json(&path, &r.summary)?;
     }
@@ -156,9 +170,9 @@ pub fn experiment_select(exp_dir: &Path) -> Result<SelectSpec, SummaryError> {
     let mut first: Option<(usize, SelectSpec)> = None;
     for dir in run_dirs(exp_dir)? {
         let rd = crate::store::RunDir::at(&dir);
-        let plan: run::PlanFile = run::read_json(&rd.plan())?;
+        let plan = run::read_plan(&rd)?;
         if first.as_ref().is_none_or(|(i, _)| plan.index < *i) {
-            let spec = run::read_config(&rd.config())?;
+            let spec = run::read_config(&rd)?;
             first = Some((plan.index, spec.select));
         }
     }

@@ -6,7 +6,7 @@
 //! metrics therefore write the same bytes, and a diverged run's NaN survives a round trip instead
 //! of turning into `null`.
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::Deserializer;
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -69,40 +69,10 @@ impl Serialize for Num {
     }
 }
 
+/// Reads every spelling the run records use ([`crate::store::metrics::MetricValue`]).
 impl<'de> serde::Deserialize<'de> for Num {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NumVisitor)
-    }
-}
-
-struct NumVisitor;
-
-impl<'de> Visitor<'de> for NumVisitor {
-    type Value = Num;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number, \"NaN\", \"inf\", \"-inf\" or null")
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
-        Ok(Num(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
-        Ok(Num(v as f64))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
-        Ok(Num(v as f64))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Num, E> {
-        match v {
-            "NaN" | "nan" => Ok(Num(f64::NAN)),
-            "inf" | "+inf" | "Infinity" => Ok(Num(f64::INFINITY)),
-            "-inf" | "-Infinity" => Ok(Num(f64::NEG_INFINITY)),
-            _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-        }
-    }
-    /// `serde_json` writes a NaN `f64` as `null`; a metrics stream written that way still reads.
-    fn visit_unit<E: de::Error>(self) -> Result<Num, E> {
-        Ok(Num(f64::NAN))
+        crate::store::metrics::MetricValue::deserialize(d).map(|v| Num(v.0))
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::num::Num;
 use super::{SummaryError, git};
 use crate::spec::{SelectMode, SelectSpec, Spec};
-use crate::store::{RunDir, RunState, RunStatus, StoreError};
+use crate::store::{self, MetricRecord, PlanRecord, RunDir, RunState};
 
 /// Version of the Candle crates this binary was built with (checked against Cargo.lock).
 pub const CANDLE_VERSION: &str = "0.11.1";
@@ -22,19 +22,6 @@ pub const CANDLE_VERSION: &str = "0.11.1";
 pub const TIMING_PREFIX: &str = "time/";
 /// Tags under this prefix are logged once, at the end of a run.
 pub const TEST_PREFIX: &str = "test/";
-
-/// `plan.json`, written by the orchestrator before the run starts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanFile {
-    pub index: usize,
-    pub id: String,
-    #[serde(default)]
-    pub training_id: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub varied: BTreeMap<String, serde_json::Value>,
-}
 
 /// Identity and lifecycle of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +37,10 @@ pub struct RunInfo {
     pub epoch: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the finished run's records no longer match its final status
+    /// ([`crate::store::check_finished`]); such a run never wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Values of every tag at one epoch, keyed by tag.
@@ -122,32 +113,35 @@ pub fn is_run_dir(dir: &Path) -> bool {
 }
 
 /// Reads one run directory; `select` decides the best epoch.
+///
+/// A damaged run ([`store::check_finished`]) is read without its metrics: what is left of
+/// them is not what the run produced.
 pub fn load_run(
     dir: &Path,
     select: &SelectSpec,
     spec_path: Option<&Path>,
 ) -> Result<LoadedRun, SummaryError> {
     let rd = RunDir::at(dir);
-    let spec = read_config(&rd.config())?;
-    let plan: PlanFile = read_json(&rd.plan())?;
-    let status: Option<RunStatus> = if rd.status().exists() {
-        Some(read_json(&rd.status())?)
-    } else {
-        None
+    let spec = read_config(&rd)?;
+    let plan = read_plan(&rd)?;
+    let status = store::read_status(&rd)?;
+    let runtime = store::read_runtime(&rd)?;
+    let damaged = store::check_finished(&rd).err();
+    let records = match &damaged {
+        Some(_) => Vec::new(),
+        None => store::metrics::read_records(&rd.metrics())?,
     };
-    let runtime = crate::store::read_runtime(&rd).map_err(|e| match e {
-        StoreError::Io { path, source } => SummaryError::Read { path, source },
-        other => SummaryError::Parse {
-            path: rd.runtime(),
-            message: other.to_string(),
-        },
-    })?;
-    let records = read_metrics(&rd.metrics())?;
     let (metrics, timings) = fold_metrics(&records, select);
     let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
         path: rd.config(),
         message: e.to_string(),
     })?;
+    let varied = serde_json::to_value(&plan.varied)
+        .and_then(serde_json::from_value)
+        .map_err(|e| SummaryError::Parse {
+            path: rd.plan(),
+            message: e.to_string(),
+        })?;
     let summary = RunSummary {
         run: RunInfo {
             id: plan.id,
@@ -158,8 +152,9 @@ pub fn load_run(
             attempts: status.as_ref().map_or(0, |s| s.attempts),
             epoch: status.as_ref().map_or(0, |s| s.epoch),
             message: status.and_then(|s| s.message),
+            damaged: damaged.map(|d| d.short()),
         },
-        varied: plan.varied,
+        varied,
         config,
         environment: Environment {
             device: runtime
@@ -184,13 +179,21 @@ pub fn load_run(
     })
 }
 
-/// Reads and parses a run's `config.toml`.
-pub fn read_config(path: &Path) -> Result<Spec, SummaryError> {
-    let text = read_text(path)?;
-    toml::from_str(&text).map_err(|e| SummaryError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+/// A run's `config.toml`, which a run directory must have.
+pub(crate) fn read_config(rd: &RunDir) -> Result<Spec, SummaryError> {
+    store::read_config(rd)?.ok_or_else(|| missing(rd.config()))
+}
+
+/// A run's `plan.json`, which a run directory must have.
+pub(crate) fn read_plan(rd: &RunDir) -> Result<PlanRecord, SummaryError> {
+    store::read_plan(rd)?.ok_or_else(|| missing(rd.plan()))
+}
+
+fn missing(path: PathBuf) -> SummaryError {
+    SummaryError::Read {
+        path,
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    }
 }
 
 /// Reads a file to a string, naming it on failure.
@@ -201,57 +204,11 @@ pub(crate) fn read_text(path: &Path) -> Result<String, SummaryError> {
     })
 }
 
-/// Reads and parses a JSON file, naming it on failure.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SummaryError> {
-    let text = read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| SummaryError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
-/// One line of `metrics.jsonl`, read leniently about non-finite values.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Record {
-    pub epoch: usize,
-    #[serde(default)]
-    pub step: u64,
-    pub tag: String,
-    pub value: Num,
-}
-
-/// Reads `metrics.jsonl`; a missing file is an empty stream.
-///
-/// A last line without its newline is a record cut off by a killed worker and is dropped;
-/// any other bad line is an error naming the line.
-pub fn read_metrics(path: &Path) -> Result<Vec<Record>, SummaryError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let text = read_text(path)?;
-    let complete = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Record>(line) {
-            Ok(r) => out.push(r),
-            Err(_) if !complete && i + 1 == lines.len() => {}
-            Err(e) => {
-                return Err(SummaryError::Parse {
-                    path: path.to_path_buf(),
-                    message: format!("line {}: {e}", i + 1),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Folds the metric stream into per-epoch rows, the test section and the timings.
-pub fn fold_metrics(records: &[Record], select: &SelectSpec) -> (MetricsSection, Vec<EpochRow>) {
+pub fn fold_metrics(
+    records: &[MetricRecord],
+    select: &SelectSpec,
+) -> (MetricsSection, Vec<EpochRow>) {
     let mut epochs: BTreeMap<usize, BTreeMap<String, Num>> = BTreeMap::new();
     let mut timings: BTreeMap<usize, BTreeMap<String, Num>> = BTreeMap::new();
     let mut test = BTreeMap::new();
@@ -260,14 +217,14 @@ pub fn fold_metrics(records: &[Record], select: &SelectSpec) -> (MetricsSection,
             timings
                 .entry(r.epoch)
                 .or_default()
-                .insert(r.tag.clone(), r.value);
+                .insert(r.tag.clone(), Num(r.value));
         } else if r.tag.starts_with(TEST_PREFIX) {
-            test.insert(r.tag.clone(), r.value);
+            test.insert(r.tag.clone(), Num(r.value));
         } else {
             epochs
                 .entry(r.epoch)
                 .or_default()
-                .insert(r.tag.clone(), r.value);
+                .insert(r.tag.clone(), Num(r.value));
         }
     }
     let rows: Vec<EpochRow> = epochs
@@ -311,12 +268,12 @@ pub fn best_epoch(rows: &[EpochRow], tag: &str, mode: SelectMode) -> Option<(usi
 mod tests {
     use super::*;
 
-    fn rec(epoch: usize, step: u64, tag: &str, value: f64) -> Record {
-        Record {
+    fn rec(epoch: usize, step: u64, tag: &str, value: f64) -> MetricRecord {
+        MetricRecord {
             epoch,
             step,
             tag: tag.into(),
-            value: Num(value),
+            value,
         }
     }
 
@@ -362,19 +319,6 @@ mod tests {
         let (m, _) = fold_metrics(&records, &select);
         assert_eq!(m.best_epoch, Some(3));
         assert_eq!(m.best, Some(Num(0.4)));
-    }
-
-    #[test]
-    fn a_cut_off_last_line_is_dropped_but_a_bad_middle_line_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("metrics.jsonl");
-        let good = r#"{"epoch":1,"step":1,"tag":"dev/loss","value":0.5}"#;
-        std::fs::write(&p, format!("{good}\n{{\"epoch\":2,\"st")).unwrap();
-        assert_eq!(read_metrics(&p).unwrap().len(), 1);
-        std::fs::write(&p, format!("{good}\nnot json\n{good}\n")).unwrap();
-        let err = read_metrics(&p).unwrap_err().to_string();
-        assert!(err.contains("metrics.jsonl"), "{err}");
-        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

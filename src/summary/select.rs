@@ -2,7 +2,8 @@
 //!
 //! Only finished runs (`done`) with a finite score take part. They are sorted by score in the
 //! direction of `select.mode`, ties broken by grid index and then by run ID, so the order never
-//! depends on the order directories were listed in. Everything else is set apart with a reason.
+//! depends on the order directories were listed in. Everything else, a damaged run included,
+//! is set apart with a reason.
 
 use crate::spec::SelectMode;
 use crate::store::RunState;
@@ -16,6 +17,8 @@ pub struct Candidate {
     pub state: Option<RunState>,
     /// The select metric at the run's best epoch; `None` when never logged.
     pub score: Option<f64>,
+    /// Why its finished records are damaged ([`crate::store::check_finished`]).
+    pub damaged: Option<String>,
 }
 
 /// The verdict: ranked positions (indices into the input) and the ones set apart.
@@ -36,6 +39,9 @@ impl Ranking {
 
 /// Why a run cannot win, or `None` when it can.
 pub fn exclusion_reason(c: &Candidate, metric: &str) -> Option<String> {
+    if let Some(d) = &c.damaged {
+        return Some(format!("damaged: {d}"));
+    }
     match c.state {
         None => return Some("never started (no status.json)".into()),
         Some(RunState::Done) => {}
@@ -91,6 +97,7 @@ mod tests {
             id: id.into(),
             state: Some(RunState::Done),
             score: Some(score),
+            damaged: None,
         }
     }
 
@@ -144,6 +151,7 @@ mod tests {
                 id: format!("s{i}"),
                 state: Some(state),
                 score: Some(0.99),
+                damaged: None,
             });
         }
         c.push(Candidate {
@@ -151,12 +159,14 @@ mod tests {
             id: "never".into(),
             state: None,
             score: None,
+            damaged: None,
         });
         c.push(Candidate {
             index: 9,
             id: "nolog".into(),
             state: Some(RunState::Done),
             score: None,
+            damaged: None,
         });
         let r = rank(&c, "dev/accuracy", SelectMode::Max);
         assert_eq!(r.ranked, vec![2]);
@@ -178,12 +188,29 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_run_never_wins_and_says_why() {
+        let mut best = done(0, "a", 0.99);
+        best.damaged = Some("metrics.jsonl: deleted after the run finished".into());
+        let c = vec![best, done(1, "b", 0.5)];
+        let r = rank(&c, "dev/accuracy", SelectMode::Max);
+        assert_eq!(r.ranked, vec![1]);
+        assert_eq!(
+            r.excluded,
+            vec![(
+                0,
+                "damaged: metrics.jsonl: deleted after the run finished".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn no_qualifying_run_means_no_winner() {
         let c = vec![Candidate {
             index: 0,
             id: "a".into(),
             state: Some(RunState::Failed),
             score: Some(1.0),
+            damaged: None,
         }];
         assert_eq!(rank(&c, "dev/accuracy", SelectMode::Max).winner(), None);
     }

@@ -9,6 +9,7 @@ mod util;
 
 mod better;
 mod checkpoints;
+mod damaged;
 mod data;
 mod device;
 mod diff;

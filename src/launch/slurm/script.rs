@@ -19,7 +19,7 @@ use super::quote::{check_line_safe, directive_word, pattern_literal, shell_word}
 use crate::spec::SlurmSpec;
 
 /// Name of the exit-code file the task writes into each run directory.
-pub const EXIT_FILE: &str = "slurm_exit.json";
+pub const EXIT_FILE: &str = crate::store::SLURM_EXIT_FILE;
 
 /// A script input the batch script cannot carry as written; nothing was rendered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

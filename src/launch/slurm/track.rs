@@ -7,15 +7,12 @@
 //! tracker simply asks again later.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
 
 use super::command::{self, DEFAULT_TIMEOUT};
 use super::query::{self, SlurmState, TaskRecord};
 use super::{ArrayJob, EXIT_FILE, SlurmError, write_atomic};
-use crate::store::{RunDir, RunState, RunStatus};
+use crate::store::{self, RunDir, RunState, RunStatus};
 
 /// Where one array task is.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,25 +205,17 @@ fn slurm_end(
     }
 }
 
-/// What the batch script writes after the worker exits.
-#[derive(Debug, Deserialize)]
-struct ExitRecord {
-    job: String,
-    task: usize,
-    exit_code: i32,
-}
-
 /// The worker's exit code from `slurm_exit.json`, if this very task wrote it (a file left by
 /// an earlier job is ignored).
 pub fn read_exit_code(run_dir: &Path, job_id: &str, task: usize) -> Option<i32> {
-    let text = fs::read_to_string(run_dir.join(EXIT_FILE)).ok()?;
-    let rec: ExitRecord = serde_json::from_str(&text).ok()?;
+    let rec = store::read_slurm_exit(&RunDir::at(run_dir))
+        .ok()
+        .flatten()?;
     (rec.job == job_id && rec.task == task).then_some(rec.exit_code)
 }
 
 pub(super) fn read_status(run_dir: &Path) -> Option<RunStatus> {
-    let text = fs::read_to_string(RunDir::at(run_dir).status()).ok()?;
-    serde_json::from_str(&text).ok()
+    store::read_status(&RunDir::at(run_dir)).ok().flatten()
 }
 
 impl ArrayJob {
@@ -434,6 +423,7 @@ pub(super) fn record_outcome_status(outcome: &RunOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn view(dir: &Path, phase: TaskPhase) -> TaskView {
         TaskView {
