@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             threads: 0,
             cancel: Arc::new(AtomicBool::new(false)),
             reuse_training_from: None,
+            attempt: 1,
         };
         let t = std::time::Instant::now();
         let outcome = run(&ctx, &mut Printer(format!("{name}-greedy")))?;

@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         cancel: Arc::new(AtomicBool::new(false)),
         reuse_training_from: None,
+        attempt: 1,
     };
     println!("threads {threads}");
     let outcome = run(&ctx, &mut Printer)?;

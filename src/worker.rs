@@ -246,6 +246,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         threads: env.threads,
         cancel: Arc::clone(&cancel),
         reuse_training_from: reuse,
+        attempt,
     };
     let hparams = run_hparams(&ctx.config, &plan.varied);
     let mut sink = WorkerSink::new(&run_dir, attempt, hparams);
@@ -365,40 +366,25 @@ impl WorkerSink {
 
 impl EventSink for WorkerSink {
     fn emit(&mut self, event: &RunEvent) -> Result<(), SinkError> {
-        // Training does not know the attempt number; the worker does.
-        let stamped;
-        let event = match event {
-            RunEvent::Started {
-                resumed_from,
-                epochs,
-                steps_per_epoch,
-                ..
-            } => {
-                stamped = RunEvent::Started {
-                    attempt: self.attempt,
-                    resumed_from: *resumed_from,
-                    epochs: *epochs,
-                    steps_per_epoch: *steps_per_epoch,
-                };
-                &stamped
-            }
-            e => e,
-        };
         self.metrics.emit(event)?;
         for s in &mut self.extra {
             s.emit(event)?;
         }
         match event {
             RunEvent::Started {
+                attempt,
                 resumed_from,
                 epochs,
                 ..
             } => {
                 self.durable_epoch = *resumed_from;
                 if *resumed_from > 0 {
-                    println!("orchestrate worker: resumed from epoch {resumed_from} of {epochs}");
+                    println!(
+                        "orchestrate worker: attempt {attempt} resumed from epoch \
+                         {resumed_from} of {epochs}"
+                    );
                 } else {
-                    println!("orchestrate worker: fresh start, {epochs} epochs");
+                    println!("orchestrate worker: attempt {attempt}, fresh start, {epochs} epochs");
                 }
             }
             RunEvent::EpochEnd { epoch, step } => {

@@ -33,6 +33,7 @@ fn context(dir: &Path, config: Spec) -> RunContext {
         threads: 1,
         cancel: Arc::new(AtomicBool::new(false)),
         reuse_training_from: None,
+        attempt: 1,
     }
 }
 

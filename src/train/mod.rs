@@ -8,6 +8,7 @@
 pub mod activations;
 pub mod checkpoint;
 pub mod classifier;
+pub mod driver;
 pub mod early_stopping;
 pub mod epoch_end;
 pub mod exact_f64;
@@ -44,6 +45,8 @@ pub struct RunContext {
     /// A run with the same training id whose checkpoints this run may reuse (seq2seq decode
     /// variants); image runs train themselves and ignore it.
     pub reuse_training_from: Option<RunDir>,
+    /// This attempt's number (1 for the first), as the worker recorded it in `status.json`.
+    pub attempt: u32,
 }
 
 /// How a run ended (errors aside).
