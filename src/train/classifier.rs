@@ -258,9 +258,10 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
         splits.train.rows,
         splits.train.cols,
         splits.train.classes,
+        ctx.kernels.conv,
         vb,
     )?;
-    let opt = Optimizer::new(&cfg.optimizer, named_vars(&map))?;
+    let opt = Optimizer::new(&cfg.optimizer, named_vars(&map), ctx.kernels.optim)?;
     let mut task = Classifier {
         ctx,
         device,

@@ -23,9 +23,11 @@ use crate::data::DataError;
 use crate::device::Device as DeviceName;
 use crate::events::{EventSink, SinkError};
 use crate::models::ModelError;
+pub use crate::models::cnn::GpuConv;
 use crate::spec::{ModelKind, Spec};
 use crate::store::RunDir;
 use candle_core::Device;
+pub use optim::GpuOptim;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -47,6 +49,18 @@ pub struct RunContext {
     pub reuse_training_from: Option<RunDir>,
     /// This attempt's number (1 for the first), as the worker recorded it in `status.json`.
     pub attempt: u32,
+    /// Which GPU kernels the model and optimizer use.
+    pub kernels: Kernels,
+}
+
+/// The GPU kernel choices of a run, a benchmark switch for comparing implementations on a
+/// card; the CPU always takes its fused kernels. The worker resolves it from its environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kernels {
+    /// How convolutions run off the CPU.
+    pub conv: GpuConv,
+    /// How optimizer steps run off the CPU.
+    pub optim: GpuOptim,
 }
 
 /// How a run ended (errors aside).

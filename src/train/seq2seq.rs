@@ -134,7 +134,11 @@ impl<'a> Translator<'a> {
         let mcfg =
             Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
         let model = Seq2Seq::new(mcfg, &mut rng(cfg.seed, Purpose::Init, 0), device)?;
-        let optim = Optimizer::new(&cfg.optimizer, model.params().named().to_vec())?;
+        let optim = Optimizer::new(
+            &cfg.optimizer,
+            model.params().named().to_vec(),
+            ctx.kernels.optim,
+        )?;
         // On a GPU every op is issued from this thread: the batch shards and per-thread pools
         // only pay off on the CPU, and Candle gives each host thread its own CUDA stream.
         let runner = if device.is_cpu() {
@@ -326,6 +330,7 @@ mod tests {
     use crate::events::MemorySink;
     use crate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, SelectMode, Spec};
     use crate::store::RunState;
+    use crate::train::Kernels;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -362,6 +367,7 @@ mod tests {
             cancel: Arc::new(AtomicBool::new(false)),
             reuse_training_from: None,
             attempt: 1,
+            kernels: Kernels::default(),
         }
     }
 
