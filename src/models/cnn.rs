@@ -10,8 +10,8 @@
 
 use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
 use crate::models::conv::Im2colConv2d;
-use crate::models::dropout::dropout;
 use crate::models::fused_conv::conv_block;
+use crate::models::seeded::dropout;
 use crate::models::shape::{ImageInput, conv_shapes};
 use crate::spec::{Activation, ModelSpec};
 use candle_core::{DType, Module, Tensor};

@@ -7,7 +7,7 @@
 //! Dropout follows every hidden layer.
 
 use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
-use crate::models::dropout::dropout;
+use crate::models::seeded::dropout;
 use crate::spec::{Activation, ModelSpec};
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};

@@ -9,7 +9,6 @@ pub mod attention;
 pub mod cnn;
 pub mod conv;
 pub mod decode;
-pub mod dropout;
 pub mod fused_conv;
 pub mod init;
 pub mod lstm;
