@@ -22,8 +22,6 @@ use std::path::Path;
 
 /// Images per forward pass when evaluating (no gradients are kept, so larger is fine).
 const EVAL_BATCH: usize = 1000;
-/// Name of the generator scheme recorded in checkpoints (see [`super::seeding`]).
-const RNG_SCHEME: &str = "chacha8-stream-per-epoch";
 /// Metrics the selection and early stopping can follow for image runs (validation checks
 /// `select.metric` against them).
 pub const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
@@ -111,7 +109,6 @@ struct Epoch {
 }
 
 impl Task for Classifier<'_> {
-    const RNG_SCHEME: &'static str = RNG_SCHEME;
     /// The batch's loss, whose backward pass the update takes.
     type Gradients = Tensor;
 

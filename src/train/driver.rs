@@ -42,8 +42,6 @@ pub struct Forward<G> {
 /// spec section and one match arm in [`super::run`]; nothing in launch, store or summary
 /// changes.
 pub trait Task {
-    /// Name of the generator scheme recorded in checkpoints.
-    const RNG_SCHEME: &'static str;
     /// What a batch step hands to [`Task::update`].
     type Gradients;
 
@@ -88,7 +86,7 @@ pub fn run<T: Task>(
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, TrainError> {
     let cfg = &ctx.config;
-    let mut end = EpochEnd::new(ctx, T::RNG_SCHEME);
+    let mut end = EpochEnd::new(ctx);
     let (mut last_epoch, mut step, mut finished) = (0, 0, false);
     if let Some((path, state)) =
         checkpoint::resume_point(&ctx.run_dir.checkpoints(), &ctx.training_id)?

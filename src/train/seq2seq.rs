@@ -8,6 +8,7 @@ use super::checkpoint;
 use super::driver::{self, Forward, Records, Task};
 use super::metrics::{error_rate, exact_match};
 use super::optim::Optimizer;
+use super::seeding::{Stream, stream_rng};
 use super::seq2seq_step::StepRunner;
 use super::translation_artifacts::write_artifacts;
 use super::{Outcome, RunContext, TrainError};
@@ -20,34 +21,14 @@ use crate::spec::DecodeSpec;
 use crate::store::RunDir;
 use candle_core::Tensor;
 use candle_core::backprop::GradStore;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 
 /// Examples per evaluation batch: larger than training batches because evaluation keeps
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
-/// Name of the generator scheme recorded in checkpoints (see [`rng`]).
-const RNG_SCHEME: &str = "chacha8-stream-per-purpose-and-epoch";
-
 /// Metrics every epoch of a translation run records, which `select.metric` may name
 /// (validation checks it against them); see [`Translator`]'s evaluation.
 pub const SELECTABLE: [&str; 4] = ["dev/error_rate", "dev/accuracy", "dev/loss", "train/loss"];
-
-/// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
-/// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
-#[derive(Clone, Copy)]
-enum Purpose {
-    Init = 1,
-    Shuffle = 2,
-    Dropout = 3,
-}
-
-fn rng(seed: u64, purpose: Purpose, epoch: usize) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    r.set_stream(((purpose as u64) << 32) | epoch as u64);
-    r
-}
 
 /// A split's evaluation: teacher-forced loss and the decoded outputs' metrics.
 pub struct Evaluation {
@@ -133,7 +114,7 @@ impl<'a> Translator<'a> {
         let data = ParallelData::load(&cfg.data)?;
         let mcfg =
             Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
-        let model = Seq2Seq::new(mcfg, &mut rng(cfg.seed, Purpose::Init, 0), device)?;
+        let model = Seq2Seq::new(mcfg, &mut stream_rng(cfg.seed, Stream::Init, 0), device)?;
         let optim = Optimizer::new(
             &cfg.optimizer,
             model.params().named().to_vec(),
@@ -176,7 +157,6 @@ impl<'a> Translator<'a> {
 }
 
 impl Task for Translator<'_> {
-    const RNG_SCHEME: &'static str = RNG_SCHEME;
     type Gradients = GradStore;
 
     fn steps_per_epoch(&self) -> u64 {
@@ -210,8 +190,11 @@ impl Task for Translator<'_> {
 
     fn begin_epoch(&mut self, epoch: usize) -> Result<(), TrainError> {
         let cfg = &self.ctx.config;
-        let dropout = Dropout::new(cfg.model.dropout, rng(cfg.seed, Purpose::Dropout, epoch));
-        let mut shuffle = rng(cfg.seed, Purpose::Shuffle, epoch);
+        let dropout = Dropout::new(
+            cfg.model.dropout,
+            stream_rng(cfg.seed, Stream::Dropout, epoch as u64),
+        );
+        let mut shuffle = stream_rng(cfg.seed, Stream::Shuffle, epoch as u64);
         let batches = batch_indices(
             self.samples_per_epoch(),
             self.batch_size(),
