@@ -7,7 +7,7 @@
 use orchestrate::events::{EventSink, RunEvent, SinkError};
 use orchestrate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, Spec};
 use orchestrate::store::RunDir;
-use orchestrate::train::{RunContext, run};
+use orchestrate::train::{Kernels, RunContext, run};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -60,6 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             threads: 0,
             cancel: Arc::new(AtomicBool::new(false)),
             reuse_training_from: None,
+            attempt: 1,
+            kernels: Kernels::default(),
         };
         let t = std::time::Instant::now();
         let outcome = run(&ctx, &mut Printer(format!("{name}-greedy")))?;

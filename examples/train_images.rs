@@ -12,7 +12,7 @@
 use orchestrate::events::{EventSink, RunEvent, SinkError};
 use orchestrate::spec::{DataFormat, ModelKind, OptimizerKind, Spec};
 use orchestrate::store::RunDir;
-use orchestrate::train::{RunContext, configure_threads, run};
+use orchestrate::train::{Kernels, RunContext, configure_threads, run};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -120,6 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         cancel: Arc::new(AtomicBool::new(false)),
         reuse_training_from: None,
+        attempt: 1,
+        kernels: Kernels::default(),
     };
     println!("threads {threads}");
     let outcome = run(&ctx, &mut Printer)?;

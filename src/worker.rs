@@ -19,7 +19,7 @@ use crate::events::{EventSink, RunEvent, SinkError};
 use crate::sinks::metrics::MetricsFile;
 use crate::sinks::tensorboard::{HParamValue, TensorBoardSink, run_hparams};
 use crate::store::{self, RunDir, RunState, RunStatus, RuntimeRecord, StoreError};
-use crate::train::{self, Outcome, RunContext};
+use crate::train::{self, GpuConv, GpuOptim, Kernels, Outcome, RunContext};
 
 /// Environment variables carrying a run's identity to its worker.
 pub mod vars {
@@ -35,6 +35,27 @@ pub mod vars {
     pub const ATTEMPT: &str = "ORCHESTRATE_ATTEMPT";
     /// Pid of the local orchestrator: the worker stops when it dies.
     pub const PARENT_PID: &str = "ORCHESTRATE_PARENT_PID";
+    /// `im2col`: convolutions off the CPU use the tensor-op im2col instead of Candle's
+    /// `conv2d` (a benchmark switch, [`crate::train::GpuConv`]); inherited, not set by launchers.
+    pub const GPU_CONV: &str = "ORCHESTRATE_GPU_CONV";
+    /// `tensor`: optimizer steps off the CPU use tensor ops instead of the fused CUDA step (a
+    /// benchmark switch, [`crate::train::GpuOptim`]); inherited, not set by launchers.
+    pub const GPU_OPTIM: &str = "ORCHESTRATE_GPU_OPTIM";
+}
+
+/// The kernel choices [`vars::GPU_CONV`] and [`vars::GPU_OPTIM`] ask for through `get`; other
+/// values and unset variables leave the defaults.
+pub fn kernels(get: impl Fn(&str) -> Option<String>) -> Kernels {
+    Kernels {
+        conv: match get(vars::GPU_CONV).as_deref() {
+            Some("im2col") => GpuConv::Im2col,
+            _ => GpuConv::Candle,
+        },
+        optim: match get(vars::GPU_OPTIM).as_deref() {
+            Some("tensor") => GpuOptim::TensorOps,
+            _ => GpuOptim::Fused,
+        },
+    }
 }
 
 /// Worker exit codes; the launcher reads `status.json` first and these second.
@@ -143,6 +164,31 @@ impl WorkerEnv {
     }
 }
 
+#[cfg(test)]
+mod kernel_vars {
+    use super::*;
+
+    #[test]
+    fn only_the_documented_values_switch_kernels() {
+        let with = |conv: &str, optim: &str| {
+            kernels(|k| match k {
+                vars::GPU_CONV => Some(conv.to_string()),
+                vars::GPU_OPTIM => Some(optim.to_string()),
+                _ => None,
+            })
+        };
+        assert_eq!(kernels(|_| None), Kernels::default());
+        assert_eq!(with("", "fused"), Kernels::default());
+        assert_eq!(
+            with("im2col", "tensor"),
+            Kernels {
+                conv: GpuConv::Im2col,
+                optim: GpuOptim::TensorOps,
+            }
+        );
+    }
+}
+
 fn parse_opt<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -246,6 +292,8 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         threads: env.threads,
         cancel: Arc::clone(&cancel),
         reuse_training_from: reuse,
+        attempt,
+        kernels: kernels(|k| std::env::var(k).ok()),
     };
     let hparams = run_hparams(&ctx.config, &plan.varied);
     let mut sink = WorkerSink::new(&run_dir, attempt, hparams);
@@ -366,40 +414,25 @@ impl WorkerSink {
 
 impl EventSink for WorkerSink {
     fn emit(&mut self, event: &RunEvent) -> Result<(), SinkError> {
-        // Training does not know the attempt number; the worker does.
-        let stamped;
-        let event = match event {
-            RunEvent::Started {
-                resumed_from,
-                epochs,
-                steps_per_epoch,
-                ..
-            } => {
-                stamped = RunEvent::Started {
-                    attempt: self.attempt,
-                    resumed_from: *resumed_from,
-                    epochs: *epochs,
-                    steps_per_epoch: *steps_per_epoch,
-                };
-                &stamped
-            }
-            e => e,
-        };
         self.metrics.emit(event)?;
         for s in &mut self.extra {
             s.emit(event)?;
         }
         match event {
             RunEvent::Started {
+                attempt,
                 resumed_from,
                 epochs,
                 ..
             } => {
                 self.durable_epoch = *resumed_from;
                 if *resumed_from > 0 {
-                    println!("orchestrate worker: resumed from epoch {resumed_from} of {epochs}");
+                    println!(
+                        "orchestrate worker: attempt {attempt} resumed from epoch \
+                         {resumed_from} of {epochs}"
+                    );
                 } else {
-                    println!("orchestrate worker: fresh start, {epochs} epochs");
+                    println!("orchestrate worker: attempt {attempt}, fresh start, {epochs} epochs");
                 }
             }
             RunEvent::EpochEnd { epoch, step } => {

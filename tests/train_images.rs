@@ -5,7 +5,7 @@
 use orchestrate::events::{EventSink, MemorySink, RunEvent, SinkError};
 use orchestrate::spec::{OptimizerKind, Spec};
 use orchestrate::store::{RunDir, RunState};
-use orchestrate::train::{Outcome, RunContext, TrainError, run};
+use orchestrate::train::{Kernels, Outcome, RunContext, TrainError, run};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,8 @@ fn context(dir: &Path, config: Spec) -> RunContext {
         threads: 1,
         cancel: Arc::new(AtomicBool::new(false)),
         reuse_training_from: None,
+        attempt: 1,
+        kernels: Kernels::default(),
     }
 }
 

@@ -11,10 +11,11 @@ use candle_nn::VarMap;
 use orchestrate::data::images::read_image_set;
 use orchestrate::data::permutation;
 use orchestrate::models::build_image_classifier;
+use orchestrate::models::cnn::GpuConv;
 use orchestrate::models::init::seeded_var_builder;
 use orchestrate::spec::{DataFormat, ModelSpec, OptimizerKind, OptimizerSpec};
 use orchestrate::train::classifier::evaluate_tensors;
-use orchestrate::train::optim::{Optimizer, named_vars};
+use orchestrate::train::optim::{GpuOptim, Optimizer, named_vars};
 use orchestrate::train::seeding::{Stream, stream_rng};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -155,8 +156,8 @@ fn model() -> Result<Model, String> {
         DType::F32,
         &Device::Cpu,
     );
-    let m =
-        build_image_classifier(&ModelSpec::default(), 28, 28, 10, vb).map_err(|e| e.to_string())?;
+    let m = build_image_classifier(&ModelSpec::default(), 28, 28, 10, GpuConv::default(), vb)
+        .map_err(|e| e.to_string())?;
     Ok((map, m))
 }
 
@@ -180,7 +181,7 @@ fn train(
         lr: 1e-3,
         ..OptimizerSpec::default()
     };
-    let mut opt = Optimizer::new(&spec, named_vars(&map)).map_err(c)?;
+    let mut opt = Optimizer::new(&spec, named_vars(&map), GpuOptim::default()).map_err(c)?;
     let mut dropout_rng = stream_rng(SEED, Stream::Dropout, 1);
     let mut pos = 0;
     let mut step = |pos: &mut usize| -> candle_core::Result<f32> {
@@ -219,7 +220,12 @@ fn split(batch: usize, steps: usize, warmup: usize) -> Result<serde_json::Value,
     let c = |e: candle_core::Error| e.to_string();
     let (xs, ys, n) = load("train")?;
     let (map, model) = model()?;
-    let mut opt = Optimizer::new(&OptimizerSpec::default(), named_vars(&map)).map_err(c)?;
+    let mut opt = Optimizer::new(
+        &OptimizerSpec::default(),
+        named_vars(&map),
+        GpuOptim::default(),
+    )
+    .map_err(c)?;
     let mut dropout_rng = stream_rng(SEED, Stream::Dropout, 1);
     let mut t = [0f64; 3];
     for i in 0..warmup + steps {

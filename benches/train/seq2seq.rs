@@ -10,7 +10,7 @@ use orchestrate::data::permutation;
 use orchestrate::models::seeded::Dropout;
 use orchestrate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use orchestrate::spec::{Attention, DataFormat, DataSpec, ModelSpec, OptimizerKind, OptimizerSpec};
-use orchestrate::train::optim::Optimizer;
+use orchestrate::train::optim::{GpuOptim, Optimizer};
 use orchestrate::train::seeding::{Stream, stream_rng};
 use orchestrate::train::seq2seq_step::StepRunner;
 use std::time::Instant;
@@ -77,7 +77,8 @@ pub fn train(
         lr: 0.003,
         ..OptimizerSpec::default()
     };
-    let mut opt = Optimizer::new(&spec, model.params().named().to_vec()).map_err(c)?;
+    let mut opt =
+        Optimizer::new(&spec, model.params().named().to_vec(), GpuOptim::default()).map_err(c)?;
     let mut dropout = Dropout::new(0.0, stream_rng(SEED, Stream::Dropout, 1));
     // As the product's training loop does (`train::seq2seq_step::StepRunner`).
     let runner = StepRunner::new();

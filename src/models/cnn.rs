@@ -10,8 +10,8 @@
 
 use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
 use crate::models::conv::Im2colConv2d;
-use crate::models::dropout::dropout;
 use crate::models::fused_conv::conv_block;
+use crate::models::seeded::dropout;
 use crate::models::shape::{ImageInput, conv_shapes};
 use crate::spec::{Activation, ModelSpec};
 use candle_core::{DType, Module, Tensor};
@@ -39,6 +39,7 @@ pub struct Cnn {
     out: Linear,
     activation: Activation,
     dropout: f64,
+    gpu_conv: GpuConv,
 }
 
 impl Cnn {
@@ -51,6 +52,7 @@ impl Cnn {
         rows: usize,
         cols: usize,
         classes: usize,
+        gpu_conv: GpuConv,
         vb: VarBuilder,
     ) -> Result<Self, ModelError> {
         check_dropout(spec.dropout)?;
@@ -101,6 +103,7 @@ impl Cnn {
             out,
             activation: spec.activation,
             dropout: spec.dropout,
+            gpu_conv,
         })
     }
 
@@ -131,7 +134,7 @@ impl Cnn {
                 self.activation,
             );
         }
-        let conv = if gpu_conv_is_im2col() {
+        let conv = if self.gpu_conv == GpuConv::Im2col {
             block.conv.forward(xs)?
         } else {
             let (w, b) = if detach {
@@ -179,14 +182,18 @@ impl ImageClassifier for Cnn {
     }
 }
 
-/// Off the CPU, whether convolutions use [`Im2colConv2d`] (tensor ops) instead of Candle's own
-/// `conv2d` (its CUDA im2col kernel and cuBLAS): `ORCHESTRATE_GPU_CONV=im2col`, read once. A
-/// benchmark switch for comparing the two on a GPU (`scripts/device-check.sh`); Candle's
-/// `conv2d` is the default there because it needs a few kernel launches where the tensor-op
-/// im2col needs one per kernel tap, forward and backward.
-fn gpu_conv_is_im2col() -> bool {
-    static IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IM2COL.get_or_init(|| std::env::var("ORCHESTRATE_GPU_CONV").is_ok_and(|v| v == "im2col"))
+/// How convolutions run off the CPU (the CPU always takes the fused [`conv_block`]).
+///
+/// Candle's `conv2d` is the default because it needs a few kernel launches where the
+/// tensor-op im2col needs one per kernel tap, forward and backward; the other is a benchmark
+/// switch for comparing the two on a GPU (`scripts/device-check.sh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GpuConv {
+    /// Candle's own `conv2d` (its CUDA im2col kernel and cuBLAS).
+    #[default]
+    Candle,
+    /// [`Im2colConv2d`], built from tensor ops.
+    Im2col,
 }
 
 /// Max-pool by `k` (floor) whose gradient goes whole to each window's first maximum in
@@ -223,7 +230,7 @@ mod tests {
     fn build(spec: &ModelSpec) -> (VarMap, Result<Box<dyn ImageClassifier>, ModelError>) {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, ChaCha8Rng::seed_from_u64(0), DType::F32, &Device::Cpu);
-        let model = build_image_classifier(spec, 28, 28, 10, vb);
+        let model = build_image_classifier(spec, 28, 28, 10, GpuConv::default(), vb);
         (map, model)
     }
 

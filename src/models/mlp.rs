@@ -7,7 +7,7 @@
 //! Dropout follows every hidden layer.
 
 use super::{ImageClassifier, ModelError, activate, check_dropout, linear};
-use crate::models::dropout::dropout;
+use crate::models::seeded::dropout;
 use crate::spec::{Activation, ModelSpec};
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -93,7 +93,7 @@ mod tests {
         };
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, ChaCha8Rng::seed_from_u64(0), DType::F32, &Device::Cpu);
-        let model = build_image_classifier(&spec, 28, 28, 10, vb).unwrap();
+        let model = build_image_classifier(&spec, 28, 28, 10, Default::default(), vb).unwrap();
         assert_eq!(
             parameter_count(&map),
             (784 * 32 + 32) + (32 * 16 + 16) + (16 * 10 + 10)
@@ -115,7 +115,7 @@ mod tests {
         };
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, ChaCha8Rng::seed_from_u64(0), DType::F32, &Device::Cpu);
-        build_image_classifier(&spec, 28, 28, 10, vb).unwrap();
+        build_image_classifier(&spec, 28, 28, 10, Default::default(), vb).unwrap();
         assert_eq!(parameter_count(&map), 7850);
     }
 }

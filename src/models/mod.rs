@@ -9,7 +9,6 @@ pub mod attention;
 pub mod cnn;
 pub mod conv;
 pub mod decode;
-pub mod dropout;
 pub mod fused_conv;
 pub mod init;
 pub mod lstm;
@@ -52,16 +51,20 @@ pub trait ImageClassifier {
     fn first_conv_activations(&self, xs: &Tensor) -> Option<candle_core::Result<Tensor>>;
 }
 
-/// Builds the image classifier `spec.kind` names for `rows x cols` inputs.
+/// Builds the image classifier `spec.kind` names for `rows x cols` inputs; `gpu_conv` is how
+/// a CNN's convolutions run off the CPU.
 pub fn build_image_classifier(
     spec: &ModelSpec,
     rows: usize,
     cols: usize,
     classes: usize,
+    gpu_conv: cnn::GpuConv,
     vb: VarBuilder,
 ) -> Result<Box<dyn ImageClassifier>, ModelError> {
     match spec.kind {
-        ModelKind::Cnn => Ok(Box::new(cnn::Cnn::new(spec, rows, cols, classes, vb)?)),
+        ModelKind::Cnn => Ok(Box::new(cnn::Cnn::new(
+            spec, rows, cols, classes, gpu_conv, vb,
+        )?)),
         ModelKind::Mlp => Ok(Box::new(mlp::Mlp::new(spec, rows * cols, classes, vb)?)),
         ModelKind::Seq2seq => Err(ModelError::Config {
             key: "kind".into(),

@@ -1,8 +1,9 @@
-//! Named parameters drawn from a seeded generator, and seeded dropout.
+//! Named parameters drawn from a seeded generator, and the one seeded dropout of every model.
 //!
-//! Candle's CPU device cannot be seeded, so every random number is drawn on the host from a
-//! `ChaCha8Rng` and then moved to the device: the same seed gives the same weights and the
-//! same dropout masks on every device and thread count.
+//! Candle's CPU device cannot be seeded (and `candle_nn::Dropout` draws from the device's
+//! unseeded generator), so every random number is drawn on the host from a `ChaCha8Rng` and
+//! then moved to the device: the same seed gives the same weights and the same dropout masks
+//! on every device and thread count.
 
 use candle_core::{Device, Result, Shape, Tensor, Var};
 use rand::Rng;
@@ -151,19 +152,37 @@ impl Dropout {
                 }
             };
         }
-        let keep = (1.0 - self.p) as f32;
-        Some(
-            (0..n)
-                .map(|_| {
-                    if self.rng.random::<f64>() < self.p {
-                        0.0
-                    } else {
-                        1.0 / keep
-                    }
-                })
-                .collect(),
-        )
+        Some(draw_mask(&mut self.rng, self.p, n))
     }
+}
+
+/// `n` inverted-dropout mask values for `0 < p`: 0 with probability `p`, else `1 / (1 - p)`
+/// (all 0, drawing nothing, for `p >= 1`).
+fn draw_mask(rng: &mut ChaCha8Rng, p: f64, n: usize) -> Vec<f32> {
+    if p >= 1.0 {
+        return vec![0.0; n];
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    (0..n)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+        .collect()
+}
+
+/// Zeroes each element of `xs` with probability `p` and scales the rest by `1 / (1 - p)`,
+/// drawing from `rng` as [`Dropout`] does; for models that hold no [`Dropout`] (the image
+/// classifiers). With `rng` `None` (evaluation) or `p <= 0` the input is returned unchanged.
+pub fn dropout(xs: &Tensor, p: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+    let Some(rng) = rng else {
+        return Ok(xs.clone());
+    };
+    if p <= 0.0 {
+        return Ok(xs.clone());
+    }
+    let mask = draw_mask(rng, p, xs.elem_count());
+    let mask = Tensor::from_vec(mask, xs.shape(), &Device::Cpu)?
+        .to_dtype(xs.dtype())?
+        .to_device(xs.device())?;
+    xs.mul(&mask)
 }
 
 /// Applies dropout when training (`Some`), nothing when evaluating (`None`).
@@ -195,5 +214,45 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.0.iter().flatten().all(|v| v.abs() <= 0.5));
         assert!(a.1.iter().flatten().all(|&v| v == 0.0 || v == 2.0));
+    }
+
+    /// The image classifiers' function and the translator's struct are one dropout.
+    #[test]
+    fn the_function_and_the_struct_draw_the_same_masks() {
+        let xs = Tensor::ones((7, 9), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let f = dropout(&xs, 0.3, Some(&mut ChaCha8Rng::seed_from_u64(5))).unwrap();
+        let s = Dropout::new(0.3, ChaCha8Rng::seed_from_u64(5))
+            .apply(&xs)
+            .unwrap();
+        assert_eq!(f.to_vec2::<f32>().unwrap(), s.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn drops_about_p_and_rescales_the_rest() {
+        let xs = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let ys: Vec<f32> = dropout(&xs, 0.3, Some(&mut rng))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let zeros = ys.iter().filter(|&&v| v == 0.0).count();
+        assert!((2700..3300).contains(&zeros), "{zeros}");
+        assert!(ys.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+        let again: Vec<f32> = dropout(&xs, 0.3, Some(&mut ChaCha8Rng::seed_from_u64(0)))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ys, again);
+    }
+
+    #[test]
+    fn evaluation_is_the_identity() {
+        let xs = Tensor::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        let ys = dropout(&xs, 0.5, None).unwrap();
+        assert_eq!(ys.to_vec1::<f32>().unwrap(), vec![1., 2., 3.]);
     }
 }

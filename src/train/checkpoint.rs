@@ -20,6 +20,7 @@ use crate::spec::SelectMode;
 use crate::store::StoreError;
 use crate::store::checkpoints as layout;
 use crate::train::early_stopping::EarlyStopping;
+use crate::train::seeding::SCHEME;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,18 @@ pub enum CheckpointError {
     },
     #[error("{}: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
+    /// The checkpoint was drawn with another generator scheme: resuming it would not give
+    /// what an uninterrupted run of this build gives.
+    #[error(
+        "{}: written with random scheme {found:?}, this build draws with {expected:?}; \
+         retrain the run from scratch (`orchestrate run SPEC --rerun RUN`)",
+        path.display()
+    )]
+    Scheme {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     /// Listing, retiring or cleaning the checkpoint directory failed.
     #[error(transparent)]
     Layout(#[from] StoreError),
@@ -115,14 +128,25 @@ pub fn latest(
 }
 
 /// Where this run's worker resumes: first removes incomplete checkpoints and the leftovers
-/// of interrupted saves and pruning, then takes [`latest`]. The orchestrator announces the
-/// same epoch through [`layout::newest_complete`].
+/// of interrupted saves and pruning, then takes [`latest`], refusing one drawn with another
+/// generator scheme than [`SCHEME`]. The orchestrator announces the same epoch through
+/// [`layout::newest_complete`].
 pub fn resume_point(
     dir: &Path,
     training_id: &str,
 ) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
     layout::clean(dir)?;
-    latest(dir, training_id)
+    let found = latest(dir, training_id)?;
+    if let Some((path, state)) = &found
+        && state.rng.scheme != SCHEME
+    {
+        return Err(CheckpointError::Scheme {
+            path: path.clone(),
+            found: state.rng.scheme.clone(),
+            expected: SCHEME,
+        });
+    }
+    Ok(found)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
@@ -405,7 +429,7 @@ mod tests {
             finished: false,
             rng: RngState {
                 seed: 1,
-                scheme: "x".into(),
+                scheme: SCHEME.into(),
             },
         }
     }
@@ -470,6 +494,13 @@ mod tests {
             resume_point(&ck, "other").is_err(),
             "another training's checkpoint"
         );
+        // Seq2seq checkpoints before it took the shared seeding scheme.
+        let mut old = state(4, 0.2);
+        old.rng.scheme = "chacha8-stream-per-purpose-and-epoch".into();
+        save(&ck, varmap_tensors(&map), opt.clone(), &old).unwrap();
+        let e = resume_point(&ck, "t").unwrap_err();
+        assert!(matches!(e, CheckpointError::Scheme { .. }), "{e}");
+        assert!(latest(&ck, "t").is_ok(), "read-only reuse does not draw");
         // Redoing an epoch replaces its checkpoint whole.
         save(&ck, varmap_tensors(&map), opt.clone(), &state(4, 0.3)).unwrap();
         assert_eq!(read_state(&ck.join(dir_name(4))).unwrap().metric, Some(0.3));

@@ -1,31 +1,27 @@
-//! The training loop of the image classifiers (`cnn`, `mlp`).
+//! The image classifiers (`cnn`, `mlp`) as a task of the training [`driver`].
 //!
-//! Per epoch: shuffle the training split with the epoch's generator, take `batch_size`
-//! steps (the last batch may be smaller), evaluate dev, decide early stopping, evaluate test
-//! when this is the last epoch, write the checkpoint, then emit `EpochEnd`. Test results are
-//! part of the last epoch's records, so a run killed after its last checkpoint resumes with
-//! nothing to redo but the activation figures.
+//! Per epoch: shuffle the training split with the epoch's generator and take `batch_size`
+//! steps (the last batch may be smaller); records `dev/loss`, `dev/accuracy` and `lr` after
+//! `train/loss`, `test/loss` and `test/accuracy` with the last epoch, and the first
+//! convolution's activation figures at the end.
 
 use super::activations::{encode_png, normalise, tile, write_atomically};
 use super::checkpoint;
-use super::epoch_end::{EpochEnd, selected};
-use super::optim::{Optimizer, named_vars, scheduled_lr};
+use super::driver::{self, Forward, Records, Task};
+use super::optim::{Optimizer, named_vars};
 use super::seeding::{Stream, stream_rng};
-use super::{Outcome, RunContext, TrainError, finish, scalar, select_device};
-use crate::data::{ImageSet, load_image_splits, permutation};
+use super::{Outcome, RunContext, TrainError, select_device};
+use crate::data::{ImageSet, ImageSplits, load_image_splits, permutation};
 use crate::events::{EventSink, RunEvent};
 use crate::models::init::seeded_var_builder;
 use crate::models::{ImageClassifier, build_image_classifier};
-use crate::store::{RunDir, RunState, RunStatus};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
 
 /// Images per forward pass when evaluating (no gradients are kept, so larger is fine).
 const EVAL_BATCH: usize = 1000;
-/// Name of the generator scheme recorded in checkpoints (see [`super::seeding`]).
-const RNG_SCHEME: &str = "chacha8-stream-per-epoch";
 /// Metrics the selection and early stopping can follow for image runs (validation checks
 /// `select.metric` against them).
 pub const SELECTABLE: [&str; 3] = ["dev/accuracy", "dev/loss", "train/loss"];
@@ -90,85 +86,124 @@ pub fn evaluate_tensors(
     Ok((loss_sum / n, correct as f64 / n))
 }
 
-/// How one epoch of training ended.
-enum EpochRun {
-    Done { mean_loss: f64, seconds: f64 },
-    Diverged(String),
-    Cancelled,
-}
-
-/// Everything the epoch loop mutates.
-struct Trainer<'a> {
+/// A `cnn` or `mlp` run as a [`Task`] of the training driver.
+struct Classifier<'a> {
     ctx: &'a RunContext,
+    device: Device,
+    splits: ImageSplits,
+    train: Split,
+    dev: Split,
+    test: Split,
+    map: VarMap,
     model: Box<dyn ImageClassifier>,
     opt: Optimizer,
-    step: u64,
+    /// Set by [`Task::begin_epoch`].
+    epoch: Option<Epoch>,
 }
 
-impl Trainer<'_> {
-    fn train_epoch(
-        &mut self,
-        train: &Split,
-        epoch: usize,
-        sink: &mut dyn EventSink,
-    ) -> Result<EpochRun, TrainError> {
-        let cfg = &self.ctx.config;
-        let started = Instant::now();
-        let batch = cfg.train.batch_size;
-        let order = permutation(
-            train.n,
-            &mut stream_rng(cfg.seed, Stream::Shuffle, epoch as u64),
-        );
-        let order = Tensor::from_vec(order, train.n, &Device::Cpu)?.to_device(train.x.device())?;
+/// The current epoch's shuffled training images and labels, and its dropout generator.
+struct Epoch {
+    xs: Tensor,
+    ys: Tensor,
+    dropout_rng: ChaCha8Rng,
+}
+
+impl Task for Classifier<'_> {
+    /// The batch's loss, whose backward pass the update takes.
+    type Gradients = Tensor;
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.train.n.div_ceil(self.ctx.config.train.batch_size) as u64
+    }
+
+    fn samples_per_epoch(&self) -> usize {
+        self.train.n
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn optimizer(&mut self) -> &mut Optimizer {
+        &mut self.opt
+    }
+
+    fn restore_model(&mut self, path: &Path) -> Result<(), TrainError> {
+        Ok(checkpoint::restore_model(path, &self.map)?)
+    }
+
+    fn model_tensors(&self) -> Vec<(String, Tensor)> {
+        checkpoint::varmap_tensors(&self.map)
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<(), TrainError> {
+        let seed = self.ctx.config.seed;
+        let n = self.train.n;
+        let order = permutation(n, &mut stream_rng(seed, Stream::Shuffle, epoch as u64));
+        let order = Tensor::from_vec(order, n, &Device::Cpu)?.to_device(&self.device)?;
         // One gather per epoch; batches are then cheap views.
-        let xs = train.x.index_select(&order, 0)?;
-        let ys = train.y.index_select(&order, 0)?;
-        let mut dropout_rng = stream_rng(cfg.seed, Stream::Dropout, epoch as u64);
-        let steps = train.n.div_ceil(batch);
-        let (mut sum, mut window, mut window_n) = (0f64, 0f64, 0u64);
-        for b in 0..steps {
-            if self.ctx.cancel.load(Ordering::SeqCst) {
-                return Ok(EpochRun::Cancelled);
-            }
-            let start = b * batch;
-            let len = batch.min(train.n - start);
-            let logp = self
-                .model
-                .forward(&xs.narrow(0, start, len)?, Some(&mut dropout_rng))?;
-            let loss = candle_nn::loss::nll(&logp, &ys.narrow(0, start, len)?)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
-            if !value.is_finite() {
-                return Ok(EpochRun::Diverged(format!(
-                    "training loss became {value} at step {} (epoch {epoch}, batch {})",
-                    self.step + 1,
-                    b + 1
-                )));
-            }
-            self.opt.backward_step(&loss)?;
-            self.step += 1;
-            sum += value;
-            window += value;
-            window_n += 1;
-            let every = cfg.train.log_every as u64;
-            if every > 0 && self.step.is_multiple_of(every) {
-                let mean = window / window_n as f64;
-                scalar(sink, epoch, self.step, "train/running_loss", mean)?;
-                (window, window_n) = (0.0, 0);
-            }
-        }
-        Ok(EpochRun::Done {
-            mean_loss: sum / steps.max(1) as f64,
-            seconds: started.elapsed().as_secs_f64(),
+        self.epoch = Some(Epoch {
+            xs: self.train.x.index_select(&order, 0)?,
+            ys: self.train.y.index_select(&order, 0)?,
+            dropout_rng: stream_rng(seed, Stream::Dropout, epoch as u64),
+        });
+        Ok(())
+    }
+
+    fn forward(&mut self, batch: usize) -> Result<Forward<Tensor>, TrainError> {
+        let Epoch {
+            xs,
+            ys,
+            dropout_rng,
+        } = self
+            .epoch
+            .as_mut()
+            .expect("the driver begins each epoch before its steps");
+        let size = self.ctx.config.train.batch_size;
+        let start = batch * size;
+        let len = size.min(self.train.n - start);
+        let logp = self
+            .model
+            .forward(&xs.narrow(0, start, len)?, Some(dropout_rng))?;
+        let loss = candle_nn::loss::nll(&logp, &ys.narrow(0, start, len)?)?;
+        Ok(Forward {
+            loss: f64::from(loss.to_scalar::<f32>()?),
+            weight: 1.0,
+            gradients: loss,
         })
     }
-}
 
-/// The attempt number the worker recorded in `status.json` (1 when there is none).
-fn attempt_of(run_dir: &RunDir) -> u32 {
-    std::fs::read(run_dir.status())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<RunStatus>(&b).ok())
-        .map_or(1, |s| RunStatus::current_attempt(Some(&s)))
+    fn update(&mut self, loss: Tensor) -> Result<(), TrainError> {
+        Ok(self.opt.backward_step(&loss)?)
+    }
+
+    fn evaluate(&mut self) -> Result<Records, TrainError> {
+        let dev = evaluate(self.model.as_ref(), &self.dev)?;
+        Ok(vec![
+            ("dev/loss", dev.loss),
+            ("dev/accuracy", dev.accuracy),
+            ("lr", self.opt.lr()),
+        ])
+    }
+
+    fn test(&mut self) -> Result<Records, TrainError> {
+        let test = evaluate(self.model.as_ref(), &self.test)?;
+        Ok(vec![
+            ("test/loss", test.loss),
+            ("test/accuracy", test.accuracy),
+        ])
+    }
+
+    fn artifacts(&mut self, step: u64, sink: &mut dyn EventSink) -> Result<(), TrainError> {
+        write_activation_figures(
+            self.ctx,
+            self.model.as_ref(),
+            &self.splits.dev,
+            &self.device,
+            step,
+            sink,
+        )
+    }
 }
 
 fn check_config(ctx: &RunContext) -> Result<(), TrainError> {
@@ -220,114 +255,23 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
         splits.train.rows,
         splits.train.cols,
         splits.train.classes,
+        ctx.kernels.conv,
         vb,
     )?;
-    let opt = Optimizer::new(&cfg.optimizer, named_vars(&map))?;
-    let mut trainer = Trainer {
+    let opt = Optimizer::new(&cfg.optimizer, named_vars(&map), ctx.kernels.optim)?;
+    let mut task = Classifier {
         ctx,
+        device,
+        splits,
+        train,
+        dev,
+        test,
+        map,
         model,
         opt,
-        step: 0,
+        epoch: None,
     };
-    let mut end = EpochEnd::new(ctx, RNG_SCHEME);
-    let ck_dir = ctx.run_dir.checkpoints();
-    let (mut last_epoch, mut finished) = (0, false);
-    if let Some((path, state)) = checkpoint::resume_point(&ck_dir, &ctx.training_id)? {
-        let epoch = state.epoch;
-        checkpoint::restore_model(&path, &map)?;
-        let opt_state = checkpoint::read_optimizer(&path, &device)?;
-        trainer
-            .opt
-            .load_state(&opt_state, state.optimizer_steps)
-            .map_err(|e| checkpoint::CheckpointError::Corrupt {
-                path: path.join("optimizer.safetensors"),
-                message: e.to_string(),
-            })?;
-        trainer.step = state.step;
-        finished = end.resume(&state);
-        last_epoch = epoch;
-    }
-    let epochs = cfg.train.epochs;
-    sink.emit(&RunEvent::Started {
-        attempt: attempt_of(&ctx.run_dir),
-        resumed_from: last_epoch,
-        epochs,
-        steps_per_epoch: train.n.div_ceil(cfg.train.batch_size) as u64,
-    })?;
-
-    let first = last_epoch + 1;
-    for epoch in first..=epochs {
-        if finished {
-            break;
-        }
-        trainer
-            .opt
-            .set_lr(scheduled_lr(&cfg.optimizer, epoch, epochs));
-        let (train_loss, train_seconds) = match trainer.train_epoch(&train, epoch, sink)? {
-            EpochRun::Done { mean_loss, seconds } => (mean_loss, seconds),
-            EpochRun::Cancelled => {
-                finish(sink, RunState::Cancelled, last_epoch, None)?;
-                return Ok(Outcome::Cancelled { epoch: last_epoch });
-            }
-            EpochRun::Diverged(message) => {
-                finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
-                return Ok(Outcome::Diverged { epoch, message });
-            }
-        };
-        let epoch_started = Instant::now();
-        let dev_eval = evaluate(trainer.model.as_ref(), &dev)?;
-        let epoch_seconds = train_seconds + epoch_started.elapsed().as_secs_f64();
-        let metric = selected(
-            &cfg.select.metric,
-            &[
-                ("dev/accuracy", dev_eval.accuracy),
-                ("dev/loss", dev_eval.loss),
-                ("train/loss", train_loss),
-            ],
-        );
-        let verdict = end.decide(epoch, metric);
-        let last = verdict.last;
-        let step = trainer.step;
-        scalar(sink, epoch, step, "train/loss", train_loss)?;
-        scalar(sink, epoch, step, "dev/loss", dev_eval.loss)?;
-        scalar(sink, epoch, step, "dev/accuracy", dev_eval.accuracy)?;
-        scalar(sink, epoch, step, "lr", trainer.opt.lr())?;
-        scalar(sink, epoch, step, "time/epoch_seconds", epoch_seconds)?;
-        scalar(
-            sink,
-            epoch,
-            step,
-            "time/samples_per_second",
-            train.n as f64 / train_seconds.max(1e-9),
-        )?;
-        if last {
-            let test_eval = evaluate(trainer.model.as_ref(), &test)?;
-            scalar(sink, epoch, step, "test/loss", test_eval.loss)?;
-            scalar(sink, epoch, step, "test/accuracy", test_eval.accuracy)?;
-        }
-        end.commit(
-            epoch,
-            step,
-            trainer.opt.steps(),
-            metric,
-            verdict,
-            checkpoint::varmap_tensors(&map),
-            trainer.opt.state_tensors(),
-        )?;
-        sink.emit(&RunEvent::EpochEnd { epoch, step })?;
-        last_epoch = epoch;
-        finished = last;
-    }
-    write_activation_figures(
-        ctx,
-        trainer.model.as_ref(),
-        &splits.dev,
-        &device,
-        trainer.step,
-        sink,
-    )?;
-    finish(sink, RunState::Done, last_epoch, None)?;
-    Ok(Outcome::Done { epoch: last_epoch })
+    driver::run(ctx, &mut task, sink)
 }
 
 /// Saves the first convolution's post-activation feature maps (after ReLU/tanh, before

@@ -4,6 +4,7 @@
 
 use super::checkpoint::{self, CheckpointState, RngState};
 use super::early_stopping::EarlyStopping;
+use super::seeding::SCHEME;
 use super::{RunContext, TrainError};
 use candle_core::Tensor;
 use std::path::PathBuf;
@@ -21,7 +22,6 @@ pub struct Verdict {
 pub struct EpochEnd<'a> {
     ctx: &'a RunContext,
     dir: PathBuf,
-    rng_scheme: &'static str,
     early: EarlyStopping,
 }
 
@@ -35,14 +35,12 @@ pub fn selected(metric: &str, recorded: &[(&str, f64)]) -> f64 {
 }
 
 impl<'a> EpochEnd<'a> {
-    /// Fresh bookkeeping for `ctx`; `rng_scheme` names the loop's generator scheme in
-    /// checkpoints.
-    pub fn new(ctx: &'a RunContext, rng_scheme: &'static str) -> Self {
+    /// Fresh bookkeeping for `ctx`.
+    pub fn new(ctx: &'a RunContext) -> Self {
         let cfg = &ctx.config;
         EpochEnd {
             ctx,
             dir: ctx.run_dir.checkpoints(),
-            rng_scheme,
             early: EarlyStopping::new(&cfg.train.early_stopping, cfg.select.mode),
         }
     }
@@ -89,7 +87,7 @@ impl<'a> EpochEnd<'a> {
             finished: verdict.last,
             rng: RngState {
                 seed: cfg.seed,
-                scheme: self.rng_scheme.into(),
+                scheme: SCHEME.into(),
             },
         };
         checkpoint::save(&self.dir, model, optimizer, &state)?;

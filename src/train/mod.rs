@@ -8,6 +8,7 @@
 pub mod activations;
 pub mod checkpoint;
 pub mod classifier;
+pub mod driver;
 pub mod early_stopping;
 pub mod epoch_end;
 pub mod exact_f64;
@@ -22,9 +23,11 @@ use crate::data::DataError;
 use crate::device::Device as DeviceName;
 use crate::events::{EventSink, SinkError};
 use crate::models::ModelError;
+pub use crate::models::cnn::GpuConv;
 use crate::spec::{ModelKind, Spec};
 use crate::store::RunDir;
 use candle_core::Device;
+pub use optim::GpuOptim;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -44,6 +47,20 @@ pub struct RunContext {
     /// A run with the same training id whose checkpoints this run may reuse (seq2seq decode
     /// variants); image runs train themselves and ignore it.
     pub reuse_training_from: Option<RunDir>,
+    /// This attempt's number (1 for the first), as the worker recorded it in `status.json`.
+    pub attempt: u32,
+    /// Which GPU kernels the model and optimizer use.
+    pub kernels: Kernels,
+}
+
+/// The GPU kernel choices of a run, a benchmark switch for comparing implementations on a
+/// card; the CPU always takes its fused kernels. The worker resolves it from its environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kernels {
+    /// How convolutions run off the CPU.
+    pub conv: GpuConv,
+    /// How optimizer steps run off the CPU.
+    pub optim: GpuOptim,
 }
 
 /// How a run ended (errors aside).

@@ -69,12 +69,27 @@ pub struct Optimizer {
     /// Whether CPU f32 variables take the fused in-place step (tests turn it off to
     /// compare with the tensor-op path).
     fused: bool,
+    /// How steps run off the CPU.
+    gpu: GpuOptim,
+}
+
+/// How optimizer steps run off the CPU (the CPU always takes the fused step).
+///
+/// The fused CUDA step is the default where the build has it; the tensor-op path is a
+/// benchmark switch for comparing the two on a GPU (`scripts/device-check.sh`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GpuOptim {
+    /// The fused step, one kernel launch per variable (in a CUDA build).
+    #[default]
+    Fused,
+    /// Candle tensor ops, about ten allocating kernels per variable.
+    TensorOps,
 }
 
 impl Optimizer {
     /// An optimizer for `vars` with the settings of `spec` (learning rate `spec.lr` until
-    /// [`Optimizer::set_lr`] changes it).
-    pub fn new(spec: &OptimizerSpec, vars: Vec<(String, Var)>) -> Result<Self> {
+    /// [`Optimizer::set_lr`] changes it), stepping off the CPU as `gpu` says.
+    pub fn new(spec: &OptimizerSpec, vars: Vec<(String, Var)>, gpu: GpuOptim) -> Result<Self> {
         let with_m = match spec.kind {
             OptimizerKind::Sgd => spec.momentum != 0.0,
             OptimizerKind::Adam | OptimizerKind::Adamw => true,
@@ -102,6 +117,7 @@ impl Optimizer {
             slots,
             steps: 0,
             fused: true,
+            gpu,
         })
     }
 
@@ -136,7 +152,7 @@ impl Optimizer {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            if self.fused && fused_eligible(slot) {
+            if self.fused && fused_eligible(slot, self.gpu) {
                 fused::step(
                     &rule,
                     slot.var.as_tensor(),
@@ -217,21 +233,14 @@ struct Hyper {
 }
 
 /// Whether `slot` can take the fused step: f32, contiguous, with contiguous moments (always,
-/// unless a caller handed us an odd tensor), on the CPU or (in a CUDA build) a GPU.
-fn fused_eligible(slot: &Slot) -> bool {
+/// unless a caller handed us an odd tensor), on the CPU or (in a CUDA build, unless `gpu`
+/// asks for tensor ops) a GPU.
+fn fused_eligible(slot: &Slot, gpu: GpuOptim) -> bool {
     let p = slot.var.as_tensor();
-    let device_ok = p.device().is_cpu() || (p.device().is_cuda() && fused_on_gpu());
+    let on_gpu = cfg!(feature = "cuda") && gpu == GpuOptim::Fused;
+    let device_ok = p.device().is_cpu() || (p.device().is_cuda() && on_gpu);
     let ok = |t: &Tensor| t.dtype() == DType::F32 && t.is_contiguous();
     device_ok && ok(p) && slot.m.as_ref().is_none_or(ok) && slot.v.as_ref().is_none_or(ok)
-}
-
-/// Whether this build has the fused CUDA step and `ORCHESTRATE_GPU_OPTIM` does not ask for
-/// the tensor-op path (`=tensor`, a benchmark switch for comparing the two on a GPU).
-fn fused_on_gpu() -> bool {
-    static TENSOR_OPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    cfg!(feature = "cuda")
-        && !*TENSOR_OPS
-            .get_or_init(|| std::env::var("ORCHESTRATE_GPU_OPTIM").is_ok_and(|v| v == "tensor"))
 }
 
 /// One step of `slot` with Candle tensor ops (any device and dtype); the reference the fused
@@ -315,7 +324,8 @@ mod tests {
     fn run(spec: OptimizerSpec, steps: usize) -> Vec<f64> {
         let w = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
         let c = Tensor::new(&[0.5f32, 3.0], &Device::Cpu).unwrap();
-        let mut opt = Optimizer::new(&spec, vec![("w".into(), w.clone())]).unwrap();
+        let mut opt =
+            Optimizer::new(&spec, vec![("w".into(), w.clone())], GpuOptim::default()).unwrap();
         for _ in 0..steps {
             let loss = ((w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap()
                 + (w.as_tensor() * &c).unwrap().sum_all().unwrap())
@@ -401,13 +411,14 @@ mod tests {
             ..spec(OptimizerKind::Adam, 0.05)
         };
         let w = Var::new(&[1.0f32, -2.0, 0.5], &Device::Cpu).unwrap();
-        let mut a = Optimizer::new(&s, vec![("w".into(), w.clone())]).unwrap();
+        let mut a = Optimizer::new(&s, vec![("w".into(), w.clone())], GpuOptim::default()).unwrap();
         a.backward_step(&w.as_tensor().sqr().unwrap().sum_all().unwrap())
             .unwrap();
         let saved: HashMap<String, Tensor> = a.state_tensors().into_iter().collect();
         assert_eq!(saved.len(), 2);
         let w2 = Var::from_tensor(w.as_tensor()).unwrap();
-        let mut b = Optimizer::new(&s, vec![("w".into(), w2.clone())]).unwrap();
+        let mut b =
+            Optimizer::new(&s, vec![("w".into(), w2.clone())], GpuOptim::default()).unwrap();
         b.load_state(&saved, a.steps()).unwrap();
         for (opt, var) in [(&mut a, &w), (&mut b, &w2)] {
             opt.backward_step(&var.as_tensor().sqr().unwrap().sum_all().unwrap())

@@ -9,6 +9,10 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// Name of this scheme, recorded in checkpoints; a checkpoint of another scheme is not
+/// resumed ([`super::checkpoint::resume_point`]).
+pub const SCHEME: &str = "chacha8-stream-per-epoch";
+
 /// What a random stream is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]

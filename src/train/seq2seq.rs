@@ -1,50 +1,34 @@
-//! The seq2seq training loop: teacher-forced Adam steps, dev evaluation with the run's
-//! decoding settings every epoch, test at the end, checkpoints each epoch, and decode-only
-//! evaluation of a model another run trained.
+//! The translator (`seq2seq`) as a task of the training [`driver`]: teacher-forced steps,
+//! `lr` then dev (`dev/loss`, `dev/error_rate`, `dev/accuracy`, decoded with the run's
+//! settings) after `train/loss` every epoch, test with the last epoch, the sample table and
+//! attention figures at the end; and the decode-only evaluation of a model another run
+//! trained.
 
 use super::checkpoint;
-use super::epoch_end::{EpochEnd, selected};
+use super::driver::{self, Forward, Records, Task};
 use super::metrics::{error_rate, exact_match};
-use super::optim::{Optimizer, scheduled_lr};
+use super::optim::Optimizer;
+use super::seeding::{Stream, stream_rng};
 use super::seq2seq_step::StepRunner;
 use super::translation_artifacts::write_artifacts;
-use super::{Outcome, RunContext, TrainError, finish, scalar};
+use super::{Outcome, RunContext, TrainError};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
 use crate::events::{EventSink, RunEvent};
 use crate::models::decode::{Hypothesis, decode_examples};
 use crate::models::seeded::Dropout;
 use crate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
 use crate::spec::DecodeSpec;
-use crate::store::{RunDir, RunState};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use crate::store::RunDir;
+use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use std::path::Path;
 
 /// Examples per evaluation batch: larger than training batches because evaluation keeps
 /// no activations for backpropagation. Fixed, so results do not depend on the train batch.
 const EVAL_BATCH: usize = 200;
-/// Name of the generator scheme recorded in checkpoints (see [`rng`]).
-const RNG_SCHEME: &str = "chacha8-stream-per-purpose-and-epoch";
-
 /// Metrics every epoch of a translation run records, which `select.metric` may name
-/// (validation checks it against them); see [`emit_eval`] and the epoch loop.
+/// (validation checks it against them); see [`Translator`]'s evaluation.
 pub const SELECTABLE: [&str; 4] = ["dev/error_rate", "dev/accuracy", "dev/loss", "train/loss"];
-
-/// What a generator is for; each purpose (and each epoch) gets its own ChaCha8 stream so
-/// resuming at an epoch boundary replays exactly what an uninterrupted run would draw.
-#[derive(Clone, Copy)]
-enum Purpose {
-    Init = 1,
-    Shuffle = 2,
-    Dropout = 3,
-}
-
-fn rng(seed: u64, purpose: Purpose, epoch: usize) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    r.set_stream(((purpose as u64) << 32) | epoch as u64);
-    r
-}
 
 /// A split's evaluation: teacher-forced loss and the decoded outputs' metrics.
 pub struct Evaluation {
@@ -90,188 +74,201 @@ pub fn evaluate(
     })
 }
 
-fn emit_eval(
-    sink: &mut dyn EventSink,
-    epoch: usize,
-    step: u64,
-    prefix: &str,
-    e: &Evaluation,
-) -> Result<(), TrainError> {
-    scalar(sink, epoch, step, &format!("{prefix}/loss"), e.loss)?;
-    scalar(
-        sink,
-        epoch,
-        step,
-        &format!("{prefix}/error_rate"),
-        e.error_rate,
-    )?;
-    scalar(sink, epoch, step, &format!("{prefix}/accuracy"), e.accuracy)
+/// The tags of a dev evaluation's records, in emission order.
+const DEV: [&str; 3] = ["dev/loss", "dev/error_rate", "dev/accuracy"];
+/// The tags of a test evaluation's records, in emission order.
+const TEST: [&str; 3] = ["test/loss", "test/error_rate", "test/accuracy"];
+
+/// An evaluation's loss, error rate and accuracy under `tags` (one of [`DEV`], [`TEST`]).
+fn records(tags: [&'static str; 3], e: &Evaluation) -> Records {
+    let [loss, error_rate, accuracy] = tags;
+    vec![
+        (loss, e.loss),
+        (error_rate, e.error_rate),
+        (accuracy, e.accuracy),
+    ]
 }
 
-/// Test evaluation, sample table and attention figures: the end of every finished run.
-fn conclude(
-    ctx: &RunContext,
-    sink: &mut dyn EventSink,
-    model: &Seq2Seq,
-    data: &ParallelData,
-    epoch: usize,
-    step: u64,
-    dev: Option<Evaluation>,
-) -> Result<Outcome, TrainError> {
-    let decode = &ctx.config.decode;
-    let test = evaluate(model, data, &data.test, decode)?;
-    emit_eval(sink, epoch, step, "test", &test)?;
-    let dev = match dev {
-        Some(dev) => dev,
-        None => evaluate(model, data, &data.dev, decode)?,
-    };
-    write_artifacts(&ctx.run_dir, sink, data, &dev, decode, step)?;
-    finish(sink, RunState::Done, epoch, None)?;
-    Ok(Outcome::Done { epoch })
+/// A translation run as a [`Task`] of the training driver.
+struct Translator<'a> {
+    ctx: &'a RunContext,
+    data: ParallelData,
+    model: Seq2Seq,
+    optim: Optimizer,
+    runner: StepRunner,
+    /// Set by [`Task::begin_epoch`].
+    epoch: Option<Epoch>,
+    /// The newest dev evaluation, which the artifacts show.
+    last_dev: Option<Evaluation>,
+}
+
+/// The current epoch's batches (indices into the training split) and dropout masks.
+struct Epoch {
+    batches: Vec<Vec<usize>>,
+    dropout: Dropout,
+}
+
+impl<'a> Translator<'a> {
+    fn new(ctx: &'a RunContext, device: &candle_core::Device) -> Result<Self, TrainError> {
+        let cfg = &ctx.config;
+        let data = ParallelData::load(&cfg.data)?;
+        let mcfg =
+            Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
+        let model = Seq2Seq::new(mcfg, &mut stream_rng(cfg.seed, Stream::Init, 0), device)?;
+        let optim = Optimizer::new(
+            &cfg.optimizer,
+            model.params().named().to_vec(),
+            ctx.kernels.optim,
+        )?;
+        // On a GPU every op is issued from this thread: the batch shards and per-thread pools
+        // only pay off on the CPU, and Candle gives each host thread its own CUDA stream.
+        let runner = if device.is_cpu() {
+            StepRunner::new()
+        } else {
+            StepRunner::with_threads(1)
+        };
+        Ok(Translator {
+            ctx,
+            data,
+            model,
+            optim,
+            runner,
+            epoch: None,
+            last_dev: None,
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        self.ctx.config.train.batch_size.max(1)
+    }
+
+    /// Evaluates dev with the run's decoding settings and keeps it for the artifacts.
+    fn dev_records(&mut self) -> Result<Records, TrainError> {
+        let dev = evaluate(
+            &self.model,
+            &self.data,
+            &self.data.dev,
+            &self.ctx.config.decode,
+        )?;
+        let out = records(DEV, &dev);
+        self.last_dev = Some(dev);
+        Ok(out)
+    }
+}
+
+impl Task for Translator<'_> {
+    type Gradients = GradStore;
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.samples_per_epoch().div_ceil(self.batch_size()) as u64
+    }
+
+    fn samples_per_epoch(&self) -> usize {
+        self.data.train.examples.len()
+    }
+
+    fn device(&self) -> &candle_core::Device {
+        self.model.device()
+    }
+
+    fn optimizer(&mut self) -> &mut Optimizer {
+        &mut self.optim
+    }
+
+    fn restore_model(&mut self, path: &Path) -> Result<(), TrainError> {
+        Ok(checkpoint::restore_vars(path, self.model.params().named())?)
+    }
+
+    fn model_tensors(&self) -> Vec<(String, Tensor)> {
+        self.model
+            .params()
+            .named()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) -> Result<(), TrainError> {
+        let cfg = &self.ctx.config;
+        let dropout = Dropout::new(
+            cfg.model.dropout,
+            stream_rng(cfg.seed, Stream::Dropout, epoch as u64),
+        );
+        let mut shuffle = stream_rng(cfg.seed, Stream::Shuffle, epoch as u64);
+        let batches = batch_indices(
+            self.samples_per_epoch(),
+            self.batch_size(),
+            Some(&mut shuffle),
+        );
+        self.epoch = Some(Epoch { batches, dropout });
+        Ok(())
+    }
+
+    fn forward(&mut self, batch: usize) -> Result<Forward<GradStore>, TrainError> {
+        let Epoch { batches, dropout } = self
+            .epoch
+            .as_mut()
+            .expect("the driver begins each epoch before its steps");
+        let refs: Vec<_> = batches[batch]
+            .iter()
+            .map(|&i| &self.data.train.examples[i])
+            .collect();
+        let out = self.runner.step(&self.model, &Batch::new(&refs), dropout)?;
+        Ok(Forward {
+            loss: out.loss,
+            weight: out.tokens,
+            gradients: out.grads,
+        })
+    }
+
+    fn update(&mut self, grads: GradStore) -> Result<(), TrainError> {
+        let optim = &mut self.optim;
+        Ok(self.runner.in_pool(|| optim.step(&grads))?)
+    }
+
+    fn evaluate(&mut self) -> Result<Records, TrainError> {
+        let mut out = vec![("lr", self.optim.lr())];
+        out.extend(self.dev_records()?);
+        Ok(out)
+    }
+
+    fn test(&mut self) -> Result<Records, TrainError> {
+        let test = evaluate(
+            &self.model,
+            &self.data,
+            &self.data.test,
+            &self.ctx.config.decode,
+        )?;
+        Ok(records(TEST, &test))
+    }
+
+    fn artifacts(&mut self, step: u64, sink: &mut dyn EventSink) -> Result<(), TrainError> {
+        let decode = &self.ctx.config.decode;
+        let dev = match self.last_dev.take() {
+            Some(dev) => dev,
+            None => evaluate(&self.model, &self.data, &self.data.dev, decode)?,
+        };
+        write_artifacts(&self.ctx.run_dir, sink, &self.data, &dev, decode, step)
+    }
 }
 
 /// Trains the translator of `ctx` (resuming from its last checkpoint), or, when
 /// `ctx.reuse_training_from` names a finished run, only evaluates that run's model with this
 /// run's decoding settings.
 pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainError> {
-    let cfg = &ctx.config;
-    let device = super::select_device(&cfg.train.device)?;
-    let data = ParallelData::load(&cfg.data)?;
-    let mcfg = Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
-    let model = Seq2Seq::new(mcfg, &mut rng(cfg.seed, Purpose::Init, 0), &device)?;
-    if let Some(source) = &ctx.reuse_training_from {
-        return evaluate_reused(ctx, sink, &model, &data, source);
+    let device = super::select_device(&ctx.config.train.device)?;
+    let mut task = Translator::new(ctx, &device)?;
+    match &ctx.reuse_training_from {
+        Some(source) => evaluate_reused(ctx, sink, &mut task, source),
+        None => driver::run(ctx, &mut task, sink),
     }
-
-    let ckpt_dir = ctx.run_dir.checkpoints();
-    let mut optim = Optimizer::new(&cfg.optimizer, model.params().named().to_vec())?;
-    let mut end = EpochEnd::new(ctx, RNG_SCHEME);
-    let (start, mut step, mut finished) =
-        match checkpoint::resume_point(&ckpt_dir, &ctx.training_id)? {
-            Some((path, state)) => {
-                checkpoint::restore_vars(&path, model.params().named())?;
-                let saved = checkpoint::read_optimizer(&path, &device)?;
-                optim.load_state(&saved, state.optimizer_steps)?;
-                (state.epoch, state.step, end.resume(&state))
-            }
-            None => (0, 0, false),
-        };
-    let epochs = cfg.train.epochs;
-    let batch_size = cfg.train.batch_size.max(1);
-    let n_train = data.train.examples.len();
-    sink.emit(&RunEvent::Started {
-        attempt: 1,
-        resumed_from: start,
-        epochs,
-        steps_per_epoch: n_train.div_ceil(batch_size) as u64,
-    })?;
-
-    // On a GPU every op is issued from this thread: the batch shards and per-thread pools
-    // only pay off on the CPU, and Candle gives each host thread its own CUDA stream.
-    let runner = if device.is_cpu() {
-        StepRunner::new()
-    } else {
-        StepRunner::with_threads(1)
-    };
-    let mut last_dev = None;
-    let mut last_epoch = start;
-    for epoch in start + 1..=epochs {
-        if finished {
-            break;
-        }
-        let began = Instant::now();
-        let lr = scheduled_lr(&cfg.optimizer, epoch, epochs);
-        optim.set_lr(lr);
-        let mut dropout = Dropout::new(cfg.model.dropout, rng(cfg.seed, Purpose::Dropout, epoch));
-        let mut shuffle = rng(cfg.seed, Purpose::Shuffle, epoch);
-        let (mut sum, mut tokens) = (0.0, 0.0);
-        let (mut window, mut window_n) = (0.0, 0usize);
-        for idx in batch_indices(n_train, batch_size, Some(&mut shuffle)) {
-            if ctx.cancel.load(Ordering::Relaxed) {
-                // The last checkpoint is the previous epoch's: resume replays this one.
-                finish(sink, RunState::Cancelled, epoch - 1, None)?;
-                return Ok(Outcome::Cancelled { epoch: epoch - 1 });
-            }
-            let refs: Vec<_> = idx.iter().map(|&i| &data.train.examples[i]).collect();
-            let out = runner.step(&model, &Batch::new(&refs), &mut dropout)?;
-            let (value, n) = (out.loss, out.tokens);
-            if !value.is_finite() {
-                let message = format!("training loss is {value} at step {}", step + 1);
-                finish(sink, RunState::Diverged, epoch, Some(message.clone()))?;
-                return Ok(Outcome::Diverged { epoch, message });
-            }
-            runner.in_pool(|| optim.step(&out.grads))?;
-            step += 1;
-            sum += value * n;
-            tokens += n;
-            window += value;
-            window_n += 1;
-            let every = cfg.train.log_every;
-            if every > 0 && step % every as u64 == 0 {
-                let mean = window / window_n as f64;
-                scalar(sink, epoch, step, "train/running_loss", mean)?;
-                (window, window_n) = (0.0, 0);
-            }
-        }
-        let train_seconds = began.elapsed().as_secs_f64();
-        let train_loss = sum / tokens.max(1.0);
-        scalar(sink, epoch, step, "train/loss", train_loss)?;
-        scalar(sink, epoch, step, "lr", lr)?;
-        let dev = evaluate(&model, &data, &data.dev, &cfg.decode)?;
-        emit_eval(sink, epoch, step, "dev", &dev)?;
-        scalar(
-            sink,
-            epoch,
-            step,
-            "time/epoch_seconds",
-            began.elapsed().as_secs_f64(),
-        )?;
-        scalar(
-            sink,
-            epoch,
-            step,
-            "time/samples_per_second",
-            n_train as f64 / train_seconds.max(1e-9),
-        )?;
-        let metric = selected(
-            &cfg.select.metric,
-            &[
-                ("dev/error_rate", dev.error_rate),
-                ("dev/accuracy", dev.accuracy),
-                ("dev/loss", dev.loss),
-                ("train/loss", train_loss),
-            ],
-        );
-        let verdict = end.decide(epoch, metric);
-        let tensors = model
-            .params()
-            .named()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        end.commit(
-            epoch,
-            step,
-            optim.steps(),
-            metric,
-            verdict,
-            tensors,
-            optim.state_tensors(),
-        )?;
-        sink.emit(&RunEvent::EpochEnd { epoch, step })?;
-        last_dev = Some(dev);
-        last_epoch = epoch;
-        finished = verdict.last;
-    }
-    conclude(ctx, sink, &model, &data, last_epoch, step, last_dev)
 }
 
 /// Decode-only run: load the source run's last checkpoint and evaluate it; no training step.
 fn evaluate_reused(
     ctx: &RunContext,
     sink: &mut dyn EventSink,
-    model: &Seq2Seq,
-    data: &ParallelData,
+    task: &mut Translator,
     source: &RunDir,
 ) -> Result<Outcome, TrainError> {
     let dir = source.checkpoints();
@@ -281,9 +278,9 @@ fn evaluate_reused(
             message: "no checkpoint to reuse: the training run has not finished an epoch".into(),
         })
     })?;
-    checkpoint::restore_vars(&path, model.params().named())?;
+    task.restore_model(&path)?;
     sink.emit(&RunEvent::Started {
-        attempt: 1,
+        attempt: ctx.attempt,
         resumed_from: meta.epoch,
         epochs: meta.epoch,
         steps_per_epoch: 0,
@@ -299,13 +296,15 @@ fn evaluate_reused(
             meta.step
         ),
     })?;
-    let dev = evaluate(model, data, &data.dev, &ctx.config.decode)?;
-    emit_eval(sink, meta.epoch, meta.step, "dev", &dev)?;
+    let dev = task.dev_records()?;
+    driver::emit(sink, meta.epoch, meta.step, dev)?;
     sink.emit(&RunEvent::EpochEnd {
         epoch: meta.epoch,
         step: meta.step,
     })?;
-    conclude(ctx, sink, model, data, meta.epoch, meta.step, Some(dev))
+    let test = task.test()?;
+    driver::emit(sink, meta.epoch, meta.step, test)?;
+    driver::conclude(task, sink, meta.epoch, meta.step)
 }
 
 #[cfg(test)]
@@ -313,6 +312,8 @@ mod tests {
     use super::*;
     use crate::events::MemorySink;
     use crate::spec::{Attention, DataFormat, DecodeStrategy, ModelKind, SelectMode, Spec};
+    use crate::store::RunState;
+    use crate::train::Kernels;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
@@ -348,6 +349,8 @@ mod tests {
             threads: 1,
             cancel: Arc::new(AtomicBool::new(false)),
             reuse_training_from: None,
+            attempt: 1,
+            kernels: Kernels::default(),
         }
     }
 
@@ -494,6 +497,21 @@ mod tests {
             let a = scalars(&s1.events, tag);
             assert_eq!(scalars(&s2.events, tag), a[a.len() - 1..].to_vec(), "{tag}");
         }
+    }
+
+    /// Training's `Started` event carries the attempt the worker decided; main said 1.
+    #[test]
+    fn started_reports_the_attempt_of_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ctx(dir.path(), spec(Attention::None, 1));
+        c.attempt = 3;
+        let mut sink = MemorySink::default();
+        run_seq2seq(&c, &mut sink).unwrap();
+        assert!(
+            matches!(sink.events[0], RunEvent::Started { attempt: 3, .. }),
+            "{:?}",
+            sink.events[0]
+        );
     }
 
     /// On main every epoch built a fresh, never-fed early-stopping policy: all epochs ran.

@@ -7,6 +7,7 @@
 #[path = "../util/mod.rs"]
 mod util;
 
+mod attempts;
 mod better;
 mod checkpoints;
 mod damaged;

@@ -239,7 +239,7 @@ fn adam_lanes(r: &Rule, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) 
 
 #[cfg(test)]
 mod tests {
-    use super::super::Optimizer;
+    use super::super::{GpuOptim, Optimizer};
     use crate::spec::{OptimizerKind, OptimizerSpec};
     use candle_core::{Device, Tensor, Var};
     use std::collections::HashMap;
@@ -296,8 +296,8 @@ mod tests {
     /// Trains `steps` steps fused and with tensor ops; weights and state must be identical.
     fn agree(spec: &OptimizerSpec, steps: usize) {
         let (va, vb) = (vars(), vars());
-        let mut fused = Optimizer::new(spec, va.clone()).unwrap();
-        let mut ops = Optimizer::new(spec, vb.clone()).unwrap();
+        let mut fused = Optimizer::new(spec, va.clone(), GpuOptim::default()).unwrap();
+        let mut ops = Optimizer::new(spec, vb.clone(), GpuOptim::default()).unwrap();
         ops.fused = false;
         for s in 0..steps {
             fused.backward_step(&loss(&va, s)).unwrap();
@@ -342,7 +342,7 @@ mod tests {
             spec(OptimizerKind::Adamw, 1e-2, 0.0, 0.05),
         ] {
             let va = vars();
-            let mut a = Optimizer::new(&s, va.clone()).unwrap();
+            let mut a = Optimizer::new(&s, va.clone(), GpuOptim::default()).unwrap();
             for step in 0..3 {
                 a.backward_step(&loss(&va, step)).unwrap();
             }
@@ -355,8 +355,8 @@ mod tests {
                     .collect()
             };
             let (vb, vc) = (copy(&va), copy(&va));
-            let mut b = Optimizer::new(&s, vb.clone()).unwrap();
-            let mut c = Optimizer::new(&s, vc.clone()).unwrap();
+            let mut b = Optimizer::new(&s, vb.clone(), GpuOptim::default()).unwrap();
+            let mut c = Optimizer::new(&s, vc.clone(), GpuOptim::default()).unwrap();
             c.fused = false;
             b.load_state(&saved, a.steps()).unwrap();
             c.load_state(&saved, a.steps()).unwrap();
@@ -389,7 +389,8 @@ mod tests {
         .into();
         let run = |fused: bool| {
             let w = Var::new(&[1.0f32, -2.0], &dev).unwrap();
-            let mut opt = Optimizer::new(&s, vec![("w".into(), w.clone())]).unwrap();
+            let mut opt =
+                Optimizer::new(&s, vec![("w".into(), w.clone())], GpuOptim::default()).unwrap();
             opt.fused = fused;
             opt.load_state(&state, 10).unwrap();
             // Gradient [0, 1]: the first entry's moment only decays.
