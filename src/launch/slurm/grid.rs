@@ -205,7 +205,6 @@ pub struct SlurmExecutor<'a> {
     before: HashMap<usize, (u32, usize)>,
     /// Runs whose task was reported running.
     running: BTreeSet<usize>,
-    cancelling: bool,
     exit_file_grace: Duration,
     poll_interval: Duration,
     /// Device shown for the runs (`train.device`).
@@ -236,7 +235,6 @@ impl<'a> SlurmExecutor<'a> {
             submissions: BTreeMap::new(),
             before: HashMap::new(),
             running: BTreeSet::new(),
-            cancelling: false,
             exit_file_grace: opts.exit_file_grace,
             poll_interval: opts.poll_interval,
             device,
@@ -307,6 +305,91 @@ impl<'a> SlurmExecutor<'a> {
             message: outcome.message.clone(),
         });
         self.outcomes.insert(i, outcome);
+    }
+
+    /// Polls every open task once and reports what changed.
+    fn poll_open(&mut self, out: &mut Vec<ExecEvent>) -> Result<(), SlurmError> {
+        let mut ended = Vec::new();
+        let mut notes = Vec::new();
+        for t in self.tracked.iter_mut().filter(|t| !t.open.is_empty()) {
+            let views = t.job.poll_tasks(&t.open)?;
+            for v in views {
+                let Some(&i) = self.by_id.get(&v.run_id) else {
+                    continue;
+                };
+                if t.last.get(&v.task) != Some(&v.phase) {
+                    self.progress.task(&v);
+                    t.last.insert(v.task, v.phase.clone());
+                    match &v.phase {
+                        TaskPhase::Running => notes.push((i, None, t.job.task_name(v.task))),
+                        // The outcome follows below.
+                        TaskPhase::Exited { .. } => {}
+                        _ => notes.push((i, Some(v.phase_text()), t.job.task_name(v.task))),
+                    }
+                }
+                if !v.phase.is_terminal() {
+                    continue;
+                }
+                if !matches!(v.phase, TaskPhase::Exited { .. }) {
+                    let since = *t.ended_since.entry(v.task).or_insert_with(Instant::now);
+                    if since.elapsed() < self.exit_file_grace {
+                        continue;
+                    }
+                }
+                t.open.remove(&v.task);
+                if let Some(outcome) = v.outcome() {
+                    ended.push((i, outcome));
+                }
+            }
+        }
+        for (i, phase, job) in notes {
+            match phase {
+                None if !self.running.contains(&i) => self.started(i, job, out),
+                None => {}
+                Some(phase) => out.push(ExecEvent::Note(LaunchEvent::SlurmTask {
+                    run_id: self.runs[i].plan.id.clone(),
+                    name: self.runs[i].plan.name.clone(),
+                    job,
+                    phase,
+                })),
+            }
+        }
+        for (i, mut outcome) in ended {
+            outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
+            record_outcome_status(&outcome);
+            self.ended(i, outcome, out);
+        }
+        Ok(())
+    }
+
+    /// Stops following every open task (`kill`: scancel them with SIGKILL first); each run
+    /// ends as cancelled, `why` naming its task.
+    fn abandon(&mut self, kill: bool, out: &mut Vec<ExecEvent>, why: impl Fn(&str) -> String) {
+        let mut abandoned = Vec::new();
+        for t in &mut self.tracked {
+            if kill && !t.open.is_empty() {
+                let _ = t.job.kill();
+            }
+            for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
+                let job = t.job.task_name(e.task);
+                abandoned.push(RunOutcome {
+                    run_id: e.run_id.clone(),
+                    run_dir: e.run_dir.clone(),
+                    state: RunState::Cancelled,
+                    message: Some(why(&job)),
+                    job,
+                    exit_code: None,
+                    attempts: 0,
+                });
+            }
+            t.open.clear();
+        }
+        for mut outcome in abandoned {
+            if let Some(&i) = self.by_id.get(&outcome.run_id) {
+                outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
+                self.ended(i, outcome, out);
+            }
+        }
     }
 
     fn to_launch(&self, runs: &[usize]) -> Vec<RunToLaunch> {
@@ -395,57 +478,15 @@ impl Executor for SlurmExecutor<'_> {
     }
 
     fn poll(&mut self, out: &mut Vec<ExecEvent>) -> Result<(), SlurmError> {
-        let mut ended = Vec::new();
-        let mut notes = Vec::new();
-        for t in self.tracked.iter_mut().filter(|t| !t.open.is_empty()) {
-            let views = t.job.poll_tasks(&t.open)?;
-            for v in views {
-                let Some(&i) = self.by_id.get(&v.run_id) else {
-                    continue;
-                };
-                if t.last.get(&v.task) != Some(&v.phase) {
-                    self.progress.task(&v);
-                    t.last.insert(v.task, v.phase.clone());
-                    match &v.phase {
-                        TaskPhase::Running => notes.push((i, None, t.job.task_name(v.task))),
-                        // The outcome follows below.
-                        TaskPhase::Exited { .. } => {}
-                        _ => notes.push((i, Some(v.phase_text()), t.job.task_name(v.task))),
-                    }
-                }
-                if !v.phase.is_terminal() {
-                    continue;
-                }
-                if !matches!(v.phase, TaskPhase::Exited { .. }) {
-                    let since = *t.ended_since.entry(v.task).or_insert_with(Instant::now);
-                    if since.elapsed() < self.exit_file_grace {
-                        continue;
-                    }
-                }
-                t.open.remove(&v.task);
-                if let Some(outcome) = v.outcome() {
-                    ended.push((i, outcome));
-                }
-            }
+        let polled = self.poll_open(out);
+        if let Err(e) = &polled {
+            // The tasks go on in Slurm, and a later `run` picks them up again; this launch
+            // can no longer follow them.
+            self.abandon(false, out, |task| {
+                format!("the orchestrator stopped following task {task}: {e}")
+            });
         }
-        for (i, phase, job) in notes {
-            match phase {
-                None if !self.running.contains(&i) => self.started(i, job, out),
-                None => {}
-                Some(phase) => out.push(ExecEvent::Note(LaunchEvent::SlurmTask {
-                    run_id: self.runs[i].plan.id.clone(),
-                    name: self.runs[i].plan.name.clone(),
-                    job,
-                    phase,
-                })),
-            }
-        }
-        for (i, mut outcome) in ended {
-            outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
-            record_outcome_status(&outcome);
-            self.ended(i, outcome, out);
-        }
-        Ok(())
+        polled
     }
 
     fn stop(&mut self, run: usize) {
@@ -461,7 +502,6 @@ impl Executor for SlurmExecutor<'_> {
     }
 
     fn terminate(&mut self) {
-        self.cancelling = true;
         for t in self.tracked.iter().filter(|t| !t.open.is_empty()) {
             // A controller that does not answer now is asked again below, through polling;
             // the deadline bounds how long we wait either way.
@@ -470,37 +510,12 @@ impl Executor for SlurmExecutor<'_> {
     }
 
     fn give_up(&mut self, kill: bool, out: &mut Vec<ExecEvent>) {
-        let mut abandoned = Vec::new();
-        for t in &mut self.tracked {
-            if kill && !t.open.is_empty() {
-                let _ = t.job.kill();
-            }
-            for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
-                abandoned.push((
-                    e.run_id.clone(),
-                    RunOutcome {
-                        run_id: e.run_id.clone(),
-                        run_dir: e.run_dir.clone(),
-                        state: RunState::Cancelled,
-                        message: Some(format!(
-                            "cancelled; Slurm had not confirmed the end of task {} when the \
-                             orchestrator stopped waiting",
-                            t.job.task_name(e.task),
-                        )),
-                        job: t.job.task_name(e.task),
-                        exit_code: None,
-                        attempts: 0,
-                    },
-                ));
-            }
-            t.open.clear();
-        }
-        for (run_id, mut outcome) in abandoned {
-            if let Some(&i) = self.by_id.get(&run_id) {
-                outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
-                self.ended(i, outcome, out);
-            }
-        }
+        self.abandon(kill, out, |task| {
+            format!(
+                "cancelled; Slurm had not confirmed the end of task {task} when the \
+                 orchestrator stopped waiting"
+            )
+        });
     }
 
     fn detach(&mut self, out: &mut Vec<ExecEvent>) {
