@@ -290,3 +290,34 @@ fn signal_name(s: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(jobs: usize, cards: usize, per_device: usize) -> LocalExecutor<'static> {
+        LocalExecutor::new(
+            &[],
+            PoolOptions {
+                exe: "/nonexistent".into(),
+                jobs,
+                threads: 1,
+                devices: (0..cards).map(|i| Device::Cuda(Some(i))).collect(),
+                jobs_per_device: per_device,
+                cpu_device: Device::Cpu,
+            },
+        )
+    }
+
+    #[test]
+    fn free_slots_count_jobs_and_the_free_places_on_the_cards() {
+        assert_eq!(executor(3, 0, 1).free_slots(), Some(3));
+        assert_eq!(executor(0, 0, 1).free_slots(), Some(1), "at least one job");
+        let mut e = executor(8, 2, 2);
+        assert_eq!(e.free_slots(), Some(4), "two cards x two runs each");
+        e.on_device = vec![2, 1];
+        assert_eq!(e.free_slots(), Some(1));
+        e.on_device = vec![2, 2];
+        assert_eq!(e.free_slots(), Some(0));
+    }
+}
