@@ -1,26 +1,26 @@
 //! `orchestrate run`: train every run of a spec's grid in worker processes, name the winner.
 //!
 //! Order matters for "lose nothing": the spec is loaded and expanded (and so validated, each
-//! run against its data files' headers too) before anything is written (and, for Slurm, the cluster is checked); then the experiment
-//! directory, the lock, the run directories; then the local pool or the Slurm array job;
-//! then the summary, the same for both backends.
+//! run against its data files' headers too) and the launch settings are resolved before
+//! anything is written (and, for Slurm, the cluster is checked); then the experiment
+//! directory, the lock, the run directories; then the dispatcher with the local or the Slurm
+//! executor; then the summary, the same for both backends.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::device::Device;
 use crate::error::{Error, exit};
 use crate::launch::LaunchError;
 use crate::launch::budget;
+use crate::launch::dispatch::{RunToEnd, dispatch};
 use crate::launch::events::LaunchEvent;
-use crate::launch::local::{PoolOptions, run_pool};
-use crate::launch::on_slurm::{
-    LaunchOnSlurmError, SlurmRunEnd, SlurmRunOptions, SlurmSetup, run_on_slurm,
-};
+use crate::launch::local::{LocalExecutor, PoolOptions};
+use crate::launch::on_slurm::{SlurmRunEnd, SlurmSetup, run_on_slurm};
 use crate::launch::prepare::{PreparedRun, create_experiment_dir, prepare_runs};
-use crate::launch::progress::{OutputMode, Reporter, reporter};
+use crate::launch::progress::{Reporter, reporter};
+use crate::launch::settings::{self, LaunchFlags, LaunchSettings, spec_devices};
 use crate::launch::signals::ShutdownSignals;
-use crate::spec::{Backend, Spec};
+use crate::spec::{Backend, SlurmSpec, Spec};
 use crate::store::{ExperimentLock, RunState};
 use crate::{spec, summary};
 
@@ -74,33 +74,32 @@ pub struct Args {
     pub plain: bool,
 }
 
+impl Args {
+    /// The flags that decide how the grid is launched.
+    fn launch_flags(&self) -> LaunchFlags {
+        LaunchFlags {
+            backend: self.backend,
+            detach: self.detach,
+            jobs: self.jobs,
+            threads: self.threads,
+            retries: self.retries,
+            fail_fast: self.fail_fast,
+            devices: self.devices.clone(),
+            grace: self.grace,
+            quiet: self.quiet,
+            json: self.json,
+            plain: self.plain,
+        }
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans) = args.spec.load_runs()?;
-    let backend = args.backend.unwrap_or(spec.launch.backend);
     // Flags that do not fit the backend are usage errors, found before any data is read.
-    match backend {
-        Backend::Local if args.detach => {
-            return Err(Error::Usage(
-                "--detach needs the Slurm backend (--backend slurm or \
-                 launch.backend = \"slurm\"); local workers stop with their orchestrator"
-                    .into(),
-            ));
-        }
-        Backend::Slurm if args.fail_fast => {
-            return Err(Error::Usage(
-                "--fail-fast is not supported with the Slurm backend".into(),
-            ));
-        }
-        Backend::Slurm if !args.devices.is_empty() => {
-            return Err(Error::Usage(
-                "--devices is for local workers; on Slurm ask for GPUs with \
-                 launch.slurm.gres (e.g. --set launch.slurm.gres=gpu:1)"
-                    .into(),
-            ));
-        }
-        _ => {}
-    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = settings::resolve(&args.launch_flags(), &spec, cores)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     // Data headers, every run's model layout on them and its select metric: checked before
     // anything is written under runs/.
     crate::inspect::check_runs(&args.spec, &plans, crate::inspect::MissingData::Refuse)?;
@@ -113,15 +112,10 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     for device in wanted {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
-    match backend {
-        Backend::Local => run_local(args, &spec, &plans),
-        Backend::Slurm => run_slurm(args, &spec, &plans),
+    match &settings.slurm {
+        None => run_local(args, &spec, &plans, &settings),
+        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm),
     }
-}
-
-/// Devices named by a validated spec (validation refused any other name).
-fn spec_devices<'a>(names: impl IntoIterator<Item = &'a String>) -> impl Iterator<Item = Device> {
-    names.into_iter().filter_map(|d| d.parse().ok())
 }
 
 /// The experiment directory, its lock and its prepared run directories, with the reporter
@@ -134,19 +128,15 @@ struct Prepared {
 }
 
 /// Creates the experiment directory, takes the lock and writes the run directories.
-fn prepare(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<Prepared, Error> {
+fn prepare(
+    args: &Args,
+    spec: &Spec,
+    plans: &[crate::grid::RunPlan],
+    settings: &LaunchSettings,
+) -> Result<Prepared, Error> {
     let exp = create_experiment_dir(&args.runs_dir, &spec.name)?;
     let lock = ExperimentLock::acquire(exp.root())?;
-    let mode = if args.json {
-        OutputMode::Json
-    } else if args.quiet {
-        OutputMode::Quiet
-    } else if args.plain {
-        OutputMode::Plain
-    } else {
-        OutputMode::Auto
-    };
-    let mut rep = reporter(mode);
+    let mut rep = reporter(settings.output);
     if let Some(old) = &lock.took_over {
         rep.report(&LaunchEvent::Note {
             message: format!(
@@ -157,6 +147,9 @@ fn prepare(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<P
     }
     let runs = prepare_runs(exp.root(), plans, &args.rerun)?;
     write_tensorboard_experiment(exp.root(), spec, plans)?;
+    if let Some(n) = &settings.note {
+        rep.report(&LaunchEvent::Note { message: n.clone() });
+    }
     Ok(Prepared {
         exp,
         lock,
@@ -203,56 +196,45 @@ fn announce(
 }
 
 /// The grid in local worker processes.
-fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<i32, Error> {
-    let launch = &spec.launch;
-    let devices: Vec<Device> = if args.devices.is_empty() {
-        spec_devices(&launch.devices).collect()
-    } else {
-        args.devices.clone()
-    };
-    // `--devices cpu` (or `auto`) is the device of every run, not a hint that train.device
-    // overrides.
-    let cpu_device = devices
-        .iter()
-        .copied()
-        .find(|d| !d.is_card())
-        .or_else(|| spec_devices([&spec.train.device]).next())
-        .unwrap_or(Device::Cpu);
-    let accel: Vec<Device> = devices.into_iter().filter(|d| d.is_card()).collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = args.threads.unwrap_or(spec.train.threads);
-    let budget = budget::resolve(
-        args.jobs.unwrap_or(launch.jobs),
-        threads,
-        cores,
-        accel.len(),
-        launch.jobs_per_device,
-    );
-
-    let mut p = prepare(args, spec, plans)?;
-    if let Some(n) = &budget.note {
-        p.rep.report(&LaunchEvent::Note { message: n.clone() });
-    }
-    let sharing = budget.jobs.min(p.runs.len());
-    if let Some(n) = budget::shared_gpu_note(sharing, accel.len(), &budget::mps_pipe_dir()) {
+fn run_local(
+    args: &Args,
+    spec: &Spec,
+    plans: &[crate::grid::RunPlan],
+    settings: &LaunchSettings,
+) -> Result<i32, Error> {
+    let mut p = prepare(args, spec, plans, settings)?;
+    let sharing = settings.jobs.min(p.runs.len());
+    let accel = settings.devices.len();
+    if let Some(n) = budget::shared_gpu_note(sharing, accel, &budget::mps_pipe_dir()) {
         p.rep.report(&LaunchEvent::Note { message: n });
     }
-    announce(p.rep.as_mut(), spec, &p.runs, budget.jobs, budget.threads);
+    announce(
+        p.rep.as_mut(),
+        spec,
+        &p.runs,
+        settings.jobs,
+        settings.threads,
+    );
 
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
     let opts = PoolOptions {
         exe,
-        jobs: budget.jobs,
-        threads: budget.threads,
-        retries: args.retries.unwrap_or(launch.retries),
-        fail_fast: args.fail_fast,
-        grace: Duration::from_secs(args.grace),
-        devices: accel,
-        jobs_per_device: launch.jobs_per_device,
-        cpu_device,
+        jobs: settings.jobs,
+        threads: settings.threads,
+        devices: settings.devices.clone(),
+        jobs_per_device: settings.jobs_per_device,
+        cpu_device: settings.cpu_device,
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
-    let pool = run_pool(&p.runs, &opts, &signals, p.rep.as_mut())?;
+    let mut executor = LocalExecutor::new(&p.runs, opts);
+    let pool = dispatch(
+        &p.runs,
+        &settings.policy(),
+        &mut executor,
+        &signals,
+        &mut RunToEnd,
+        p.rep.as_mut(),
+    )?;
     if pool.interrupted {
         return Err(Error::Interrupted);
     }
@@ -260,18 +242,19 @@ fn run_local(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
 }
 
 /// The grid as a Slurm array job.
-fn run_slurm(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result<i32, Error> {
-    let threads = args.threads.unwrap_or(spec.train.threads);
-    let setup = SlurmSetup::new(&spec.launch.slurm, threads, args.jobs)?;
+fn run_slurm(
+    args: &Args,
+    spec: &Spec,
+    plans: &[crate::grid::RunPlan],
+    settings: &LaunchSettings,
+    slurm: &SlurmSpec,
+) -> Result<i32, Error> {
+    let setup = SlurmSetup::settled(slurm.clone(), settings.threads, None)?;
+    let launcher = setup.launcher(&spec.name, &args.runs_dir.join(&spec.name))?;
     // Missing tools or an unknown partition: refused before anything is written.
-    setup
-        .launcher(&spec.name, &args.runs_dir.join(&spec.name))?
-        .preflight()?;
+    launcher.preflight()?;
 
-    let mut p = prepare(args, spec, plans)?;
-    if let Some(n) = &setup.note {
-        p.rep.report(&LaunchEvent::Note { message: n.clone() });
-    }
+    let mut p = prepare(args, spec, plans, settings)?;
     let to_run = p.runs.iter().filter(|r| r.needs_running()).count();
     let throttle = match setup.slurm.max_parallel {
         0 => to_run,
@@ -284,28 +267,18 @@ fn run_slurm(args: &Args, spec: &Spec, plans: &[crate::grid::RunPlan]) -> Result
         throttle.max(1),
         setup.threads_per_task(),
     );
-    let opts = SlurmRunOptions {
-        retries: args.retries.unwrap_or(spec.launch.retries),
-        detach: args.detach,
-        device: spec.train.device.clone(),
-    };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let end = if to_run == 0 {
         None
     } else {
         let end = run_on_slurm(
-            &spec.name,
-            p.exp.root(),
+            launcher,
             &p.runs,
-            &setup,
-            &opts,
+            &settings.policy(),
+            &spec.train.device,
             &signals,
             p.rep.as_mut(),
-        )
-        .map_err(|e| match e {
-            LaunchOnSlurmError::Slurm(e) => Error::Slurm(e),
-            LaunchOnSlurmError::Store(e) => Error::Store(e),
-        })?;
+        )?;
         Some(end)
     };
     match end {

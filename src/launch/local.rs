@@ -1,41 +1,31 @@
-//! The local process pool: one `orchestrate worker` process group per run.
+//! The local executor: one `orchestrate worker` process group per run attempt.
 //!
-//! A single loop polls every 20 ms: it reaps exited workers (reading their verdict from
-//! `status.json`), starts queued runs while slots are free, tails metrics for progress, and
-//! reacts to shutdown signals — SIGTERM to each worker's group, a grace period for them to
-//! checkpoint, then SIGKILL; a second signal kills at once. It emits [`LaunchEvent`]s and
-//! never prints.
+//! It starts workers on free device slots, reaps exited ones (reading their verdict from
+//! `status.json`, writing it when the worker could not), and stops them: SIGTERM to each
+//! worker's group so it checkpoints, SIGKILL when the dispatcher gives up waiting. The
+//! dispatcher ([`super::dispatch`]) decides everything else; this never prints.
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::LaunchError;
 use super::budget::pick_device;
-use super::events::LaunchEvent;
+use super::dispatch::{ExecEvent, Executor};
 use super::prepare::PreparedRun;
-use super::progress::Reporter;
-use super::signals::ShutdownSignals;
-use super::tail::RunFollower;
 use crate::device::Device;
 use crate::store::{self, RunState, RunStatus, StoreError};
 use crate::worker::WorkerEnv;
 
-/// How to run the pool.
+/// How to start local workers.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     /// The `orchestrate` binary to start workers from.
     pub exe: PathBuf,
     pub jobs: usize,
     pub threads: usize,
-    /// Extra attempts per run for crashes, in this launch.
-    pub retries: usize,
-    pub fail_fast: bool,
-    /// Time workers get to checkpoint after SIGTERM.
-    pub grace: Duration,
     /// Accelerator devices (`cuda:0` ...); empty = CPU, `cpu_device` for all runs.
     pub devices: Vec<Device>,
     pub jobs_per_device: usize,
@@ -43,19 +33,8 @@ pub struct PoolOptions {
     pub cpu_device: Device,
 }
 
-/// How the pool ended.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PoolReport {
-    pub done: usize,
-    pub failed: usize,
-    pub diverged: usize,
-    pub cancelled: usize,
-    pub not_started: usize,
-    /// A shutdown signal stopped the pool.
-    pub interrupted: bool,
-}
-
-/// How often the pool looks at its workers and run directories.
+/// How often the dispatcher looks at local workers and run directories: short enough that
+/// a freed slot is refilled well within the 50 ms start-up budget.
 const POLL: Duration = Duration::from_millis(20);
 
 struct Active {
@@ -63,256 +42,189 @@ struct Active {
     child: Child,
     attempt: u32,
     device: Option<usize>,
-    follow: RunFollower,
 }
 
-/// Runs `runs` (those that need running) to completion, interruption or fail-fast.
-pub fn run_pool(
-    runs: &[PreparedRun],
-    opts: &PoolOptions,
-    signals: &ShutdownSignals,
-    reporter: &mut dyn Reporter,
-) -> Result<PoolReport, LaunchError> {
-    let started = Instant::now();
-    let mut queue: Vec<usize> = (0..runs.len())
-        .filter(|&i| runs[i].needs_running())
-        .collect();
-    let mut tries: HashMap<usize, usize> = HashMap::new();
-    let mut active: Vec<Active> = Vec::new();
-    let mut on_device = vec![0usize; opts.devices.len()];
-    let mut report = PoolReport::default();
-    let mut seen_signals = 0;
-    let mut stopping: Option<Instant> = None; // grace deadline
-    let mut killed = false;
-    let mut fatal: Option<LaunchError> = None;
-    let me = std::process::id();
+/// Worker processes of `runs` on this machine.
+pub struct LocalExecutor<'a> {
+    runs: &'a [PreparedRun],
+    opts: PoolOptions,
+    active: Vec<Active>,
+    on_device: Vec<usize>,
+    /// The workers were asked to stop: an exit without a verdict is a cancellation.
+    stopping: bool,
+    parent: u32,
+}
 
-    loop {
-        // Signals first, so a Ctrl-C is never followed by a new start.
-        let n = signals.count();
-        if n > seen_signals {
-            seen_signals = n;
-            report.interrupted = true;
-            reporter.report(&LaunchEvent::Interrupted {
-                signals: n,
-                grace_seconds: opts.grace.as_secs(),
-            });
-            if stopping.is_none() {
-                stopping = Some(Instant::now() + opts.grace);
-                signal_all(&active, libc::SIGTERM);
-            }
-            if n >= 2 && !killed {
-                signal_all(&active, libc::SIGKILL);
-                killed = true;
-            }
+impl<'a> LocalExecutor<'a> {
+    /// An executor for `runs` (indexes of the dispatcher's runs point into it).
+    pub fn new(runs: &'a [PreparedRun], opts: PoolOptions) -> Self {
+        LocalExecutor {
+            runs,
+            on_device: vec![0; opts.devices.len()],
+            opts,
+            active: Vec::new(),
+            stopping: false,
+            parent: std::process::id(),
         }
-        if let Some(deadline) = stopping
-            && Instant::now() >= deadline
-            && !killed
-        {
-            signal_all(&active, libc::SIGKILL);
-            killed = true;
-        }
+    }
 
-        // Reap.
+    /// Sends `sig` to every worker's process group.
+    fn signal_all(&self, sig: i32) {
+        for a in &self.active {
+            signal_group(&a.child, sig);
+        }
+    }
+
+    fn spawn(&self, run: usize, device: Option<usize>) -> Result<(Active, ExecEvent), LaunchError> {
+        let r = &self.runs[run];
+        let opts = &self.opts;
+        let prev = store::read_status(&r.dir)?;
+        let attempt = RunStatus::next_attempt(prev.as_ref());
+        // The epoch the worker will resume from, decided as the worker decides it.
+        let resumed_from = store::checkpoints::newest_complete(&r.dir.checkpoints())?;
+        let device_name = match device {
+            Some(d) => opts.devices[d],
+            None => opts.cpu_device,
+        };
+        let run_dir =
+            std::path::absolute(r.dir.root()).map_err(|e| StoreError::io(r.dir.root(), e))?;
+        let env = WorkerEnv {
+            run_dir,
+            run_id: Some(r.plan.id.clone()),
+            threads: opts.threads,
+            device: Some(device_name),
+            attempt: Some(attempt),
+            parent_pid: Some(self.parent),
+        };
+        let log_path = r.dir.log();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| StoreError::io(&log_path, e))?;
+        let mut cmd = Command::new(&opts.exe);
+        cmd.arg("worker")
+            .envs(env.to_vars())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Its own process group: the terminal's Ctrl-C reaches only the orchestrator,
+            // which then stops each worker's whole group.
+            .process_group(0);
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            exe: opts.exe.clone(),
+            source,
+        })?;
+        let ev = ExecEvent::Started {
+            run,
+            attempt,
+            pid: Some(child.id()),
+            job: None,
+            device: device_name.to_string(),
+            resumed_from,
+        };
+        Ok((
+            Active {
+                run,
+                child,
+                attempt,
+                device,
+            },
+            ev,
+        ))
+    }
+}
+
+impl Executor for LocalExecutor<'_> {
+    type Error = LaunchError;
+
+    fn free_slots(&self) -> Option<usize> {
+        let free = self.opts.jobs.max(1).saturating_sub(self.active.len());
+        if self.on_device.is_empty() {
+            return Some(free);
+        }
+        let per_device = self.opts.jobs_per_device.max(1);
+        let on_cards: usize = self
+            .on_device
+            .iter()
+            .map(|&n| per_device.saturating_sub(n))
+            .sum();
+        Some(free.min(on_cards))
+    }
+
+    fn start(&mut self, runs: &[usize], out: &mut Vec<ExecEvent>) -> Result<(), LaunchError> {
+        for &run in runs {
+            // `free_slots` counted a free card slot for this run; `None` is the CPU.
+            let device = pick_device(&self.on_device, self.opts.jobs_per_device).flatten();
+            let (a, ev) = self.spawn(run, device)?;
+            if let Some(d) = device {
+                self.on_device[d] += 1;
+            }
+            out.push(ev);
+            self.active.push(a);
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut Vec<ExecEvent>) -> Result<(), LaunchError> {
+        let mut fatal = None;
         let mut i = 0;
-        while i < active.len() {
-            let exit = match active[i].child.try_wait() {
+        while i < self.active.len() {
+            let exit = match self.active[i].child.try_wait() {
                 Ok(Some(s)) => s,
-                Ok(None) => {
-                    i += 1;
-                    continue;
-                }
-                Err(_) => {
+                Ok(None) | Err(_) => {
                     i += 1;
                     continue;
                 }
             };
-            let mut a = active.swap_remove(i);
+            let a = self.active.swap_remove(i);
             if let Some(d) = a.device {
-                on_device[d] -= 1;
+                self.on_device[d] -= 1;
             }
-            let r = &runs[a.run];
-            // The last records and epoch of the attempt, before its verdict.
-            a.follow.poll(r, reporter);
-            let verdict = match verdict(r, &a, exit, stopping.is_some()) {
+            let (state, message) = match verdict(&self.runs[a.run], &a, exit, self.stopping) {
                 Ok(v) => v,
                 Err(e) => {
-                    fatal.get_or_insert(e.into());
+                    fatal.get_or_insert(LaunchError::from(e));
                     (RunState::Failed, None)
                 }
             };
-            let (state, message) = verdict;
-            let t = tries.entry(a.run).or_insert(0);
-            *t += 1;
-            let retry = state == RunState::Failed && stopping.is_none() && *t <= opts.retries;
-            reporter.report(&LaunchEvent::RunFinished {
-                run_id: r.plan.id.clone(),
-                name: r.plan.name.clone(),
+            out.push(ExecEvent::Exited {
+                run: a.run,
                 attempt: a.attempt,
                 state,
                 message,
-                retry,
             });
-            if retry {
-                queue.push(a.run);
-                queue.sort_by_key(|&q| runs[q].plan.index);
-                continue;
-            }
-            match state {
-                RunState::Done => report.done += 1,
-                RunState::Diverged => report.diverged += 1,
-                RunState::Failed => report.failed += 1,
-                _ => report.cancelled += 1,
-            }
-            if opts.fail_fast
-                && matches!(state, RunState::Failed | RunState::Diverged)
-                && stopping.is_none()
-            {
-                reporter.report(&LaunchEvent::FailFast {
-                    run_id: r.plan.id.clone(),
-                });
-                stopping = Some(Instant::now() + opts.grace);
-                signal_all(&active, libc::SIGTERM);
-            }
         }
-
-        // Start.
-        while stopping.is_none() && fatal.is_none() && active.len() < opts.jobs.max(1) {
-            let Some(device) = pick_device(&on_device, opts.jobs_per_device) else {
-                break;
-            };
-            let Some(pos) = queue.iter().position(|&q| ready(q, runs, &queue, &active)) else {
-                break;
-            };
-            let run = queue.remove(pos);
-            match spawn(&runs[run], run, device, opts, me) {
-                Ok((a, ev)) => {
-                    if let Some(d) = device {
-                        on_device[d] += 1;
-                    }
-                    reporter.report(&ev);
-                    active.push(a);
-                }
-                Err(e) => {
-                    queue.insert(pos, run);
-                    fatal = Some(e);
-                    stopping = Some(Instant::now() + opts.grace);
-                    signal_all(&active, libc::SIGTERM);
-                }
-            }
-        }
-
-        for a in &mut active {
-            a.follow.poll(&runs[a.run], reporter);
-        }
-
-        if active.is_empty() && (queue.is_empty() || stopping.is_some() || fatal.is_some()) {
-            break;
-        }
-        // Short enough that a freed slot is refilled well within the 50 ms start-up budget.
-        std::thread::sleep(POLL);
+        fatal.map_or(Ok(()), Err)
     }
 
-    report.not_started = queue.len();
-    reporter.report(&LaunchEvent::GridFinished {
-        done: report.done,
-        failed: report.failed,
-        diverged: report.diverged,
-        cancelled: report.cancelled,
-        not_started: report.not_started,
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(report),
+    fn stop(&mut self, run: usize) {
+        if let Some(a) = self.active.iter().find(|a| a.run == run) {
+            signal_group(&a.child, libc::SIGTERM);
+        }
+    }
+
+    fn terminate(&mut self) {
+        self.stopping = true;
+        self.signal_all(libc::SIGTERM);
+    }
+
+    /// A local worker is never left behind: it is killed, and reaped as usual.
+    fn give_up(&mut self, _kill: bool, _out: &mut Vec<ExecEvent>) {
+        self.signal_all(libc::SIGKILL);
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
     }
 }
 
-/// A run may start when no earlier run of the same training id is still pending: the first
-/// run of a training group trains, its siblings (decode variants) reuse its checkpoints.
-fn ready(q: usize, runs: &[PreparedRun], queue: &[usize], active: &[Active]) -> bool {
-    let me = &runs[q].plan;
-    let blocks = |o: usize| {
-        let p = &runs[o].plan;
-        o != q && p.training_id == me.training_id && p.index < me.index
-    };
-    !queue.iter().any(|&o| blocks(o)) && !active.iter().any(|a| blocks(a.run))
-}
-
-fn spawn(
-    r: &PreparedRun,
-    run: usize,
-    device: Option<usize>,
-    opts: &PoolOptions,
-    parent: u32,
-) -> Result<(Active, LaunchEvent), LaunchError> {
-    let prev = store::read_status(&r.dir)?;
-    let attempt = RunStatus::next_attempt(prev.as_ref());
-    // The epoch the worker will resume from, decided as the worker decides it.
-    let resumed_from = store::checkpoints::newest_complete(&r.dir.checkpoints())?;
-    let device_name = match device {
-        Some(d) => opts.devices[d],
-        None => opts.cpu_device,
-    };
-    let run_dir = std::path::absolute(r.dir.root()).map_err(|e| StoreError::io(r.dir.root(), e))?;
-    let env = WorkerEnv {
-        run_dir,
-        run_id: Some(r.plan.id.clone()),
-        threads: opts.threads,
-        device: Some(device_name),
-        attempt: Some(attempt),
-        parent_pid: Some(parent),
-    };
-    let log_path = r.dir.log();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| StoreError::io(&log_path, e))?;
-    let log2 = log.try_clone().map_err(|e| StoreError::io(&log_path, e))?;
-    let mut cmd = Command::new(&opts.exe);
-    cmd.arg("worker")
-        .envs(env.to_vars())
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        // Its own process group: the terminal's Ctrl-C reaches only the orchestrator,
-        // which then stops each worker's whole group.
-        .process_group(0);
-    let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
-        exe: opts.exe.clone(),
-        source,
-    })?;
-    let ev = LaunchEvent::RunStarted {
-        run_id: r.plan.id.clone(),
-        name: r.plan.name.clone(),
-        attempt,
-        pid: Some(child.id()),
-        job: None,
-        device: device_name.to_string(),
-        resumed_from,
-        epochs: r.epochs,
-    };
-    Ok((
-        Active {
-            run,
-            child,
-            attempt,
-            device,
-            follow: RunFollower::new(r, attempt, resumed_from),
-        },
-        ev,
-    ))
-}
-
-/// Sends `sig` to every worker's process group.
-fn signal_all(active: &[Active], sig: i32) {
-    for a in active {
-        if let Ok(pgid) = i32::try_from(a.child.id()) {
-            // SAFETY: killpg takes plain integers; a group that has already exited is ESRCH.
-            unsafe { libc::killpg(pgid, sig) };
-        }
+/// Sends `sig` to the process group of `child`.
+fn signal_group(child: &Child, sig: i32) {
+    if let Ok(pgid) = i32::try_from(child.id()) {
+        // SAFETY: killpg takes plain integers; a group that has already exited is ESRCH.
+        unsafe { libc::killpg(pgid, sig) };
     }
 }
 
@@ -376,5 +288,36 @@ fn signal_name(s: i32) -> &'static str {
         libc::SIGABRT => "SIGABRT",
         libc::SIGBUS => "SIGBUS",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(jobs: usize, cards: usize, per_device: usize) -> LocalExecutor<'static> {
+        LocalExecutor::new(
+            &[],
+            PoolOptions {
+                exe: "/nonexistent".into(),
+                jobs,
+                threads: 1,
+                devices: (0..cards).map(|i| Device::Cuda(Some(i))).collect(),
+                jobs_per_device: per_device,
+                cpu_device: Device::Cpu,
+            },
+        )
+    }
+
+    #[test]
+    fn free_slots_count_jobs_and_the_free_places_on_the_cards() {
+        assert_eq!(executor(3, 0, 1).free_slots(), Some(3));
+        assert_eq!(executor(0, 0, 1).free_slots(), Some(1), "at least one job");
+        let mut e = executor(8, 2, 2);
+        assert_eq!(e.free_slots(), Some(4), "two cards x two runs each");
+        e.on_device = vec![2, 1];
+        assert_eq!(e.free_slots(), Some(1));
+        e.on_device = vec![2, 2];
+        assert_eq!(e.free_slots(), Some(0));
     }
 }

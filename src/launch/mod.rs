@@ -1,18 +1,21 @@
 //! Launching a grid's runs: the local process pool and the Slurm backend.
 //!
 //! Both start `orchestrate worker` processes and learn everything from run directories.
-//! `prepare` writes the run directories, `budget` decides jobs/threads/devices, `local` runs
-//! the pool (process groups, signals, retries), `events` + `progress` report, `tail` and
-//! `overview` read what workers wrote; `on_slurm` drives the Slurm backend with the pool's
-//! reporter and signals.
+//! `settings` resolves the launch settings once (`budget` holds the job/thread/device
+//! arithmetic), `prepare` writes the run directories, `dispatch` decides what runs when
+//! (retries, fail-fast, signals, grace, counts) over an executor: `local` (process groups)
+//! or, through `on_slurm`, the Slurm backend. `events` + `progress` report, `tail` and
+//! `overview` read what workers wrote.
 
 pub mod budget;
+pub mod dispatch;
 pub mod events;
 pub mod local;
 pub mod on_slurm;
 pub mod overview;
 pub mod prepare;
 pub mod progress;
+pub mod settings;
 pub mod signals;
 pub mod slurm;
 pub mod tail;

@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SlurmSpec;
-pub use grid::{SlurmGridResult, SlurmOptions, SlurmProgress, run_grid_on_slurm, slurm_status};
+pub use grid::{
+    SlurmExecutor, SlurmGridResult, SlurmOptions, SlurmProgress, run_grid_on_slurm, slurm_status,
+};
 pub use query::SlurmState;
 pub use script::{EXIT_FILE, ScriptError, WorkerCommand};
 pub use track::{RunOutcome, TaskPhase, TaskView};
@@ -194,6 +196,16 @@ impl SlurmLauncher {
     pub fn with_workdir(mut self, dir: &Path) -> Self {
         self.workdir = dir.to_path_buf();
         self
+    }
+
+    /// The experiment's name (the array jobs' name).
+    pub fn experiment(&self) -> &str {
+        &self.experiment
+    }
+
+    /// The `launch.slurm` settings it submits with.
+    pub fn slurm(&self) -> &SlurmSpec {
+        &self.slurm
     }
 
     /// The experiment directory (absolute).
@@ -386,6 +398,18 @@ impl ArrayJob {
         command::run_ok(
             "scancel",
             std::slice::from_ref(&self.job_id),
+            command::DEFAULT_TIMEOUT,
+        )
+        .map(|_| ())
+    }
+
+    /// Cancels one task of the array (`scancel <job>_<task>`); its worker gets SIGTERM and
+    /// checkpoints.
+    pub fn cancel_task(&self, task: usize) -> Result<(), SlurmError> {
+        let name = self.task_name(task);
+        command::run_ok(
+            "scancel",
+            std::slice::from_ref(&name),
             command::DEFAULT_TIMEOUT,
         )
         .map(|_| ())

@@ -1,18 +1,22 @@
-//! The grid loop on top of [`super::track`]: submit the runs (or pick up the jobs a detached
-//! invocation left running), follow them to their end, resubmit only the failed ones, cancel
-//! on Ctrl-C, or submit and detach.
+//! The Slurm-array executor on top of [`super::track`]: submit the runs the dispatcher starts
+//! (or pick up the jobs a detached invocation left running), follow the tasks to their end,
+//! cancel them when asked; the dispatcher decides retries (resubmissions of the failed runs),
+//! cancellation and the counts, as for local workers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::track::{RunOutcome, TaskPhase, TaskView, record_outcome_status};
 use super::{ArrayJob, RunToLaunch, SlurmError, SlurmLauncher, WorkerCommand, load_jobs};
+use crate::launch::dispatch::{ExecEvent, Executor, Interrupts, Policy, RunToEnd, dispatch};
+use crate::launch::events::LaunchEvent;
+use crate::launch::prepare::PreparedRun;
+use crate::launch::progress::Reporter;
 use crate::spec::SlurmSpec;
-use crate::store::RunState;
+use crate::store::{self, PlanRecord, RunDir, RunState, RunStatus};
 
 /// How `run_grid_on_slurm` behaves.
 #[derive(Debug, Clone)]
@@ -52,7 +56,7 @@ impl SlurmOptions {
             cancel: Arc::new(AtomicBool::new(false)),
             worker: None,
             workdir: None,
-            cancel_grace: Duration::from_secs(90),
+            cancel_grace: crate::launch::settings::SLURM_CANCEL_GRACE,
             exit_file_grace: Duration::from_secs(5),
         }
     }
@@ -70,23 +74,11 @@ pub enum SlurmGridResult {
     },
 }
 
-/// What `run_grid_on_slurm` tells its caller while it works. Only [`SlurmProgress::task`] is
-/// required; a plain closure `|view: &TaskView| ...` is one.
+/// Watches the array tasks as the executor polls them; a plain closure
+/// `|view: &TaskView| ...` is one.
 pub trait SlurmProgress {
     /// A task's phase changed.
     fn task(&mut self, view: &TaskView);
-    /// An array job was submitted now (`attached == false`) or, submitted by an earlier
-    /// invocation, is followed again; `runs` of its tasks are followed.
-    fn submitted(&mut self, _job: &ArrayJob, _runs: usize, _attached: bool) {}
-    /// A run has its outcome for this attempt; `retry`: it is resubmitted.
-    fn finished(&mut self, _outcome: &RunOutcome, _retry: bool) {}
-    /// Called after every round of polling (a place to read the runs' metrics).
-    fn polled(&mut self) {}
-    /// While cancelling: stop waiting for Slurm to confirm the end of the tasks now (they are
-    /// sent SIGKILL). Asked once per round.
-    fn stop_waiting(&mut self) -> bool {
-        false
-    }
 }
 
 impl<F: FnMut(&TaskView)> SlurmProgress for F {
@@ -114,13 +106,13 @@ impl Tracked {
 }
 
 /// Runs `runs` (existing run directories that are not done) on Slurm and follows them to the
-/// end; what `orchestrate run` calls for `launch.backend = "slurm"`.
+/// end, with the dispatcher deciding retries and cancellation as for `orchestrate run`.
 ///
 /// Runs whose latest array task (from `job.json`) is still pending or running are picked up
 /// again rather than submitted twice; the others go into one new array job. Failed runs are
-/// resubmitted, alone, up to `opts.retries` times. When `opts.cancel` is set the jobs are
+/// resubmitted up to `opts.retries` times. When `opts.cancel` is set the jobs are
 /// cancelled and the workers' own state (checkpoint, `cancelled`) is left for a later resume.
-/// `progress` sees submissions, every task whose phase changed and every outcome.
+/// `progress` sees every task whose phase changed.
 pub fn run_grid_on_slurm(
     experiment: &str,
     exp_dir: &Path,
@@ -129,6 +121,24 @@ pub fn run_grid_on_slurm(
     opts: &SlurmOptions,
     progress: &mut dyn SlurmProgress,
 ) -> Result<SlurmGridResult, SlurmError> {
+    // The runs have no plan here: each is its own training group, named by its id.
+    let prepared: Vec<PreparedRun> = runs
+        .iter()
+        .enumerate()
+        .map(|(index, r)| PreparedRun {
+            plan: PlanRecord {
+                index,
+                id: r.run_id.clone(),
+                training_id: r.run_id.clone(),
+                name: r.run_id.clone(),
+                varied: Default::default(),
+            },
+            dir: RunDir::at(&r.run_dir),
+            epochs: 0,
+            metric: String::new(),
+            state: RunState::Queued,
+        })
+        .collect();
     let mut launcher = SlurmLauncher::new(experiment, exp_dir, slurm)?;
     if let Some(w) = &opts.worker {
         launcher = launcher.with_worker(w.clone());
@@ -136,168 +146,391 @@ pub fn run_grid_on_slurm(
     if let Some(d) = &opts.workdir {
         launcher = launcher.with_workdir(d);
     }
-    let mut outcomes: BTreeMap<String, RunOutcome> = BTreeMap::new();
-    let mut attempts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut tracked = attach_existing(launcher.exp_dir(), runs, &mut outcomes)?;
-    for t in &tracked {
-        progress.submitted(&t.job, t.open.len(), true);
+    let mut executor = SlurmExecutor::new(launcher, &prepared, opts, String::new(), progress);
+    let policy = Policy {
+        retries: opts.retries,
+        fail_fast: false,
+        grace: opts.cancel_grace,
+        training_groups_in_order: false,
+        detach: opts.detach,
+    };
+    let report = dispatch(
+        &prepared,
+        &policy,
+        &mut executor,
+        &CancelFlag(&opts.cancel),
+        &mut RunToEnd,
+        &mut Unheard,
+    )?;
+    if report.detached {
+        return Ok(executor.detached());
     }
-    tracked.retain(|t| !t.open.is_empty());
-    for o in outcomes.values() {
-        progress.finished(o, false);
+    Ok(SlurmGridResult::Finished {
+        outcomes: executor.into_outcomes(),
+        interrupted: report.interrupted,
+    })
+}
+
+/// A cancel flag as a count of shutdown requests: set is one, never two.
+struct CancelFlag<'a>(&'a AtomicBool);
+
+impl Interrupts for CancelFlag<'_> {
+    fn count(&self) -> usize {
+        usize::from(self.0.load(Ordering::SeqCst))
     }
-    let attached: BTreeSet<&str> = tracked
-        .iter()
-        .flat_map(|t| {
-            t.job
-                .tasks
+}
+
+/// The library entry point reports through its return value only.
+struct Unheard;
+
+impl Reporter for Unheard {
+    fn report(&mut self, _: &LaunchEvent) {}
+}
+
+/// Array tasks for the dispatcher's runs: each batch it starts is one `sbatch --array`
+/// submission (a retry is a resubmission of the runs sent again); tasks are followed with
+/// exit files, squeue and sacct, and stopped with scancel.
+pub struct SlurmExecutor<'a> {
+    launcher: SlurmLauncher,
+    runs: &'a [PreparedRun],
+    by_id: HashMap<String, usize>,
+    tracked: Vec<Tracked>,
+    /// The latest outcome of each run.
+    outcomes: BTreeMap<usize, RunOutcome>,
+    /// Submissions of each run in this launch (a run picked up again counts one).
+    submissions: BTreeMap<usize, usize>,
+    /// Attempts in `status.json` and the newest complete checkpoint when the run's task was
+    /// submitted: what its worker starts from, however far it got by the time a poll sees it
+    /// running.
+    before: HashMap<usize, (u32, usize)>,
+    /// Runs whose task was reported running.
+    running: BTreeSet<usize>,
+    exit_file_grace: Duration,
+    poll_interval: Duration,
+    /// Device shown for the runs (`train.device`).
+    device: String,
+    progress: &'a mut dyn SlurmProgress,
+}
+
+impl<'a> SlurmExecutor<'a> {
+    /// An executor for `runs`, submitting with `launcher`, at the timings of `opts`;
+    /// `progress` watches every task's phase and `device` is shown for the runs.
+    pub fn new(
+        launcher: SlurmLauncher,
+        runs: &'a [PreparedRun],
+        opts: &SlurmOptions,
+        device: String,
+        progress: &'a mut dyn SlurmProgress,
+    ) -> Self {
+        SlurmExecutor {
+            launcher,
+            runs,
+            by_id: runs
                 .iter()
-                .filter(|e| t.open.contains(&e.task))
-                .map(|e| e.run_id.as_str())
-        })
-        .collect();
-    let fresh: Vec<RunToLaunch> = runs
-        .iter()
-        .filter(|r| !attached.contains(r.run_id.as_str()) && !outcomes.contains_key(&r.run_id))
-        .cloned()
-        .collect();
-    for r in runs {
-        attempts.insert(r.run_id.clone(), 1);
+                .enumerate()
+                .map(|(i, r)| (r.plan.id.clone(), i))
+                .collect(),
+            tracked: Vec::new(),
+            outcomes: BTreeMap::new(),
+            submissions: BTreeMap::new(),
+            before: HashMap::new(),
+            running: BTreeSet::new(),
+            exit_file_grace: opts.exit_file_grace,
+            poll_interval: opts.poll_interval,
+            device,
+            progress,
+        }
     }
-    if !fresh.is_empty() {
-        let job = launcher.submit(&fresh)?;
-        progress.submitted(&job, job.tasks.len(), false);
-        let open = job.tasks.iter().map(|t| t.task).collect();
-        tracked.push(Tracked::new(job, open));
+
+    /// The array jobs holding the runs after `--detach`.
+    pub fn detached(&self) -> SlurmGridResult {
+        SlurmGridResult::Detached {
+            jobs: self.tracked.iter().map(|t| t.job.job_id.clone()).collect(),
+            runs: self.tracked.iter().map(|t| t.open.len()).sum(),
+        }
     }
-    if opts.detach {
-        return Ok(SlurmGridResult::Detached {
-            jobs: tracked.iter().map(|t| t.job.job_id.clone()).collect(),
-            runs: tracked.iter().map(|t| t.open.len()).sum(),
+
+    /// The latest outcome of every run that has one, in the order of the runs.
+    pub fn into_outcomes(self) -> Vec<RunOutcome> {
+        self.outcomes.into_values().collect()
+    }
+
+    /// The attempt a worker of run `i` is (or will be) in, and the epochs on disk before it:
+    /// the worker counts its own attempts in `status.json`.
+    fn attempt_of(&self, i: usize) -> (u32, usize) {
+        if let Some(&(attempts, epoch)) = self.before.get(&i) {
+            return (attempts + 1, epoch);
+        }
+        match store::read_status(&self.runs[i].dir).ok().flatten() {
+            Some(s) if s.state == RunState::Running => (s.attempts.max(1), s.epoch),
+            Some(s) => (s.attempts + 1, resume_epoch(&self.runs[i])),
+            None => (1, 0),
+        }
+    }
+
+    /// Run `i` is running in array task `job`.
+    fn started(&mut self, i: usize, job: String, out: &mut Vec<ExecEvent>) {
+        let (attempt, resumed_from) = self.attempt_of(i);
+        self.running.insert(i);
+        out.push(ExecEvent::Started {
+            run: i,
+            attempt,
+            pid: None,
+            job: Some(job),
+            device: self.device.clone(),
+            resumed_from,
         });
     }
 
-    let mut cancel_deadline: Option<Instant> = None;
-    let mut resubmit: Vec<RunToLaunch> = Vec::new();
-    loop {
-        let cancelling = opts.cancel.load(Ordering::SeqCst);
-        if cancelling && cancel_deadline.is_none() {
-            cancel_deadline = Some(Instant::now() + opts.cancel_grace);
-            resubmit.clear();
-            for t in tracked.iter().filter(|t| !t.open.is_empty()) {
-                // A controller that does not answer now is asked again below, through polling;
-                // the deadline bounds how long we wait either way.
-                let _ = t.job.cancel();
-            }
+    /// Run `i` has its outcome for this attempt.
+    fn ended(&mut self, i: usize, outcome: RunOutcome, out: &mut Vec<ExecEvent>) {
+        // A task quicker than the polling ran without being seen running: its start (and the
+        // epoch it resumed from) is still part of the story, told before its verdict.
+        if !self.running.contains(&i)
+            && let Some(&(attempts_before, _)) = self.before.get(&i)
+            && store::read_status(&self.runs[i].dir)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.attempts > attempts_before)
+        {
+            self.started(i, outcome.job.clone(), out);
         }
-        for t in tracked.iter_mut().filter(|t| !t.open.is_empty()) {
+        self.before.remove(&i);
+        self.running.remove(&i);
+        let status = store::read_status(&self.runs[i].dir).ok().flatten();
+        out.push(ExecEvent::Exited {
+            run: i,
+            attempt: RunStatus::current_attempt(status.as_ref()),
+            state: outcome.state,
+            message: outcome.message.clone(),
+        });
+        self.outcomes.insert(i, outcome);
+    }
+
+    /// Polls every open task once and reports what changed.
+    fn poll_open(&mut self, out: &mut Vec<ExecEvent>) -> Result<(), SlurmError> {
+        let mut ended = Vec::new();
+        let mut notes = Vec::new();
+        for t in self.tracked.iter_mut().filter(|t| !t.open.is_empty()) {
             let views = t.job.poll_tasks(&t.open)?;
             for v in views {
+                let Some(&i) = self.by_id.get(&v.run_id) else {
+                    continue;
+                };
                 if t.last.get(&v.task) != Some(&v.phase) {
-                    progress.task(&v);
+                    self.progress.task(&v);
                     t.last.insert(v.task, v.phase.clone());
+                    match &v.phase {
+                        TaskPhase::Running => notes.push((i, None, t.job.task_name(v.task))),
+                        // The outcome follows below.
+                        TaskPhase::Exited { .. } => {}
+                        _ => notes.push((i, Some(v.phase_text()), t.job.task_name(v.task))),
+                    }
                 }
                 if !v.phase.is_terminal() {
                     continue;
                 }
                 if !matches!(v.phase, TaskPhase::Exited { .. }) {
                     let since = *t.ended_since.entry(v.task).or_insert_with(Instant::now);
-                    if since.elapsed() < opts.exit_file_grace {
+                    if since.elapsed() < self.exit_file_grace {
                         continue;
                     }
                 }
                 t.open.remove(&v.task);
-                let Some(mut outcome) = v.outcome() else {
-                    continue;
-                };
-                outcome.attempts = attempts.get(&v.run_id).copied().unwrap_or(1);
-                record_outcome_status(&outcome);
-                if outcome.state == RunState::Failed
-                    && outcome.attempts <= opts.retries
-                    && !cancelling
-                {
-                    resubmit.push(RunToLaunch {
-                        run_id: v.run_id.clone(),
-                        run_dir: v.run_dir.clone(),
-                    });
-                    progress.finished(&outcome, true);
-                } else {
-                    progress.finished(&outcome, false);
+                if let Some(outcome) = v.outcome() {
+                    ended.push((i, outcome));
                 }
-                outcomes.insert(v.run_id.clone(), outcome);
             }
         }
-        if !resubmit.is_empty() && !cancelling {
-            match launcher.submit(&resubmit) {
-                Ok(job) => {
-                    progress.submitted(&job, job.tasks.len(), false);
-                    for r in &resubmit {
-                        *attempts.entry(r.run_id.clone()).or_insert(1) += 1;
-                    }
-                    let open = job.tasks.iter().map(|t| t.task).collect();
-                    tracked.push(Tracked::new(job, open));
-                    resubmit.clear();
-                }
-                // Try again at the next round; the failed outcomes stand meanwhile.
-                Err(SlurmError::Unavailable { .. }) => {}
-                Err(e) => return Err(e),
+        for (i, phase, job) in notes {
+            match phase {
+                None if !self.running.contains(&i) => self.started(i, job, out),
+                None => {}
+                Some(phase) => out.push(ExecEvent::Note(LaunchEvent::SlurmTask {
+                    run_id: self.runs[i].plan.id.clone(),
+                    name: self.runs[i].plan.name.clone(),
+                    job,
+                    phase,
+                })),
             }
         }
-        progress.polled();
-        let open: usize = tracked.iter().map(|t| t.open.len()).sum();
-        if open == 0 && resubmit.is_empty() {
-            break;
+        for (i, mut outcome) in ended {
+            outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
+            record_outcome_status(&outcome);
+            self.ended(i, outcome, out);
         }
-        let give_up = cancel_deadline.is_some() && progress.stop_waiting();
-        if give_up {
-            for t in tracked.iter().filter(|t| !t.open.is_empty()) {
+        Ok(())
+    }
+
+    /// Stops following every open task (`kill`: scancel them with SIGKILL first); each run
+    /// ends as cancelled, `why` naming its task.
+    fn abandon(&mut self, kill: bool, out: &mut Vec<ExecEvent>, why: impl Fn(&str) -> String) {
+        let mut abandoned = Vec::new();
+        for t in &mut self.tracked {
+            if kill && !t.open.is_empty() {
                 let _ = t.job.kill();
             }
-        }
-        if let Some(deadline) = cancel_deadline
-            && (give_up || Instant::now() >= deadline)
-        {
-            for t in &tracked {
-                for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
-                    let outcome = RunOutcome {
-                        run_id: e.run_id.clone(),
-                        run_dir: e.run_dir.clone(),
-                        state: RunState::Cancelled,
-                        message: Some(format!(
-                            "cancelled; Slurm had not confirmed the end of task {} when the \
-                             orchestrator stopped waiting",
-                            t.job.task_name(e.task),
-                        )),
-                        job: t.job.task_name(e.task),
-                        exit_code: None,
-                        attempts: attempts.get(&e.run_id).copied().unwrap_or(1),
-                    };
-                    progress.finished(&outcome, false);
-                    outcomes.insert(e.run_id.clone(), outcome);
-                }
+            for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
+                let job = t.job.task_name(e.task);
+                abandoned.push(RunOutcome {
+                    run_id: e.run_id.clone(),
+                    run_dir: e.run_dir.clone(),
+                    state: RunState::Cancelled,
+                    message: Some(why(&job)),
+                    job,
+                    exit_code: None,
+                    attempts: 0,
+                });
             }
-            break;
+            t.open.clear();
         }
-        sleep_unless(opts.poll_interval, &opts.cancel, cancel_deadline.is_none());
+        for mut outcome in abandoned {
+            if let Some(&i) = self.by_id.get(&outcome.run_id) {
+                outcome.attempts = self.submissions.get(&i).copied().unwrap_or(1);
+                self.ended(i, outcome, out);
+            }
+        }
     }
-    let ordered = runs
-        .iter()
-        .filter_map(|r| outcomes.remove(&r.run_id))
-        .collect();
-    Ok(SlurmGridResult::Finished {
-        outcomes: ordered,
-        interrupted: opts.cancel.load(Ordering::SeqCst),
-    })
+
+    fn to_launch(&self, runs: &[usize]) -> Vec<RunToLaunch> {
+        runs.iter()
+            .map(|&i| RunToLaunch {
+                run_id: self.runs[i].plan.id.clone(),
+                run_dir: self.runs[i].dir.root().to_path_buf(),
+            })
+            .collect()
+    }
 }
 
-/// Sleeps `d`, waking early when `cancel` turns true (if `watch`).
-fn sleep_unless(d: Duration, cancel: &AtomicBool, watch: bool) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if watch && cancel.load(Ordering::SeqCst) {
-            return;
+/// The epoch a worker of `run` resumes from, decided as the worker decides it.
+fn resume_epoch(run: &PreparedRun) -> usize {
+    store::checkpoints::newest_complete(&run.dir.checkpoints()).unwrap_or(0)
+}
+
+impl Executor for SlurmExecutor<'_> {
+    type Error = SlurmError;
+
+    fn adopt(
+        &mut self,
+        runs: &[usize],
+        out: &mut Vec<ExecEvent>,
+    ) -> Result<Vec<usize>, SlurmError> {
+        let wanted = self.to_launch(runs);
+        let mut finished = BTreeMap::new();
+        let mut tracked = attach_existing(self.launcher.exp_dir(), &wanted, &mut finished)?;
+        for t in &tracked {
+            out.push(ExecEvent::Note(LaunchEvent::SlurmSubmitted {
+                job_id: t.job.job_id.clone(),
+                runs: t.open.len(),
+                attached: true,
+            }));
         }
-        thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        tracked.retain(|t| !t.open.is_empty());
+        let mut held = Vec::new();
+        for t in &tracked {
+            for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
+                if let Some(&i) = self.by_id.get(&e.run_id) {
+                    self.submissions.insert(i, 1);
+                    held.push(i);
+                }
+            }
+        }
+        self.tracked = tracked;
+        for (run_id, outcome) in finished {
+            if let Some(&i) = self.by_id.get(&run_id) {
+                held.push(i);
+                self.ended(i, outcome, out);
+            }
+        }
+        Ok(held)
+    }
+
+    fn free_slots(&self) -> Option<usize> {
+        None
+    }
+
+    fn start(&mut self, runs: &[usize], out: &mut Vec<ExecEvent>) -> Result<(), SlurmError> {
+        let resubmission = runs.iter().any(|i| self.submissions.contains_key(i));
+        let job = match self.launcher.submit(&self.to_launch(runs)) {
+            Ok(job) => job,
+            // Try again at the next round; the failed outcomes stand meanwhile.
+            Err(SlurmError::Unavailable { .. }) if resubmission => {
+                out.extend(runs.iter().map(|&run| ExecEvent::NotStarted { run }));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for &i in runs {
+            let s = store::read_status(&self.runs[i].dir).ok().flatten();
+            let attempts = s.map_or(0, |s| s.attempts);
+            self.before
+                .insert(i, (attempts, resume_epoch(&self.runs[i])));
+            *self.submissions.entry(i).or_insert(0) += 1;
+        }
+        out.push(ExecEvent::Note(LaunchEvent::SlurmSubmitted {
+            job_id: job.job_id.clone(),
+            runs: job.tasks.len(),
+            attached: false,
+        }));
+        let open = job.tasks.iter().map(|t| t.task).collect();
+        self.tracked.push(Tracked::new(job, open));
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut Vec<ExecEvent>) -> Result<(), SlurmError> {
+        let polled = self.poll_open(out);
+        if let Err(e) = &polled {
+            // The tasks go on in Slurm, and a later `run` picks them up again; this launch
+            // can no longer follow them.
+            self.abandon(false, out, |task| {
+                format!("the orchestrator stopped following task {task}: {e}")
+            });
+        }
+        polled
+    }
+
+    fn stop(&mut self, run: usize) {
+        for t in &self.tracked {
+            for e in t.job.tasks.iter().filter(|e| t.open.contains(&e.task)) {
+                if self.by_id.get(&e.run_id) == Some(&run) {
+                    // A controller that does not answer now leaves the run going; the
+                    // dispatcher hears of its end either way.
+                    let _ = t.job.cancel_task(e.task);
+                }
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        for t in self.tracked.iter().filter(|t| !t.open.is_empty()) {
+            // A controller that does not answer now is asked again below, through polling;
+            // the deadline bounds how long we wait either way.
+            let _ = t.job.cancel();
+        }
+    }
+
+    fn give_up(&mut self, kill: bool, out: &mut Vec<ExecEvent>) {
+        self.abandon(kill, out, |task| {
+            format!(
+                "cancelled; Slurm had not confirmed the end of task {task} when the \
+                 orchestrator stopped waiting"
+            )
+        });
+    }
+
+    fn detach(&mut self, out: &mut Vec<ExecEvent>) {
+        let SlurmGridResult::Detached { jobs, runs } = self.detached() else {
+            return;
+        };
+        out.push(ExecEvent::Note(LaunchEvent::Detached {
+            experiment: self.launcher.experiment().to_string(),
+            jobs,
+            runs,
+        }));
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 }
 
