@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SlurmSpec;
+use crate::store::RunDir;
 pub use grid::{
     SlurmExecutor, SlurmGridResult, SlurmOptions, SlurmProgress, run_grid_on_slurm, slurm_status,
 };
@@ -339,7 +340,7 @@ impl SlurmLauncher {
                 ));
             }
             list.push_str(&format!("{}\t{dir}\n", t.run_id));
-            let exit = t.run_dir.join(EXIT_FILE);
+            let exit = RunDir::at(&t.run_dir).slurm_exit();
             match fs::remove_file(&exit) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

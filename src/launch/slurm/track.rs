@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::command::{self, DEFAULT_TIMEOUT};
 use super::query::{self, SlurmState, TaskRecord};
-use super::{ArrayJob, EXIT_FILE, SlurmError, write_atomic};
+use super::{ArrayJob, EXIT_FILE, SlurmError};
 use crate::store::{self, RunDir, RunState, RunStatus};
 
 /// Where one array task is.
@@ -413,11 +413,8 @@ pub(super) fn record_outcome_status(outcome: &RunOutcome) {
         message: outcome.message.clone(),
         pid: None,
     };
-    if let Ok(mut text) = serde_json::to_string_pretty(&status) {
-        text.push('\n');
-        // Best effort: the outcome is also returned to the caller, who reports it.
-        let _ = write_atomic(&run.status(), text.as_bytes());
-    }
+    // Best effort: the outcome is also returned to the caller, who reports it.
+    let _ = store::write_status(&run, &status);
 }
 
 #[cfg(test)]
