@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orchestrate::grid;
-use orchestrate::spec::{self, GridSpec, Spec};
+use orchestrate::spec::{GridSpec, Spec};
 
 /// A spec whose grid is `lrs x batch sizes` runs.
 fn spec_of(lrs: usize, batches: usize) -> Spec {
@@ -74,7 +74,7 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/experiments/q2_grid.toml"
     ));
-    let (t, n) = fastest(20, || match spec::load_runs(q2, &[]) {
+    let (t, n) = fastest(20, || match grid::load_runs(q2, &[]) {
         Ok((_, runs)) => runs.len(),
         Err(e) => panic!("q2_grid loads: {e}"),
     });

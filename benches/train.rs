@@ -415,7 +415,7 @@ impl GridPlan {
     /// The Q2 grid (`bench/q2_grid.toml`), each run as `torch_ref.py run`.
     fn load(repo: &Path) -> Result<GridPlan, String> {
         let spec = repo.join("bench/q2_grid.toml");
-        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+        let (_, plans) = orchestrate::grid::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
         let torch_runs = plans
             .iter()
             .map(|p| {
@@ -437,7 +437,7 @@ impl GridPlan {
     /// The Q3 grid (`bench/q3_grid.toml`), each point as `torch_ref.py run-seq2seq`.
     fn load_q3(repo: &Path) -> Result<GridPlan, String> {
         let spec = repo.join("bench/q3_grid.toml");
-        let (_, plans) = orchestrate::spec::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+        let (_, plans) = orchestrate::grid::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
         let runs = plans
             .iter()
             .map(|p| {

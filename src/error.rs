@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::summary::SummaryError;
+
 /// Exit codes, documented in the README.
 pub mod exit {
     /// Everything asked for succeeded.
@@ -45,13 +47,16 @@ pub enum Error {
     TensorBoard(#[from] crate::sinks::tensorboard::TbError),
     /// Reading run directories or summaries, writing summaries or figures.
     #[error(transparent)]
-    Summary(#[from] crate::summary::SummaryError),
+    Summary(#[from] SummaryError),
     /// The experiment spec is invalid (or the spec file cannot be read).
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     /// A grid that does not expand to valid runs.
     #[error(transparent)]
     Grid(#[from] crate::grid::GridError),
+    /// A spec that cannot be loaded or whose grid does not expand, named by the layer at fault.
+    #[error(transparent)]
+    Load(#[from] crate::grid::LoadError),
     /// The model in the spec cannot be laid out on its input.
     #[error(transparent)]
     Inspect(#[from] crate::inspect::InspectError),
@@ -87,9 +92,18 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } | Error::TensorBoard(_) => exit::RUNTIME,
-            Error::Summary(e) => e.exit_code(),
+            // Input and usage errors exit with 2; failing to write or draw is a runtime error.
+            Error::Summary(e) => match e {
+                SummaryError::Read { .. }
+                | SummaryError::Parse { .. }
+                | SummaryError::NotFound(_)
+                | SummaryError::Git(_)
+                | SummaryError::Usage(_) => exit::USAGE,
+                SummaryError::Write { .. } | SummaryError::Plot { .. } => exit::RUNTIME,
+            },
             Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
-            Error::Spec(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
+            Error::Load(e) if e.is_unreadable_input() => exit::USAGE,
+            Error::Spec(_) | Error::Load(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
             Error::Data(_) => exit::DATA,
             Error::Train(e) => match e {
                 crate::train::TrainError::Data(_) | crate::train::TrainError::Pairs(_) => {
@@ -116,6 +130,17 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl From<crate::inspect::CheckError> for Error {
+    fn from(e: crate::inspect::CheckError) -> Self {
+        use crate::inspect::CheckError;
+        match e {
+            CheckError::Data(e) => Error::Data(e),
+            CheckError::Pairs(e) => Error::Pairs(e),
+            CheckError::Spec(e) => Error::Load(e),
         }
     }
 }

@@ -64,6 +64,20 @@ pub struct InspectError {
     pub message: String,
 }
 
+/// Why [`check_runs`] refused a run before anything was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// An image data file is missing or corrupt.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A parallel-text data file is missing or unreadable.
+    #[error(transparent)]
+    Pairs(#[from] pairs::PairsError),
+    /// A run's config is invalid on its data: named against the spec layer or grid entry.
+    #[error(transparent)]
+    Spec(#[from] crate::grid::LoadError),
+}
+
 /// Source and target vocabulary sizes, special tokens included, and where they came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vocab {
@@ -367,7 +381,7 @@ pub fn check_runs(
     args: &crate::spec::SpecArgs,
     runs: &[crate::grid::RunPlan],
     missing: MissingData,
-) -> Result<Vec<String>, crate::error::Error> {
+) -> Result<Vec<String>, CheckError> {
     let mut warnings = Vec::new();
     // Grids rarely vary the data: read each distinct data section's headers once.
     let mut inputs: Vec<(&crate::spec::DataSpec, Option<ImageInput>)> = Vec::new();
@@ -396,7 +410,7 @@ fn data_input(
     c: &Spec,
     missing: MissingData,
     warnings: &mut Vec<String>,
-) -> Result<Option<ImageInput>, crate::error::Error> {
+) -> Result<Option<ImageInput>, CheckError> {
     use crate::data::DataError;
     let mut warn = |what: String| {
         warnings.push(format!(
@@ -475,7 +489,8 @@ fn run_error(
     run: &crate::grid::RunPlan,
     runs: usize,
     problems: Vec<RunProblem>,
-) -> crate::error::Error {
+) -> CheckError {
+    use crate::grid::LoadError;
     use crate::spec::{Problem, SpecError};
     if runs == 1 && run.varied.is_empty() {
         // Only on this error path: load the layers again to say which one set the key.
@@ -491,7 +506,7 @@ fn run_error(
                 message: p.message,
             })
             .collect();
-        return SpecError::Invalid { problems }.into();
+        return LoadError::Spec(SpecError::Invalid { problems }).into();
     }
     let varied: Vec<String> = run
         .varied
@@ -504,7 +519,7 @@ fn run_error(
         |_| args.file.display().to_string(),
         |r| r.run_origin(&p.key),
     );
-    SpecError::Grid {
+    LoadError::Grid {
         origin,
         source: Box::new(crate::grid::GridError::Run {
             index: run.index,
@@ -635,7 +650,7 @@ mod tests {
         use rand::SeedableRng;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         for file in ["experiments/q3_smoke.toml", "experiments/q3_attention.toml"] {
-            let (_, runs) = crate::spec::load_runs(&root.join(file), &[]).unwrap();
+            let (_, runs) = crate::grid::load_runs(&root.join(file), &[]).unwrap();
             assert!(!runs.is_empty());
             for run in runs {
                 let mut spec = run.config;

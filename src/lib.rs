@@ -24,3 +24,6 @@ pub mod train;
 pub mod worker;
 
 pub use error::Error;
+
+#[cfg(test)]
+mod layering;

@@ -6,9 +6,9 @@ mod util;
 use orchestrate::spec::SelectSpec;
 use orchestrate::summary::summarize_experiment;
 use std::path::Path;
-use std::process::Command;
-use util::orchestrate;
+
 use util::runs::lr_grid;
+use util::{Sandbox, git};
 
 /// Writes the lr grid under `dir/runs/lr`, summarises it and copies the summary to
 /// `dir/baseline.json`, as `experiments/baselines/README.md` describes.
@@ -31,34 +31,34 @@ fn candidate(dir: &Path, mut summary: serde_json::Value, tag: &str, value: f64) 
 
 #[test]
 fn a_summary_equals_its_experiment() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     baseline(dir.path());
-    let out = orchestrate(dir.path(), &["diff", "baseline.json", "runs/lr"]);
+    let out = dir.run(&["diff", "baseline.json", "runs/lr"]);
     out.expect_code(0);
     assert!(
-        out.stdout().contains("OK: 4 run(s) within tolerance"),
+        out.stdout.contains("OK: 4 run(s) within tolerance"),
         "{}",
-        out.stdout()
+        out.stdout
     );
 }
 
 #[test]
 fn a_worse_accuracy_fails_beyond_tolerance_and_passes_within() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let base = baseline(dir.path());
     // 0.8712 -> 0.8500: worse by 0.0212.
     candidate(dir.path(), base, "dev/accuracy", 0.85);
     let diff = |extra: &[&str]| {
         let mut args = vec!["diff", "baseline.json", "candidate.json"];
         args.extend_from_slice(extra);
-        orchestrate(dir.path(), &args)
+        dir.run(&args)
     };
     let out = diff(&[]);
     out.expect_code(1);
     assert!(
-        out.stdout().contains("REGRESSION: 1 of 4 run(s)"),
+        out.stdout.contains("REGRESSION: 1 of 4 run(s)"),
         "{}",
-        out.stdout()
+        out.stdout
     );
     diff(&["--tol", "dev/accuracy=0.005"]).expect_code(1);
     diff(&["--tol", "dev/accuracy=0.03"]).expect_code(0);
@@ -67,101 +67,96 @@ fn a_worse_accuracy_fails_beyond_tolerance_and_passes_within() {
     diff(&["--tol", "dev/accuracy=3%"]).expect_code(0);
     diff(&["--tol", "*=0.05"]).expect_code(0);
     // Swapped, the candidate is the baseline and the change is an improvement.
-    orchestrate(dir.path(), &["diff", "candidate.json", "baseline.json"]).expect_code(0);
+    dir.run(&["diff", "candidate.json", "baseline.json"])
+        .expect_code(0);
 }
 
 #[test]
 fn a_lower_loss_passes_and_a_higher_loss_fails() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let base = baseline(dir.path());
     candidate(dir.path(), base.clone(), "train/loss", 0.1);
-    orchestrate(dir.path(), &["diff", "baseline.json", "candidate.json"]).expect_code(0);
+    dir.run(&["diff", "baseline.json", "candidate.json"])
+        .expect_code(0);
     candidate(dir.path(), base, "train/loss", 0.5);
-    orchestrate(dir.path(), &["diff", "baseline.json", "candidate.json"]).expect_code(1);
+    dir.run(&["diff", "baseline.json", "candidate.json"])
+        .expect_code(1);
 }
 
 #[test]
 fn a_nan_where_the_baseline_had_a_number_is_a_regression() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let mut base = baseline(dir.path());
     base["runs"][0]["metrics"]["test"]["test/accuracy"] = "NaN".into();
     std::fs::write(dir.path().join("candidate.json"), base.to_string()).unwrap();
-    let out = orchestrate(
-        dir.path(),
-        &["diff", "baseline.json", "candidate.json", "--tol", "*=1"],
-    );
+    let out = dir.run(&["diff", "baseline.json", "candidate.json", "--tol", "*=1"]);
     out.expect_code(1);
 }
 
 #[test]
 fn a_run_missing_from_b_is_a_regression_and_a_new_one_is_not() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let mut base = baseline(dir.path());
     let removed = base["runs"].as_array_mut().unwrap().remove(2);
     std::fs::write(dir.path().join("candidate.json"), base.to_string()).unwrap();
-    let out = orchestrate(dir.path(), &["diff", "baseline.json", "candidate.json"]);
+    let out = dir.run(&["diff", "baseline.json", "candidate.json"]);
     out.expect_code(1);
-    assert!(out.stdout().contains("missing in B"), "{}", out.stdout());
-    assert!(out.stdout().contains(removed["name"].as_str().unwrap()));
-    orchestrate(dir.path(), &["diff", "candidate.json", "baseline.json"]).expect_code(0);
+    assert!(out.stdout.contains("missing in B"), "{}", out.stdout);
+    assert!(out.stdout.contains(removed["name"].as_str().unwrap()));
+    dir.run(&["diff", "candidate.json", "baseline.json"])
+        .expect_code(0);
 }
 
 #[test]
 fn a_run_that_no_longer_finishes_is_a_regression() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let mut base = baseline(dir.path());
     base["runs"][1]["state"] = "failed".into();
     std::fs::write(dir.path().join("candidate.json"), base.to_string()).unwrap();
-    let out = orchestrate(dir.path(), &["diff", "baseline.json", "candidate.json"]);
+    let out = dir.run(&["diff", "baseline.json", "candidate.json"]);
     out.expect_code(1);
     assert!(
-        out.stdout().contains("state done -> failed"),
+        out.stdout.contains("state done -> failed"),
         "{}",
-        out.stdout()
+        out.stdout
     );
 }
 
 #[test]
 fn markdown_shows_moved_metrics_and_config_changes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let mut base = baseline(dir.path());
     base["runs"][0]["config"]["train"]["batch_size"] = 16.into();
     candidate(dir.path(), base, "dev/accuracy", 0.85);
-    let out = orchestrate(
-        dir.path(),
-        &[
-            "diff",
-            "baseline.json",
-            "candidate.json",
-            "--format",
-            "md",
-            "--tol",
-            "dev/accuracy=0.005",
-        ],
-    );
+    let out = dir.run(&[
+        "diff",
+        "baseline.json",
+        "candidate.json",
+        "--format",
+        "md",
+        "--tol",
+        "dev/accuracy=0.005",
+    ]);
     out.expect_code(1);
-    insta::assert_snapshot!("diff_md", out.stdout());
+    insta::assert_snapshot!("diff_md", out.stdout);
 }
 
 #[test]
 fn json_output_carries_every_verdict() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let base = baseline(dir.path());
     candidate(dir.path(), base, "dev/accuracy", 0.87);
-    let out = orchestrate(
-        dir.path(),
-        &[
-            "diff",
-            "baseline.json",
-            "candidate.json",
-            "--format",
-            "json",
-            "--tol",
-            "dev/accuracy=0.005",
-        ],
-    );
+    let out = dir.run(&[
+        "diff",
+        "baseline.json",
+        "candidate.json",
+        "--format",
+        "json",
+        "--tol",
+        "dev/accuracy=0.005",
+    ]);
     out.expect_code(0);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["regression"], false);
     let m = v["runs"][0]["metrics"]
         .as_array()
@@ -177,80 +172,62 @@ fn json_output_carries_every_verdict() {
 
 #[test]
 fn missing_truncated_and_bad_arguments_exit_2_naming_the_input() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     baseline(dir.path());
-    let out = orchestrate(dir.path(), &["diff", "nope.json", "baseline.json"]);
+    let out = dir.run(&["diff", "nope.json", "baseline.json"]);
     out.expect_code(2);
     assert!(
-        out.stderr().contains("nope.json: no such file"),
+        out.stderr.contains("nope.json: no such file"),
         "{}",
-        out.stderr()
+        out.stderr
     );
 
     let text = std::fs::read_to_string(dir.path().join("baseline.json")).unwrap();
     std::fs::write(dir.path().join("cut.json"), &text[..text.len() / 2]).unwrap();
-    let out = orchestrate(dir.path(), &["diff", "baseline.json", "cut.json"]);
+    let out = dir.run(&["diff", "baseline.json", "cut.json"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("cut.json"), "{}", out.stderr());
-    assert!(out.stderr().contains("truncated"), "{}", out.stderr());
+    assert!(out.stderr.contains("cut.json"), "{}", out.stderr);
+    assert!(out.stderr.contains("truncated"), "{}", out.stderr);
 
     std::fs::write(dir.path().join("other.json"), "{\"hello\": 1}").unwrap();
-    let out = orchestrate(dir.path(), &["diff", "baseline.json", "other.json"]);
+    let out = dir.run(&["diff", "baseline.json", "other.json"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("other.json"), "{}", out.stderr());
+    assert!(out.stderr.contains("other.json"), "{}", out.stderr);
 
-    let out = orchestrate(
-        dir.path(),
-        &[
-            "diff",
-            "baseline.json",
-            "baseline.json",
-            "--tol",
-            "dev/accuracy",
-        ],
-    );
+    let out = dir.run(&[
+        "diff",
+        "baseline.json",
+        "baseline.json",
+        "--tol",
+        "dev/accuracy",
+    ]);
     out.expect_code(2);
-    assert!(
-        out.stderr().contains("--tol dev/accuracy"),
-        "{}",
-        out.stderr()
-    );
-    orchestrate(dir.path(), &["diff", "baseline.json"]).expect_code(2);
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
+    assert!(out.stderr.contains("--tol dev/accuracy"), "{}", out.stderr);
+    dir.run(&["diff", "baseline.json"]).expect_code(2);
 }
 
 #[test]
 fn a_committed_baseline_is_read_with_rev_colon_path() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let base = baseline(dir.path());
     git(dir.path(), &["init", "-q"]);
     git(dir.path(), &["add", "baseline.json"]);
     git(dir.path(), &["commit", "-q", "-m", "baseline"]);
-    orchestrate(dir.path(), &["diff", "HEAD:baseline.json", "runs/lr"]).expect_code(0);
+    dir.run(&["diff", "HEAD:baseline.json", "runs/lr"])
+        .expect_code(0);
     candidate(dir.path(), base, "dev/accuracy", 0.5);
     std::fs::copy(
         dir.path().join("candidate.json"),
         dir.path().join("baseline.json"),
     )
     .unwrap();
-    orchestrate(dir.path(), &["diff", "HEAD:baseline.json", "baseline.json"]).expect_code(1);
-    let out = orchestrate(
-        dir.path(),
-        &["diff", "HEAD~5:baseline.json", "baseline.json"],
-    );
+    dir.run(&["diff", "HEAD:baseline.json", "baseline.json"])
+        .expect_code(1);
+    let out = dir.run(&["diff", "HEAD~5:baseline.json", "baseline.json"]);
     out.expect_code(2);
     assert!(
-        out.stderr().contains("HEAD~5:baseline.json"),
+        out.stderr.contains("HEAD~5:baseline.json"),
         "{}",
-        out.stderr()
+        out.stderr
     );
 }

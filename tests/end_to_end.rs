@@ -4,29 +4,16 @@
 
 mod util;
 
-use std::path::Path;
-
+use util::Sandbox;
+use util::runs::run_dirs;
 use util::tb::tb_check;
-use util::workdir::{TestDir, run_dirs};
-
-/// A working directory with the shipped experiments copied in (data is linked).
-fn with_experiments() -> TestDir {
-    let t = TestDir::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dest = t.path().join("experiments");
-    std::fs::create_dir_all(dest.join("base")).unwrap();
-    for f in ["smoke.toml", "base/homework_cnn.toml"] {
-        std::fs::copy(repo.join("experiments").join(f), dest.join(f)).unwrap();
-    }
-    t
-}
 
 #[test]
 fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
-    let t = with_experiments();
+    let t = Sandbox::with_data();
     let run = t.run(&["run", "experiments/smoke.toml", "--jobs", "2"]);
     run.expect_code(0);
-    let out = run.stdout();
+    let out = &run.stdout;
     assert!(out.contains("best: lr"), "no winner line\n{}", run.report());
 
     let exp = t.exp_dir("smoke");
@@ -86,10 +73,10 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
     // `best` prints the winner as a spec that plans to the very same run ID.
     let best = t.run(&["best", "smoke"]);
     best.expect_code(0);
-    std::fs::write(t.path().join("best.toml"), best.stdout()).unwrap();
+    std::fs::write(t.path().join("best.toml"), best.stdout).unwrap();
     let plan = t.run(&["plan", "best.toml", "--json"]);
     plan.expect_code(0);
-    let plan: serde_json::Value = serde_json::from_str(&plan.stdout()).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(plan["runs"].as_array().unwrap().len(), 1, "{plan}");
     assert_eq!(plan["runs"][0]["id"], winner.as_str(), "{plan}");
 
@@ -101,7 +88,7 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
     let again = t.run(&["run", "experiments/smoke.toml"]);
     again.expect_code(0);
     assert!(
-        again.stdout().contains("0 to run"),
+        again.stdout.contains("0 to run"),
         "second run redid work\n{}",
         again.report()
     );
@@ -114,17 +101,10 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
 
 #[test]
 fn translation_grid_trains_each_model_once_and_decodes_it_both_ways() {
-    let t = TestDir::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(t.path().join("experiments")).unwrap();
-    std::fs::copy(
-        repo.join("experiments/q3_smoke.toml"),
-        t.path().join("experiments/q3_smoke.toml"),
-    )
-    .unwrap();
+    let t = Sandbox::with_data();
     let run = t.run(&["run", "experiments/q3_smoke.toml", "--jobs", "2"]);
     run.expect_code(0);
-    assert!(run.stdout().contains("best: "), "{}", run.report());
+    assert!(run.stdout.contains("best: "), "{}", run.report());
 
     // 2 attention settings x 2 decoding strategies = 4 runs, but only 2 trainings: the
     // decode-only variant of each model trains nothing and reuses its sibling's checkpoint.
@@ -152,7 +132,7 @@ fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
     if cfg!(feature = "cuda") {
         return; // a CUDA build may well have the device
     }
-    let t = with_experiments();
+    let t = Sandbox::with_data();
     let run = t.run(&[
         "run",
         "experiments/smoke.toml",
@@ -161,7 +141,7 @@ fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
     ]);
     run.expect_code(5);
     assert!(
-        run.stderr().contains("without CUDA support") && run.stderr().contains("cuda:0"),
+        run.stderr.contains("without CUDA support") && run.stderr.contains("cuda:0"),
         "{}",
         run.report()
     );

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use util::workdir::{TestDir, metrics_without_timings, run_dirs, status, wait_for};
+use util::runs::{metrics_without_timings, run_dirs, status};
+use util::{Sandbox, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -30,7 +31,7 @@ fn metrics_by_run(exp: &std::path::Path) -> Metrics {
 fn undisturbed() -> &'static Metrics {
     static REF: OnceLock<Metrics> = OnceLock::new();
     REF.get_or_init(|| {
-        let t = TestDir::new();
+        let t = Sandbox::with_fixtures();
         t.run(&["run", "grid.toml", "--jobs", "1"]).expect_code(0);
         let m = metrics_by_run(&t.exp_dir("fixture-grid"));
         assert_eq!(m.len(), 2);
@@ -58,7 +59,7 @@ fn epoch(run: &std::path::Path) -> u64 {
 #[test]
 fn a_worker_killed_mid_run_is_retried_and_resumes_to_identical_metrics() {
     let reference = undisturbed();
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     let exp = t.exp_dir("fixture-grid");
     let orch = t.spawn(&["run", "grid.toml", "--jobs", "1", "--retries", "1"]);
 
@@ -84,7 +85,7 @@ fn a_worker_killed_mid_run_is_retried_and_resumes_to_identical_metrics() {
     let out = orch.wait(LIMIT);
     out.expect_code(0);
     assert!(
-        out.stdout().contains("killed by signal 9"),
+        out.stdout.contains("killed by signal 9"),
         "the failure is reported\n{}",
         out.report()
     );
@@ -101,7 +102,7 @@ fn a_worker_killed_mid_run_is_retried_and_resumes_to_identical_metrics() {
 #[test]
 fn ctrl_c_mid_grid_stops_cleanly_and_the_next_run_finishes_without_redoing() {
     let reference = undisturbed();
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     let exp = t.exp_dir("fixture-grid");
     let orch = t.spawn(&["run", "grid.toml", "--jobs", "1"]);
 
@@ -116,7 +117,7 @@ fn ctrl_c_mid_grid_stops_cleanly_and_the_next_run_finishes_without_redoing() {
     });
     let table = t.run(&["status", "fixture-grid"]);
     table.expect_code(0);
-    assert!(table.stdout().contains("running"), "{}", table.report());
+    assert!(table.stdout.contains("running"), "{}", table.report());
 
     orch.signal(libc::SIGINT);
     let out = orch.wait(LIMIT);
@@ -133,7 +134,7 @@ fn ctrl_c_mid_grid_stops_cleanly_and_the_next_run_finishes_without_redoing() {
 
     let again = t.run(&["run", "grid.toml", "--jobs", "1"]);
     again.expect_code(0);
-    assert!(again.stdout().contains("skip"), "{}", again.report());
+    assert!(again.stdout.contains("skip"), "{}", again.report());
     assert_eq!(attempts(&dirs[0]), 1, "the finished run was not redone");
     assert_eq!(
         std::fs::metadata(&first_metrics)
@@ -150,7 +151,7 @@ fn ctrl_c_mid_grid_stops_cleanly_and_the_next_run_finishes_without_redoing() {
 
 #[test]
 fn a_diverging_run_is_marked_diverged_and_the_others_finish() {
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     let out = t.run(&["run", "diverge.toml", "--jobs", "2"]);
     out.expect_code(1);
     let dirs = run_dirs(&t.exp_dir("fixture-diverge"));
@@ -158,7 +159,7 @@ fn a_diverging_run_is_marked_diverged_and_the_others_finish() {
     assert_eq!(state(&dirs[0]), "done", "{}", out.report());
     assert_eq!(state(&dirs[1]), "diverged", "{}", out.report());
     let table = t.run(&["status", "fixture-diverge"]);
-    assert!(table.stdout().contains("diverged"), "{}", table.report());
+    assert!(table.stdout.contains("diverged"), "{}", table.report());
     // Running again redoes nothing: a diverged run is final.
     let again = t.run(&["run", "diverge.toml"]);
     again.expect_code(1);
@@ -168,7 +169,7 @@ fn a_diverging_run_is_marked_diverged_and_the_others_finish() {
 #[test]
 fn a_second_ctrl_c_kills_stuck_workers_and_the_next_run_still_matches() {
     let reference = undisturbed();
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     let exp = t.exp_dir("fixture-grid");
     // A long grace period: with workers that cannot answer, only a second Ctrl-C ends this.
     let mut orch = t.spawn(&["run", "grid.toml", "--jobs", "2", "--grace", "600"]);
@@ -188,7 +189,7 @@ fn a_second_ctrl_c_kills_stuck_workers_and_the_next_run_still_matches() {
     let out = orch.wait(Duration::from_secs(60));
     out.expect_code(130);
     assert!(
-        out.stdout().contains("killing workers now"),
+        out.stdout.contains("killing workers now"),
         "{}",
         out.report()
     );
@@ -205,7 +206,7 @@ fn a_second_ctrl_c_kills_stuck_workers_and_the_next_run_still_matches() {
 
 #[test]
 fn fail_fast_stops_the_grid_at_a_diverged_run_and_a_plain_run_finishes_it() {
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     // The diverging learning rate first, so with one job the sane run has not started.
     let spec = std::fs::read_to_string(t.path().join("diverge.toml"))
         .unwrap()
@@ -215,7 +216,7 @@ fn fail_fast_stops_the_grid_at_a_diverged_run_and_a_plain_run_finishes_it() {
     let exp = t.exp_dir("fixture-failfast");
     let out = t.run(&["run", "failfast.toml", "--jobs", "1", "--fail-fast"]);
     out.expect_code(1);
-    assert!(out.stdout().contains("--fail-fast"), "{}", out.report());
+    assert!(out.stdout.contains("--fail-fast"), "{}", out.report());
     let dirs = run_dirs(&exp);
     assert_eq!(state(&dirs[0]), "diverged", "{}", out.report());
     assert!(
@@ -234,7 +235,7 @@ fn fail_fast_stops_the_grid_at_a_diverged_run_and_a_plain_run_finishes_it() {
 
 #[test]
 fn a_second_orchestrator_is_refused_and_a_dead_ones_lock_is_taken_over() {
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     let exp = t.exp_dir("fixture-grid");
     let first = t.spawn(&["run", "grid.toml", "--jobs", "1"]);
     wait_for(LIMIT, "a running worker", || {
@@ -243,7 +244,7 @@ fn a_second_orchestrator_is_refused_and_a_dead_ones_lock_is_taken_over() {
     let second = t.run(&["run", "grid.toml"]);
     second.expect_code(5);
     assert!(
-        second.stderr().contains(&format!("pid {}", first.pid())),
+        second.stderr.contains(&format!("pid {}", first.pid())),
         "the message names the holder\n{}",
         second.report()
     );
@@ -256,17 +257,17 @@ fn a_second_orchestrator_is_refused_and_a_dead_ones_lock_is_taken_over() {
     });
     let third = t.run(&["run", "grid.toml"]);
     third.expect_code(0);
-    assert!(third.stdout().contains("stale lock"), "{}", third.report());
+    assert!(third.stdout.contains("stale lock"), "{}", third.report());
 }
 
 #[test]
 fn an_unusable_runs_dir_or_unknown_rerun_is_a_clear_error() {
-    let t = TestDir::new();
+    let t = Sandbox::with_fixtures();
     std::fs::write(t.path().join("somefile"), "keep me").unwrap();
     let out = t.run(&["run", "grid.toml", "--runs-dir", "somefile/runs"]);
     out.expect_code(5);
     assert!(
-        out.stderr().contains("somefile/runs"),
+        out.stderr.contains("somefile/runs"),
         "names the path\n{}",
         out.report()
     );
@@ -277,7 +278,7 @@ fn an_unusable_runs_dir_or_unknown_rerun_is_a_clear_error() {
 
     let out = t.run(&["run", "grid.toml", "--rerun", "no-such-run"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("no-such-run"), "{}", out.report());
+    assert!(out.stderr.contains("no-such-run"), "{}", out.report());
     assert!(
         !t.exp_dir("fixture-grid").join(".lock").exists(),
         "the lock is released on error"

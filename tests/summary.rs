@@ -5,7 +5,7 @@ mod util;
 use orchestrate::spec::{SelectSpec, Spec};
 use orchestrate::store::RunState;
 use orchestrate::summary::{self, summarize_experiment};
-use util::orchestrate;
+use util::Sandbox;
 use util::runs::{lr_grid, lr_run, lr_spec, seq2seq_grid, write_run};
 
 #[test]
@@ -158,11 +158,11 @@ fn a_corrupt_run_file_is_an_error_naming_it() {
 
 #[test]
 fn best_prints_a_spec_that_loads_back_to_the_winner_config() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     lr_grid(&dir.path().join("runs"), "lr");
-    let out = orchestrate(dir.path(), &["best", "lr"]);
+    let out = dir.run(&["best", "lr"]);
     out.expect_code(0);
-    let text = out.stdout();
+    let text = out.stdout;
     assert!(
         text.starts_with("# Winner of experiment `lr`: run 01a0b1c2d3e4"),
         "{text}"
@@ -177,20 +177,20 @@ fn best_prints_a_spec_that_loads_back_to_the_winner_config() {
 
 #[test]
 fn best_without_a_winner_or_experiment_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let exp = dir.path().join("runs").join("bad");
     let mut failed = lr_run("bad", 0, 1e-3, &[0.9], 0.9);
     failed.state = Some(RunState::Failed);
     write_run(&exp, &failed);
-    let out = orchestrate(dir.path(), &["best", "bad"]);
+    let out = dir.run(&["best", "bad"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("has no winner"), "{}", out.stderr());
-    let out = orchestrate(dir.path(), &["best", "nope"]);
+    assert!(out.stderr.contains("has no winner"), "{}", out.stderr);
+    let out = dir.run(&["best", "nope"]);
     out.expect_code(2);
     assert!(
-        out.stderr().contains("no experiment `nope`"),
+        out.stderr.contains("no experiment `nope`"),
         "{}",
-        out.stderr()
+        out.stderr
     );
 }
 
@@ -204,9 +204,9 @@ fn png_size(path: &std::path::Path) -> (u32, u32) {
 
 #[test]
 fn report_draws_curves_and_bars() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     lr_grid(&dir.path().join("runs"), "lr");
-    let out = orchestrate(dir.path(), &["report", "lr", "--out", "figs"]);
+    let out = dir.run(&["report", "lr", "--out", "figs"]);
     out.expect_code(0);
     for f in [
         "train_loss.png",
@@ -214,7 +214,7 @@ fn report_draws_curves_and_bars() {
         "final_dev_accuracy.png",
     ] {
         let p = dir.path().join("figs").join(f);
-        assert!(out.stdout().contains(f), "{}", out.stdout());
+        assert!(out.stdout.contains(f), "{}", out.stdout);
         assert_eq!(png_size(&p), (1000, 620), "{f}");
     }
     // A one-axis grid has no grouped figure.
@@ -224,9 +224,9 @@ fn report_draws_curves_and_bars() {
 
 #[test]
 fn report_on_the_seq2seq_grid_draws_the_four_combinations() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let exp = seq2seq_grid(&dir.path().join("runs"), "q3");
-    let out = orchestrate(dir.path(), &["report", "runs/q3"]);
+    let out = dir.run(&["report", "runs/q3"]);
     out.expect_code(0);
     for f in [
         "dev_error_rate_by_model_attention_and_decode_strategy.png",
@@ -235,21 +235,21 @@ fn report_on_the_seq2seq_grid_draws_the_four_combinations() {
         assert_eq!(png_size(&exp.join("report").join(f)), (1000, 620), "{f}");
     }
     assert!(
-        out.stdout()
+        out.stdout
             .contains("best: attention-general-beam (5e03aa77bb99) dev/error_rate=0.3000 test/error_rate=0.3100"),
         "{}",
-        out.stdout()
+        out.stdout
     );
 }
 
 #[test]
 fn ls_lists_experiments_with_states_and_winners() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Sandbox::new();
     let runs = dir.path().join("runs");
     lr_grid(&runs, "lr");
     seq2seq_grid(&runs, "q3");
     std::fs::create_dir_all(runs.join("empty")).unwrap();
-    let out = orchestrate(dir.path(), &["ls"]);
+    let out = dir.run(&["ls"]);
     out.expect_code(0);
-    insta::assert_snapshot!("ls", out.stdout());
+    insta::assert_snapshot!("ls", out.stdout);
 }

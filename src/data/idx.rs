@@ -170,25 +170,6 @@ fn count(dims: &[usize]) -> Result<u64, DataError> {
         .ok_or_else(|| DataError::size(format!("dimensions {dims:?} overflow")))
 }
 
-/// Parses IDX bytes; errors carry no path yet (the caller adds it with [`DataError::at`]).
-pub fn parse_idx(bytes: &[u8], ndim: usize) -> Result<IdxArray, DataError> {
-    let mut r = bytes;
-    let (dims, header) = read_dims(&mut r, ndim)
-        .map_err(|e| e.or_io(|e| DataError::size(format!("cannot read the header: {e}"))))?;
-    let values = count(&dims)?;
-    let body = &bytes[header as usize..];
-    if body.len() as u64 != values {
-        return Err(DataError::size(format!(
-            "header says {dims:?} = {values} values, file holds {}",
-            body.len()
-        )));
-    }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,16 +191,24 @@ mod tests {
         enc.finish().unwrap()
     }
 
+    /// `bytes` written to a file and read back with [`read_idx`].
+    fn read_bytes(bytes: &[u8], ndim: usize) -> Result<IdxArray, DataError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x-ubyte");
+        std::fs::write(&p, bytes).unwrap();
+        read_idx(&p, ndim)
+    }
+
     #[test]
     fn parses_images_and_labels() {
-        let img = parse_idx(
+        let img = read_bytes(
             &idx_bytes(&[2, 2, 3], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
             3,
         )
         .unwrap();
         assert_eq!(img.dims, vec![2, 2, 3]);
         assert_eq!(img.data[11], 11);
-        let lab = parse_idx(&idx_bytes(&[3], &[7, 0, 9]), 1).unwrap();
+        let lab = read_bytes(&idx_bytes(&[3], &[7, 0, 9]), 1).unwrap();
         assert_eq!(lab.dims, vec![3]);
         assert_eq!(lab.data, vec![7, 0, 9]);
     }
@@ -296,7 +285,7 @@ mod tests {
         two.extend(gzip(&bytes[10..]));
         let p = dir.path().join("cat.gz");
         std::fs::write(&p, &two).unwrap();
-        assert_eq!(read_idx(&p, 3).unwrap(), parse_idx(&bytes, 3).unwrap());
+        assert_eq!(read_idx(&p, 3).unwrap(), read_bytes(&bytes, 3).unwrap());
         assert_eq!(read_header(&p, 3).unwrap(), vec![3, 2, 2]);
     }
 

@@ -8,6 +8,7 @@
 //! checked on its own, so a bad value is reported against its axis before any run is built.
 
 pub mod identity;
+pub mod load;
 pub mod random;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,8 @@ use toml::Value;
 use crate::spec::schema::{self, fmt_value, get_path, set_path};
 use crate::spec::validate;
 use crate::spec::{Distribution, GridSpec, Spec};
+
+pub use load::{LoadError, expand_resolved, load_runs};
 
 /// One run of an experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
-//! Expansion order, zip groups, variants, random samples, identity and golden ids.
+//! Expansion order, zip groups, variants, random samples, identity and golden ids, and the
+//! message a user sees for every bad-spec fixture (loaded, then expanded).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use toml::Value;
 
@@ -481,5 +483,92 @@ proptest::proptest! {
         let count = run_count(&g);
         let runs = expand(&spec_with(g)).unwrap();
         proptest::prop_assert_eq!(count, runs.len() as u128);
+    }
+}
+
+/// The message a user sees for a spec fixture: loading, then grid expansion.
+fn message_for(fixture: &str) -> String {
+    let path = PathBuf::from(format!("tests/fixtures/specs/{fixture}.toml"));
+    let result = crate::spec::resolve(&path, &[], Vec::new())
+        .map_err(LoadError::from)
+        .and_then(|r| expand_resolved(&r));
+    match result {
+        Ok(_) => panic!("{fixture} should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const BAD_SPECS: &[&str] = &[
+    "syntax_error",
+    "unknown_key",
+    "unknown_section",
+    "misplaced_key",
+    "lr_zero",
+    "lr_negative",
+    "batch_size_zero",
+    "epochs_zero",
+    "wrong_type",
+    "unknown_model_kind",
+    "unknown_optimizer_kind",
+    "beam_width_zero",
+    "dropout_one",
+    "dev_fraction",
+    "bad_name",
+    "empty_axis",
+    "axis_not_a_list",
+    "axis_unknown_key",
+    "axis_wrong_type",
+    "axis_bad_value",
+    "axis_unknown_enum",
+    "axis_experiment_key",
+    "too_many_runs",
+    "zip_unequal",
+    "duplicate_runs",
+    "random_bad_range",
+    "extends_missing",
+    "cycle_a",
+];
+
+#[test]
+fn every_bad_spec_gets_a_clear_message() {
+    for fixture in BAD_SPECS {
+        let msg = message_for(fixture);
+        // Every message names the file it is about.
+        assert!(msg.contains(&format!("{fixture}.toml")), "{fixture}: {msg}");
+        insta::assert_snapshot!(*fixture, msg);
+    }
+}
+
+#[test]
+fn every_fixture_is_covered() {
+    let mut on_disk: Vec<String> = std::fs::read_dir("tests/fixtures/specs")
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".toml")
+                .to_string()
+        })
+        .filter(|n| n != "cycle_b")
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BAD_SPECS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn shipped_experiments_load_and_expand() {
+    for (file, runs) in [
+        ("q2_grid", 3),
+        ("q2_optimizers", 9),
+        ("q3_attention", 4),
+        ("smoke", 2),
+    ] {
+        let path = PathBuf::from(format!("experiments/{file}.toml"));
+        let spec = crate::spec::resolve(&path, &[], Vec::new()).unwrap().spec;
+        assert_eq!(spec.name, file);
+        assert_eq!(expand(&spec).unwrap().len(), runs, "{file}");
     }
 }

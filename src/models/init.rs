@@ -166,26 +166,12 @@ mod tests {
     fn existing_variables_are_reused_not_redrawn() {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, ChaCha8Rng::seed_from_u64(1), DType::F32, &Device::Cpu);
-        let a = vb
-            .get_with_hints(
-                5,
-                "b",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
-        let b = vb
-            .get_with_hints(
-                5,
-                "b",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
+        let randn = Init::Randn {
+            mean: 0.,
+            stdev: 1.,
+        };
+        let a = vb.get_with_hints(5, "b", randn).unwrap();
+        let b = vb.get_with_hints(5, "b", randn).unwrap();
         assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
         assert!(vb.get_with_hints(6, "b", Init::Const(0.)).is_err());
         assert_eq!(map.all_vars().len(), 1);

@@ -183,11 +183,7 @@ impl Lstm {
         mut rec: Option<&mut Recording>,
     ) -> Result<(Vec<Tensor>, State)> {
         let t_len = xp.len();
-        let Some(first) = xp.first() else {
-            candle_core::bail!("run_suffix_padded: no time steps")
-        };
-        let mut state = self.zero_state(first.dim(0)?, first.device())?;
-        let mut outputs: Vec<Option<Tensor>> = vec![None; t_len];
+        let (mut state, mut outputs) = self.start(xp, "run_suffix_padded")?;
         if reverse {
             for t in (0..t_len).rev() {
                 let next = self.step_rec(&xp[t], &state, rec.as_deref_mut())?;
@@ -230,6 +226,15 @@ impl Lstm {
         Ok((outputs.into_iter().flatten().collect(), state))
     }
 
+    /// The zero state for the rows of `xp`'s steps and an empty output slot per step.
+    fn start(&self, xp: &[Tensor], caller: &str) -> Result<(State, Vec<Option<Tensor>>)> {
+        let Some(first) = xp.first() else {
+            candle_core::bail!("{caller}: no time steps")
+        };
+        let state = self.zero_state(first.dim(0)?, first.device())?;
+        Ok((state, vec![None; xp.len()]))
+    }
+
     /// A zero state for `batch` rows.
     pub fn zero_state(&self, batch: usize, device: &Device) -> Result<State> {
         let z = Tensor::zeros((batch, self.hidden), candle_core::DType::F32, device)?;
@@ -263,11 +268,7 @@ impl Lstm {
         reverse: bool,
     ) -> Result<(Vec<Tensor>, State)> {
         let t_len = xp.len();
-        let Some(first) = xp.first() else {
-            candle_core::bail!("run_masked_steps: no time steps")
-        };
-        let mut state = self.zero_state(first.dim(0)?, first.device())?;
-        let mut outputs: Vec<Option<Tensor>> = vec![None; t_len];
+        let (mut state, mut outputs) = self.start(xp, "run_masked_steps")?;
         let order: Vec<usize> = if reverse {
             (0..t_len).rev().collect()
         } else {

@@ -7,8 +7,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::grid::GridError;
-
 /// One thing wrong with a spec: where, which key, which value, what is allowed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -71,14 +69,6 @@ pub enum SpecError {
     /// Keys or values that are not allowed; one problem a line.
     #[error("{}", join_lines(problems))]
     Invalid { problems: Vec<Problem> },
-    /// The grid does not expand to valid runs; `origin` is the layer that set the grid entry
-    /// at fault (the spec file when no single entry is).
-    #[error("{}: {}", escape_controls(origin), escape_controls(&source.to_string()))]
-    Grid {
-        origin: String,
-        #[source]
-        source: Box<GridError>,
-    },
 }
 
 /// The largest spec or `extends` file read: a spec is a page of text, and a bound keeps a

@@ -24,7 +24,6 @@ use super::error::{MAX_SPEC_BYTES, Problem, ReadError, SpecError};
 use super::schema::{self, fmt_value, get_path};
 use super::types::Spec;
 use super::validate;
-use crate::grid::{self, GridError, RunPlan};
 
 /// Prefix of the environment variables that override spec keys.
 pub const ENV_PREFIX: &str = "ORCHESTRATE_";
@@ -174,24 +173,10 @@ impl Resolved {
         }
     }
 
-    /// Expands the grid into runs; a bad grid entry is reported against the layer that set
-    /// it (a file, an environment variable, a `--set` flag).
-    pub fn expand(&self) -> Result<Vec<RunPlan>, SpecError> {
-        grid::expand(&self.spec).map_err(|source| SpecError::Grid {
-            origin: match &source {
-                GridError::Entry { at, .. } => self.grid_origin(at),
-                GridError::Run { key, .. } if !key.is_empty() => Some(self.run_origin(key)),
-                _ => None,
-            }
-            .unwrap_or_else(|| self.file.display().to_string()),
-            source: Box::new(source),
-        })
-    }
-
     /// Where a run's bad value of `key` came from: when the grid set that very key, the layer
     /// of that grid entry (a `--set` flag, a variable, a file); otherwise the spec file.
     pub fn run_origin(&self, key: &str) -> String {
-        self.grid_origin(&format!("grid.{key}"))
+        self.grid_entry_origin(&format!("grid.{key}"))
             .unwrap_or_else(|| self.file.display().to_string())
     }
 
@@ -199,7 +184,7 @@ impl Resolved {
     /// `grid.random.KEY`, `grid entry { KEY = ... }`). Grid keys are dotted setting names
     /// held as single keys, which figment's dotted lookup cannot address, so the merged
     /// grid is walked by hand.
-    fn grid_origin(&self, at: &str) -> Option<String> {
+    pub fn grid_entry_origin(&self, at: &str) -> Option<String> {
         let key = match at.strip_prefix("grid entry { ") {
             Some(rest) => rest.split(" = ").next()?,
             None => at.strip_prefix("grid.")?,

@@ -2,8 +2,8 @@
 //! (`schema`) and value checks (`validate`, `slurm_checks` for `[launch.slurm]`).
 //!
 //! Three stages, as in ripgrep's flag handling: raw TOML layers -> one validated [`Spec`] ->
-//! [`crate::grid`] expands it into runs. Nothing here touches Candle or the file system
-//! beyond reading the spec files.
+//! the grid expands it into runs. This is the lower layer: nothing here knows about runs, and
+//! nothing touches Candle or the file system beyond reading the spec files.
 
 pub mod error;
 pub mod load;
@@ -12,13 +12,11 @@ pub mod slurm_checks;
 pub mod types;
 pub mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use error::{Problem, SpecError};
 pub use load::{Resolved, load, resolve};
 pub use types::*;
-
-use crate::grid::RunPlan;
 
 /// The spec arguments shared by `run`, `plan`, `config` and `inspect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,18 +35,6 @@ impl SpecArgs {
     pub fn load(&self) -> Result<Spec, SpecError> {
         load(&self.file, &self.sets)
     }
-
-    /// Loads the spec and expands its grid into runs.
-    pub fn load_runs(&self) -> Result<(Spec, Vec<RunPlan>), SpecError> {
-        load_runs(&self.file, &self.sets)
-    }
-}
-
-/// Loads a spec and expands its grid; a bad grid entry names the layer that set it.
-pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), SpecError> {
-    let resolved = resolve(path, sets, std::env::vars())?;
-    let runs = resolved.expand()?;
-    Ok((resolved.spec, runs))
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ pub use run::{LoadedRun, RunSummary};
 
 use std::path::{Path, PathBuf};
 
-use crate::error::exit;
 use crate::spec::SelectSpec;
 
 /// Errors of the summary module; each names the file or input it concerns.
@@ -55,20 +54,6 @@ pub enum SummaryError {
     /// A figure could not be drawn.
     #[error("{path}: cannot draw figure: {message}")]
     Plot { path: PathBuf, message: String },
-}
-
-impl SummaryError {
-    /// Input and usage errors exit with 2; failing to write or draw is a runtime error (5).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            SummaryError::Read { .. }
-            | SummaryError::Parse { .. }
-            | SummaryError::NotFound(_)
-            | SummaryError::Git(_)
-            | SummaryError::Usage(_) => exit::USAGE,
-            SummaryError::Write { .. } | SummaryError::Plot { .. } => exit::RUNTIME,
-        }
-    }
 }
 
 impl From<crate::store::StoreError> for SummaryError {

@@ -132,7 +132,9 @@ fn echoed_newlines_keep_an_error_on_one_line() {
     )
     .unwrap();
     let resolved = orchestrate::spec::resolve(&grid, &[], Vec::new()).unwrap();
-    let msg = resolved.expand().expect_err("a grid error").to_string();
+    let msg = orchestrate::grid::expand_resolved(&resolved)
+        .expect_err("a grid error")
+        .to_string();
     assert!(
         msg.contains("grid.toml") && msg.contains("model.attention"),
         "{msg}"

@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use orchestrate::error::Error;
+use orchestrate::grid::{LoadError, expand_resolved};
 use orchestrate::spec::error::escape_controls;
 use orchestrate::spec::load::DEFAULTS;
+use orchestrate::spec::resolve;
 use orchestrate::spec::schema::{all_keys, fmt_value, get_path, schema};
-use orchestrate::spec::{SpecError, resolve};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use toml::Value;
@@ -346,7 +347,7 @@ fn fuzz_spec_loader() {
             Ok(resolved) => {
                 let _ = resolved.explain(&c.explain);
                 let _ = resolved.origin(&c.explain);
-                match resolved.expand() {
+                match expand_resolved(&resolved) {
                     Ok(runs) => {
                         tally.add("ok");
                         prop_assert!(!runs.is_empty());
@@ -354,8 +355,8 @@ fn fuzz_spec_loader() {
                     }
                     Err(e) => {
                         let kind = match &e {
-                            SpecError::Grid { source, .. } => variant(source.as_ref()),
-                            other => variant(other),
+                            LoadError::Grid { source, .. } => variant(source.as_ref()),
+                            LoadError::Spec(other) => variant(other),
                         };
                         tally.add(format!("grid {kind}"));
                         names_sources(e, &sandbox_path, &c)?;
@@ -364,7 +365,7 @@ fn fuzz_spec_loader() {
             }
             Err(e) => {
                 tally.add(variant(&e));
-                names_sources(e, &sandbox_path, &c)?;
+                names_sources(e.into(), &sandbox_path, &c)?;
             }
         }
         Ok(())
@@ -373,7 +374,7 @@ fn fuzz_spec_loader() {
 
 /// Every line of the error names where the problem came from, and it maps to the usage or
 /// the invalid-spec exit code.
-fn names_sources(e: SpecError, sandbox: &str, c: &Case) -> Result<(), TestCaseError> {
+fn names_sources(e: LoadError, sandbox: &str, c: &Case) -> Result<(), TestCaseError> {
     let msg = e.to_string();
     prop_assert!(!msg.trim().is_empty(), "empty error: {:?}", e);
     for line in msg.lines() {

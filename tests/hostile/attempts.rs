@@ -3,7 +3,7 @@
 //! attempt, and the worker patched the event on its way to the sinks).
 
 use crate::util::Sandbox;
-use crate::util::workdir::run_dirs;
+use crate::util::runs::run_dirs;
 use std::fs;
 
 /// One tiny translator on the shipped pairs, 3 epochs, every checkpoint kept.

@@ -2,7 +2,8 @@
 //! deleted by pruning and a leftover of interrupted pruning must neither wedge the run nor
 //! make the orchestrator announce another epoch than the one the worker resumes from.
 
-use crate::util::workdir::{Run, TestDir, run_dirs};
+use crate::util::runs::run_dirs;
+use crate::util::{Output, Sandbox};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -85,8 +86,8 @@ fn interrupt_in_pruning(run: &Path, half_deleted: bool, leftover: bool, status_e
 }
 
 /// Trains the spec to the end, interrupts its run as `interrupt` says, and runs it again.
-fn rerun_after(interrupt: impl Fn(&Path)) -> (TestDir, std::path::PathBuf, Run) {
-    let t = TestDir::new();
+fn rerun_after(interrupt: impl Fn(&Path)) -> (Sandbox, std::path::PathBuf, Output) {
+    let t = Sandbox::with_data();
     fs::write(t.path().join("wedge.toml"), SPEC).unwrap();
     let args = ["run", "wedge.toml", "--jobs", "1", "--threads", "1"];
     t.run(&args).expect_code(0);
@@ -100,7 +101,7 @@ fn rerun_after(interrupt: impl Fn(&Path)) -> (TestDir, std::path::PathBuf, Run) 
 }
 
 /// The run finished epoch 3 after resuming from epoch 2, and only its last checkpoint is left.
-fn assert_resumed_from_2_and_pruned(run: &Path, out: &Run) {
+fn assert_resumed_from_2_and_pruned(run: &Path, out: &Output) {
     out.expect_code(0);
     let log = fs::read_to_string(run.join("worker.log")).unwrap();
     assert!(log.contains("resumed from epoch 2 of 3"), "{log}");
@@ -117,7 +118,7 @@ fn a_half_deleted_checkpoint_is_skipped_and_the_start_line_names_the_resumed_epo
     // prune at the end of epoch 3 failed on epoch-0001/state.json, so the run never finished.
     let (_t, run, out) = rerun_after(|run| interrupt_in_pruning(run, true, false, 1));
     assert!(
-        out.stdout().contains("resuming after epoch 2/3"),
+        out.stdout.contains("resuming after epoch 2/3"),
         "{}",
         out.report()
     );

@@ -3,7 +3,7 @@
 //! `status` shows it as `damaged`, and `--rerun` trains it again.
 
 use crate::util::Sandbox;
-use crate::util::workdir::{plan, run_dirs};
+use crate::util::runs::{plan, run_dirs};
 use std::fs;
 use std::path::{Path, PathBuf};
 

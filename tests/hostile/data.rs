@@ -4,7 +4,7 @@
 //! byte by byte: no NumPy needed.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub use crate::util::datafiles::{gzip, idx, npy, npz};
@@ -66,9 +66,8 @@ pub fn nothing_written(sb: &Sandbox, out: &Output) {
 /// on a FIFO or reads `/dev/zero` forever fails the test instead of hanging it.
 fn run_within(sb: &Sandbox, args: &[&str], limit: Duration) -> Output {
     use std::os::unix::process::CommandExt;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .args(args)
-        .current_dir(sb.path())
+    let mut child = sb
+        .cmd(args)
         .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -90,13 +89,7 @@ fn run_within(sb: &Sandbox, args: &[&str], limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    Output {
-        cmd: format!("orchestrate {}", args.join(" ")),
-        cwd: sb.path().to_path_buf(),
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Output::from_process(format!("orchestrate {}", args.join(" ")), sb.path(), out)
 }
 
 #[test]

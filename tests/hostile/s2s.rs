@@ -3,7 +3,7 @@
 //! `q3_smoke` spec and `data/spa-eng-mini` pairs (4 runs, 2 trainings, seconds each).
 
 use crate::util::Sandbox;
-use crate::util::workdir::run_dirs;
+use crate::util::runs::run_dirs;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

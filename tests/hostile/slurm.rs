@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::util::{self, Sandbox};
+use crate::util::Sandbox;
 
 /// Payloads that would run `touch CANARY` (or break a line) if they reached bash or sbatch
 /// unquoted, written as TOML basic-string contents.
@@ -342,7 +342,7 @@ fn a_hostile_working_directory_stays_one_token() {
     let name = "w $(touch CANARY);'\"#%x";
     let cwd = sb.path().join(name);
     std::fs::create_dir(&cwd).unwrap();
-    let out = util::orchestrate(
+    let out = sb.run_in(
         &cwd,
         &[
             "plan",
@@ -353,7 +353,7 @@ fn a_hostile_working_directory_stays_one_token() {
         ],
     );
     out.expect_code(0);
-    let script = script_of(&out.stdout());
+    let script = script_of(&out.stdout);
     harmless(&script, 6);
     let chdir = format!(
         "#SBATCH --chdir=\"{}/w $(touch CANARY);\\'\\\"\\#%x\"",
@@ -366,16 +366,12 @@ fn a_hostile_working_directory_stays_one_token() {
     std::fs::create_dir(&bad).unwrap();
     // Data paths are relative to the working directory; the run must get past its data check.
     std::os::unix::fs::symlink(sb.path().join("data"), bad.join("data")).unwrap();
-    let out = util::orchestrate(
+    let out = sb.run_in(
         &bad,
         &["run", "../experiments/smoke.toml", "--backend", "slurm"],
     );
     out.expect_code(2);
-    assert!(
-        out.stderr().contains("working directory"),
-        "{}",
-        out.stderr()
-    );
+    assert!(out.stderr.contains("working directory"), "{}", out.stderr);
     assert!(!bad.join("runs").exists());
 }
 

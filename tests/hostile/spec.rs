@@ -19,13 +19,8 @@ fn run_limited(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     let out = cmd.output().unwrap();
-    Output {
-        cmd: format!("orchestrate {} (at most 4 GB, 60 s)", args.join(" ")),
-        cwd: sb.path().to_path_buf(),
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let shown = format!("orchestrate {} (at most 4 GB, 60 s)", args.join(" "));
+    Output::from_process(shown, sb.path(), out)
 }
 
 fn mkfifo(path: &std::path::Path) {

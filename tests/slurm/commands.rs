@@ -1,55 +1,10 @@
 //! `orchestrate run --backend slurm`, `status` and `worker` on the smoke grid.
 
 use super::*;
-
-/// `orchestrate ARGS` run in the repository (for `experiments/` and `data/`); on failure of
-/// an expectation the command, its exit code and output are printed.
-struct Cli {
-    cmd: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    fn run(args: &[&str]) -> Cli {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-            .current_dir(repo)
-            .args(args)
-            .output()
-            .unwrap();
-        Cli {
-            cmd: format!("orchestrate {}", args.join(" ")),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn expect(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "{self}");
-        self
-    }
-
-    fn stdout_has(&self, text: &str) -> &Self {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{self}");
-        self
-    }
-}
-
-impl std::fmt::Display for Cli {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "command: {}\nexit code: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmd, self.code, self.stdout, self.stderr
-        )
-    }
-}
+use crate::util::{Output, Sandbox};
 
 /// `orchestrate run experiments/smoke.toml` with one thread per run, into `runs_dir`.
-fn run_smoke(runs_dir: &Path, extra: &[&str]) -> Cli {
+fn run_smoke(sb: &Sandbox, runs_dir: &Path, extra: &[&str]) -> Output {
     let runs_dir = runs_dir.to_str().unwrap();
     let mut args = vec![
         "run",
@@ -63,16 +18,16 @@ fn run_smoke(runs_dir: &Path, extra: &[&str]) -> Cli {
         "launch.slurm.cpus_per_task=1",
     ];
     args.extend_from_slice(extra);
-    Cli::run(&args)
+    sb.run(&args)
 }
 
 #[test]
 fn smoke_grid_on_slurm_matches_the_local_backend() {
     let Some(_g) = shared() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Sandbox::with_data();
     let summary_of = |backend: &str| -> serde_json::Value {
         let runs_dir = tmp.path().join(backend);
-        run_smoke(&runs_dir, &["--backend", backend]).expect(0);
+        run_smoke(&tmp, &runs_dir, &["--backend", backend]).expect_code(0);
         serde_json::from_str(&read(runs_dir.join("smoke").join("summary.json"))).unwrap()
     };
     let local = summary_of("local");
@@ -108,11 +63,11 @@ fn smoke_grid_on_slurm_matches_the_local_backend() {
 #[test]
 fn detached_run_shows_in_status_and_a_later_run_follows_it_to_the_summary() {
     let Some(_g) = shared() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Sandbox::with_data();
     let runs_dir = tmp.path().join("runs");
     let exp = runs_dir.join("smoke");
-    let detached = run_smoke(&runs_dir, &["--backend", "slurm", "--detach"]);
-    detached.expect(0).stdout_has("detached: 2 run(s)");
+    let detached = run_smoke(&tmp, &runs_dir, &["--backend", "slurm", "--detach"]);
+    detached.expect_code(0).stdout_has("detached: 2 run(s)");
     let jobs = load_jobs(&exp).unwrap().jobs;
     assert_eq!(jobs.len(), 1, "{detached}");
     let job = jobs[0].job_id.clone();
@@ -125,9 +80,9 @@ fn detached_run_shows_in_status_and_a_later_run_follows_it_to_the_summary() {
         "no summary before the runs end"
     );
 
-    let status = Cli::run(&["status", "smoke", "--runs-dir", runs_dir.to_str().unwrap()]);
+    let status = tmp.run(&["status", "smoke", "--runs-dir", runs_dir.to_str().unwrap()]);
     status
-        .expect(0)
+        .expect_code(0)
         .stdout_has("slurm (latest array task of each run):");
     for t in &jobs[0].tasks {
         assert!(
@@ -138,14 +93,14 @@ fn detached_run_shows_in_status_and_a_later_run_follows_it_to_the_summary() {
         );
     }
     // Scripts get the same view from --json: each run's row names its array task.
-    let json = Cli::run(&[
+    let json = tmp.run(&[
         "status",
         "smoke",
         "--runs-dir",
         runs_dir.to_str().unwrap(),
         "--json",
     ]);
-    let rows: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&json.expect_code(0).stdout).unwrap();
     for t in &jobs[0].tasks {
         let row = rows
             .as_array()
@@ -160,9 +115,9 @@ fn detached_run_shows_in_status_and_a_later_run_follows_it_to_the_summary() {
 
     // The same command without --detach picks the job up (while it runs, or after it ended
     // if the cluster was quick): no second submission.
-    let again = run_smoke(&runs_dir, &["--backend", "slurm"]);
+    let again = run_smoke(&tmp, &runs_dir, &["--backend", "slurm"]);
     again
-        .expect(0)
+        .expect_code(0)
         .stdout_has(&format!("slurm  array job {job}"))
         .stdout_has("best: ");
     assert!(!again.stdout.contains("submitted array job"), "{again}");
@@ -177,15 +132,15 @@ fn detached_run_shows_in_status_and_a_later_run_follows_it_to_the_summary() {
     }
 
     // Everything is done: a third run submits nothing and says so.
-    let third = run_smoke(&runs_dir, &["--backend", "slurm"]);
-    third.expect(0).stdout_has("already done");
+    let third = run_smoke(&tmp, &runs_dir, &["--backend", "slurm"]);
+    third.expect_code(0).stdout_has("already done");
     assert_eq!(load_jobs(&exp).unwrap().jobs.len(), 1);
 }
 
 #[test]
 fn ctrl_c_cancels_the_array_exits_130_and_the_same_command_resumes() {
     let Some(_g) = shared() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Sandbox::with_data();
     let runs_dir = tmp.path().join("runs");
     let exp = runs_dir.join("smoke");
     let args = [
@@ -201,9 +156,8 @@ fn ctrl_c_cancels_the_array_exits_130_and_the_same_command_resumes() {
         "--set",
         "train.epochs=6",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
+    let mut child = tmp
+        .cmd(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -249,9 +203,9 @@ fn ctrl_c_cancels_the_array_exits_130_and_the_same_command_resumes() {
     assert!(resumable >= 1, "a worker checkpointed on SIGTERM");
 
     // The same command finishes the grid from the checkpoints.
-    let again = Cli::run(&args);
+    let again = tmp.run(&args);
     again
-        .expect(0)
+        .expect_code(0)
         .stdout_has("resuming after epoch")
         .stdout_has("best: ");
     for t in &jobs[0].tasks {
@@ -265,9 +219,10 @@ fn ctrl_c_cancels_the_array_exits_130_and_the_same_command_resumes() {
 #[test]
 fn run_with_an_unknown_partition_writes_nothing() {
     let Some(_g) = shared() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Sandbox::with_data();
     let runs_dir = tmp.path().join("runs");
     let out = run_smoke(
+        &tmp,
         &runs_dir,
         &[
             "--backend",
@@ -276,7 +231,7 @@ fn run_with_an_unknown_partition_writes_nothing() {
             "launch.slurm.partition=no-such-partition",
         ],
     );
-    out.expect(5);
+    out.expect_code(5);
     assert!(
         out.stderr.contains("no such partition") && out.stderr.contains("debug"),
         "{out}"
@@ -287,9 +242,9 @@ fn run_with_an_unknown_partition_writes_nothing() {
 /// Needs no cluster: the plan is rendered, not submitted.
 #[test]
 fn plan_with_the_slurm_backend_prints_the_batch_script_and_writes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Sandbox::with_data();
     let runs_dir = tmp.path().join("runs");
-    let out = Cli::run(&[
+    let out = tmp.run(&[
         "plan",
         "experiments/smoke.toml",
         "--backend",
@@ -301,7 +256,7 @@ fn plan_with_the_slurm_backend_prints_the_batch_script_and_writes_nothing() {
         "--runs-dir",
         runs_dir.to_str().unwrap(),
     ]);
-    out.expect(0)
+    out.expect_code(0)
         .stdout_has("slurm submission:")
         .stdout_has("$ sbatch --parsable ")
         .stdout_has("#SBATCH --array=0-1%1\n")
@@ -309,7 +264,7 @@ fn plan_with_the_slurm_backend_prints_the_batch_script_and_writes_nothing() {
         .stdout_has("#SBATCH --no-requeue\n")
         .stdout_has(" worker >>\"$run_dir/worker.log\"");
     assert!(!runs_dir.exists(), "plan wrote {}", runs_dir.display());
-    let json = Cli::run(&[
+    let json = tmp.run(&[
         "plan",
         "experiments/smoke.toml",
         "--backend",
@@ -318,7 +273,7 @@ fn plan_with_the_slurm_backend_prints_the_batch_script_and_writes_nothing() {
         "--runs-dir",
         runs_dir.to_str().unwrap(),
     ]);
-    let v: serde_json::Value = serde_json::from_str(&json.expect(0).stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json.expect_code(0).stdout).unwrap();
     assert_eq!(v["slurm"]["run_list"].as_array().unwrap().len(), 2);
     assert!(
         v["slurm"]["script"]

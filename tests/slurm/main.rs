@@ -214,3 +214,5 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
 
 mod commands;
 mod library;
+#[path = "../util/mod.rs"]
+mod util;

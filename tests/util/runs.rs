@@ -1,10 +1,11 @@
 //! Run directories written by hand, in the layout the orchestrator and workers leave them:
-//! `config.toml`, `plan.json`, `status.json` and `metrics.jsonl`.
+//! `config.toml`, `plan.json`, `status.json` and `metrics.jsonl`; and those files read back
+//! as JSON.
 
 use orchestrate::spec::{Attention, DecodeStrategy, ModelKind, SelectMode, SelectSpec, Spec};
 use orchestrate::store::{MetricRecord, RunDir, RunState, RunStatus};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One run to write.
 pub struct FakeRun {
@@ -115,7 +116,7 @@ pub fn write_run(exp_dir: &Path, run: &FakeRun) {
 }
 
 /// The homework's Q2 grid: three learning rates, the middle one wins, plus a diverged run.
-pub fn lr_grid(runs_dir: &Path, experiment: &str) -> std::path::PathBuf {
+pub fn lr_grid(runs_dir: &Path, experiment: &str) -> PathBuf {
     let exp = runs_dir.join(experiment);
     write_run(
         &exp,
@@ -137,7 +138,7 @@ pub fn lr_grid(runs_dir: &Path, experiment: &str) -> std::path::PathBuf {
 }
 
 /// The homework's Q3 grid: attention on/off x greedy/beam, selected on dev error rate.
-pub fn seq2seq_grid(runs_dir: &Path, experiment: &str) -> std::path::PathBuf {
+pub fn seq2seq_grid(runs_dir: &Path, experiment: &str) -> PathBuf {
     let exp = runs_dir.join(experiment);
     let cases = [
         (Attention::None, DecodeStrategy::Greedy, [0.62, 0.55], 0.57),
@@ -183,4 +184,47 @@ pub fn seq2seq_grid(runs_dir: &Path, experiment: &str) -> std::path::PathBuf {
         );
     }
     exp
+}
+
+/// `status.json` of a run directory as JSON, if readable.
+pub fn status(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `plan.json` of a run directory.
+pub fn plan(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("plan.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Run directories of an experiment, sorted by plan index.
+pub fn run_dirs(exp_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<(u64, PathBuf)> = std::fs::read_dir(exp_dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter_map(|p| Some((plan(&p)?["index"].as_u64()?, p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter().map(|(_, p)| p).collect()
+}
+
+/// A run's metrics without timings (`time/*` never repeat exactly), as exact bit patterns.
+pub fn metrics_without_timings(run_dir: &Path) -> Vec<(u64, u64, String, u64)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| !v["tag"].as_str().unwrap_or("").starts_with("time/"))
+        .map(|v| {
+            (
+                v["epoch"].as_u64().unwrap_or(0),
+                v["step"].as_u64().unwrap_or(0),
+                v["tag"].as_str().unwrap_or("").to_string(),
+                v["value"].as_f64().map_or(u64::MAX, f64::to_bits),
+            )
+        })
+        .collect()
 }

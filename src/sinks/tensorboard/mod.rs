@@ -1,9 +1,9 @@
 //! TensorBoard event logs that TensorBoard itself reads: scalars, images, text and the
 //! HParams dashboard, written durably by our own writer.
 //!
-//! tensorboard-rs is used only as the encoder (its proto types and scalar builder); its
+//! tensorboard-proto supplies only the message types. tensorboard-rs is not used: its
 //! writer loses files to name collisions, does not wait on `flush()` and panics on I/O
-//! errors (`../shared/notes/tensorboard.md`). [`writer::EventFileWriter`] replaces it.
+//! errors (`../shared/notes/tensorboard.md`); [`writer::EventFileWriter`] replaces it.
 //!
 //! Layout: each run logs to `runs/<experiment>/<run-id>/tb/` (TensorBoard run
 //! `<run-id>/tb`); [`write_experiment`] puts the experiment-level hparams record directly

@@ -1,8 +1,9 @@
 //! `Event` builders for scalars, images, text and the restart marker.
 //!
-//! Scalars go through tensorboard-rs's `summary::scalar`; its image builder is not used
-//! because it swaps height and width and only accepts RGB, so images are PNG-encoded here
-//! with the `png` crate, greyscale kept as greyscale.
+//! Built on tensorboard-proto's message types. tensorboard-rs's builders are not used: its
+//! image builder swaps height and width and only accepts RGB (images are PNG-encoded here
+//! with the `png` crate, greyscale kept as greyscale), and its scalar builder is the four
+//! lines of [`scalar`], not worth a dependency that pulls in an image library.
 
 use protobuf::{Message, RepeatedField};
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
@@ -45,7 +46,10 @@ pub fn plugin_metadata(plugin: &str, content: Vec<u8>) -> SummaryMetadata {
 
 /// A scalar point; TensorBoard stores scalars as 32-bit floats.
 pub fn scalar(step: u64, tag: &str, value: f64) -> Event {
-    summary_event(step, tensorboard_rs::summary::scalar(tag, value as f32))
+    let mut v = Summary_Value::new();
+    v.set_tag(tag.into());
+    v.set_simple_value(value as f32);
+    summary_event(step, one_value(v))
 }
 
 /// A PNG-encoded image from row-major HWC bytes; `channels` 1 (grey), 3 (RGB) or 4 (RGBA).
