@@ -8,37 +8,21 @@ use serde_json::Value;
 use util::Sandbox;
 
 /// Two CNN runs on 200 images, one epoch each.
-const GRID: &str = r#"
-name = "disp"
-seed = 7
-
-[data]
-format = "idx"
-dir = "data/fashion-mnist-mini"
-train_limit = 200
-test_limit = 100
-
-[model]
-kind = "cnn"
-
-[train]
-epochs = 1
-batch_size = 32
-log_every = 5
-
-[select]
-metric = "dev/accuracy"
-mode = "max"
-
-[grid]
-"optimizer.lr" = [0.001, 0.003]
-"#;
+fn grid() -> String {
+    util::mini_cnn_spec(
+        "disp",
+        200,
+        1,
+        "",
+        "[select]\nmetric = \"dev/accuracy\"\nmode = \"max\"\n\n[grid]\n\"optimizer.lr\" = [0.001, 0.003]\n",
+    )
+}
 
 #[test]
 fn flags_that_do_not_fit_the_backend_are_refused_before_the_data_is_read() {
     // No data/ here: a check of the data would fail with the data exit code instead.
     let sb = Sandbox::new();
-    sb.write("disp.toml", GRID);
+    sb.write("disp.toml", &grid());
     let cases: [(&[&str], &str); 3] = [
         (&["--detach"], "--detach needs the Slurm backend"),
         (
@@ -64,7 +48,7 @@ fn flags_that_do_not_fit_the_backend_are_refused_before_the_data_is_read() {
 #[test]
 fn a_local_grid_reports_one_start_and_one_verdict_per_run_then_counts_then_the_winner() {
     let sb = Sandbox::with_data();
-    sb.write("disp.toml", GRID);
+    sb.write("disp.toml", &grid());
     let out = sb.run(&[
         "run",
         "disp.toml",

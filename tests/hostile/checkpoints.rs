@@ -9,28 +9,15 @@ use std::fs;
 use std::path::Path;
 
 /// One CNN run on a few hundred images, 3 epochs, only the last checkpoint kept.
-const SPEC: &str = r#"
-name = "wedge"
-seed = 7
-
-[data]
-format = "idx"
-dir = "data/fashion-mnist-mini"
-train_limit = 300
-test_limit = 100
-
-[model]
-kind = "cnn"
-
-[train]
-epochs = 3
-batch_size = 32
-log_every = 5
-
-[train.checkpoint]
-keep_last = 1
-keep_best = false
-"#;
+fn spec() -> String {
+    crate::util::mini_cnn_spec(
+        "wedge",
+        300,
+        3,
+        "",
+        "[train.checkpoint]\nkeep_last = 1\nkeep_best = false\n",
+    )
+}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -88,7 +75,7 @@ fn interrupt_in_pruning(run: &Path, half_deleted: bool, leftover: bool, status_e
 /// Trains the spec to the end, interrupts its run as `interrupt` says, and runs it again.
 fn rerun_after(interrupt: impl Fn(&Path)) -> (Sandbox, std::path::PathBuf, Output) {
     let t = Sandbox::with_data();
-    fs::write(t.path().join("wedge.toml"), SPEC).unwrap();
+    fs::write(t.path().join("wedge.toml"), spec()).unwrap();
     let args = ["run", "wedge.toml", "--jobs", "1", "--threads", "1"];
     t.run(&args).expect_code(0);
     let runs = run_dirs(&t.exp_dir("wedge"));

@@ -8,27 +8,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Two CNN runs on a few hundred images, two epochs each.
-const SPEC: &str = r#"
-name = "damage"
-seed = 7
-
-[data]
-format = "idx"
-dir = "data/fashion-mnist-mini"
-train_limit = 300
-test_limit = 100
-
-[model]
-kind = "cnn"
-
-[train]
-epochs = 2
-batch_size = 32
-log_every = 5
-
-[grid]
-"optimizer.lr" = [0.001, 0.003]
-"#;
+fn spec() -> String {
+    crate::util::mini_cnn_spec(
+        "damage",
+        300,
+        2,
+        "",
+        "[grid]\n\"optimizer.lr\" = [0.001, 0.003]\n",
+    )
+}
 
 /// The documented exit code of `run` when a finished run's records are damaged.
 const DAMAGED: i32 = 6;
@@ -36,7 +24,7 @@ const DAMAGED: i32 = 6;
 /// A sandbox with the experiment trained once, and the winner's run directory and name.
 fn trained() -> (Sandbox, PathBuf, String) {
     let sb = Sandbox::with_data();
-    sb.write("damage.toml", SPEC);
+    sb.write("damage.toml", &spec());
     sb.run(&["run", "damage.toml", "--jobs", "2"]).ok();
     let exp = sb.path().join("runs/damage");
     let summary: serde_json::Value =

@@ -7,26 +7,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// One CNN run on 200 images, one epoch: a spec whose device and threads the flags override.
-const SPEC: &str = r#"
-name = "dev"
-seed = 7
-
-[data]
-format = "idx"
-dir = "data/fashion-mnist-mini"
-train_limit = 200
-test_limit = 100
-
-[model]
-kind = "cnn"
-
-[train]
-epochs = 1
-batch_size = 32
-log_every = 5
-device = "auto"
-threads = 2
-"#;
+fn spec() -> String {
+    crate::util::mini_cnn_spec("dev", 200, 1, "device = \"auto\"\nthreads = 2", "")
+}
 
 fn only_run_dir(exp: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(exp)
@@ -46,7 +29,7 @@ fn json(path: &Path) -> Value {
 #[test]
 fn a_devices_flag_naming_no_device_is_a_usage_error_and_writes_nothing() {
     let sb = Sandbox::with_data();
-    sb.write("dev.toml", SPEC);
+    sb.write("dev.toml", &spec());
     for bad in ["gpu", "cuda:x", "cpu,gpu", "cuda:"] {
         let out = sb.run(&["run", "dev.toml", "--devices", bad]);
         out.expect_code(2)
@@ -61,7 +44,7 @@ fn a_devices_flag_naming_no_device_is_a_usage_error_and_writes_nothing() {
 #[test]
 fn the_summary_records_the_threads_and_device_the_run_used() {
     let sb = Sandbox::with_data();
-    sb.write("dev.toml", SPEC);
+    sb.write("dev.toml", &spec());
     sb.run(&["run", "dev.toml", "--threads", "1", "--devices", "cpu"])
         .ok();
     let run = only_run_dir(&sb.path().join("runs/dev"));
@@ -83,7 +66,7 @@ fn the_summary_records_the_threads_and_device_the_run_used() {
 #[test]
 fn auto_is_recorded_as_the_device_it_resolved_to() {
     let sb = Sandbox::with_data();
-    sb.write("dev.toml", SPEC);
+    sb.write("dev.toml", &spec());
     sb.run(&["run", "dev.toml"]).ok();
     let run = only_run_dir(&sb.path().join("runs/dev"));
     let env = &json(&run.join("summary.json"))["environment"];
@@ -97,7 +80,7 @@ fn auto_is_recorded_as_the_device_it_resolved_to() {
 #[test]
 fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
     let sb = Sandbox::with_data();
-    sb.write("dev.toml", SPEC);
+    sb.write("dev.toml", &spec());
     for args in [
         &["run", "dev.toml", "--devices", "cuda:1"][..],
         &["run", "dev.toml", "--set", "launch.devices=[\"cuda\"]"][..],

@@ -283,3 +283,35 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A spec of CNN runs on the first `train_limit` images of the embedded mini data set (100
+/// test images, batch 32, running loss every 5 steps, seed 7): the small real training the
+/// binary-level tests run. `train_extra` adds lines to `[train]`; `rest` adds sections.
+pub fn mini_cnn_spec(
+    name: &str,
+    train_limit: usize,
+    epochs: usize,
+    train_extra: &str,
+    rest: &str,
+) -> String {
+    format!(
+        r#"name = "{name}"
+seed = 7
+
+[data]
+format = "idx"
+dir = "data/fashion-mnist-mini"
+train_limit = {train_limit}
+test_limit = 100
+
+[model]
+kind = "cnn"
+
+[train]
+epochs = {epochs}
+batch_size = 32
+log_every = 5
+{train_extra}
+{rest}"#
+    )
+}
