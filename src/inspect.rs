@@ -372,13 +372,14 @@ struct RunProblem {
     message: String,
 }
 
-/// Checks every run of `runs` (from the spec `args` names) before anything is written: its
+/// Checks every run of `runs` (from the spec `file` with the `--set` overrides `sets`) before anything is written: its
 /// data files' headers (missing or corrupt: a data error, exit 4, or with
 /// [`MissingData::Warn`] a warning), its model's layout on the image size they give, and
 /// its select metric (a spec error, exit 3, naming the run and what the grid varied).
 /// Returns the warnings.
 pub fn check_runs(
-    args: &crate::spec::SpecArgs,
+    file: &std::path::Path,
+    sets: &[String],
     runs: &[crate::grid::RunPlan],
     missing: MissingData,
 ) -> Result<Vec<String>, CheckError> {
@@ -399,7 +400,7 @@ pub fn check_runs(
         if problems.is_empty() {
             continue;
         }
-        return Err(run_error(args, run, runs.len(), problems));
+        return Err(run_error(file, sets, run, runs.len(), problems));
     }
     Ok(warnings)
 }
@@ -485,7 +486,8 @@ fn run_problems(c: &Spec, input: ImageInput) -> Vec<RunProblem> {
 /// A spec error for `run`'s problems: against the layer that set the key for a spec without
 /// a grid, against the run and its varied values for a grid.
 fn run_error(
-    args: &crate::spec::SpecArgs,
+    file: &std::path::Path,
+    sets: &[String],
     run: &crate::grid::RunPlan,
     runs: usize,
     problems: Vec<RunProblem>,
@@ -494,13 +496,13 @@ fn run_error(
     use crate::spec::{Problem, SpecError};
     if runs == 1 && run.varied.is_empty() {
         // Only on this error path: load the layers again to say which one set the key.
-        let resolved = crate::spec::resolve(&args.file, &args.sets, std::env::vars()).ok();
+        let resolved = crate::spec::resolve(file, sets, std::env::vars()).ok();
         let problems = problems
             .into_iter()
             .map(|p| Problem {
                 origin: resolved
                     .as_ref()
-                    .map_or_else(|| args.file.display().to_string(), |r| r.origin(&p.key)),
+                    .map_or_else(|| file.display().to_string(), |r| r.origin(&p.key)),
                 value: Some(p.value).filter(|v| !v.is_empty()),
                 key: p.key,
                 message: p.message,
@@ -515,10 +517,8 @@ fn run_error(
         .collect();
     let p = problems.into_iter().next().expect("at least one problem");
     // Only on this error path: load the layers again to say which one set the grid entry.
-    let origin = crate::spec::resolve(&args.file, &args.sets, std::env::vars()).map_or_else(
-        |_| args.file.display().to_string(),
-        |r| r.run_origin(&p.key),
-    );
+    let origin = crate::spec::resolve(file, sets, std::env::vars())
+        .map_or_else(|_| file.display().to_string(), |r| r.run_origin(&p.key));
     LoadError::Grid {
         origin,
         source: Box::new(crate::grid::GridError::Run {

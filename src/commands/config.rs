@@ -1,7 +1,7 @@
 //! `orchestrate config`: the fully resolved spec, or which source set one key.
 
+use super::SpecArgs;
 use crate::error::{Error, exit};
-use crate::spec::SpecArgs;
 
 /// Arguments of `orchestrate config`.
 #[derive(Debug, clap::Args)]

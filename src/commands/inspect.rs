@@ -2,9 +2,9 @@
 //!
 //! When the grid varies the model, each distinct model is shown once with the runs using it.
 
+use super::SpecArgs;
 use crate::error::{Error, exit};
 use crate::inspect;
-use crate::spec::SpecArgs;
 
 /// Arguments of `orchestrate inspect`.
 #[derive(Debug, clap::Args)]

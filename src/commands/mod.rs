@@ -10,3 +10,32 @@ pub mod report;
 pub mod run;
 pub mod status;
 pub mod worker;
+
+use std::path::PathBuf;
+
+use crate::grid::{LoadError, RunPlan};
+use crate::spec::{Spec, SpecError};
+
+/// The spec arguments shared by `run`, `plan`, `config` and `inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpecArgs {
+    /// Experiment spec (TOML).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Override a key, e.g. `--set optimizer.lr=0.01`; the value is parsed as TOML, else taken
+    /// as a string. Repeatable; later flags win.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl SpecArgs {
+    /// Loads and validates the spec (environment overrides included).
+    pub fn load(&self) -> Result<Spec, SpecError> {
+        crate::spec::load(&self.file, &self.sets)
+    }
+
+    /// Loads the spec and expands its grid into runs.
+    pub fn load_runs(&self) -> Result<(Spec, Vec<RunPlan>), LoadError> {
+        crate::grid::load_runs(&self.file, &self.sets)
+    }
+}

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::SpecArgs;
 use crate::error::Error;
 use crate::grid::RunPlan;
 use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
 use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
+use crate::spec::Backend;
 use crate::spec::schema::fmt_value;
-use crate::spec::{Backend, SpecArgs};
 use crate::store::RunDir;
 
 /// Arguments of `orchestrate plan`.
@@ -74,7 +75,12 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, runs) = args.spec.load_runs()?;
     // The same checks as `run`, except that data missing here is only a warning: a plan may
     // be made where the data is not.
-    for w in crate::inspect::check_runs(&args.spec, &runs, crate::inspect::MissingData::Warn)? {
+    for w in crate::inspect::check_runs(
+        &args.spec.file,
+        &args.spec.sets,
+        &runs,
+        crate::inspect::MissingData::Warn,
+    )? {
         eprintln!("{w}");
     }
     let planned: Vec<PlannedRun> = runs

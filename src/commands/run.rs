@@ -22,13 +22,13 @@ use crate::launch::settings::{self, LaunchFlags, LaunchSettings, spec_devices};
 use crate::launch::signals::ShutdownSignals;
 use crate::spec::{Backend, SlurmSpec, Spec};
 use crate::store::{ExperimentLock, RunState};
-use crate::{spec, summary};
+use crate::summary;
 
 /// Arguments of `orchestrate run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub spec: spec::SpecArgs,
+    pub spec: super::SpecArgs,
     /// Where the runs execute (default: launch.backend).
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
@@ -102,7 +102,12 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     // Data headers, every run's model layout on them and its select metric: checked before
     // anything is written under runs/.
-    crate::inspect::check_runs(&args.spec, &plans, crate::inspect::MissingData::Refuse)?;
+    crate::inspect::check_runs(
+        &args.spec.file,
+        &args.spec.sets,
+        &plans,
+        crate::inspect::MissingData::Refuse,
+    )?;
     // A device this build cannot drive fails here, before anything is written under runs/.
     let mut wanted = args.devices.clone();
     if wanted.is_empty() {

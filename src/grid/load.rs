@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{GridError, RunPlan, expand};
 use crate::spec::error::escape_controls;
-use crate::spec::{Resolved, Spec, SpecArgs, SpecError, resolve};
+use crate::spec::{Resolved, Spec, SpecError, resolve};
 
 /// Why a spec could not be turned into runs.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +50,4 @@ pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), L
     let resolved = resolve(path, sets, std::env::vars())?;
     let runs = expand_resolved(&resolved)?;
     Ok((resolved.spec, runs))
-}
-
-impl SpecArgs {
-    /// Loads the spec and expands its grid into runs.
-    pub fn load_runs(&self) -> Result<(Spec, Vec<RunPlan>), LoadError> {
-        load_runs(&self.file, &self.sets)
-    }
 }

@@ -12,30 +12,9 @@ pub mod slurm_checks;
 pub mod types;
 pub mod validate;
 
-use std::path::PathBuf;
-
 pub use error::{Problem, SpecError};
 pub use load::{Resolved, load, resolve};
 pub use types::*;
-
-/// The spec arguments shared by `run`, `plan`, `config` and `inspect`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SpecArgs {
-    /// Experiment spec (TOML).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Override a key, e.g. `--set optimizer.lr=0.01`; the value is parsed as TOML, else taken
-    /// as a string. Repeatable; later flags win.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-}
-
-impl SpecArgs {
-    /// Loads and validates the spec (environment overrides included).
-    pub fn load(&self) -> Result<Spec, SpecError> {
-        load(&self.file, &self.sets)
-    }
-}
 
 #[cfg(test)]
 mod tests;
