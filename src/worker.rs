@@ -58,14 +58,14 @@ pub fn kernels(get: impl Fn(&str) -> Option<String>) -> Kernels {
     }
 }
 
-/// Worker exit codes; the launcher reads `status.json` first and these second.
+/// Worker exit codes; the launcher reads `status.json` first and these second. A worker
+/// that cannot read its run directory or environment exits as any command does on a runtime
+/// error (5, `crate::error::exit::RUNTIME`).
 pub mod code {
     /// Training finished.
     pub const DONE: i32 = 0;
     /// Training failed (error or panic); see `status.json` and `worker.log`.
     pub const FAILED: i32 = 1;
-    /// The worker could not read its run directory or environment.
-    pub const SETUP: i32 = 5;
     /// The loss became NaN or infinite.
     pub const DIVERGED: i32 = 10;
     /// Stopped by SIGTERM/SIGINT after checkpointing; resumable.

@@ -433,17 +433,6 @@ impl ArrayJob {
     }
 }
 
-/// What `orchestrate plan --backend slurm` prints: the submission `orchestrate run` would make
-/// for `run_dirs` (task i runs `run_dirs[i]`), rendered without touching the cluster.
-pub fn plan_submission(
-    experiment: &str,
-    exp_dir: &Path,
-    slurm: &SlurmSpec,
-    runs: &[RunToLaunch],
-) -> Result<PlannedSubmission, SlurmError> {
-    SlurmLauncher::new(experiment, exp_dir, slurm)?.plan(runs)
-}
-
 /// The error for a failed sbatch: the controller did not answer, or it refused the job.
 fn refusal(program: &str, args: &[String], out: &command::Output) -> SlurmError {
     match command::classify_failure(program, args, out) {
