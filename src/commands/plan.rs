@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::SpecArgs;
 use crate::error::Error;
 use crate::grid::RunPlan;
+use crate::grid::identity::DataFingerprint;
 use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
 use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
 use crate::spec::Backend;
@@ -72,7 +73,9 @@ struct Plan<'a> {
 
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
-    let (spec, runs) = args.spec.load_runs()?;
+    let (spec, runs, mut fingerprints) = args.spec.load_fingerprinted(&args.runs_dir)?;
+    // Only a cache: a plan that cannot write it is still a plan.
+    let _ = fingerprints.save();
     // The same checks as `run`, except that data missing here is only a warning: a plan may
     // be made where the data is not.
     for w in crate::inspect::check_runs(
@@ -82,6 +85,12 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         crate::inspect::MissingData::Warn,
     )? {
         eprintln!("{w}");
+    }
+    if runs.iter().any(|r| r.data == DataFingerprint::Unread) {
+        eprintln!(
+            "warning: data files unreadable: run ids are provisional (they leave out the data \
+             fingerprint) and will change once the data is there"
+        );
     }
     let planned: Vec<PlannedRun> = runs
         .iter()

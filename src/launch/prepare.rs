@@ -99,6 +99,8 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         training_id: p.training_id.clone(),
         name: p.name.clone(),
         varied: p.varied.clone(),
+        data: p.data.clone(),
+        numerics: crate::grid::identity::NUMERICS_VERSION,
     };
     match store::read_config(&dir)? {
         Some(existing) => {
@@ -187,6 +189,7 @@ mod tests {
             name: format!("lr={lr}"),
             varied: BTreeMap::new(),
             config,
+            data: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod checkpoints;
 pub mod files;
+pub mod fingerprints;
 pub mod integrity;
 pub mod lock;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub use atomic::write_atomic;
 pub use files::{
     StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
 };
+pub use fingerprints::Fingerprints;
 pub use integrity::{Damage, check_finished, write_final_status};
 pub use lock::ExperimentLock;
 pub use metrics::{MetricsIntegrity, MetricsTail};
