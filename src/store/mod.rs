@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod records;
 pub mod runtime;
 pub mod slurm_exit;
+pub mod stale;
 
 pub use atomic::write_atomic;
 pub use files::{
@@ -26,6 +27,7 @@ pub use metrics::{MetricsIntegrity, MetricsTail};
 pub use records::*;
 pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
 pub use slurm_exit::{SLURM_EXIT_FILE, SlurmExitRecord, read_slurm_exit};
+pub use stale::{Stale, check_current};
 
 use std::path::{Path, PathBuf};
 

@@ -83,6 +83,7 @@ impl ExperimentSummary {
                 state: r.run.state,
                 score: r.metrics.best.map(|n| n.get()),
                 damaged: r.run.damaged.clone(),
+                stale: r.run.stale.clone(),
             })
             .collect();
         let ranking = rank(&candidates, &select.metric, select.mode);
