@@ -117,14 +117,15 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     for device in wanted {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
-    // `run` creates the runs directory anyway; the cache is only a cache, so failing to write
-    // it costs the next plan a re-hash, not this run.
-    let _ = std::fs::create_dir_all(&args.runs_dir);
-    let _ = fingerprints.save();
-    match &settings.slurm {
+    let result = match &settings.slurm {
         None => run_local(args, &spec, &plans, &settings),
         Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm),
-    }
+    };
+    // Saved only where the launch created the runs directory (nothing is written where it
+    // refused); the cache is only a cache, so failing to write it costs the next plan a
+    // re-hash, not this run.
+    let _ = fingerprints.save();
+    result
 }
 
 /// The experiment directory, its lock and its prepared run directories, with the reporter
