@@ -45,6 +45,9 @@ pub struct RunInfo {
     /// ([`crate::store::check_current`]); such a run is never ranked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<String>,
+    /// The data fingerprint in the run's identity (`plan.json`).
+    #[serde(default)]
+    pub data: crate::grid::identity::DataFingerprint,
 }
 
 /// Values of every tag at one epoch, keyed by tag.
@@ -146,6 +149,7 @@ pub fn load_run(
         message: e.to_string(),
     })?;
     let numerics_version = plan.numerics;
+    let data = plan.data.clone();
     let stale = store::check_current(
         &plan,
         &fingerprints.data(&spec.data),
@@ -171,6 +175,7 @@ pub fn load_run(
             message: status.and_then(|s| s.message),
             damaged: damaged.map(|d| d.short()),
             stale,
+            data,
         },
         varied,
         config,

@@ -143,6 +143,38 @@ fn a_data_file_replaced_in_place_gives_new_runs_and_the_old_ones_go_stale() {
     for (d, before) in old_dirs.iter().zip(old_summaries) {
         assert_eq!(fs::read(d.join("summary.json")).unwrap(), before);
     }
+
+    // `diff` of the old runs against the new ones says why they differ before any metric.
+    for (side, runs) in [("before", old.iter().collect::<Vec<_>>()), ("after", new)] {
+        let to = sb.path().join(side).join("stale");
+        fs::create_dir_all(&to).unwrap();
+        for id in runs {
+            copy_dir(&exp.join(id), &to.join(id));
+        }
+    }
+    let out = sb.run(&["diff", "before/stale", "after/stale"]);
+    let first_run_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("run "))
+        .unwrap_or_else(|| panic!("no run line:\n{}", out.stdout));
+    assert!(
+        first_run_line.contains("data fingerprint differs: test_labels"),
+        "{}",
+        out.stdout
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(p.file_name().unwrap()));
+        } else {
+            fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
 }
 
 #[test]
