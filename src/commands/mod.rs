@@ -3,6 +3,7 @@
 pub mod best;
 pub mod config;
 pub mod diff;
+pub mod gc;
 pub mod inspect;
 pub mod ls;
 pub mod plan;

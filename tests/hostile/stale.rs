@@ -163,6 +163,25 @@ fn a_data_file_replaced_in_place_gives_new_runs_and_the_old_ones_go_stale() {
         "{}",
         out.stdout
     );
+
+    // gc lists the stale runs; --delete asks, and no answer deletes nothing; --yes does.
+    let listed = sb.run(&["gc", "stale"]);
+    listed.ok().stdout_has("2 stale run(s)");
+    for id in &old {
+        listed.stdout_has(id);
+    }
+    sb.run(&["gc", "stale", "--delete"])
+        .ok()
+        .stdout_has("nothing deleted");
+    assert_eq!(ids(&exp).len(), 4);
+    sb.run(&["gc", "stale", "--delete", "--yes"])
+        .ok()
+        .stdout_has("deleted 2 stale run(s)");
+    let left = ids(&exp);
+    assert!(
+        left.iter().all(|i| !old.contains(i)) && left.len() == 2,
+        "{left:?}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
