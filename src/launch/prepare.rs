@@ -110,6 +110,10 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
                     id: p.id.clone(),
                 });
             }
+            // The data moved (same files, same id): the worker reads it where it is now.
+            if existing.data.dir != p.config.data.dir {
+                store::write_config(&dir, &p.config)?;
+            }
         }
         None => store::write_config(&dir, &p.config)?,
     }
@@ -152,6 +156,8 @@ fn identity(c: &Spec) -> Spec {
     c.description.clear();
     c.launch = LaunchSpec::default();
     c.grid = Default::default();
+    // Where the data lies is not part of a run's identity (its files' contents are).
+    c.data.dir.clear();
     c
 }
 

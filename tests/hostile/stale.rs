@@ -231,6 +231,10 @@ fn a_touched_file_or_a_moved_data_dir_keeps_every_id() {
     let status = sb.run(&["status", "stale"]);
     status.ok();
     assert!(!status.stdout.contains("stale "), "{}", status.stdout);
+    // And `run` there finds them finished: nothing trained, no other directory.
+    sb.run(&["run", "stale.toml", "--jobs", "2"]).ok();
+    assert_eq!(ids(&exp), first);
+    assert_eq!(statuses(&dirs), before, "a finished run was trained again");
 }
 
 #[test]
