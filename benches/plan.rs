@@ -1,6 +1,7 @@
 //! Planning speed: `grid::expand` (checks, canonical ids, names) on grids of growing size,
 //! and `spec::load` of a shipped experiment. Planning 10,000 runs must take well under a
-//! second.
+//! second, also with every run's data fingerprint from a warm cache (`runs/.fingerprints.json`
+//! as a later `plan` finds it); the first (cold) fingerprint of the shipped data is timed too.
 //!
 //! Run with `cargo bench --bench plan` (release build), or `cargo bench --bench plan
 //! --profile dev` to reuse the dev build, which is the slower, pessimistic figure. Plain
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use orchestrate::grid;
 use orchestrate::spec::{GridSpec, Spec};
+use orchestrate::store::Fingerprints;
 
 /// A spec whose grid is `lrs x batch sizes` runs.
 fn spec_of(lrs: usize, batches: usize) -> Spec {
@@ -70,6 +72,55 @@ fn main() {
             ms * 1e3 / n as f64
         );
     }
+    // Data fingerprints on the shipped mini data set, as `plan` computes them.
+    let data_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist-mini");
+    let runs_dir = std::env::temp_dir().join(format!("plan-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&runs_dir).unwrap();
+    let mut cold_spec = spec_of(1, 1);
+    cold_spec.data.dir = data_dir.into();
+    let t = Instant::now();
+    let mut fp = Fingerprints::open(&runs_dir);
+    grid::expand_with(&cold_spec, &mut |d| fp.data(d)).unwrap();
+    fp.save().unwrap();
+    println!(
+        "{:<28} {:>8} {:>12.2} {:>12}",
+        format!("cold fingerprint ({} files)", fp.hashed),
+        1,
+        t.elapsed().as_secs_f64() * 1e3,
+        "-"
+    );
+    for data_axis in [false, true] {
+        let mut spec = spec_of(100, 100);
+        spec.data.dir = data_dir.into();
+        if data_axis {
+            // A grid that changes `data` asks for a fingerprint per run: memoised per file.
+            let b = spec.grid.axes.remove("train.batch_size").unwrap();
+            spec.grid.axes.insert(
+                "data.train_limit".into(),
+                (1..=b.len() as i64).map(toml::Value::Integer).collect(),
+            );
+        }
+        let (t, n) = fastest(5, || {
+            // A fresh cache object each time: what a new `plan` process reads.
+            let mut fp = Fingerprints::open(&runs_dir);
+            let runs = grid::expand_with(&spec, &mut |d| fp.data(d)).unwrap();
+            assert_eq!(fp.hashed, 0, "the cache is warm");
+            runs.len()
+        });
+        let ms = t.as_secs_f64() * 1e3;
+        println!(
+            "{:<28} {:>8} {:>12.1} {:>12.2}",
+            if data_axis {
+                "warm fp, data axis 100x100"
+            } else {
+                "warm fingerprints 100x100"
+            },
+            n,
+            ms,
+            ms * 1e3 / n as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&runs_dir);
     let q2 = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/experiments/q2_grid.toml"

@@ -34,6 +34,8 @@ pub enum Command {
     Ls(commands::ls::Args),
     /// The table of an experiment's runs and their states (also while a grid runs).
     Status(commands::status::Args),
+    /// List an experiment's stale runs (other data or numerics); --delete removes them.
+    Gc(commands::gc::Args),
     /// Internal: train one run directory (started by the launchers).
     #[command(hide = true)]
     Worker(commands::worker::Args),
@@ -63,6 +65,7 @@ pub fn main() -> i32 {
         Command::Report(a) => commands::report::execute(a),
         Command::Ls(a) => commands::ls::execute(a),
         Command::Status(a) => commands::status::execute(a),
+        Command::Gc(a) => commands::gc::execute(a),
         Command::Worker(a) => commands::worker::execute(a),
     };
     match result {

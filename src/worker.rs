@@ -522,6 +522,8 @@ mod tests {
                     training_id: tid.into(),
                     name: id.into(),
                     varied: Default::default(),
+                    data: Default::default(),
+                    numerics: 0,
                 },
             )
             .unwrap();

@@ -36,6 +36,10 @@ fn the_middle_learning_rate_wins_and_summaries_are_written() {
         assert_eq!(run.run.id, r.id);
         assert_eq!(run.environment.candle_version, "0.11.1");
         assert_eq!(
+            run.environment.numerics_version,
+            orchestrate::grid::identity::NUMERICS_VERSION
+        );
+        assert_eq!(
             run.environment.orchestrate_version,
             env!("CARGO_PKG_VERSION")
         );

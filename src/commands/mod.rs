@@ -3,6 +3,7 @@
 pub mod best;
 pub mod config;
 pub mod diff;
+pub mod gc;
 pub mod inspect;
 pub mod ls;
 pub mod plan;
@@ -34,8 +35,21 @@ impl SpecArgs {
         crate::spec::load(&self.file, &self.sets)
     }
 
-    /// Loads the spec and expands its grid into runs.
+    /// Loads the spec and expands its grid into runs without reading data (provisional ids:
+    /// for commands that show no run ids).
     pub fn load_runs(&self) -> Result<(Spec, Vec<RunPlan>), LoadError> {
         crate::grid::load_runs(&self.file, &self.sets)
+    }
+
+    /// Loads the spec and expands its grid into runs whose ids include their data files'
+    /// fingerprints, cached in `runs_dir` (the cache is saved when that directory exists).
+    pub fn load_fingerprinted(
+        &self,
+        runs_dir: &std::path::Path,
+    ) -> Result<(Spec, Vec<RunPlan>, crate::store::Fingerprints), LoadError> {
+        let mut fp = crate::store::Fingerprints::open(runs_dir);
+        let (spec, runs) =
+            crate::grid::load_runs_with(&self.file, &self.sets, &mut |d| fp.data(d))?;
+        Ok((spec, runs, fp))
     }
 }

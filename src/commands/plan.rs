@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::SpecArgs;
 use crate::error::Error;
 use crate::grid::RunPlan;
+use crate::grid::identity::DataFingerprint;
 use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
 use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
 use crate::spec::Backend;
@@ -68,11 +69,25 @@ struct Plan<'a> {
     /// With `--backend slurm`: what would be submitted (`None` when every run is finished).
     #[serde(skip_serializing_if = "Option::is_none")]
     slurm: Option<SlurmPlan>,
+    /// Run directories of the experiment whose results no longer match the current data or
+    /// numerics: not part of this plan, left on disk.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stale: Vec<StaleDir>,
+}
+
+/// A stale run directory as `plan` lists it.
+#[derive(Debug, Serialize)]
+struct StaleDir {
+    id: String,
+    name: String,
+    reason: String,
 }
 
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
-    let (spec, runs) = args.spec.load_runs()?;
+    let (spec, runs, mut fingerprints) = args.spec.load_fingerprinted(&args.runs_dir)?;
+    // Only a cache: a plan that cannot write it is still a plan.
+    let _ = fingerprints.save();
     // The same checks as `run`, except that data missing here is only a warning: a plan may
     // be made where the data is not.
     for w in crate::inspect::check_runs(
@@ -82,6 +97,12 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         crate::inspect::MissingData::Warn,
     )? {
         eprintln!("{w}");
+    }
+    if runs.iter().any(|r| r.data == DataFingerprint::Unread) {
+        eprintln!(
+            "warning: data files unreadable: run ids are provisional (they leave out the data \
+             fingerprint) and will change once the data is there"
+        );
     }
     let planned: Vec<PlannedRun> = runs
         .iter()
@@ -120,6 +141,19 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             ))
         }
     };
+    // What `status` decides: the directories the table would show as stale.
+    let stale = crate::launch::overview::collect(&exp_dir, &[])
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !runs.iter().any(|p| p.id == r.id))
+        .filter_map(|r| {
+            Some(StaleDir {
+                reason: r.stale?,
+                id: r.id,
+                name: r.name,
+            })
+        })
+        .collect();
     let plan = Plan {
         experiment: &spec.name,
         description: &spec.description,
@@ -129,12 +163,19 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             .as_ref()
             .filter(|(empty, _)| !empty)
             .map(|(_, s)| slurm_plan(s)),
+        stale,
     };
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Usage(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", render(&plan));
+        if !plan.stale.is_empty() {
+            println!("\nstale (not in this plan, never ranked with it, left on disk):");
+            for s in &plan.stale {
+                println!("  {}  {}  {}", s.id, s.name, s.reason);
+            }
+        }
         match &submission {
             Some((true, _)) => println!("\nslurm: nothing to submit, every run is finished"),
             Some((false, s)) => print!("\nslurm submission:\n{s}"),

@@ -95,7 +95,7 @@ impl Args {
 
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
-    let (spec, plans) = args.spec.load_runs()?;
+    let (spec, plans, mut fingerprints) = args.spec.load_fingerprinted(&args.runs_dir)?;
     // Flags that do not fit the backend are usage errors, found before any data is read.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = settings::resolve(&args.launch_flags(), &spec, cores)
@@ -117,10 +117,15 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     for device in wanted {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
-    match &settings.slurm {
+    let result = match &settings.slurm {
         None => run_local(args, &spec, &plans, &settings),
         Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm),
-    }
+    };
+    // Saved only where the launch created the runs directory (nothing is written where it
+    // refused); the cache is only a cache, so failing to write it costs the next plan a
+    // re-hash, not this run.
+    let _ = fingerprints.save();
+    result
 }
 
 /// The experiment directory, its lock and its prepared run directories, with the reporter

@@ -29,7 +29,9 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     let (name, planned) = if as_path.is_file() {
         // A spec: its planned runs show even before they have directories.
         let spec = spec::load(&as_path, &[])?;
-        let plans = grid::expand(&spec)?;
+        let mut fingerprints = crate::store::Fingerprints::open(&args.runs_dir);
+        let plans = grid::expand_with(&spec, &mut |d| fingerprints.data(d))?;
+        let _ = fingerprints.save();
         let planned = plans
             .iter()
             .map(|p| {

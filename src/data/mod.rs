@@ -19,6 +19,32 @@ use std::path::{Path, PathBuf};
 /// a header that promises more than this times the compressed size is lying.
 pub const MAX_DEFLATE_RATIO: u64 = 1032;
 
+/// Every file a run with this data section reads, by its role in the data set (the key that
+/// names it): the four image and label files of IDX/NPZ data (dev is cut out of train), the
+/// train, dev and test files of TSV pairs. Roles, not paths, are what a fingerprint records, so
+/// the same files in another directory fingerprint the same.
+pub fn data_files(spec: &crate::spec::DataSpec) -> Vec<(&'static str, PathBuf)> {
+    use crate::spec::DataFormat;
+    let dir = Path::new(&spec.dir);
+    let roles: Vec<(&'static str, &String)> = match spec.format {
+        DataFormat::Idx | DataFormat::Npz => vec![
+            ("train", &spec.train),
+            ("train_labels", &spec.train_labels),
+            ("test", &spec.test),
+            ("test_labels", &spec.test_labels),
+        ],
+        DataFormat::TsvPairs => vec![
+            ("train", &spec.train),
+            ("dev", &spec.dev),
+            ("test", &spec.test),
+        ],
+    };
+    roles
+        .into_iter()
+        .map(|(role, file)| (role, dir.join(file)))
+        .collect()
+}
+
 /// Opens a data file for reading, refusing anything but a regular file
 /// ([`crate::regular_file`]). Returns the file and its size.
 pub fn open_data_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {

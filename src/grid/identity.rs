@@ -6,10 +6,18 @@
 //! `1.0`; `-0.0` written as `0.0`), integers without a decimal point. It is computed from the
 //! typed `Spec`, so `lr = 1` and `lr = 1.0` in a file give the same id. Changing this file
 //! changes every run id: the golden tests below fail when that happens.
+//!
+//! The config alone does not decide what a run computes: its data files and the code's
+//! numerics do too. So the hashed text is the config's canonical JSON without `data.dir`
+//! (where the files lie is not what they hold), then `#`, then
+//! `{"data_files":...,"numerics":N}`: the SHA-256 of each data file by its role in the data
+//! set (`train`, `test_labels`, ...), or `"unread"` when the files could not be read (a plan
+//! made where the data is not: its ids are provisional), and [`NUMERICS_VERSION`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toml::Value;
 
@@ -24,15 +32,51 @@ const EVALUATION_ONLY: &[&str] = &["decode", "select"];
 /// Hex digits in an id.
 pub const ID_LEN: usize = 12;
 
-/// `(id, training_id)` of a resolved run config.
-pub fn run_ids(config: &Spec) -> Result<(String, String), String> {
+/// The version of the training numerics, part of every training identity: bump it (with a
+/// line in CHANGELOG.md) with any change that alters what a run computes from the same config
+/// and data, so results of the old code show as stale instead of being ranked with new ones.
+pub const NUMERICS_VERSION: u32 = 1;
+
+/// What a run's identity knows of the data files it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFingerprint {
+    /// The files could not be read (a plan made without the data): ids are provisional.
+    #[default]
+    Unread,
+    /// SHA-256 (hex) of each file by its role in the data set (`train`, `test_labels`, ...).
+    Files(BTreeMap<String, String>),
+}
+
+impl DataFingerprint {
+    /// The canonical text of the fingerprint inside the identity.
+    fn canonical(&self) -> String {
+        match self {
+            DataFingerprint::Unread => "\"unread\"".into(),
+            DataFingerprint::Files(files) => {
+                let t: toml::map::Map<String, Value> = files
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                canonical_json(&Value::Table(t))
+            }
+        }
+    }
+}
+
+/// `(id, training_id)` of a resolved run config reading `data` under the current numerics.
+pub fn run_ids(config: &Spec, data: &DataFingerprint) -> Result<(String, String), String> {
     let v = Value::try_from(config).map_err(|e| e.to_string())?;
-    ids_of_value(&v)
+    ids_of_value(&v, data, NUMERICS_VERSION)
 }
 
 /// `(id, training_id)` of a run config already serialised to TOML exactly as `Spec`
-/// serialises it.
-pub fn ids_of_value(v: &Value) -> Result<(String, String), String> {
+/// serialises it, reading `data` under numerics version `numerics`.
+pub fn ids_of_value(
+    v: &Value,
+    data: &DataFingerprint,
+    numerics: u32,
+) -> Result<(String, String), String> {
     let Value::Table(t) = v else {
         return Err("a spec serialises to a table".into());
     };
@@ -44,7 +88,16 @@ pub fn ids_of_value(v: &Value) -> Result<(String, String), String> {
         .collect();
     Ok(ids_from_pieces(
         pieces.iter().map(|(k, p)| (*k, p.as_str())),
+        &beyond_config(data, numerics),
     ))
+}
+
+/// The identity text that is not the config: data fingerprint and numerics version.
+pub fn beyond_config(data: &DataFingerprint, numerics: u32) -> String {
+    format!(
+        "#{{\"data_files\":{},\"numerics\":{numerics}}}",
+        data.canonical()
+    )
 }
 
 /// Whether a top-level key is part of a run's identity at all.
@@ -52,20 +105,30 @@ pub fn is_identity_key(key: &str) -> bool {
     !NOT_IDENTITY.contains(&key)
 }
 
-/// The canonical text of one top-level entry, `"key":value`.
+/// The canonical text of one top-level entry, `"key":value`; `data` without its `dir`
+/// (the data files' contents are in the identity, their location is not).
 pub fn piece(key: &str, v: &Value) -> String {
     let mut out = String::new();
     write_str(key, &mut out);
     out.push(':');
-    write_canonical(v, &mut out);
+    match v {
+        Value::Table(t) if key == "data" && t.contains_key("dir") => {
+            let mut t = t.clone();
+            t.remove("dir");
+            write_canonical(&Value::Table(t), &mut out);
+        }
+        _ => write_canonical(v, &mut out),
+    }
     out
 }
 
-/// `(id, training_id)` from the pieces of the identity keys, sorted by key. Joined they
-/// are exactly `canonical_json` of the table without the excluded keys, so the grid can
-/// reuse the pieces of sections a run does not change.
+/// `(id, training_id)` from the pieces of the identity keys, sorted by key, and the
+/// [`beyond_config`] text. Joined the pieces are exactly `canonical_json` of the table
+/// without the excluded keys (and `data.dir`), so the grid can reuse the pieces of sections a
+/// run does not change.
 pub fn ids_from_pieces<'a>(
     pieces: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    beyond: &str,
 ) -> (String, String) {
     let join = |skip: &[&str]| {
         let mut text = String::from("{");
@@ -81,6 +144,7 @@ pub fn ids_from_pieces<'a>(
             text.push_str(p);
         }
         text.push('}');
+        text.push_str(beyond);
         text
     };
     (short_hash(&join(&[])), short_hash(&join(EVALUATION_ONLY)))
@@ -283,12 +347,16 @@ mod tests {
         for k in NOT_IDENTITY {
             t.remove(*k);
         }
-        let id = short_hash(&canonical_json(&Value::Table(t.clone())));
+        if let Some(Value::Table(d)) = t.get_mut("data") {
+            d.remove("dir");
+        }
+        let beyond = format!("#{{\"data_files\":\"unread\",\"numerics\":{NUMERICS_VERSION}}}");
+        let id = short_hash(&(canonical_json(&Value::Table(t.clone())) + &beyond));
         for k in EVALUATION_ONLY {
             t.remove(*k);
         }
-        let tid = short_hash(&canonical_json(&Value::Table(t)));
-        assert_eq!(run_ids(&spec).unwrap(), (id, tid));
+        let tid = short_hash(&(canonical_json(&Value::Table(t)) + &beyond));
+        assert_eq!(run_ids(&spec, &DataFingerprint::Unread).unwrap(), (id, tid));
     }
 
     #[test]
@@ -302,29 +370,60 @@ mod tests {
     fn golden_ids_of_the_default_spec() {
         // If this fails, every existing run directory would be orphaned: change it only on
         // purpose (a new field in Spec changes ids too) and say so in the commit.
-        let (id, training_id) = run_ids(&Spec::default()).unwrap();
+        let (id, training_id) = run_ids(&Spec::default(), &DataFingerprint::Unread).unwrap();
         assert_eq!((id.as_str(), training_id.as_str()), GOLDEN_DEFAULT);
     }
 
-    const GOLDEN_DEFAULT: (&str, &str) = ("f922d871f51a", "c9dd7099f8a3");
+    // Changed on purpose with data fingerprints and numerics versions (CHANGELOG: one break of
+    // the id scheme); before it was ("f922d871f51a", "c9dd7099f8a3").
+    const GOLDEN_DEFAULT: (&str, &str) = ("d3e0370740e3", "8b06a160adb7");
+
+    fn files(pairs: &[(&str, &str)]) -> DataFingerprint {
+        DataFingerprint::Files(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn data_contents_and_numerics_are_in_the_identity_but_not_the_data_dir() {
+        let spec = Spec::default();
+        let v = Value::try_from(&spec).unwrap();
+        let a = files(&[("train", "aa"), ("test", "bb")]);
+        let ids = |d: &DataFingerprint, n: u32| ids_of_value(&v, d, n).unwrap();
+        let base = ids(&a, NUMERICS_VERSION);
+        let changed = files(&[("train", "aa"), ("test", "cc")]);
+        assert_ne!(ids(&changed, NUMERICS_VERSION).1, base.1);
+        assert_ne!(ids(&DataFingerprint::Unread, NUMERICS_VERSION).1, base.1);
+        assert_ne!(ids(&a, NUMERICS_VERSION + 1).1, base.1);
+        let mut moved = spec.clone();
+        moved.data.dir = "/somewhere/else".into();
+        let mv = Value::try_from(&moved).unwrap();
+        assert_eq!(ids_of_value(&mv, &a, NUMERICS_VERSION).unwrap(), base);
+    }
 
     #[test]
     fn ids_ignore_name_launch_and_decode_only_for_training() {
         let base = Spec::default();
-        let (id, tid) = run_ids(&base).unwrap();
+        let (id, tid) = run_ids(&base, &DataFingerprint::Unread).unwrap();
         let mut other = base.clone();
         other.name = "elsewhere".into();
         other.description = "x".into();
         other.launch.jobs = 8;
-        assert_eq!(run_ids(&other).unwrap(), (id.clone(), tid.clone()));
+        assert_eq!(
+            run_ids(&other, &DataFingerprint::Unread).unwrap(),
+            (id.clone(), tid.clone())
+        );
         let mut beam = base.clone();
         beam.decode.beam_width = 3;
-        let (bid, btid) = run_ids(&beam).unwrap();
+        let (bid, btid) = run_ids(&beam, &DataFingerprint::Unread).unwrap();
         assert_ne!(bid, id);
         assert_eq!(btid, tid);
         let mut lr = base.clone();
         lr.optimizer.lr = 0.01;
-        let (lid, ltid) = run_ids(&lr).unwrap();
+        let (lid, ltid) = run_ids(&lr, &DataFingerprint::Unread).unwrap();
         assert_ne!(lid, id);
         assert_ne!(ltid, tid);
     }

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use super::{GridError, RunPlan, expand};
+use super::identity::DataFingerprint;
+use super::{GridError, RunPlan, expand_with};
 use crate::spec::error::escape_controls;
-use crate::spec::{Resolved, Spec, SpecError, resolve};
+use crate::spec::{DataSpec, Resolved, Spec, SpecError, resolve};
 
 /// Why a spec could not be turned into runs.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,15 @@ impl LoadError {
 /// Expands the grid of a resolved spec into runs; a bad grid entry is reported against the
 /// layer that set it (a file, an environment variable, a `--set` flag).
 pub fn expand_resolved(resolved: &Resolved) -> Result<Vec<RunPlan>, LoadError> {
-    expand(&resolved.spec).map_err(|source| LoadError::Grid {
+    expand_resolved_with(resolved, &mut |_| DataFingerprint::Unread)
+}
+
+/// [`expand_resolved`] with each run's data fingerprint given by `data`.
+pub fn expand_resolved_with(
+    resolved: &Resolved,
+    data: &mut dyn FnMut(&DataSpec) -> DataFingerprint,
+) -> Result<Vec<RunPlan>, LoadError> {
+    expand_with(&resolved.spec, data).map_err(|source| LoadError::Grid {
         origin: match &source {
             GridError::Entry { at, .. } => resolved.grid_entry_origin(at),
             GridError::Run { key, .. } if !key.is_empty() => Some(resolved.run_origin(key)),
@@ -45,9 +54,19 @@ pub fn expand_resolved(resolved: &Resolved) -> Result<Vec<RunPlan>, LoadError> {
     })
 }
 
-/// Loads a spec (environment overrides included) and expands its grid.
+/// Loads a spec (environment overrides included) and expands its grid without reading data
+/// (provisional ids, see [`DataFingerprint::Unread`]).
 pub fn load_runs(path: &Path, sets: &[String]) -> Result<(Spec, Vec<RunPlan>), LoadError> {
+    load_runs_with(path, sets, &mut |_| DataFingerprint::Unread)
+}
+
+/// Loads a spec and expands its grid, each run's data fingerprint given by `data`.
+pub fn load_runs_with(
+    path: &Path,
+    sets: &[String],
+    data: &mut dyn FnMut(&DataSpec) -> DataFingerprint,
+) -> Result<(Spec, Vec<RunPlan>), LoadError> {
     let resolved = resolve(path, sets, std::env::vars())?;
-    let runs = expand_resolved(&resolved)?;
+    let runs = expand_resolved_with(&resolved, data)?;
     Ok((resolved.spec, runs))
 }

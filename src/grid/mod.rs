@@ -18,9 +18,10 @@ use toml::Value;
 
 use crate::spec::schema::{self, fmt_value, get_path, set_path};
 use crate::spec::validate;
-use crate::spec::{Distribution, GridSpec, Spec};
+use crate::spec::{DataSpec, Distribution, GridSpec, Spec};
+use identity::DataFingerprint;
 
-pub use load::{LoadError, expand_resolved, load_runs};
+pub use load::{LoadError, expand_resolved, expand_resolved_with, load_runs, load_runs_with};
 
 /// One run of an experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub struct RunPlan {
     pub varied: BTreeMap<String, Value>,
     /// The run's resolved config, its grid emptied.
     pub config: Spec,
+    /// The data files' hashes that went into the ids.
+    #[serde(default)]
+    pub data: identity::DataFingerprint,
 }
 
 /// Why a grid cannot be expanded.
@@ -88,8 +92,19 @@ const NOT_VARIABLE: &[&str] = &["name", "description", "launch", "grid"];
 
 type Assignment = Vec<(String, Value)>;
 
-/// Expands the spec's grid into runs, checking every run's config.
+/// Expands the spec's grid into runs, checking every run's config, without reading data:
+/// every run's data fingerprint is [`DataFingerprint::Unread`] (provisional ids).
 pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
+    expand_with(spec, &mut |_| DataFingerprint::Unread)
+}
+
+/// Expands the spec's grid into runs whose ids include the fingerprint `data` gives of each
+/// run's data section (asked once for the base config and again only for runs whose grid
+/// values change `data`).
+pub fn expand_with(
+    spec: &Spec,
+    data: &mut dyn FnMut(&DataSpec) -> DataFingerprint,
+) -> Result<Vec<RunPlan>, GridError> {
     let mut base_spec = spec.clone();
     base_spec.grid = GridSpec::default();
     let base = Value::try_from(&base_spec).map_err(|e| GridError::Serialize(e.to_string()))?;
@@ -123,6 +138,8 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
         .map(|(k, v)| (k.as_str(), identity::piece(k, v)))
         .collect();
     base_pieces.sort_by(|a, b| a.0.cmp(b.0));
+    let base_data = data(&base_spec.data);
+    let base_beyond = identity::beyond_config(&base_data, identity::NUMERICS_VERSION);
 
     let total = total as usize;
     let mut runs = Vec::with_capacity(total);
@@ -171,9 +188,20 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
                 None => (*k, p.as_str().into()),
             })
             .collect();
-        let (id, training_id) =
-            identity::ids_from_pieces(pieces.iter().map(|(k, p)| (*k, p.as_ref())));
+        let changes_data = sections.contains_key("data");
         let config = build_run(index, &base_spec, sections, &varied)?;
+        let (run_data, beyond) = if changes_data {
+            let d = data(&config.data);
+            let b = identity::beyond_config(&d, identity::NUMERICS_VERSION);
+            (d, std::borrow::Cow::Owned(b))
+        } else {
+            (
+                base_data.clone(),
+                std::borrow::Cow::Borrowed(base_beyond.as_str()),
+            )
+        };
+        let (id, training_id) =
+            identity::ids_from_pieces(pieces.iter().map(|(k, p)| (*k, p.as_ref())), &beyond);
         if let Some(&first) = seen.get(&id) {
             return Err(GridError::Duplicate {
                 first,
@@ -189,6 +217,7 @@ pub fn expand(spec: &Spec) -> Result<Vec<RunPlan>, GridError> {
             name: identity::run_name(&varied),
             varied,
             config,
+            data: run_data,
         });
     }
     let names = identity::unique_names(runs.iter().map(|r| r.name.clone()).collect());

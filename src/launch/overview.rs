@@ -34,6 +34,10 @@ pub struct RunView {
     /// ([`store::check_finished`]); the table shows its state as `damaged`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+    /// Why the run's results no longer match the current data or numerics
+    /// ([`store::check_current`]); the table shows its state as `stale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 /// Reads every run directory under `exp_dir`; `planned` (index, id, name, epochs, metric)
@@ -43,6 +47,7 @@ pub fn collect(
     planned: &[(usize, String, String, usize, String)],
 ) -> Result<Vec<RunView>, StoreError> {
     let mut rows = Vec::new();
+    let mut fingerprints = store::Fingerprints::open(exp_dir.parent().unwrap_or(Path::new(".")));
     let entries = match std::fs::read_dir(exp_dir) {
         Ok(e) => e.flatten().collect::<Vec<_>>(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !planned.is_empty() => Vec::new(),
@@ -57,8 +62,12 @@ pub fn collect(
         let mut note = |e: StoreError| {
             unreadable.get_or_insert_with(|| e.to_string());
         };
+        let mut record = None;
         let (index, id, name) = match store::read_plan(&run) {
-            Ok(Some(plan)) => (plan.index, plan.id, plan.name),
+            Ok(Some(plan)) => {
+                record = Some(plan.clone());
+                (plan.index, plan.id, plan.name)
+            }
             Ok(None) => continue,
             Err(e) => {
                 // The directory is named by the run ID: the planned row, if any, says the rest.
@@ -78,6 +87,16 @@ pub fn collect(
             note(e);
             None
         });
+        let stale = match (&record, &config) {
+            (Some(plan), Some(c)) => store::check_current(
+                plan,
+                &fingerprints.data(&c.data),
+                crate::grid::identity::NUMERICS_VERSION,
+            )
+            .err()
+            .map(|s| s.to_string()),
+            _ => None,
+        };
         let (epochs, metric) = config
             .map(|c| (c.train.epochs, c.select.metric))
             .unwrap_or((0, "dev/accuracy".into()));
@@ -104,6 +123,7 @@ pub fn collect(
             message: status.and_then(|s| s.message),
             unreadable,
             damaged: store::check_finished(&run).err().map(|d| d.short()),
+            stale,
         });
     }
     for (index, id, name, epochs, metric) in planned {
@@ -122,10 +142,13 @@ pub fn collect(
                 message: None,
                 unreadable: None,
                 damaged: None,
+                stale: None,
             });
         }
     }
     rows.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+    // Only a cache: a table that cannot write it is still the table.
+    let _ = fingerprints.save();
     Ok(rows)
 }
 
@@ -146,6 +169,7 @@ pub fn render(rows: &[RunView]) -> String {
             (None, _) => "not started".into(),
             (Some(_), true) => "interrupted".into(),
             (Some(_), false) if r.damaged.is_some() => "damaged".into(),
+            (_, _) if r.stale.is_some() => "stale".into(),
             (Some(s), false) => s.word().to_string(),
         };
         let metric = r
@@ -159,6 +183,7 @@ pub fn render(rows: &[RunView]) -> String {
         });
         let mut note = short
             .or_else(|| r.damaged.clone())
+            .or_else(|| r.stale.clone())
             .or_else(|| r.message.clone())
             .unwrap_or_default();
         if note.chars().count() > 60 {
@@ -246,6 +271,7 @@ mod tests {
                     message: message.map(Into::into),
                     unreadable: None,
                     damaged: None,
+                    stale: None,
                 }
             };
         let rows = vec![

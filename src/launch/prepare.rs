@@ -99,6 +99,8 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         training_id: p.training_id.clone(),
         name: p.name.clone(),
         varied: p.varied.clone(),
+        data: p.data.clone(),
+        numerics: crate::grid::identity::NUMERICS_VERSION,
     };
     match store::read_config(&dir)? {
         Some(existing) => {
@@ -107,6 +109,10 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
                     path: dir.config(),
                     id: p.id.clone(),
                 });
+            }
+            // The data moved (same files, same id): the worker reads it where it is now.
+            if existing.data.dir != p.config.data.dir {
+                store::write_config(&dir, &p.config)?;
             }
         }
         None => store::write_config(&dir, &p.config)?,
@@ -150,6 +156,8 @@ fn identity(c: &Spec) -> Spec {
     c.description.clear();
     c.launch = LaunchSpec::default();
     c.grid = Default::default();
+    // Where the data lies is not part of a run's identity (its files' contents are).
+    c.data.dir.clear();
     c
 }
 
@@ -187,6 +195,7 @@ mod tests {
             name: format!("lr={lr}"),
             varied: BTreeMap::new(),
             config,
+            data: Default::default(),
         }
     }
 

@@ -143,6 +143,8 @@ mod tests {
                 training_id: "abc123".into(),
                 name: "lr0.001".into(),
                 varied: Default::default(),
+                data: Default::default(),
+                numerics: 0,
             },
             dir: RunDir::at(dir.path()),
             epochs: 2,

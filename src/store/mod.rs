@@ -7,23 +7,27 @@
 pub mod atomic;
 pub mod checkpoints;
 pub mod files;
+pub mod fingerprints;
 pub mod integrity;
 pub mod lock;
 pub mod metrics;
 pub mod records;
 pub mod runtime;
 pub mod slurm_exit;
+pub mod stale;
 
 pub use atomic::write_atomic;
 pub use files::{
     StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
 };
+pub use fingerprints::Fingerprints;
 pub use integrity::{Damage, check_finished, write_final_status};
 pub use lock::ExperimentLock;
 pub use metrics::{MetricsIntegrity, MetricsTail};
 pub use records::*;
 pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
 pub use slurm_exit::{SLURM_EXIT_FILE, SlurmExitRecord, read_slurm_exit};
+pub use stale::{Stale, check_current};
 
 use std::path::{Path, PathBuf};
 

@@ -103,6 +103,13 @@ pub struct PlanRecord {
     /// The grid values this run sets, by dotted key.
     #[serde(default)]
     pub varied: BTreeMap<String, toml::Value>,
+    /// The data files' hashes in this run's identity; `unread` in directories written before
+    /// data fingerprints (and by plans made without the data).
+    #[serde(default)]
+    pub data: crate::grid::identity::DataFingerprint,
+    /// The numerics version of the code that planned this run; 0 before numerics versions.
+    #[serde(default)]
+    pub numerics: u32,
 }
 
 #[cfg(test)]

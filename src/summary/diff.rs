@@ -7,6 +7,8 @@
 //! as changed but never fail. A run of A that is missing from B, or that finished in A and not
 //! in B, is a regression too. Config differences are shown beside, never judged; so is a
 //! changed `select` (the metrics are the same, only the rule that picks the winner moved).
+//! Runs whose data fingerprints or numerics versions differ say so first, before any metric:
+//! their metrics differ for that reason alone.
 //! A tolerance for a tag neither side has is refused: a misspelt one would silently allow
 //! nothing it was meant to. Non-finite values are judged by [`SelectMode::is_better`]: a NaN
 //! or an infinity in B where A had a number (a `-inf` loss too: divergence, not a record) is
@@ -386,7 +388,8 @@ fn compare_run(
             config: Vec::new(),
         };
     };
-    let mut notes = Vec::new();
+    // Before any metric: results of other data or numerics differ for that reason alone.
+    let mut notes = identity_notes(ra, rb);
     let mut regression = false;
     if ra.state != rb.state {
         notes.push(format!(
@@ -416,6 +419,31 @@ fn compare_run(
         metrics,
         config: config_diff(&ra.config, &rb.config),
     }
+}
+
+/// What differs between the two runs' identities beyond their configs: the data files (by
+/// role) and the numerics version, where both sides recorded them.
+pub fn identity_notes(ra: &RunEntry, rb: &RunEntry) -> Vec<String> {
+    use crate::grid::identity::DataFingerprint;
+    let mut notes = Vec::new();
+    if let (Some(DataFingerprint::Files(a)), Some(DataFingerprint::Files(b))) = (&ra.data, &rb.data)
+    {
+        let changed: Vec<&str> = a
+            .keys()
+            .chain(b.keys().filter(|k| !a.contains_key(*k)))
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(String::as_str)
+            .collect();
+        if !changed.is_empty() {
+            notes.push(format!("data fingerprint differs: {}", changed.join(", ")));
+        }
+    }
+    if let (Some(a), Some(b)) = (ra.numerics, rb.numerics)
+        && a != b
+    {
+        notes.push(format!("numerics version {a} -> {b}"));
+    }
+    notes
 }
 
 /// The metrics `diff` compares: last-epoch values of every tag, and the test values.
@@ -761,6 +789,29 @@ mod tests {
             metric: metric.into(),
             mode,
         }
+    }
+
+    #[test]
+    fn identity_notes_name_the_changed_data_files_and_the_numerics_versions() {
+        use crate::grid::identity::DataFingerprint;
+        let entry = |train: &str, numerics: u32| -> RunEntry {
+            serde_json::from_value(serde_json::json!({
+                "rank": null, "winner": false, "id": "a", "name": "n", "index": 0,
+                "state": null, "attempts": 0, "varied": {}, "config": {},
+                "metrics": {"select": "dev/accuracy", "mode": "max", "best_epoch": null,
+                            "best": null, "final": {}, "test": {}, "epochs": []},
+                "data": DataFingerprint::Files(
+                    [("train".to_string(), train.to_string())].into()
+                ),
+                "numerics": numerics,
+            }))
+            .unwrap()
+        };
+        assert!(identity_notes(&entry("x", 1), &entry("x", 1)).is_empty());
+        assert_eq!(
+            identity_notes(&entry("x", 1), &entry("y", 2)),
+            ["data fingerprint differs: train", "numerics version 1 -> 2"]
+        );
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub struct RunEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
     pub attempts: u32,
+    /// The data fingerprint the run was planned with, when known (`diff` compares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::grid::identity::DataFingerprint>,
+    /// The numerics version the run was planned under, when known (`diff` compares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<u32>,
     pub varied: BTreeMap<String, serde_json::Value>,
     pub metrics: MetricsSection,
     /// The run's resolved config, so `diff` can show what changed beside what moved.
@@ -83,6 +89,7 @@ impl ExperimentSummary {
                 state: r.run.state,
                 score: r.metrics.best.map(|n| n.get()),
                 damaged: r.run.damaged.clone(),
+                stale: r.run.stale.clone(),
             })
             .collect();
         let ranking = rank(&candidates, &select.metric, select.mode);
@@ -263,6 +270,11 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
         state: s.run.state,
         damaged: s.run.damaged.clone(),
         attempts: s.run.attempts,
+        data: match &s.run.data {
+            crate::grid::identity::DataFingerprint::Unread => None,
+            files => Some(files.clone()),
+        },
+        numerics: (s.environment.numerics_version > 0).then_some(s.environment.numerics_version),
         varied: s.varied.clone(),
         metrics: s.metrics.clone(),
         config: s.config.clone(),

@@ -92,8 +92,12 @@ pub fn summarize_experiment_with(
     options: &SummaryOptions,
 ) -> Result<ExperimentSummary, SummaryError> {
     let (summary, runs) = collect_experiment(exp_dir, select, options)?;
-    // A damaged run keeps the summary it had while its records were whole.
-    for r in runs.iter().filter(|r| r.summary.run.damaged.is_none()) {
+    // A damaged run keeps the summary it had while its records were whole; a stale run's
+    // directory is left as it is.
+    for r in runs
+        .iter()
+        .filter(|r| r.summary.run.damaged.is_none() && r.summary.run.stale.is_none())
+    {
         let path = crate::store::RunDir::at(&r.dir).summary();
         write_json(&path, &r.summary)?;
     }
@@ -111,10 +115,14 @@ pub fn collect_experiment(
     select: &SelectSpec,
     options: &SummaryOptions,
 ) -> Result<(ExperimentSummary, Vec<LoadedRun>), SummaryError> {
+    let mut fingerprints =
+        crate::store::Fingerprints::open(exp_dir.parent().unwrap_or(Path::new(".")));
     let runs = run_dirs(exp_dir)?
         .iter()
-        .map(|d| run::load_run(d, select, options.spec_path.as_deref()))
+        .map(|d| run::load_run(d, select, options.spec_path.as_deref(), &mut fingerprints))
         .collect::<Result<Vec<_>, _>>()?;
+    // Only a cache: a summary that cannot write it is still the summary.
+    let _ = fingerprints.save();
     let summaries: Vec<RunSummary> = runs.iter().map(|r| r.summary.clone()).collect();
     let name = experiment_name(exp_dir);
     Ok((

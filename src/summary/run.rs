@@ -41,6 +41,13 @@ pub struct RunInfo {
     /// ([`crate::store::check_finished`]); such a run never wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+    /// Why the run's results no longer match the current data or numerics
+    /// ([`crate::store::check_current`]); such a run is never ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
+    /// The data fingerprint in the run's identity (`plan.json`).
+    #[serde(default)]
+    pub data: crate::grid::identity::DataFingerprint,
 }
 
 /// Values of every tag at one epoch, keyed by tag.
@@ -80,6 +87,10 @@ pub struct Environment {
     pub seed: u64,
     pub orchestrate_version: String,
     pub candle_version: String,
+    /// The numerics version the run was planned under (`plan.json`); 0 for runs written
+    /// before numerics versions, whose results may predate numerics changes.
+    #[serde(default)]
+    pub numerics_version: u32,
     /// The spec file and the commit of the repository holding it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<git::SpecSource>,
@@ -120,6 +131,7 @@ pub fn load_run(
     dir: &Path,
     select: &SelectSpec,
     spec_path: Option<&Path>,
+    fingerprints: &mut store::Fingerprints,
 ) -> Result<LoadedRun, SummaryError> {
     let rd = RunDir::at(dir);
     let spec = read_config(&rd)?;
@@ -136,6 +148,15 @@ pub fn load_run(
         path: rd.config(),
         message: e.to_string(),
     })?;
+    let numerics_version = plan.numerics;
+    let data = plan.data.clone();
+    let stale = store::check_current(
+        &plan,
+        &fingerprints.data(&spec.data),
+        crate::grid::identity::NUMERICS_VERSION,
+    )
+    .err()
+    .map(|s| s.to_string());
     let varied = serde_json::to_value(&plan.varied)
         .and_then(serde_json::from_value)
         .map_err(|e| SummaryError::Parse {
@@ -153,6 +174,8 @@ pub fn load_run(
             epoch: status.as_ref().map_or(0, |s| s.epoch),
             message: status.and_then(|s| s.message),
             damaged: damaged.map(|d| d.short()),
+            stale,
+            data,
         },
         varied,
         config,
@@ -167,6 +190,7 @@ pub fn load_run(
                 |r| r.orchestrate_version,
             ),
             candle_version: CANDLE_VERSION.into(),
+            numerics_version,
             spec: spec_path.and_then(git::spec_source),
         },
         metrics,

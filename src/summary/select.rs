@@ -19,6 +19,9 @@ pub struct Candidate {
     pub score: Option<f64>,
     /// Why its finished records are damaged ([`crate::store::check_finished`]).
     pub damaged: Option<String>,
+    /// Why its results no longer match the current data or numerics
+    /// ([`crate::store::check_current`]).
+    pub stale: Option<String>,
 }
 
 /// The verdict: ranked positions (indices into the input) and the ones set apart.
@@ -41,6 +44,10 @@ impl Ranking {
 pub fn exclusion_reason(c: &Candidate, metric: &str) -> Option<String> {
     if let Some(d) = &c.damaged {
         return Some(format!("damaged: {d}"));
+    }
+    // Results of other data or numerics are not comparable with the current plan's.
+    if let Some(s) = &c.stale {
+        return Some(format!("stale: {s}"));
     }
     match c.state {
         None => return Some("never started (no status.json)".into()),
@@ -98,6 +105,7 @@ mod tests {
             state: Some(RunState::Done),
             score: Some(score),
             damaged: None,
+            stale: None,
         }
     }
 
@@ -152,6 +160,7 @@ mod tests {
                 state: Some(state),
                 score: Some(0.99),
                 damaged: None,
+                stale: None,
             });
         }
         c.push(Candidate {
@@ -160,6 +169,7 @@ mod tests {
             state: None,
             score: None,
             damaged: None,
+            stale: None,
         });
         c.push(Candidate {
             index: 9,
@@ -167,6 +177,7 @@ mod tests {
             state: Some(RunState::Done),
             score: None,
             damaged: None,
+            stale: None,
         });
         let r = rank(&c, "dev/accuracy", SelectMode::Max);
         assert_eq!(r.ranked, vec![2]);
@@ -211,6 +222,7 @@ mod tests {
             state: Some(RunState::Failed),
             score: Some(1.0),
             damaged: None,
+            stale: None,
         }];
         assert_eq!(rank(&c, "dev/accuracy", SelectMode::Max).winner(), None);
     }

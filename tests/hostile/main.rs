@@ -18,4 +18,5 @@ mod lock;
 mod s2s;
 mod slurm;
 mod spec;
+mod stale;
 mod validate;

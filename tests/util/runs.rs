@@ -61,6 +61,8 @@ pub fn write_run(exp_dir: &Path, run: &FakeRun) {
         "training_id": format!("t{}", run.id),
         "name": run.name,
         "varied": run.varied,
+        // Written by this build: current, unless a test says otherwise.
+        "numerics": orchestrate::grid::identity::NUMERICS_VERSION,
     });
     std::fs::write(rd.plan(), serde_json::to_string(&plan).unwrap()).unwrap();
     if let Some(state) = run.state {

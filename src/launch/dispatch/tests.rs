@@ -192,6 +192,8 @@ fn runs(dir: &std::path::Path, n: usize) -> Vec<PreparedRun> {
                 training_id: format!("train{i}"),
                 name: format!("r{i}"),
                 varied: Default::default(),
+                data: Default::default(),
+                numerics: 0,
             },
             dir: RunDir::at(dir.join(format!("run{i}"))),
             epochs: 2,

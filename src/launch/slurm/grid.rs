@@ -132,6 +132,8 @@ pub fn run_grid_on_slurm(
                 training_id: r.run_id.clone(),
                 name: r.run_id.clone(),
                 varied: Default::default(),
+                data: Default::default(),
+                numerics: 0,
             },
             dir: RunDir::at(&r.run_dir),
             epochs: 0,
