@@ -35,9 +35,10 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         let (exp, _) = summary::load_experiment(&dir)?;
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         for r in exp.all_runs() {
-            let state = match r.damaged {
-                Some(_) => "damaged".into(),
-                None => state_name(r.state),
+            let state = match (&r.damaged, &r.stale) {
+                (Some(_), _) => "damaged".into(),
+                (None, Some(_)) => "stale".into(),
+                (None, None) => state_name(r.state),
             };
             *states.entry(state).or_default() += 1;
         }

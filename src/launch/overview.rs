@@ -219,7 +219,13 @@ pub fn render(rows: &[RunView]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    let count = |s: RunState| rows.iter().filter(|r| r.state == Some(s)).count();
+    // A stale run is counted as stale, not by the state its old records give.
+    let count = |s: RunState| {
+        rows.iter()
+            .filter(|r| r.state == Some(s) && r.stale.is_none())
+            .count()
+    };
+    let stale = rows.iter().filter(|r| r.stale.is_some()).count();
     let damaged = rows.iter().filter(|r| r.damaged.is_some()).count();
     out.push_str(&format!(
         "{} run(s): {} done{}, {} running, {} queued, {} failed, {} diverged, {} cancelled",
@@ -243,6 +249,9 @@ pub fn render(rows: &[RunView]) -> String {
     let unreadable = rows.iter().filter(|r| r.unreadable.is_some()).count();
     if unreadable > 0 {
         out.push_str(&format!(", {unreadable} unreadable"));
+    }
+    if stale > 0 {
+        out.push_str(&format!(", {stale} stale"));
     }
 
     out.push('\n');

@@ -40,6 +40,10 @@ pub struct RunEntry {
     /// Why a finished run's records are damaged; such a run is set apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+    /// Why the run's results no longer match the current data or numerics; such a run is set
+    /// apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
     pub attempts: u32,
     /// The data fingerprint the run was planned with, when known (`diff` compares it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +273,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
         index: s.run.index,
         state: s.run.state,
         damaged: s.run.damaged.clone(),
+        stale: s.run.stale.clone(),
         attempts: s.run.attempts,
         data: match &s.run.data {
             crate::grid::identity::DataFingerprint::Unread => None,

@@ -120,6 +120,11 @@ fn a_data_file_replaced_in_place_gives_new_runs_and_the_old_ones_go_stale() {
         assert!(line.contains("stale"), "{line}");
         assert!(line.contains("data changed: test_labels"), "{line}");
     }
+    // The count line counts the old runs as stale, not as the done runs their records say.
+    status
+        .stdout_has("4 run(s): 2 done,")
+        .stdout_has(", 2 stale");
+    sb.run(&["ls"]).ok().stdout_has("2 done, 2 stale");
     let plan = sb.run(&["plan", "stale.toml"]);
     plan.ok()
         .stdout_has("stale")
