@@ -10,13 +10,13 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::files::{read_json, write_json};
-use super::metrics::{MetricsIntegrity, read_records, sha256_hex};
-use super::{RunDir, RunStatus, StoreError};
+use super::metrics::{MetricsIntegrity, parse_bytes, sha256_hex};
+use super::{MetricRecord, RunDir, RunStatus, StoreError};
 
 /// `status.json` as the final write of a finished worker lays it out: the status and, beside
 /// its fields, the metrics file's integrity.
@@ -121,21 +121,49 @@ pub fn check_finished(run: &RunDir) -> Result<(), Damage> {
         return Ok(());
     };
     let file = run.metrics();
+    let bytes = fs::read(&file);
+    compare(&want, &file, &bytes)
+}
+
+/// The run's metric records, read once: `Ok(Err(damage))` when a finished run's file no longer
+/// matches its final status (as [`check_finished`] decides), a [`StoreError`] when an
+/// unchecked file cannot be read or parsed (as [`read_records`](super::metrics::read_records)).
+pub fn read_checked_records(run: &RunDir) -> Result<Result<Vec<MetricRecord>, Damage>, StoreError> {
+    let file = run.metrics();
+    let bytes = fs::read(&file);
+    if let Ok(Some(want)) = recorded_integrity(run)
+        && let Err(damage) = compare(&want, &file, &bytes)
+    {
+        return Ok(Err(damage));
+    }
+    match bytes {
+        Ok(bytes) => parse_bytes(&file, &bytes).map(Ok),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ok(Vec::new())),
+        Err(e) => Err(StoreError::io(&file, e)),
+    }
+}
+
+/// The damage, if any, of the metrics file `file` (its read `bytes`) against `want`.
+fn compare(
+    want: &MetricsIntegrity,
+    file: &Path,
+    bytes: &io::Result<Vec<u8>>,
+) -> Result<(), Damage> {
     let damage = |problem| {
         Err(Damage {
-            file: file.clone(),
+            file: file.to_path_buf(),
             problem,
         })
     };
-    let bytes = match fs::read(&file) {
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return damage(Problem::Deleted),
         Err(e) => return damage(Problem::Unreadable(e.to_string())),
     };
-    if sha256_hex(&bytes) == want.sha256 {
+    if sha256_hex(bytes) == want.sha256 {
         return Ok(());
     }
-    match read_records(&file) {
+    match parse_bytes(file, bytes) {
         Ok(records) if records.len() != want.records => damage(Problem::Records {
             expected: want.records,
             found: records.len(),

@@ -115,12 +115,18 @@ fn parse_text(text: &str) -> Result<Vec<MetricRecord>, String> {
 /// Reads every record of the metrics file at `path` by the module's rule; a missing file has
 /// no records.
 pub fn read_records(path: &Path) -> Result<Vec<MetricRecord>, StoreError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io(path, e)),
-    };
-    parse_text(&text).map_err(|message| StoreError::Corrupt {
+    match fs::read(path) {
+        Ok(bytes) => parse_bytes(path, &bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// The records of the metrics file `path` whose bytes were already read, by the module's rule.
+pub(super) fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<MetricRecord>, StoreError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| StoreError::io(path, io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    parse_text(text).map_err(|message| StoreError::Corrupt {
         path: path.to_path_buf(),
         message,
     })

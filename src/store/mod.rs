@@ -21,7 +21,7 @@ pub use files::{
     StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
 };
 pub use fingerprints::Fingerprints;
-pub use integrity::{Damage, check_finished, write_final_status};
+pub use integrity::{Damage, check_finished, read_checked_records, write_final_status};
 pub use lock::ExperimentLock;
 pub use metrics::{MetricsIntegrity, MetricsTail};
 pub use records::*;

@@ -138,10 +138,9 @@ pub fn load_run(
     let plan = read_plan(&rd)?;
     let status = store::read_status(&rd)?;
     let runtime = store::read_runtime(&rd)?;
-    let damaged = store::check_finished(&rd).err();
-    let records = match &damaged {
-        Some(_) => Vec::new(),
-        None => store::metrics::read_records(&rd.metrics())?,
+    let (records, damaged) = match store::read_checked_records(&rd)? {
+        Ok(records) => (records, None),
+        Err(damage) => (Vec::new(), Some(damage)),
     };
     let (metrics, timings) = fold_metrics(&records, select);
     let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
