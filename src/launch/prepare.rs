@@ -13,7 +13,6 @@ use std::path::Path;
 
 use super::LaunchError;
 use crate::grid::RunPlan;
-use crate::spec::{LaunchSpec, Spec};
 use crate::store::{self, Damage, PlanRecord, RunDir, RunState, RunStatus, StoreError};
 
 /// A run of the plan, ready to schedule or already finished.
@@ -104,7 +103,11 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
     };
     match store::read_config(&dir)? {
         Some(existing) => {
-            if identity(&existing) != identity(&p.config) {
+            // The one identity rule decides: the config on disk, with the plan's data
+            // fingerprint, must hash to the plan's id.
+            let same =
+                crate::grid::identity::run_ids(&existing, &p.data).is_ok_and(|(id, _)| id == p.id);
+            if !same {
                 return Err(LaunchError::ConfigMismatch {
                     path: dir.config(),
                     id: p.id.clone(),
@@ -148,19 +151,6 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
     })
 }
 
-/// The part of a config that makes a run what it is: without name, description, launch
-/// settings and the (emptied) grid, exactly like the run id's hash.
-fn identity(c: &Spec) -> Spec {
-    let mut c = c.clone();
-    c.name.clear();
-    c.description.clear();
-    c.launch = LaunchSpec::default();
-    c.grid = Default::default();
-    // Where the data lies is not part of a run's identity (its files' contents are).
-    c.data.dir.clear();
-    c
-}
-
 /// Forgets a run's results so it trains from scratch; its config and plan stay.
 fn reset(dir: &RunDir) -> Result<(), StoreError> {
     for f in [dir.status(), dir.metrics(), dir.summary()] {
@@ -183,15 +173,19 @@ fn reset(dir: &RunDir) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
     use std::collections::BTreeMap;
 
-    fn plan(index: usize, id: &str, lr: f64) -> RunPlan {
+    /// A run of the default config at `lr`, with the ids the grid would give it.
+    fn plan(index: usize, lr: f64) -> RunPlan {
         let mut config = Spec::default();
         config.optimizer.lr = lr;
+        let (id, training_id) =
+            crate::grid::identity::run_ids(&config, &Default::default()).unwrap();
         RunPlan {
             index,
-            id: id.into(),
-            training_id: id.into(),
+            id,
+            training_id,
             name: format!("lr={lr}"),
             varied: BTreeMap::new(),
             config,
@@ -202,7 +196,7 @@ mod tests {
     #[test]
     fn writes_queued_runs_and_keeps_finished_ones() {
         let exp = tempfile::tempdir().unwrap();
-        let plans = vec![plan(0, "aaaa01", 0.1), plan(1, "bbbb02", 0.2)];
+        let plans = vec![plan(0, 0.1), plan(1, 0.2)];
         let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
         assert!(runs.iter().all(|r| r.state == RunState::Queued));
         let done = RunStatus {
@@ -226,20 +220,20 @@ mod tests {
     #[test]
     fn a_different_config_in_the_run_dir_is_an_error() {
         let exp = tempfile::tempdir().unwrap();
-        prepare_runs(exp.path(), &[plan(0, "aaaa01", 0.1)], &[]).unwrap();
-        let err = prepare_runs(exp.path(), &[plan(0, "aaaa01", 0.3)], &[])
+        let p = plan(0, 0.1);
+        let runs = prepare_runs(exp.path(), std::slice::from_ref(&p), &[]).unwrap();
+        // Someone edits the run's config on disk: it no longer hashes to the run's id.
+        store::write_config(&runs[0].dir, &plan(0, 0.3).config).unwrap();
+        let err = prepare_runs(exp.path(), std::slice::from_ref(&p), &[])
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("aaaa01") && err.contains("config.toml"),
-            "{err}"
-        );
+        assert!(err.contains(&p.id) && err.contains("config.toml"), "{err}");
     }
 
     #[test]
     fn rerun_resets_only_the_named_run() {
         let exp = tempfile::tempdir().unwrap();
-        let plans = vec![plan(0, "aaaa01", 0.1), plan(1, "bbbb02", 0.2)];
+        let plans = vec![plan(0, 0.1), plan(1, 0.2)];
         let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
         for r in &runs {
             fs::create_dir_all(r.dir.checkpoints()).unwrap();
