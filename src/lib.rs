@@ -18,6 +18,7 @@ pub mod models;
 pub mod regular_file;
 pub mod sinks;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod summary;
 pub mod train;

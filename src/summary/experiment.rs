@@ -51,6 +51,9 @@ pub struct RunEntry {
     /// The numerics version the run was planned under, when known (`diff` compares it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numerics: Option<u32>,
+    /// Which replicate the run is of its configuration; absent for a spec without repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<super::run::Replicate>,
     pub varied: BTreeMap<String, serde_json::Value>,
     pub metrics: MetricsSection,
     /// The run's resolved config, so `diff` can show what changed beside what moved.
@@ -65,6 +68,14 @@ impl RunEntry {
         } else {
             &self.name
         }
+    }
+
+    /// The configuration the run belongs to: its replicates' shared ID, or the run's own ID
+    /// when it is the only run of its configuration. Grouping runs by this is the one rule.
+    pub fn configuration(&self) -> &str {
+        self.replicate
+            .as_ref()
+            .map_or(&self.id, |r| &r.configuration)
     }
 }
 
@@ -280,6 +291,7 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
             files => Some(files.clone()),
         },
         numerics: (s.environment.numerics_version > 0).then_some(s.environment.numerics_version),
+        replicate: s.run.replicate.clone(),
         varied: s.varied.clone(),
         metrics: s.metrics.clone(),
         config: s.config.clone(),

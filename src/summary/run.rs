@@ -48,6 +48,18 @@ pub struct RunInfo {
     /// The data fingerprint in the run's identity (`plan.json`).
     #[serde(default)]
     pub data: crate::grid::identity::DataFingerprint,
+    /// Which replicate this run is of its configuration; absent for a spec without repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<Replicate>,
+}
+
+/// A run's place among the replicates of one configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    /// The configuration's ID: the same for every replicate, different from each run's ID.
+    pub configuration: String,
+    /// 0-based replicate index.
+    pub index: u32,
 }
 
 /// Values of every tag at one epoch, keyed by tag.
@@ -175,6 +187,7 @@ pub fn load_run(
             damaged: damaged.map(|d| d.short()),
             stale,
             data,
+            replicate: None,
         },
         varied,
         config,
