@@ -524,6 +524,7 @@ mod tests {
                     varied: Default::default(),
                     data: Default::default(),
                     numerics: 0,
+                    replicate: None,
                 },
             )
             .unwrap();

@@ -25,9 +25,24 @@ use crate::spec::Spec;
 use crate::spec::schema::fmt_float;
 
 /// Top-level keys that never change what a run computes.
-const NOT_IDENTITY: &[&str] = &["name", "description", "launch", "grid"];
+const NOT_IDENTITY: &[&str] = &["name", "description", "launch", "grid", "repeats"];
 /// Keys that only change evaluation: runs differing only here share one trained model.
 const EVALUATION_ONLY: &[&str] = &["decode", "select"];
+
+/// The ID of a configuration whose replicate 0 has run ID `first_replicate`: every replicate
+/// of it gives the same, and it never equals a run ID.
+pub fn configuration_id(first_replicate: &str) -> String {
+    short_hash(&format!("configuration#{first_replicate}"))
+}
+
+/// The readable name of replicate `k` of a configuration named `name`.
+pub fn replicate_name(name: &str, k: u32) -> String {
+    if name.is_empty() {
+        format!("rep{k}")
+    } else {
+        format!("{name}-rep{k}")
+    }
+}
 
 /// Hex digits in an id.
 pub const ID_LEN: usize = 12;

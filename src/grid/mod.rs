@@ -41,6 +41,18 @@ pub struct RunPlan {
     /// The data files' hashes that went into the ids.
     #[serde(default)]
     pub data: identity::DataFingerprint,
+    /// The run's configuration and replicate index, when the spec has `repeats > 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<Replicate>,
+}
+
+/// A run's place among the replicates of one configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    /// The configuration's ID ([`identity::configuration_id`]): the same for every replicate.
+    pub configuration: String,
+    /// 0-based replicate index.
+    pub index: u32,
 }
 
 /// Why a grid cannot be expanded.
@@ -88,7 +100,14 @@ pub enum GridError {
 }
 
 /// Keys that belong to the experiment, not to a run.
-const NOT_VARIABLE: &[&str] = &["name", "description", "launch", "grid"];
+const NOT_VARIABLE: &[&str] = &[
+    "name",
+    "description",
+    "launch",
+    "grid",
+    "repeats",
+    "replicate",
+];
 
 type Assignment = Vec<(String, Value)>;
 
@@ -112,7 +131,8 @@ pub fn expand_with(
 
     // Counted before anything is built: every run's plan is held at once, and a random
     // search draws its samples up front.
-    let total = run_count(g);
+    let repeats = spec.repeats.max(1);
+    let total = run_count(g).saturating_mul(repeats as u128);
     let max = spec.launch.max_runs;
     if total > max as u128 {
         return Err(GridError::TooManyRuns { runs: total, max });
@@ -141,7 +161,7 @@ pub fn expand_with(
     let base_data = data(&base_spec.data);
     let base_beyond = identity::beyond_config(&base_data, identity::NUMERICS_VERSION);
 
-    let total = total as usize;
+    let total = (total / repeats as u128) as usize;
     let mut runs = Vec::with_capacity(total);
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(total);
     let mut picks = vec![0usize; dims.len()];
@@ -218,13 +238,45 @@ pub fn expand_with(
             varied,
             config,
             data: run_data,
+            replicate: None,
         });
     }
     let names = identity::unique_names(runs.iter().map(|r| r.name.clone()).collect());
     for (r, n) in runs.iter_mut().zip(names) {
         r.name = n;
     }
+    if repeats > 1 {
+        runs = replicated(runs, repeats)?;
+    }
     Ok(runs)
+}
+
+/// Each configuration's `repeats` replicates, configuration by configuration; replicate 0 is
+/// the configuration's run unchanged, the others differ only in `replicate` (and so in their
+/// training seed).
+fn replicated(configs: Vec<RunPlan>, repeats: u32) -> Result<Vec<RunPlan>, GridError> {
+    let mut out = Vec::with_capacity(configs.len() * repeats as usize);
+    for first in configs {
+        let configuration = identity::configuration_id(&first.id);
+        for k in 0..repeats {
+            let mut run = first.clone();
+            run.index = out.len();
+            run.name = identity::replicate_name(&first.name, k);
+            run.replicate = Some(Replicate {
+                configuration: configuration.clone(),
+                index: k,
+            });
+            if k > 0 {
+                run.config.replicate = k;
+                let (id, training_id) =
+                    identity::run_ids(&run.config, &run.data).map_err(GridError::Serialize)?;
+                run.id = id;
+                run.training_id = training_id;
+            }
+            out.push(run);
+        }
+    }
+    Ok(out)
 }
 
 /// The most runs one experiment may have, whatever `launch.max_runs` allows. Planning holds
@@ -504,6 +556,8 @@ fn build_run(
         message,
     };
     let mut config = base.clone();
+    // A run is one replicate; the grid numbers them after expansion.
+    config.repeats = 1;
     for (top, v) in sections {
         set_section(&mut config, top, v).map_err(|e| fail(e.message().trim().to_string()))?;
     }
@@ -545,3 +599,5 @@ fn set_section(config: &mut Spec, top: &str, v: Value) -> Result<(), toml::de::E
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod replicates;

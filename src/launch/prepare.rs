@@ -100,6 +100,7 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         varied: p.varied.clone(),
         data: p.data.clone(),
         numerics: crate::grid::identity::NUMERICS_VERSION,
+        replicate: p.replicate.clone(),
     };
     match store::read_config(&dir)? {
         Some(existing) => {
@@ -190,6 +191,7 @@ mod tests {
             varied: BTreeMap::new(),
             config,
             data: Default::default(),
+            replicate: None,
         }
     }
 

@@ -145,6 +145,7 @@ mod tests {
                 varied: Default::default(),
                 data: Default::default(),
                 numerics: 0,
+                replicate: None,
             },
             dir: RunDir::at(dir.path()),
             epochs: 2,

@@ -24,6 +24,8 @@ pub const TOP_LEVEL: &[&str] = &[
     "name",
     "description",
     "seed",
+    "repeats",
+    "replicate",
     "data",
     "model",
     "optimizer",
@@ -42,6 +44,11 @@ pub fn schema() -> &'static Value {
         let mut v = Value::try_from(Spec::default()).unwrap_or(Value::Table(Default::default()));
         // `Option` fields that default to `None` are skipped by the serialiser; add them back.
         let _ = set_path(&mut v, "grid.random.seed", Value::Integer(0));
+        // Fields left out at their defaults so that run ids of specs without them stay put.
+        if let Value::Table(t) = &mut v {
+            t.insert("repeats".into(), Value::Integer(1));
+            t.insert("replicate".into(), Value::Integer(0));
+        }
         v
     })
 }

@@ -15,8 +15,16 @@ pub struct Spec {
     pub name: String,
     /// Free text shown by `plan` and in summaries.
     pub description: String,
-    /// Seed of every generator in a run (weights, dropout, shuffling, random grid search).
+    /// Seed of every generator in a run (weights, dropout, shuffling, random grid search);
+    /// replicates derive their training seed from it ([`Spec::training_seed`]).
     pub seed: u64,
+    /// Replicates per configuration: each grid point trains this many runs that differ only
+    /// in their training seed. 1 in a single run's resolved config.
+    #[serde(skip_serializing_if = "is_one")]
+    pub repeats: u32,
+    /// Which replicate of its configuration this run is (0-based), set by the grid.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub replicate: u32,
     pub data: DataSpec,
     pub model: ModelSpec,
     pub optimizer: OptimizerSpec,
@@ -34,6 +42,8 @@ impl Default for Spec {
             name: String::new(),
             description: String::new(),
             seed: 42,
+            repeats: 1,
+            replicate: 0,
             data: DataSpec::default(),
             model: ModelSpec::default(),
             optimizer: OptimizerSpec::default(),
@@ -44,6 +54,41 @@ impl Default for Spec {
             grid: GridSpec::default(),
         }
     }
+}
+
+impl Spec {
+    /// The seed of the run's weights, dropout masks and shuffling: `seed` itself for replicate
+    /// 0 (so adding replicates keeps the runs already trained), and for replicate k a value
+    /// hashed from `seed` and k. The dev split is drawn from `seed` alone, so it stays the same
+    /// across replicates.
+    pub fn training_seed(&self) -> u64 {
+        replicate_seed(self.seed, self.replicate)
+    }
+}
+
+/// The training seed of replicate `replicate` of a spec seeded with `seed`.
+pub fn replicate_seed(seed: u64, replicate: u32) -> u64 {
+    use sha2::{Digest, Sha256};
+    if replicate == 0 {
+        return seed;
+    }
+    let mut h = Sha256::new();
+    h.update(b"orchestrate replicate seed\0");
+    h.update(seed.to_le_bytes());
+    h.update(replicate.to_le_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    // Kept within what a TOML integer holds, like every seed a spec may name.
+    u64::from_le_bytes(b) & (i64::MAX as u64)
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// On-disk data format.

@@ -91,6 +91,9 @@ impl Checker {
     }
 }
 
+/// The most replicates a configuration may have.
+pub const MAX_REPEATS: u32 = 1000;
+
 /// Every range violation in `spec`, in a fixed order.
 pub fn check(spec: &Spec) -> Vec<Violation> {
     let mut c = Checker { out: Vec::new() };
@@ -100,6 +103,25 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
             "seed",
             spec.seed.to_string(),
             "must be at most 9223372036854775807 (TOML integers are signed 64-bit)",
+        );
+    }
+
+    if !(1..=MAX_REPEATS).contains(&spec.repeats) {
+        c.fail(
+            "repeats",
+            spec.repeats.to_string(),
+            &format!("must be between 1 and {MAX_REPEATS}"),
+        );
+    }
+    // The grid numbers the replicates itself; a hand-set one would be overwritten.
+    if spec.repeats > 1 && spec.replicate != 0 {
+        c.fail(
+            "replicate",
+            spec.replicate.to_string(),
+            &format!(
+                "is set per run when repeats = {} > 1; leave it out",
+                spec.repeats
+            ),
         );
     }
 

@@ -110,6 +110,9 @@ pub struct PlanRecord {
     /// The numerics version of the code that planned this run; 0 before numerics versions.
     #[serde(default)]
     pub numerics: u32,
+    /// The run's configuration and replicate index, when its spec has `repeats > 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<crate::grid::Replicate>,
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ mod tests {
             varied: Default::default(),
             data,
             numerics,
+            replicate: None,
         }
     }
 

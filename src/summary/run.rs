@@ -53,14 +53,7 @@ pub struct RunInfo {
     pub replicate: Option<Replicate>,
 }
 
-/// A run's place among the replicates of one configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replicate {
-    /// The configuration's ID: the same for every replicate, different from each run's ID.
-    pub configuration: String,
-    /// 0-based replicate index.
-    pub index: u32,
-}
+pub use crate::grid::Replicate;
 
 /// Values of every tag at one epoch, keyed by tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,7 +180,7 @@ pub fn load_run(
             damaged: damaged.map(|d| d.short()),
             stale,
             data,
-            replicate: None,
+            replicate: plan.replicate,
         },
         varied,
         config,

@@ -137,7 +137,7 @@ impl Task for Classifier<'_> {
     }
 
     fn begin_epoch(&mut self, epoch: usize) -> Result<(), TrainError> {
-        let seed = self.ctx.config.seed;
+        let seed = self.ctx.config.training_seed();
         let n = self.train.n;
         let order = permutation(n, &mut stream_rng(seed, Stream::Shuffle, epoch as u64));
         let order = Tensor::from_vec(order, n, &Device::Cpu)?.to_device(&self.device)?;
@@ -246,7 +246,7 @@ pub fn run(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome, TrainE
     let map = VarMap::new();
     let vb = seeded_var_builder(
         &map,
-        stream_rng(cfg.seed, Stream::Init, 0),
+        stream_rng(cfg.training_seed(), Stream::Init, 0),
         DType::F32,
         &device,
     );

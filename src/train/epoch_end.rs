@@ -86,7 +86,7 @@ impl<'a> EpochEnd<'a> {
             stopped_early: verdict.stopped_early,
             finished: verdict.last,
             rng: RngState {
-                seed: cfg.seed,
+                seed: cfg.training_seed(),
                 scheme: SCHEME.into(),
             },
         };

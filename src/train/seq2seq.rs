@@ -114,7 +114,7 @@ impl<'a> Translator<'a> {
         let data = ParallelData::load(&cfg.data)?;
         let mcfg =
             Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
-        let model = Seq2Seq::new(mcfg, &mut stream_rng(cfg.seed, Stream::Init, 0), device)?;
+        let model = Seq2Seq::new(mcfg, &mut stream_rng(cfg.training_seed(), Stream::Init, 0), device)?;
         let optim = Optimizer::new(
             &cfg.optimizer,
             model.params().named().to_vec(),
@@ -192,9 +192,9 @@ impl Task for Translator<'_> {
         let cfg = &self.ctx.config;
         let dropout = Dropout::new(
             cfg.model.dropout,
-            stream_rng(cfg.seed, Stream::Dropout, epoch as u64),
+            stream_rng(cfg.training_seed(), Stream::Dropout, epoch as u64),
         );
-        let mut shuffle = stream_rng(cfg.seed, Stream::Shuffle, epoch as u64);
+        let mut shuffle = stream_rng(cfg.training_seed(), Stream::Shuffle, epoch as u64);
         let batches = batch_indices(
             self.samples_per_epoch(),
             self.batch_size(),

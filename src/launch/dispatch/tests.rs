@@ -194,6 +194,7 @@ fn runs(dir: &std::path::Path, n: usize) -> Vec<PreparedRun> {
                 varied: Default::default(),
                 data: Default::default(),
                 numerics: 0,
+                replicate: None,
             },
             dir: RunDir::at(dir.join(format!("run{i}"))),
             epochs: 2,

@@ -134,6 +134,7 @@ pub fn run_grid_on_slurm(
                 varied: Default::default(),
                 data: Default::default(),
                 numerics: 0,
+                replicate: None,
             },
             dir: RunDir::at(&r.run_dir),
             epochs: 0,
