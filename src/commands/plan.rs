@@ -56,6 +56,9 @@ struct PlannedRun<'a> {
     training_id: &'a str,
     name: &'a str,
     varied: &'a std::collections::BTreeMap<String, toml::Value>,
+    /// Its configuration and replicate index, with `repeats > 1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicate: Option<&'a crate::grid::Replicate>,
     state: String,
 }
 
@@ -112,6 +115,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             training_id: &r.training_id,
             name: &r.name,
             varied: &r.varied,
+            replicate: r.replicate.as_ref(),
             state: state_of(&args.runs_dir, &spec.name, r),
         })
         .collect();

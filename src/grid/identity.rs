@@ -8,8 +8,9 @@
 //! changes every run id: the golden tests below fail when that happens.
 //!
 //! The config alone does not decide what a run computes: its data files and the code's
-//! numerics do too. So the hashed text is the config's canonical JSON without `data.dir`
-//! (where the files lie is not what they hold), then `#`, then
+//! numerics do too. So the hashed text is the config's canonical JSON without `data.dir` (where
+//! the files lie is not what they hold) and `select.rank` (how replicates are ranked), then `#`,
+//! then
 //! `{"data_files":...,"numerics":N}`: the SHA-256 of each data file by its role in the data
 //! set (`train`, `test_labels`, ...), or `"unread"` when the files could not be read (a plan
 //! made where the data is not: its ids are provisional), and [`NUMERICS_VERSION`].
@@ -126,10 +127,17 @@ pub fn piece(key: &str, v: &Value) -> String {
     let mut out = String::new();
     write_str(key, &mut out);
     out.push(':');
+    let skip: Vec<&str> = NOT_IDENTITY_FIELDS
+        .iter()
+        .filter(|(section, _)| *section == key)
+        .map(|(_, field)| *field)
+        .collect();
     match v {
-        Value::Table(t) if key == "data" && t.contains_key("dir") => {
+        Value::Table(t) if skip.iter().any(|f| t.contains_key(*f)) => {
             let mut t = t.clone();
-            t.remove("dir");
+            for f in skip {
+                t.remove(f);
+            }
             write_canonical(&Value::Table(t), &mut out);
         }
         _ => write_canonical(v, &mut out),
@@ -137,10 +145,14 @@ pub fn piece(key: &str, v: &Value) -> String {
     out
 }
 
+/// Fields of a section that never change what a run computes: where the data lies, and how
+/// the experiment ranks configurations of replicates.
+const NOT_IDENTITY_FIELDS: &[(&str, &str)] = &[("data", "dir"), ("select", "rank")];
+
 /// `(id, training_id)` from the pieces of the identity keys, sorted by key, and the
 /// [`beyond_config`] text. Joined the pieces are exactly `canonical_json` of the table
-/// without the excluded keys (and `data.dir`), so the grid can reuse the pieces of sections a
-/// run does not change.
+/// without the excluded keys and fields, so the grid can reuse the pieces of sections a run
+/// does not change.
 pub fn ids_from_pieces<'a>(
     pieces: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     beyond: &str,

@@ -598,6 +598,6 @@ fn set_section(config: &mut Spec, top: &str, v: Value) -> Result<(), toml::de::E
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod replicates;
+#[cfg(test)]
+mod tests;

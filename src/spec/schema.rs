@@ -49,6 +49,9 @@ pub fn schema() -> &'static Value {
             t.insert("repeats".into(), Value::Integer(1));
             t.insert("replicate".into(), Value::Integer(0));
         }
+        if let Some(Value::Table(t)) = v.get_mut("select") {
+            t.insert("rank".into(), Value::String("mean".into()));
+        }
         v
     })
 }

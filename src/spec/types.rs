@@ -575,6 +575,9 @@ pub struct SelectSpec {
     pub mode: SelectMode,
     /// Evaluate the winner on the test split.
     pub evaluate_test: bool,
+    /// How configurations of replicates are ranked (`repeats > 1`).
+    #[serde(skip_serializing_if = "SelectRank::is_mean")]
+    pub rank: SelectRank,
 }
 
 impl Default for SelectSpec {
@@ -583,7 +586,27 @@ impl Default for SelectSpec {
             metric: "dev/accuracy".into(),
             mode: SelectMode::Max,
             evaluate_test: true,
+            rank: SelectRank::Mean,
         }
+    }
+}
+
+/// `select.rank`: which figure of a configuration's replicates ranks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectRank {
+    /// The mean of the replicates' select metric.
+    #[default]
+    Mean,
+    /// The pessimistic end of the mean's 95% interval: a conservative pick that prefers a
+    /// configuration whose replicates agree.
+    LowerBound,
+}
+
+impl SelectRank {
+    /// True for the default, which summaries and configs leave out.
+    pub fn is_mean(&self) -> bool {
+        *self == SelectRank::Mean
     }
 }
 

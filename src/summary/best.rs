@@ -2,7 +2,8 @@
 //!
 //! The printed spec is the winner's `config.toml` with the grid left out and the name
 //! `<experiment>-best`; run identity ignores `name`, so running it reproduces the winner's
-//! run ID in a directory of its own.
+//! run ID in a directory of its own. With replicates the winner is a configuration: the spec
+//! has its `repeats` and no replicate number, and plans the same configuration ID.
 
 use super::run::LoadedRun;
 use super::{ExperimentSummary, SummaryError};
@@ -50,6 +51,12 @@ pub fn best_spec(summary: &ExperimentSummary, runs: &[LoadedRun]) -> Result<Spec
     let mut spec = run.spec.clone();
     spec.name = format!("{}-best", summary.experiment);
     spec.grid = GridSpec::default();
+    // The winner of replicates is a configuration: emit it with its replicate count and
+    // without the winning replicate's number, so running it plans the same configuration.
+    if let Some(c) = summary.configurations.iter().find(|c| c.winner) {
+        spec.replicate = 0;
+        spec.repeats = c.runs.len() as u32;
+    }
     Ok(spec)
 }
 

@@ -788,6 +788,7 @@ mod tests {
         Selection {
             metric: metric.into(),
             mode,
+            rank: Default::default(),
         }
     }
 

@@ -8,10 +8,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::SummaryError;
+use super::configurations::{Confidence, ConfigurationEntry, Stat, configurations};
 use super::num::fmt_metric;
 use super::run::{MetricsSection, RunSummary};
 use super::select::{Candidate, rank};
-use crate::spec::{SelectMode, SelectSpec};
+use crate::spec::{SelectMode, SelectRank, SelectSpec};
 use crate::store::RunState;
 
 /// Version of the experiment `summary.json` layout.
@@ -22,6 +23,9 @@ pub const FORMAT: u32 = 1;
 pub struct Selection {
     pub metric: String,
     pub mode: SelectMode,
+    /// How configurations of replicates are ranked.
+    #[serde(default, skip_serializing_if = "SelectRank::is_mean")]
+    pub rank: SelectRank,
 }
 
 /// One run as the experiment summary lists it.
@@ -91,6 +95,12 @@ pub struct ExperimentSummary {
     pub runs: Vec<RunEntry>,
     /// Failed, diverged, cancelled and unfinished runs, and runs without the select metric.
     pub excluded: Vec<RunEntry>,
+    /// The configurations of replicates, best first; empty without `repeats`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configurations: Vec<ConfigurationEntry>,
+    /// Whether the best configuration is told apart from the runner-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 impl ExperimentSummary {
@@ -108,8 +118,8 @@ impl ExperimentSummary {
             })
             .collect();
         let ranking = rank(&candidates, &select.metric, select.mode);
-        let winner = ranking.winner();
-        let ranked = ranking
+        let mut winner = ranking.winner();
+        let mut ranked: Vec<RunEntry> = ranking
             .ranked
             .iter()
             .enumerate()
@@ -126,17 +136,39 @@ impl ExperimentSummary {
                 };
                 entry(&runs[*i], None, false, Some(reason))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let (configurations, confidence) =
+            configurations(&ranked, &excluded, select.mode, select.rank);
+        if !configurations.is_empty() {
+            // With replicates the winner is a configuration; its best replicate stands for it
+            // where one run is needed (its checkpoint, `report`).
+            let best = configurations.iter().find(|c| c.winner);
+            winner = best.and_then(|c| {
+                ranking.ranked.iter().copied().find(|&i| {
+                    runs[i]
+                        .run
+                        .replicate
+                        .as_ref()
+                        .is_some_and(|r| r.configuration == c.id)
+                })
+            });
+            for r in &mut ranked {
+                r.winner = winner.is_some_and(|w| runs[w].run.id == r.id);
+            }
+        }
         ExperimentSummary {
             format: FORMAT,
             experiment: experiment.to_string(),
             select: Selection {
                 metric: select.metric.clone(),
                 mode: select.mode,
+                rank: select.rank,
             },
             winner: winner.map(|i| runs[i].run.id.clone()),
             runs: ranked,
             excluded,
+            configurations,
+            confidence,
         }
     }
 
@@ -154,6 +186,9 @@ impl ExperimentSummary {
     ///
     /// `best: adam-lr0.0005 (3f2a1b9c0d11) dev/accuracy=0.8712 test/accuracy=0.8650`
     pub fn winner_line(&self) -> String {
+        if !self.configurations.is_empty() {
+            return self.configuration_line();
+        }
         let Some(w) = self.winner_entry() else {
             return format!(
                 "best: none: no finished run of `{}` has a finite {}",
@@ -172,6 +207,120 @@ impl ExperimentSummary {
             let _ = write!(line, " {tag}={}", fmt_metric(v.get()));
         }
         line
+    }
+
+    /// The winning configuration with its means and intervals, and whether it is told apart
+    /// from the runner-up.
+    ///
+    /// `best: lr0.0005 (configuration 1a2b3c4d5e6f, 5 replicates) dev/accuracy=0.8590 ± 0.0021 ...`
+    fn configuration_line(&self) -> String {
+        let Some(c) = self.configurations.iter().find(|c| c.winner) else {
+            return format!(
+                "best: none: no configuration of `{}` has every replicate finished with a finite {}",
+                self.experiment, self.select.metric
+            );
+        };
+        let label = if c.name.is_empty() { &c.id } else { &c.name };
+        let mut line = format!(
+            "best: {label} (configuration {}, {} replicates)",
+            c.id,
+            c.runs.len()
+        );
+        if let Some(s) = &c.select {
+            let _ = write!(line, " {}={}", self.select.metric, s.show());
+        }
+        for (tag, s) in &c.test {
+            let _ = write!(line, " {tag}={}", s.show());
+        }
+        if let Some(conf) = &self.confidence {
+            line.push_str(&self.confidence_text(conf));
+        }
+        line
+    }
+
+    /// `; not distinguishable from lr0.001 (intervals overlap, Welch p=0.31)` or the
+    /// distinguishable counterpart.
+    fn confidence_text(&self, conf: &Confidence) -> String {
+        let other = self
+            .configurations
+            .iter()
+            .find(|c| c.id == conf.runner_up)
+            .map_or(conf.runner_up.as_str(), |c| {
+                if c.name.is_empty() { &c.id } else { &c.name }
+            });
+        let p = conf
+            .welch_p
+            .map_or(String::new(), |p| format!(", Welch p={}", fmt_p(p.get())));
+        if conf.distinguishable {
+            format!("; better than {other} with 95% confidence (intervals apart{p})")
+        } else {
+            let why = if conf.overlap {
+                "intervals overlap"
+            } else {
+                "Welch p above 0.05"
+            };
+            format!("; NOT distinguishable from {other} ({why}{p})")
+        }
+    }
+
+    /// The configurations section of `summary.md`: the verdict, then every configuration's
+    /// means and intervals.
+    fn configurations_markdown(&self, md: &mut String) {
+        let metric = &self.select.metric;
+        let by = match self.select.rank {
+            SelectRank::Mean => "the mean",
+            SelectRank::LowerBound => "the pessimistic end of the 95% interval of the mean",
+        };
+        let _ = writeln!(
+            md,
+            "Configurations are ranked by {by} of `{metric}` over their replicates; a \
+             configuration counts only when every replicate finished. Intervals are 95% \
+             Student-t intervals of the mean.\n"
+        );
+        let _ = writeln!(md, "**{}**\n", self.configuration_line());
+        let tests: BTreeSet<&String> = self
+            .configurations
+            .iter()
+            .flat_map(|c| c.test.keys())
+            .collect();
+        md.push_str("## Configurations\n\n| rank | configuration | id | n |");
+        let _ = write!(md, " {metric} mean | 95% interval | sd |");
+        for t in &tests {
+            let _ = write!(md, " {t} |");
+        }
+        md.push_str(" reason |\n| ---: | --- | --- | ---: | ---: | --- | ---: |");
+        md.push_str(&" ---: |".repeat(tests.len()));
+        md.push_str(" --- |\n");
+        for c in &self.configurations {
+            let rank = c.rank.map_or(String::new(), |n| n.to_string());
+            let label = if c.name.is_empty() { &c.id } else { &c.name };
+            let name = if c.winner {
+                format!("**{label}** (best)")
+            } else {
+                label.clone()
+            };
+            let (n, mean, interval, sd) = match &c.select {
+                Some(s) => (
+                    s.n.to_string(),
+                    fmt_metric(s.mean.get()),
+                    s.ci95.map_or("-".into(), |[l, h]| {
+                        format!("[{}, {}]", fmt_metric(l.get()), fmt_metric(h.get()))
+                    }),
+                    s.sd.map_or("-".into(), |v| fmt_metric(v.get())),
+                ),
+                None => ("0".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let _ = write!(
+                md,
+                "| {rank} | {name} | `{}` | {n} | {mean} | {interval} | {sd} |",
+                c.id
+            );
+            for t in &tests {
+                let _ = write!(md, " {} |", c.test.get(*t).map_or("-".into(), Stat::show));
+            }
+            let _ = writeln!(md, " {} |", c.reason.as_deref().unwrap_or(""));
+        }
+        md.push('\n');
     }
 
     /// Canonical JSON: fixed key order, canonical floats, trailing newline.
@@ -195,6 +344,7 @@ impl ExperimentSummary {
              lower grid index, then the lower run ID. Only finished runs take part.\n"
         );
         match self.winner_entry() {
+            _ if !self.configurations.is_empty() => self.configurations_markdown(&mut md),
             Some(w) => {
                 let _ = writeln!(md, "**Winner: {}** (`{}`)\n", w.label(), w.id);
                 let _ = writeln!(md, "| metric | value |\n| --- | --- |");
@@ -298,6 +448,15 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
     }
 }
 
+/// A p-value for people: three significant digits, `<0.0001` below that.
+fn fmt_p(p: f64) -> String {
+    if p < 1e-4 {
+        "<0.0001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
 /// A run state as written in `status.json`; `never started` without one.
 pub fn state_name(state: Option<RunState>) -> String {
     state.map_or_else(|| "never started".into(), |s| s.to_string())
@@ -325,6 +484,7 @@ pub fn parse_summary(text: &str, origin: &Path) -> Result<ExperimentSummary, Sum
             metric: run.metrics.select.clone(),
             mode: run.metrics.mode,
             evaluate_test: true,
+            rank: Default::default(),
         };
         return Ok(ExperimentSummary::from_runs("", &select, &[run]));
     }

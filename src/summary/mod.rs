@@ -6,6 +6,7 @@
 //! same without writing, for the read-only commands (`best`, `diff`, `report`, `ls`).
 
 pub mod best;
+pub mod configurations;
 pub mod diff;
 pub mod experiment;
 pub mod git;

@@ -344,6 +344,7 @@ mod tests {
             metric: "dev/loss".into(),
             mode: SelectMode::Min,
             evaluate_test: true,
+            ..SelectSpec::default()
         };
         let (m, _) = fold_metrics(&records, &select);
         assert_eq!(m.best_epoch, Some(3));

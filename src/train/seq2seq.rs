@@ -114,7 +114,11 @@ impl<'a> Translator<'a> {
         let data = ParallelData::load(&cfg.data)?;
         let mcfg =
             Seq2SeqConfig::from_spec(&cfg.model, data.src_vocab.len(), data.tgt_vocab.len())?;
-        let model = Seq2Seq::new(mcfg, &mut stream_rng(cfg.training_seed(), Stream::Init, 0), device)?;
+        let model = Seq2Seq::new(
+            mcfg,
+            &mut stream_rng(cfg.training_seed(), Stream::Init, 0),
+            device,
+        )?;
         let optim = Optimizer::new(
             &cfg.optimizer,
             model.params().named().to_vec(),

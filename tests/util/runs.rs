@@ -166,6 +166,7 @@ pub fn seq2seq_grid(runs_dir: &Path, experiment: &str) -> PathBuf {
             metric: "dev/error_rate".into(),
             mode: SelectMode::Min,
             evaluate_test: true,
+            ..SelectSpec::default()
         };
         let a = serde_json::to_value(attention).unwrap();
         let s = serde_json::to_value(strategy).unwrap();
