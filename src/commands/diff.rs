@@ -2,6 +2,7 @@
 
 use crate::error::{Error, exit};
 use crate::summary::diff::{Tolerances, diff, load_input};
+use crate::summary::significance::FailOn;
 
 /// Output format of `diff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,6 +31,11 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// What fails the diff: `any` worsening beyond tolerance, or only a `significant` one of a
+    /// configuration's mean (Welch p < 0.05). Default: `significant` when every configuration
+    /// on both sides has at least 3 replicates, else `any`.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
 }
 
 /// Runs the command; returns 0 within tolerance, 1 on a regression.
@@ -37,7 +43,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     let tol = Tolerances::parse(&args.tol)?;
     let a = load_input(&args.a)?;
     let b = load_input(&args.b)?;
-    let report = diff(&args.a, &a, &args.b, &b, &tol)?;
+    let report = diff(&args.a, &a, &args.b, &b, &tol, args.fail_on)?;
     let text = match args.format {
         Format::Table => report.to_table(),
         Format::Md => report.to_markdown(),

@@ -92,13 +92,15 @@ pub struct Welch {
 /// difference is then certain, p = 0 when the means differ and 1 when they do not, and the
 /// interval is the difference itself.
 pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    if a.len() < 2 || b.len() < 2 {
-        return None;
-    }
-    let (ma, mb) = (mean(a), mean(b));
-    let (va, vb) = (variance(a, ma) / na, variance(b, mb) / nb);
-    let diff = mb - ma;
+    welch_described(&describe(a)?, &describe(b)?)
+}
+
+/// Welch's test from two samples' descriptions (what a summary keeps of its replicates), as
+/// [`welch`]; `None` unless both have a standard deviation.
+pub fn welch_described(a: &Describe, b: &Describe) -> Option<Welch> {
+    let (na, nb) = (a.n as f64, b.n as f64);
+    let (va, vb) = (a.sd?.powi(2) / na, b.sd?.powi(2) / nb);
+    let diff = b.mean - a.mean;
     let se = (va + vb).sqrt();
     if se == 0.0 {
         let certain = Interval {

@@ -48,6 +48,16 @@ impl Stat {
         }
     }
 
+    /// The figures [`stats`] computes with.
+    pub fn describe(&self) -> stats::Describe {
+        stats::Describe {
+            n: self.n,
+            mean: self.mean.get(),
+            sd: self.sd.map(Num::get),
+            ci95: self.interval(),
+        }
+    }
+
     fn interval(&self) -> Option<stats::Interval> {
         self.ci95.map(|[low, high]| stats::Interval {
             low: low.get(),

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use super::experiment::{ExperimentSummary, RunEntry, Selection, parse_summary, state_name};
 use super::num::{Num, fmt_delta, fmt_metric};
+use super::significance::{self, ConfigurationDiff, FailOn};
 use super::{SummaryError, git, load_experiment, run};
 use crate::spec::SelectMode;
 use crate::store::RunState;
@@ -264,7 +265,12 @@ pub struct DiffReport {
     pub select_changed: bool,
     pub winner_a: Option<String>,
     pub winner_b: Option<String>,
+    /// Which worsening fails the diff.
+    pub fail_on: FailOn,
     pub runs: Vec<RunDiff>,
+    /// The configurations of replicates, when both sides have them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configurations: Vec<ConfigurationDiff>,
 }
 
 /// Reads a diff input: a summary file, an experiment directory or `REV:PATH` from git.
@@ -294,13 +300,27 @@ pub fn load_input(arg: &str) -> Result<ExperimentSummary, SummaryError> {
 }
 
 /// Compares baseline `a` with candidate `b`; a tolerance for a tag neither has is an error.
+/// `fail_on` defaults to [`significance::default_fail_on`]; `significant` needs replicates
+/// on both sides.
 pub fn diff(
     a_label: &str,
     a: &ExperimentSummary,
     b_label: &str,
     b: &ExperimentSummary,
     tol: &Tolerances,
+    fail_on: Option<FailOn>,
 ) -> Result<DiffReport, SummaryError> {
+    let fail_on = fail_on.unwrap_or_else(|| significance::default_fail_on(a, b));
+    if fail_on == FailOn::Significant {
+        for (label, s) in [(a_label, a), (b_label, b)] {
+            if s.configurations.is_empty() {
+                return Err(SummaryError::Usage(format!(
+                    "--fail-on significant: {label} has no replicates (repeats >= 2) to test; \
+                     use --fail-on any"
+                )));
+            }
+        }
+    }
     let tags: BTreeSet<String> = a
         .all_runs()
         .chain(b.all_runs())
@@ -332,16 +352,22 @@ pub fn diff(
         });
     }
     let label = |s: &ExperimentSummary| s.winner_entry().map(|w| w.label().to_string());
+    let configurations = significance::compare(a, b, tol, fail_on);
+    // Under `significant` one replicate's numbers are noise: only configurations fail.
+    let regression = configurations.iter().any(|c| c.regression)
+        || (fail_on == FailOn::Any && runs.iter().any(|r| r.regression));
     Ok(DiffReport {
         a: a_label.to_string(),
         b: b_label.to_string(),
-        regression: runs.iter().any(|r| r.regression),
+        regression,
         select_a: a.select.clone(),
         select_b: b.select.clone(),
         select_changed: a.select != b.select,
         winner_a: label(a),
         winner_b: label(b),
+        fail_on,
         runs,
+        configurations,
     })
 }
 
@@ -577,6 +603,9 @@ fn verdict_word(v: Verdict) -> &'static str {
 impl DiffReport {
     /// The headline: whether the diff passes.
     pub fn headline(&self) -> String {
+        if !self.configurations.is_empty() {
+            return self.configuration_headline();
+        }
         let bad = self.runs.iter().filter(|r| r.regression).count();
         if bad == 0 {
             format!("OK: {} run(s) within tolerance", self.runs.len())
@@ -586,6 +615,33 @@ impl DiffReport {
                 self.runs.len()
             )
         }
+    }
+
+    /// The headline over configurations, naming the first failing metric with n, p and effect.
+    fn configuration_headline(&self) -> String {
+        let n = self.configurations.len();
+        let rule = match self.fail_on {
+            FailOn::Significant => "significantly worse (Welch p < 0.05) beyond tolerance",
+            FailOn::Any => "worse beyond tolerance",
+        };
+        let bad: Vec<&ConfigurationDiff> = self
+            .configurations
+            .iter()
+            .filter(|c| c.regression)
+            .collect();
+        let Some(first) = bad.first() else {
+            return format!("OK: no configuration of {n} {rule}");
+        };
+        let what = first
+            .metrics
+            .iter()
+            .find(|m| m.regression)
+            .map_or_else(|| first.notes.join("; "), |m| m.describe());
+        format!(
+            "REGRESSION: {} of {n} configuration(s) {rule}; {}: {what}",
+            bad.len(),
+            first.configuration
+        )
     }
 
     /// The selection line, only when it changed: the winners are then not comparable.
@@ -623,6 +679,9 @@ impl DiffReport {
             let _ = writeln!(out, "{s}");
         }
         let _ = writeln!(out, "{}\n{}", self.winner_text(), self.headline());
+        if !self.configurations.is_empty() {
+            out.push_str(&self.configurations_table());
+        }
         for r in &self.runs {
             let id = r
                 .id_b
@@ -671,6 +730,75 @@ impl DiffReport {
         out
     }
 
+    /// The configurations block of the table: means with n, the difference with its interval,
+    /// Welch's p and the verdict.
+    fn configurations_table(&self) -> String {
+        let mut rows = vec![
+            [
+                "configuration",
+                "metric",
+                "A mean",
+                "B mean",
+                "delta",
+                "95% CI",
+                "p",
+                "verdict",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for c in &self.configurations {
+            if c.metrics.is_empty() {
+                let mut row = vec![String::new(); 8];
+                row[0] = c.configuration.clone();
+                row[7] = c.notes.join("; ");
+                rows.push(row);
+            }
+            for m in &c.metrics {
+                let mut row = vec![c.configuration.clone(), m.tag.clone()];
+                row.extend(m.cells());
+                row.push(m.verdict().into());
+                rows.push(row);
+            }
+        }
+        format!("\nconfigurations\n{}", align(&rows, "  "))
+    }
+
+    /// The configurations as a Markdown table: every metric, since a mean moves with any
+    /// replicate and the reader needs the noise to judge the difference.
+    fn configurations_markdown(&self) -> String {
+        let mut md = String::from(
+            "| configuration | metric | A mean | B mean | Δ | 95% CI | p | verdict |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
+        );
+        for c in &self.configurations {
+            if c.metrics.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "| {} | | | | | | | {} |",
+                    c.configuration,
+                    c.notes.join("; ")
+                );
+            }
+            for m in &c.metrics {
+                let verdict = if m.regression {
+                    format!("**{}**", m.verdict())
+                } else {
+                    m.verdict().to_string()
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | `{}` | {} | {verdict} |",
+                    c.configuration,
+                    m.tag,
+                    m.cells().join(" | ")
+                );
+            }
+        }
+        md.push('\n');
+        md
+    }
+
     /// Markdown for a pull-request comment: the verdict, then only what moved.
     pub fn to_markdown(&self) -> String {
         let icon = if self.regression { "❌" } else { "✅" };
@@ -680,6 +808,9 @@ impl DiffReport {
             let _ = writeln!(md, "- **{s}**");
         }
         let _ = writeln!(md, "- {}\n", self.winner_text());
+        if !self.configurations.is_empty() {
+            md.push_str(&self.configurations_markdown());
+        }
         let moved: Vec<(&RunDiff, &MetricDiff)> = self
             .runs
             .iter()

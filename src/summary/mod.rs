@@ -14,6 +14,7 @@ pub mod num;
 pub mod report;
 pub mod run;
 pub mod select;
+pub mod significance;
 
 pub use experiment::{ExperimentSummary, RunEntry};
 pub use num::Num;
