@@ -37,7 +37,8 @@ fn the_middle_learning_rate_wins_and_summaries_are_written() {
         assert_eq!(run.environment.candle_version, "0.11.1");
         assert_eq!(
             run.environment.numerics_version,
-            orchestrate::grid::identity::NUMERICS_VERSION
+            // The fixture runs are the CNN's.
+            orchestrate::grid::identity::numerics_version(orchestrate::spec::ModelKind::Cnn)
         );
         assert_eq!(
             run.environment.orchestrate_version,

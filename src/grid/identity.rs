@@ -13,7 +13,7 @@
 //! then
 //! `{"data_files":...,"numerics":N}`: the SHA-256 of each data file by its role in the data
 //! set (`train`, `test_labels`, ...), or `"unread"` when the files could not be read (a plan
-//! made where the data is not: its ids are provisional), and [`NUMERICS_VERSION`].
+//! made where the data is not: its ids are provisional), and [`numerics_version`] of its model.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toml::Value;
 
-use crate::spec::Spec;
 use crate::spec::schema::fmt_float;
+use crate::spec::{ModelKind, Spec};
 
 /// Top-level keys that never change what a run computes.
 const NOT_IDENTITY: &[&str] = &["name", "description", "launch", "grid", "repeats"];
@@ -48,10 +48,19 @@ pub fn replicate_name(name: &str, k: u32) -> String {
 /// Hex digits in an id.
 pub const ID_LEN: usize = 12;
 
-/// The version of the training numerics, part of every training identity: bump it (with a
-/// line in CHANGELOG.md) with any change that alters what a run computes from the same config
-/// and data, so results of the old code show as stale instead of being ranked with new ones.
-pub const NUMERICS_VERSION: u32 = 1;
+/// The version of the training numerics of a model family, part of every training identity:
+/// bump a family's (with a line in CHANGELOG.md) with any change that alters what its runs
+/// compute from the same config and data, so results of the old code show as stale instead
+/// of being ranked with new ones. Per family, so that a change to the translator does not
+/// make every finished CNN run stale.
+pub fn numerics_version(model: ModelKind) -> u32 {
+    match model {
+        ModelKind::Cnn | ModelKind::Mlp => 1,
+        // 2: the dropped-out embeddings' projection and its gradient in one product per
+        // LSTM (last bits of every translator run with dropout).
+        ModelKind::Seq2seq => 2,
+    }
+}
 
 /// What a run's identity knows of the data files it reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -83,7 +92,7 @@ impl DataFingerprint {
 /// `(id, training_id)` of a resolved run config reading `data` under the current numerics.
 pub fn run_ids(config: &Spec, data: &DataFingerprint) -> Result<(String, String), String> {
     let v = Value::try_from(config).map_err(|e| e.to_string())?;
-    ids_of_value(&v, data, NUMERICS_VERSION)
+    ids_of_value(&v, data, numerics_version(config.model.kind))
 }
 
 /// `(id, training_id)` of a run config already serialised to TOML exactly as `Spec`
@@ -377,7 +386,10 @@ mod tests {
         if let Some(Value::Table(d)) = t.get_mut("data") {
             d.remove("dir");
         }
-        let beyond = format!("#{{\"data_files\":\"unread\",\"numerics\":{NUMERICS_VERSION}}}");
+        let beyond = format!(
+            "#{{\"data_files\":\"unread\",\"numerics\":{}}}",
+            numerics_version(ModelKind::Cnn)
+        );
         let id = short_hash(&(canonical_json(&Value::Table(t.clone())) + &beyond));
         for k in EVALUATION_ONLY {
             t.remove(*k);
@@ -420,15 +432,21 @@ mod tests {
         let v = Value::try_from(&spec).unwrap();
         let a = files(&[("train", "aa"), ("test", "bb")]);
         let ids = |d: &DataFingerprint, n: u32| ids_of_value(&v, d, n).unwrap();
-        let base = ids(&a, NUMERICS_VERSION);
+        let base = ids(&a, numerics_version(ModelKind::Cnn));
         let changed = files(&[("train", "aa"), ("test", "cc")]);
-        assert_ne!(ids(&changed, NUMERICS_VERSION).1, base.1);
-        assert_ne!(ids(&DataFingerprint::Unread, NUMERICS_VERSION).1, base.1);
-        assert_ne!(ids(&a, NUMERICS_VERSION + 1).1, base.1);
+        assert_ne!(ids(&changed, numerics_version(ModelKind::Cnn)).1, base.1);
+        assert_ne!(
+            ids(&DataFingerprint::Unread, numerics_version(ModelKind::Cnn)).1,
+            base.1
+        );
+        assert_ne!(ids(&a, numerics_version(ModelKind::Cnn) + 1).1, base.1);
         let mut moved = spec.clone();
         moved.data.dir = "/somewhere/else".into();
         let mv = Value::try_from(&moved).unwrap();
-        assert_eq!(ids_of_value(&mv, &a, NUMERICS_VERSION).unwrap(), base);
+        assert_eq!(
+            ids_of_value(&mv, &a, numerics_version(ModelKind::Cnn)).unwrap(),
+            base
+        );
     }
 
     #[test]

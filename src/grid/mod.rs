@@ -159,7 +159,8 @@ pub fn expand_with(
         .collect();
     base_pieces.sort_by(|a, b| a.0.cmp(b.0));
     let base_data = data(&base_spec.data);
-    let base_beyond = identity::beyond_config(&base_data, identity::NUMERICS_VERSION);
+    let base_numerics = identity::numerics_version(base_spec.model.kind);
+    let base_beyond = identity::beyond_config(&base_data, base_numerics);
 
     let total = (total / repeats as u128) as usize;
     let mut runs = Vec::with_capacity(total);
@@ -210,9 +211,14 @@ pub fn expand_with(
             .collect();
         let changes_data = sections.contains_key("data");
         let config = build_run(index, &base_spec, sections, &varied)?;
-        let (run_data, beyond) = if changes_data {
-            let d = data(&config.data);
-            let b = identity::beyond_config(&d, identity::NUMERICS_VERSION);
+        let numerics = identity::numerics_version(config.model.kind);
+        let (run_data, beyond) = if changes_data || numerics != base_numerics {
+            let d = if changes_data {
+                data(&config.data)
+            } else {
+                base_data.clone()
+            };
+            let b = identity::beyond_config(&d, numerics);
             (d, std::borrow::Cow::Owned(b))
         } else {
             (

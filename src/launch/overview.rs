@@ -91,7 +91,7 @@ pub fn collect(
             (Some(plan), Some(c)) => store::check_current(
                 plan,
                 &fingerprints.data(&c.data),
-                crate::grid::identity::NUMERICS_VERSION,
+                crate::grid::identity::numerics_version(c.model.kind),
             )
             .err()
             .map(|s| s.to_string()),

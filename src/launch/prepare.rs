@@ -99,7 +99,7 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         name: p.name.clone(),
         varied: p.varied.clone(),
         data: p.data.clone(),
-        numerics: crate::grid::identity::NUMERICS_VERSION,
+        numerics: crate::grid::identity::numerics_version(p.config.model.kind),
         replicate: p.replicate.clone(),
     };
     match store::read_config(&dir)? {

@@ -100,12 +100,27 @@ impl Encoded {
 }
 
 /// The recorded steps of one training forward pass, one per LSTM (see
-/// [`Seq2Seq::train_loss`]).
+/// [`Seq2Seq::train_loss`]), and the dropped-out embeddings whose projection ran outside
+/// autograd (see [`Seq2Seq::step_inputs`]).
 #[derive(Debug, Default)]
 pub struct Recordings {
     enc_fwd: Recording,
     enc_bwd: Recording,
     dec: Recording,
+    src: Option<DroppedInputs>,
+    tgt: Option<DroppedInputs>,
+}
+
+/// A sequence's embeddings after dropout, time-major (`[T * B, E]`, row `t * B + b`), as a
+/// recorded training step feeds them to its LSTMs.
+#[derive(Debug)]
+struct DroppedInputs {
+    /// `[T * B]` u32: the embedded tokens.
+    ids: Tensor,
+    /// `[T * B, E]`: the mask values (0 or 1 / (1 - p)).
+    mask: Tensor,
+    /// `[T * B, E]`: the embeddings times the mask, detached.
+    x: Tensor,
 }
 
 /// The translator.
@@ -138,6 +153,19 @@ fn embedding(
         .collect();
     values[..dim].fill(0.0);
     params.add(name, values, (vocab, dim), device)
+}
+
+/// Adds to `table`'s gradient the gradient `dx` (`[T * B, E]`) of the dropped embeddings
+/// `inputs`: through the mask, then summed into the rows of the embedded tokens.
+fn add_table_grad(
+    table: &Tensor,
+    inputs: &DroppedInputs,
+    dx: Tensor,
+    grads: &mut candle_core::backprop::GradStore,
+) -> Result<()> {
+    let rows = dx.mul(&inputs.mask)?;
+    let g = table.zeros_like()?.index_add(&inputs.ids, &rows, 0)?;
+    super::lstm::accumulate(grads, table, g)
 }
 
 impl Seq2Seq {
@@ -200,16 +228,23 @@ impl Seq2Seq {
 
     /// Each time step's input projection `[B, 4H]` for `lstm` of the tokens `cols` (one
     /// `[B]` column per step) embedded by `table`. Without dropout, one product projects the
-    /// whole (small) table and each step looks its rows up; with dropout, each step's
-    /// embeddings get their slice of one `[B, T, E]` mask (drawn in the order a whole-batch
-    /// mask would be) and are projected on their own. Either way no step slices a
-    /// `[B, T, ...]` tensor, whose backward pass Candle pads to the full size every step.
+    /// whole (small) table and each step looks its rows up. With dropout the embeddings get
+    /// one `[B, T, E]` mask (drawn in the order a whole-batch mask is). A recorded training
+    /// step on the fused CPU path (`record` given) then projects all steps' dropped
+    /// embeddings in one product per LSTM *outside* autograd and keeps them in `record`:
+    /// [`Seq2Seq::backward`] takes their gradient from the gates' gradients the LSTM steps
+    /// recorded, again in one product per LSTM, instead of a product, a mask, a lookup and
+    /// a full-size weight-gradient sum per step and LSTM in Candle's backward pass. Otherwise
+    /// each step's embeddings get their slice of the mask and are projected on their own.
+    /// No step slices a tracked `[B, T, ...]` tensor, whose backward pass Candle pads to the
+    /// full size every step.
     fn step_inputs(
         &self,
         lstms: &[&Lstm],
         table: &Tensor,
         cols: &[Tensor],
         dropout: &mut Option<&mut Dropout>,
+        record: Option<&mut Option<DroppedInputs>>,
     ) -> Result<Vec<Vec<Tensor>>> {
         let t = cols.len();
         let n = match cols.first() {
@@ -218,8 +253,30 @@ impl Seq2Seq {
         };
         let e = table.dim(1)?;
         let mask = dropout.as_deref_mut().and_then(|d| d.mask(n * t * e));
-        match mask {
-            None => lstms
+        let record = record.filter(|_| super::lstm_cell::fused(table) && t > 0);
+        match (mask, record) {
+            (Some(mask), Some(record)) => {
+                // Time-major, so that step j's rows are one contiguous block.
+                let mut tm = Vec::with_capacity(mask.len());
+                for j in 0..t {
+                    for i in 0..n {
+                        tm.extend_from_slice(&mask[(i * t + j) * e..(i * t + j + 1) * e]);
+                    }
+                }
+                let mask = Tensor::from_vec(tm, (t * n, e), &self.device)?;
+                let ids = Tensor::cat(cols, 0)?;
+                let x = table.detach().index_select(&ids, 0)?.mul(&mask)?;
+                let steps = lstms
+                    .iter()
+                    .map(|l| {
+                        let xp = l.project_detached(&x)?;
+                        (0..t).map(|j| xp.narrow(0, j * n, n)).collect()
+                    })
+                    .collect();
+                *record = Some(DroppedInputs { ids, mask, x });
+                steps
+            }
+            (None, _) => lstms
                 .iter()
                 .map(|l| {
                     let projected = l.input_table(table)?;
@@ -228,7 +285,7 @@ impl Seq2Seq {
                         .collect()
                 })
                 .collect(),
-            Some(mask) => {
+            (Some(mask), None) => {
                 let embedded = cols
                     .iter()
                     .enumerate()
@@ -260,15 +317,16 @@ impl Seq2Seq {
         mut dropout: Option<&mut Dropout>,
         rec: Option<&mut Recordings>,
     ) -> Result<Encoded> {
-        let (rf, rb) = match rec {
-            Some(r) => (Some(&mut r.enc_fwd), Some(&mut r.enc_bwd)),
-            None => (None, None),
+        let (rf, rb, rs) = match rec {
+            Some(r) => (Some(&mut r.enc_fwd), Some(&mut r.enc_bwd), Some(&mut r.src)),
+            None => (None, None, None),
         };
         let mut xp = self.step_inputs(
             &[&self.enc_fwd, &self.enc_bwd],
             &self.src_emb,
             &b.src_steps,
             &mut dropout,
+            rs,
         )?;
         let (xb, xf) = (xp.pop(), xp.pop());
         let (Some(xf), Some(xb)) = (xf, xb) else {
@@ -374,6 +432,21 @@ impl Seq2Seq {
         rec: Recordings,
     ) -> Result<candle_core::backprop::GradStore> {
         let mut grads = loss.backward()?;
+        if let Some(src) = &rec.src {
+            let df = self
+                .enc_fwd
+                .add_input_grad(&rec.enc_fwd, false, &src.x, &mut grads)?;
+            let db = self
+                .enc_bwd
+                .add_input_grad(&rec.enc_bwd, true, &src.x, &mut grads)?;
+            add_table_grad(&self.src_emb, src, (df + db)?, &mut grads)?;
+        }
+        if let Some(tgt) = &rec.tgt {
+            let d = self
+                .dec
+                .add_input_grad(&rec.dec, false, &tgt.x, &mut grads)?;
+            add_table_grad(&self.tgt_emb, tgt, d, &mut grads)?;
+        }
         self.enc_fwd.add_recurrent_grad(rec.enc_fwd, &mut grads)?;
         self.enc_bwd.add_recurrent_grad(rec.enc_bwd, &mut grads)?;
         self.dec.add_recurrent_grad(rec.dec, &mut grads)?;
@@ -390,7 +463,13 @@ impl Seq2Seq {
         let enc = self.encode_rec(b, dropout.as_deref_mut(), rec.as_deref_mut())?;
         let (n, t) = b.tgt_in.dims2()?;
         let xp = self
-            .step_inputs(&[&self.dec], &self.tgt_emb, &b.tgt_steps, &mut dropout)?
+            .step_inputs(
+                &[&self.dec],
+                &self.tgt_emb,
+                &b.tgt_steps,
+                &mut dropout,
+                rec.as_deref_mut().map(|r| &mut r.tgt),
+            )?
             .pop();
         let Some(xp) = xp else {
             candle_core::bail!("decoder: missing step inputs")
@@ -556,8 +635,17 @@ mod tests {
     /// same loss and the same gradient for every variable as plain autograd.
     #[test]
     fn recorded_backward_matches_autograd() {
-        for att in [Attention::None, Attention::General] {
+        // With dropout the recorded step projects the embeddings outside autograd; the same
+        // masks (same seed) must give plain autograd's loss and gradients.
+        for (att, p) in [
+            (Attention::None, 0.0),
+            (Attention::General, 0.0),
+            (Attention::None, 0.3),
+            (Attention::General, 0.3),
+        ] {
             let m = tiny(att);
+            let drop = || Dropout::new(p, ChaCha8Rng::seed_from_u64(9));
+            let (mut d1, mut d2) = (drop(), drop());
             let ex = [
                 Example {
                     src: vec![4, 5, 6, 7, 8],
@@ -570,13 +658,16 @@ mod tests {
             ];
             let refs: Vec<&Example> = ex.iter().collect();
             let bt = BatchTensors::new(&Batch::new(&refs), &Device::Cpu).unwrap();
-            let (plain, _) = m.loss(&bt, None).unwrap();
+            let (plain, _) = m.loss(&bt, Some(&mut d1)).unwrap();
             let want = plain.backward().unwrap();
-            let (loss, _, rec) = m.train_loss(&bt, None).unwrap();
-            assert_eq!(
+            let (loss, _, rec) = m.train_loss(&bt, Some(&mut d2)).unwrap();
+            let (a, b) = (
                 loss.to_scalar::<f32>().unwrap(),
-                plain.to_scalar::<f32>().unwrap()
+                plain.to_scalar::<f32>().unwrap(),
             );
+            // Without dropout both paths run the same ops: the same bits.
+            let tol = if p == 0.0 { 0.0 } else { 1e-6 * b.abs() };
+            assert!((a - b).abs() <= tol, "{att:?} p={p}: {a} vs {b}");
             let got = m.backward(&loss, rec).unwrap();
             for (name, var) in m.params().named() {
                 let v = |g: &candle_core::backprop::GradStore| {
@@ -591,7 +682,7 @@ mod tests {
                 for (x, y) in a.iter().zip(&b) {
                     assert!(
                         (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                        "{att:?} {name}: {x} vs {y}"
+                        "{att:?} p={p} {name}: {x} vs {y}"
                     );
                 }
             }

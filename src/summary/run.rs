@@ -157,7 +157,7 @@ pub fn load_run(
     let stale = store::check_current(
         &plan,
         &fingerprints.data(&spec.data),
-        crate::grid::identity::NUMERICS_VERSION,
+        crate::grid::identity::numerics_version(spec.model.kind),
     )
     .err()
     .map(|s| s.to_string());

@@ -62,7 +62,7 @@ pub fn write_run(exp_dir: &Path, run: &FakeRun) {
         "name": run.name,
         "varied": run.varied,
         // Written by this build: current, unless a test says otherwise.
-        "numerics": orchestrate::grid::identity::NUMERICS_VERSION,
+        "numerics": orchestrate::grid::identity::numerics_version(run.spec.model.kind),
     });
     std::fs::write(rd.plan(), serde_json::to_string(&plan).unwrap()).unwrap();
     if let Some(state) = run.state {
