@@ -107,6 +107,14 @@ pub struct WorkerEnv {
     pub parent_pid: Option<u32>,
 }
 
+/// Allocator settings a worker starts with unless the user's environment sets them.
+/// mimalloc reads them when the process starts, so only the parent can set them. A purge
+/// delay of -1 keeps freed pages mapped: Candle frees and allocates step-sized buffers all
+/// the time, and with the default delay the kernel zeroed 2 MB pages for them again and
+/// again (18% of a seq2seq step; `bench/notes/seq2seq.md`, change 10). A worker's memory
+/// then stays at its peak, which it reaches every step anyway.
+pub const ALLOCATOR_VARS: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "-1")];
+
 impl WorkerEnv {
     /// Reads [`vars`] from the process environment.
     pub fn from_env() -> Result<Self, WorkerError> {
@@ -159,6 +167,11 @@ impl WorkerEnv {
         }
         if let Some(p) = self.parent_pid {
             v.push((vars::PARENT_PID, p.to_string()));
+        }
+        for (k, value) in ALLOCATOR_VARS {
+            if std::env::var_os(k).is_none() {
+                v.push((k, value.to_string()));
+            }
         }
         v
     }
