@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The seq2seq rows' `data.max_len`, the homework's (experiments/q3_attention.toml).
+const S2S_MAX_LEN: usize = 20;
+
 /// Exit status of `torch_ref.py` when torch is not importable.
 const NO_TORCH: i32 = 3;
 
@@ -54,6 +57,10 @@ struct Opts {
     cnn: bool,
     /// Timed seq2seq training steps.
     s2s_steps: usize,
+    /// The seq2seq rows' Spanish-English pairs (`None`: the committed data/spa-eng-mini).
+    pairs_dir: Option<PathBuf>,
+    /// The seq2seq rows' dropout (the homework's 0.3 by default).
+    s2s_dropout: f64,
     python: String,
     out: Option<PathBuf>,
 }
@@ -73,6 +80,8 @@ impl Opts {
             seq2seq: true,
             cnn: true,
             s2s_steps: 40,
+            pairs_dir: None,
+            s2s_dropout: 0.3,
             python: std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()),
             out: None,
         };
@@ -103,6 +112,15 @@ impl Opts {
                     o.eval_passes = number("--eval-passes", value("--eval-passes")?)?.max(1)
                 }
                 "--python" => o.python = value("--python")?,
+                "--pairs-dir" => o.pairs_dir = Some(PathBuf::from(value("--pairs-dir")?)),
+                "--s2s-dropout" => {
+                    let v = value("--s2s-dropout")?;
+                    o.s2s_dropout = v
+                        .parse()
+                        .ok()
+                        .filter(|p| (0.0..1.0).contains(p))
+                        .ok_or_else(|| format!("--s2s-dropout: {v:?} is not in [0, 1)"))?;
+                }
                 "--out" => o.out = Some(PathBuf::from(value("--out")?)),
                 "--no-torch" => o.torch = false,
                 "--no-grid" => o.grid = false,
@@ -136,7 +154,7 @@ impl Opts {
 
 const HELP: &str = "cargo bench --bench train -- [--reps N] [--steps N] [--steps-64 N] [--warmup N] \
 [--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--no-torch] [--no-grid] [--no-seq2seq] [--no-cnn] \
-[--quick] [--python PATH] [--out FILE]";
+[--pairs-dir DIR] [--s2s-dropout P] [--quick] [--python PATH] [--out FILE]";
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,11 +175,14 @@ enum Work {
     /// Wall seconds of the whole bench grid: ours with `--jobs jobs --threads 1`, PyTorch one
     /// process per run, one after another, with `torch_threads` (0 = all cores).
     Grid { jobs: usize, torch_threads: usize },
-    /// Seq2seq (Q3 translator) training sentences per second at `batch` on `threads`.
+    /// Seq2seq (Q3 translator) training sentences per second at `batch` on `threads`, with
+    /// `dropout`, on the pairs that `pairs` names (`--pairs-dir`).
     TrainSeq2seq {
         batch: usize,
         threads: usize,
         attention: bool,
+        dropout: f64,
+        pairs: String,
     },
     /// Wall seconds of the Q3 bench grid, as `Grid` (PyTorch: one process per grid point).
     Q3Grid { jobs: usize, torch_threads: usize },
@@ -192,13 +213,18 @@ impl Work {
                 batch,
                 threads,
                 attention,
+                dropout,
+                pairs,
             } => {
                 let att = if *attention {
                     "attention"
                 } else {
                     "no attention"
                 };
-                format!("train seq2seq ({att}), batch {batch}, {threads} thr")
+                format!(
+                    "train seq2seq ({att}, dropout {dropout}, {pairs}), batch {batch}, \
+                     {threads} thr"
+                )
             }
             Work::Q3Grid {
                 jobs,
@@ -286,12 +312,19 @@ fn main() {
     }
     let q3_grid = plan(opts.seq2seq && opts.grid, GridPlan::load_q3, "Q3 grid");
     if opts.seq2seq {
+        // Named by the folder, so a results file says which pairs were used.
+        let pairs = opts.pairs_dir.as_deref().map_or_else(
+            || "data/spa-eng-mini".to_string(),
+            |d| d.display().to_string(),
+        );
         for batch in [8, 64] {
             for threads in [1, 2] {
                 work.push(Work::TrainSeq2seq {
                     batch,
                     threads,
                     attention: true,
+                    dropout: opts.s2s_dropout,
+                    pairs: pairs.clone(),
                 });
             }
         }
@@ -381,7 +414,7 @@ fn main() {
 fn opts_line(o: &Opts, torch: bool) -> String {
     format!(
         "cargo bench --bench train -- --reps {} --steps {} --steps-64 {} --warmup {} \
-         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {}{}{}{}{}",
+         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {} --s2s-dropout {}{}{}{}{}{}",
         o.reps,
         o.steps,
         o.steps_64,
@@ -390,6 +423,10 @@ fn opts_line(o: &Opts, torch: bool) -> String {
         o.eval_passes,
         o.grid_reps,
         o.s2s_steps,
+        o.s2s_dropout,
+        o.pairs_dir
+            .as_ref()
+            .map_or_else(String::new, |d| format!(" --pairs-dir {}", d.display())),
         if torch { "" } else { " --no-torch" },
         if o.grid { "" } else { " --no-grid" },
         if o.seq2seq { "" } else { " --no-seq2seq" },
@@ -523,17 +560,24 @@ impl Runner<'_> {
                         batch,
                         threads,
                         attention,
-                    } => (
-                        *threads,
-                        vec![
+                        dropout,
+                        ..
+                    } => {
+                        let mut v = vec![
                             "seq2seq".to_string(),
                             format!("--batch={batch}"),
                             format!("--steps={}", o.s2s_steps),
                             "--warmup=3".to_string(),
                             format!("--max-seconds={}", o.max_seconds),
                             format!("--attention={attention}"),
-                        ],
-                    ),
+                            format!("--dropout={dropout}"),
+                            format!("--max-len={S2S_MAX_LEN}"),
+                        ];
+                        if let Some(d) = &o.pairs_dir {
+                            v.push(format!("--pairs-dir={}", d.display()));
+                        }
+                        (*threads, v)
+                    }
                     Work::Grid { .. } | Work::Q3Grid { .. } => unreachable!("handled above"),
                 };
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -542,6 +586,12 @@ impl Runner<'_> {
                     .args(&args)
                     .env("RAYON_NUM_THREADS", threads.to_string())
                     .env("CANDLE_NUM_THREADS", threads.to_string());
+                // The allocator settings a worker gets, so the child times what users run.
+                for (k, v) in orchestrate::worker::ALLOCATOR_VARS {
+                    if std::env::var_os(k).is_none() {
+                        cmd.env(k, v);
+                    }
+                }
                 field(&json_of(cmd)?, work)
             }
             (_, Side::Torch) => {
@@ -566,6 +616,8 @@ impl Runner<'_> {
                         batch,
                         threads,
                         attention,
+                        dropout,
+                        ..
                     } => {
                         let mut v = vec![
                             "train-seq2seq".to_string(),
@@ -574,7 +626,12 @@ impl Runner<'_> {
                             "--warmup=3".to_string(),
                             format!("--max-seconds={}", o.max_seconds),
                             format!("--threads={threads}"),
+                            format!("--dropout={dropout}"),
+                            format!("--max-len={S2S_MAX_LEN}"),
                         ];
+                        if let Some(d) = &o.pairs_dir {
+                            v.push(format!("--data-dir={}", d.display()));
+                        }
                         if *attention {
                             v.push("--attention".into());
                         }

@@ -101,13 +101,29 @@ pub fn main(args: &[String]) -> i32 {
         Some("split") => split(get("batch", 8), get("steps", 100), get("warmup", 20)),
         Some("eval") => eval(get("passes", 5)),
         Some("matmul") => matmul(),
-        Some("seq2seq") => crate::seq2seq::train(
-            get("batch", 64),
-            get("steps", 40),
-            get("warmup", 3),
-            max_seconds,
-            !args.iter().any(|a| a == "--attention=false"),
-        ),
+        Some("seq2seq") => {
+            let text = |name: &str| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            };
+            let pairs_dir = text("pairs-dir").map_or_else(
+                || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/spa-eng-mini"),
+                PathBuf::from,
+            );
+            let workload = crate::seq2seq::Workload {
+                pairs_dir: &pairs_dir,
+                max_len: get("max-len", 20),
+                dropout: text("dropout").and_then(|v| v.parse().ok()).unwrap_or(0.3),
+                attention: text("attention") != Some("false"),
+            };
+            crate::seq2seq::train(
+                get("batch", 64),
+                get("steps", 40),
+                get("warmup", 3),
+                max_seconds,
+                &workload,
+            )
+        }
         other => Err(format!("unknown child command {other:?}")),
     };
     match result {

@@ -1,8 +1,9 @@
 //! Our side of the seq2seq measurements (`train --child seq2seq ...`): the homework Q3
-//! translator (experiments/q3_attention.toml sizes) trained on data/spa-eng-mini with the
-//! step `train::seq2seq` takes: a padded batch moved to the device, teacher-forced loss read
-//! back to the host, backward and our Adam step. Prints one JSON object like
-//! `bench/torch_ref.py train-seq2seq`.
+//! translator (experiments/q3_attention.toml sizes) trained on the pairs of `--pairs-dir`
+//! (the homework's own with `../shared/data/spa-eng-ist`; data/spa-eng-mini by default) with
+//! the homework's dropout, by the step `train::seq2seq` takes: a padded batch moved to the
+//! device, teacher-forced loss read back to the host, backward and our Adam step. Prints one
+//! JSON object like `bench/torch_ref.py train-seq2seq`.
 
 use candle_core::Device;
 use orchestrate::data::pairs::{Batch, ParallelData};
@@ -13,19 +14,29 @@ use orchestrate::spec::{Attention, DataFormat, DataSpec, ModelSpec, OptimizerKin
 use orchestrate::train::optim::{GpuOptim, Optimizer};
 use orchestrate::train::seeding::{Stream, stream_rng};
 use orchestrate::train::seq2seq_step::StepRunner;
+use std::path::Path;
 use std::time::Instant;
 
 const SEED: u64 = 42;
 
-/// The Q3 data and model: `bench/q3_grid.toml`'s settings.
-pub fn setup(attention: bool) -> Result<(ParallelData, Seq2Seq), String> {
+/// What a seq2seq measurement trains on and with.
+#[derive(Debug, Clone)]
+pub struct Workload<'a> {
+    pub pairs_dir: &'a Path,
+    pub max_len: usize,
+    pub dropout: f64,
+    pub attention: bool,
+}
+
+/// The Q3 data and model: experiments/q3_attention.toml's sizes on `w`'s pairs.
+pub fn setup(w: &Workload) -> Result<(ParallelData, Seq2Seq), String> {
     let data = ParallelData::load(&DataSpec {
         format: DataFormat::TsvPairs,
-        dir: concat!(env!("CARGO_MANIFEST_DIR"), "/data/spa-eng-mini").into(),
+        dir: w.pairs_dir.to_string_lossy().into_owned(),
         train: "train-eng-spa.txt".into(),
         dev: "val-eng-spa.txt".into(),
         test: "test-eng-spa.txt".into(),
-        max_len: 30,
+        max_len: w.max_len,
         ..DataSpec::default()
     })
     .map_err(|e| e.to_string())?;
@@ -33,9 +44,9 @@ pub fn setup(attention: bool) -> Result<(ParallelData, Seq2Seq), String> {
         embedding_dim: 128,
         encoder_hidden: 64,
         decoder_hidden: 128,
-        dropout: 0.0,
+        dropout: w.dropout,
         tie_embeddings: true,
-        attention: if attention {
+        attention: if w.attention {
             Attention::General
         } else {
             Attention::None
@@ -57,10 +68,10 @@ pub fn train(
     steps: usize,
     warmup: usize,
     max_seconds: f64,
-    attention: bool,
+    w: &Workload,
 ) -> Result<serde_json::Value, String> {
     let c = |e: candle_core::Error| e.to_string();
-    let (data, model) = setup(attention)?;
+    let (data, model) = setup(w)?;
     let n = data.train.examples.len();
     let order = permutation(n, &mut stream_rng(SEED, Stream::Shuffle, 1));
     let batches = (0..n)
@@ -79,7 +90,7 @@ pub fn train(
     };
     let mut opt =
         Optimizer::new(&spec, model.params().named().to_vec(), GpuOptim::default()).map_err(c)?;
-    let mut dropout = Dropout::new(0.0, stream_rng(SEED, Stream::Dropout, 1));
+    let mut dropout = Dropout::new(w.dropout, stream_rng(SEED, Stream::Dropout, 1));
     // As the product's training loop does (`train::seq2seq_step::StepRunner`).
     let runner = StepRunner::new();
     let mut step = |i: usize| -> candle_core::Result<f32> {
