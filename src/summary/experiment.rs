@@ -248,9 +248,9 @@ impl ExperimentSummary {
             .map_or(conf.runner_up.as_str(), |c| {
                 if c.name.is_empty() { &c.id } else { &c.name }
             });
-        let p = conf
-            .welch_p
-            .map_or(String::new(), |p| format!(", Welch p={}", fmt_p(p.get())));
+        let p = conf.welch_p.map_or(String::new(), |p| {
+            format!(", Welch {}", super::num::p_clause(p.get()))
+        });
         if conf.distinguishable {
             format!("; better than {other} with 95% confidence (intervals apart{p})")
         } else {
@@ -445,15 +445,6 @@ fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<Strin
         varied: s.varied.clone(),
         metrics: s.metrics.clone(),
         config: s.config.clone(),
-    }
-}
-
-/// A p-value for people: three significant digits, `<0.0001` below that.
-fn fmt_p(p: f64) -> String {
-    if p < 1e-4 {
-        "<0.0001".into()
-    } else {
-        format!("{p:.3}")
     }
 }
 

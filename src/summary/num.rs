@@ -103,6 +103,22 @@ pub fn fmt_delta(d: f64) -> String {
     }
 }
 
+/// A p-value for people: four decimals, `<0.0001` below that.
+pub fn fmt_p(p: f64) -> String {
+    if p < 1e-4 {
+        "<0.0001".into()
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+/// `p=0.0312`, or `p<0.0001`.
+pub fn p_clause(p: f64) -> String {
+    let shown = fmt_p(p);
+    let sep = if shown.starts_with('<') { "" } else { "=" };
+    format!("p{sep}{shown}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,12 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use super::SummaryError;
+use super::configurations::{ConfigurationEntry, Stat};
 use super::experiment::{ExperimentSummary, RunEntry, show_value, state_name};
 
 const FONT: &str = "sans-serif";
@@ -66,7 +67,8 @@ pub fn write_report(
     let metric = summary.select.metric.as_str();
     let mut files = Vec::new();
     for tag in ["train/loss", metric] {
-        if runs.iter().any(|r| !series(r, tag).is_empty()) {
+        let curves = curves(summary, tag);
+        if curves.iter().any(|c| !c.points.is_empty()) {
             let path = out_dir.join(format!("{}.png", file_stem(tag)));
             // Put the legend where the curves are not: losses fall, so they leave the top
             // right free; a rising metric leaves the bottom right free.
@@ -76,49 +78,53 @@ pub fn write_report(
             } else {
                 SeriesLabelPosition::UpperRight
             };
-            render(&path, |root| epoch_figure(root, summary, tag, corner))?;
+            render(&path, |root| {
+                epoch_figure(root, summary, &curves, tag, corner)
+            })?;
             files.push(path);
         }
     }
-    let bars: Vec<Bar> = runs
+    let items = items(summary);
+    let bars: Vec<Bar> = items
         .iter()
-        .filter_map(|r| {
-            let v = r.metrics.best?.get();
-            let label = match r.rank {
-                Some(_) => r.label().to_string(),
-                None => format!("{} ({})", r.label(), state_name(r.state)),
-            };
-            let fill = if r.winner {
+        .filter_map(|it| {
+            let (v, interval) = it.select?;
+            let fill = if it.winner {
                 WINNER
-            } else if r.rank.is_none() {
+            } else if it.set_apart {
                 SET_APART
             } else {
                 RGBColor(70, 110, 180)
             };
-            v.is_finite().then_some(Bar {
-                label,
+            v.is_finite().then(|| Bar {
+                label: it.label.clone(),
                 value: v,
+                interval,
                 fill,
             })
         })
         .collect();
     if !bars.is_empty() {
         let path = out_dir.join(format!("final_{}.png", file_stem(metric)));
-        let title = format!("{} per grid point (best epoch)", metric);
+        let title = if summary.configurations.is_empty() {
+            format!("{metric} per grid point (best epoch)")
+        } else {
+            format!("{metric} per configuration (mean, 95% interval)")
+        };
         render(&path, |root| bar_figure(root, &title, metric, &bars))?;
         files.push(path);
     }
     if let Some((group_key, bar_key)) = two_axes(&runs) {
         let test_tag = test_counterpart(metric);
         for tag in [Some(metric.to_string()), test_tag].into_iter().flatten() {
-            let value = |r: &RunEntry| {
+            let value = |it: &Item| {
                 if tag == metric {
-                    r.metrics.best.map(|v| v.get())
+                    it.select
                 } else {
-                    r.metrics.test.get(&tag).map(|v| v.get())
+                    it.test.get(&tag).copied()
                 }
             };
-            if runs.iter().filter_map(|r| value(r)).all(|v| !v.is_finite()) {
+            if items.iter().filter_map(&value).all(|(v, _)| !v.is_finite()) {
                 continue;
             }
             let path = out_dir.join(format!(
@@ -128,7 +134,7 @@ pub fn write_report(
                 file_stem(&bar_key)
             ));
             render(&path, |root| {
-                grouped_figure(root, &runs, &group_key, &bar_key, &tag, &value)
+                grouped_figure(root, &items, &group_key, &bar_key, &tag, &value)
             })?;
             files.push(path);
         }
@@ -164,6 +170,148 @@ fn series(r: &RunEntry, tag: &str) -> Vec<(f64, f64)> {
         .iter()
         .filter_map(|row| row.values.get(tag).map(|v| (row.epoch as f64, v.get())))
         .filter(|(_, v)| v.is_finite())
+        .collect()
+}
+
+/// One line of an epoch figure: a run's values, or a configuration's mean over its
+/// replicates with their lowest and highest value as a band.
+struct Curve {
+    label: String,
+    winner: bool,
+    set_apart: bool,
+    points: Vec<BandPoint>,
+}
+
+/// A curve's value at one epoch; `low == high == mean` for a single run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BandPoint {
+    epoch: f64,
+    mean: f64,
+    low: f64,
+    high: f64,
+}
+
+/// Per epoch, the mean, lowest and highest finite value of `tag` over `runs`, at the epochs
+/// any of them recorded (a replicate that stopped early leaves the later epochs to the rest).
+fn band(runs: &[&RunEntry], tag: &str) -> Vec<BandPoint> {
+    let mut at: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for r in runs {
+        for (epoch, v) in series(r, tag) {
+            at.entry(epoch as usize).or_default().push(v);
+        }
+    }
+    at.into_iter()
+        .map(|(epoch, vs)| BandPoint {
+            epoch: epoch as f64,
+            mean: vs.iter().sum::<f64>() / vs.len() as f64,
+            low: vs.iter().copied().fold(f64::INFINITY, f64::min),
+            high: vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+        .collect()
+}
+
+/// The curves of `tag`: one per configuration when the experiment has replicates, else one
+/// per run.
+fn curves(summary: &ExperimentSummary, tag: &str) -> Vec<Curve> {
+    let runs: Vec<&RunEntry> = summary.all_runs().collect();
+    if summary.configurations.is_empty() {
+        return runs
+            .iter()
+            .map(|r| Curve {
+                label: r.label().to_string(),
+                winner: r.winner,
+                set_apart: r.rank.is_none(),
+                points: band(&[r], tag),
+            })
+            .collect();
+    }
+    summary
+        .configurations
+        .iter()
+        .map(|c| Curve {
+            label: configuration_label(c),
+            winner: c.winner,
+            set_apart: c.rank.is_none(),
+            points: band(&replicates(&runs, c), tag),
+        })
+        .collect()
+}
+
+/// The runs of configuration `c`.
+fn replicates<'a>(runs: &[&'a RunEntry], c: &ConfigurationEntry) -> Vec<&'a RunEntry> {
+    runs.iter()
+        .copied()
+        .filter(|r| r.replicate.is_some() && r.configuration() == c.id)
+        .collect()
+}
+
+/// `lr0.0005 (n=5)`, with the reason a configuration is set apart.
+fn configuration_label(c: &ConfigurationEntry) -> String {
+    let n = c.runs.len();
+    match (c.rank, &c.reason) {
+        (None, Some(why)) => format!("{} (n={n}, {why})", c.name),
+        _ => format!("{} (n={n})", c.name),
+    }
+}
+
+/// A value with its 95% interval, when it is a mean of replicates.
+type Valued = (f64, Option<(f64, f64)>);
+
+/// One bar of the final-metric figures: a run, or a configuration of replicates.
+struct Item {
+    label: String,
+    index: usize,
+    winner: bool,
+    set_apart: bool,
+    varied: BTreeMap<String, serde_json::Value>,
+    /// The select metric at the best epoch (its mean for a configuration).
+    select: Option<Valued>,
+    test: BTreeMap<String, Valued>,
+}
+
+/// The bars of the final-metric figures, best first: configurations when the experiment has
+/// replicates, else runs.
+fn items(summary: &ExperimentSummary) -> Vec<Item> {
+    let stat = |s: &Stat| {
+        (
+            s.mean.get(),
+            s.ci95.as_ref().map(|[lo, hi]| (lo.get(), hi.get())),
+        )
+    };
+    if summary.configurations.is_empty() {
+        return summary
+            .all_runs()
+            .map(|r| Item {
+                label: match r.rank {
+                    Some(_) => r.label().to_string(),
+                    None => format!("{} ({})", r.label(), state_name(r.state)),
+                },
+                index: r.index,
+                winner: r.winner,
+                set_apart: r.rank.is_none(),
+                varied: r.varied.clone(),
+                select: r.metrics.best.map(|v| (v.get(), None)),
+                test: r
+                    .metrics
+                    .test
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (v.get(), None)))
+                    .collect(),
+            })
+            .collect();
+    }
+    summary
+        .configurations
+        .iter()
+        .map(|c| Item {
+            label: configuration_label(c),
+            index: c.index,
+            winner: c.winner,
+            set_apart: c.rank.is_none(),
+            varied: c.varied.clone(),
+            select: c.select.as_ref().map(stat),
+            test: c.test.iter().map(|(k, v)| (k.clone(), stat(v))).collect(),
+        })
         .collect()
 }
 
@@ -227,21 +375,29 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// `tag` per epoch for every run; the winner drawn last, thick and red.
+/// `tag` per epoch for every curve; the winner drawn last, thick and red. A configuration's
+/// band (its replicates' lowest to highest value) is shaded under its mean.
 fn epoch_figure(
     root: &Area,
     summary: &ExperimentSummary,
+    curves: &[Curve],
     tag: &str,
     corner: SeriesLabelPosition,
 ) -> DrawResult {
-    let runs: Vec<&RunEntry> = summary.all_runs().collect();
-    let all: Vec<(f64, f64)> = runs.iter().flat_map(|r| series(r, tag)).collect();
-    let max_epoch = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let all: Vec<&BandPoint> = curves.iter().flat_map(|c| &c.points).collect();
+    let max_epoch = all.iter().map(|p| p.epoch).fold(1.0, f64::max);
     let (lo, hi) = padded(
-        all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+        all.iter().map(|p| p.low).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.high).fold(f64::NEG_INFINITY, f64::max),
     );
-    let title = format!("{tag} per epoch: {}", summary.experiment);
+    let title = if summary.configurations.is_empty() {
+        format!("{tag} per epoch: {}", summary.experiment)
+    } else {
+        format!(
+            "{tag} per epoch: {}, mean and range of replicates",
+            summary.experiment
+        )
+    };
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 24))
         .margin(16)
@@ -259,28 +415,37 @@ fn epoch_figure(
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(s)?;
-    let mut order: Vec<&RunEntry> = runs.iter().copied().filter(|r| !r.winner).collect();
-    order.extend(runs.iter().copied().filter(|r| r.winner));
-    let legend = runs.len() <= 12;
+    let mut order: Vec<&Curve> = curves.iter().filter(|c| !c.winner).collect();
+    order.extend(curves.iter().filter(|c| c.winner));
+    let legend = curves.len() <= 12;
     for (i, r) in order.iter().enumerate() {
-        let pts = series(r, tag);
-        if pts.is_empty() {
+        if r.points.is_empty() {
             continue;
         }
+        let base = if r.winner {
+            WINNER
+        } else if r.set_apart {
+            SET_APART
+        } else {
+            color(i)
+        };
         let style = if r.winner {
             WINNER.stroke_width(4)
         } else {
-            let c = if r.rank.is_none() {
-                SET_APART
-            } else {
-                color(i)
-            };
-            c.mix(0.85).stroke_width(2)
+            base.mix(0.85).stroke_width(2)
         };
+        if r.points.iter().any(|p| p.high > p.low) {
+            let mut outline: Vec<(f64, f64)> = r.points.iter().map(|p| (p.epoch, p.high)).collect();
+            outline.extend(r.points.iter().rev().map(|p| (p.epoch, p.low)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, base.mix(0.18))))
+                .map_err(s)?;
+        }
+        let pts: Vec<(f64, f64)> = r.points.iter().map(|p| (p.epoch, p.mean)).collect();
         let label = if r.winner {
-            format!("{} (winner)", r.label())
+            format!("{} (winner)", r.label)
         } else {
-            r.label().to_string()
+            r.label.clone()
         };
         let drawn = chart
             .draw_series(LineSeries::new(pts.clone(), style))
@@ -313,6 +478,8 @@ fn epoch_figure(
 struct Bar {
     label: String,
     value: f64,
+    /// The 95% interval of a configuration's mean, drawn as a whisker.
+    interval: Option<(f64, f64)>,
     fill: RGBColor,
 }
 
@@ -325,7 +492,10 @@ fn bar_figure(root: &Area, title: &str, metric: &str, bars: &[Bar]) -> DrawResul
         .max()
         .unwrap_or(4);
     let label_px = (longest as u32 * 8 + 24).clamp(60, 360);
-    let (lo, hi) = value_axis(bars.iter().map(|b| b.value));
+    let (lo, hi) = value_axis(bars.iter().flat_map(|b| {
+        let (l, h) = b.interval.unwrap_or((b.value, b.value));
+        [b.value, l, h]
+    }));
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 24))
         .margin(16)
@@ -352,13 +522,24 @@ fn bar_figure(root: &Area, title: &str, metric: &str, bars: &[Bar]) -> DrawResul
                 bar.fill.filled(),
             )))
             .map_err(s)?;
+        if let Some((l, h)) = bar.interval {
+            let mid = y + 0.5;
+            chart
+                .draw_series([
+                    PathElement::new(vec![(l, mid), (h, mid)], BLACK.stroke_width(2)),
+                    PathElement::new(vec![(l, y + 0.35), (l, y + 0.65)], BLACK.stroke_width(2)),
+                    PathElement::new(vec![(h, y + 0.35), (h, y + 0.65)], BLACK.stroke_width(2)),
+                ])
+                .map_err(s)?;
+        }
         let (px, py) = chart.backend_coord(&(lo, y + 0.5));
         let name_style = TextStyle::from((FONT, 14))
             .color(&BLACK)
             .pos(Pos::new(HPos::Right, VPos::Center));
         root.draw(&Text::new(name.clone(), (px - 8, py), name_style))
             .map_err(s)?;
-        let (vx, vy) = chart.backend_coord(&(*v, y + 0.5));
+        let end = bar.interval.map_or(*v, |(_, h)| h.max(*v));
+        let (vx, vy) = chart.backend_coord(&(end, y + 0.5));
         let value_style = TextStyle::from((FONT, 13))
             .color(&BLACK)
             .pos(Pos::new(HPos::Left, VPos::Center));
@@ -388,15 +569,15 @@ fn value_axis(values: impl Iterator<Item = f64>) -> (f64, f64) {
 /// Bars grouped by `group_key`, one colour per value of `bar_key` (Q3: attention x decoding).
 fn grouped_figure(
     root: &Area,
-    runs: &[&RunEntry],
+    runs: &[Item],
     group_key: &str,
     bar_key: &str,
     tag: &str,
-    value: &dyn Fn(&RunEntry) -> Option<f64>,
+    value: &dyn Fn(&Item) -> Option<Valued>,
 ) -> DrawResult {
     let values_of = |key: &str| -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
-        let mut sorted: Vec<&&RunEntry> = runs.iter().collect();
+        let mut sorted: Vec<&Item> = runs.iter().collect();
         sorted.sort_by_key(|r| r.index);
         for r in sorted {
             let v = show_value(r.varied.get(key));
@@ -409,7 +590,11 @@ fn grouped_figure(
     let (groups, kinds) = (values_of(group_key), values_of(bar_key));
     let (lo, hi) = value_axis(
         runs.iter()
-            .filter_map(|r| value(r))
+            .filter_map(value)
+            .flat_map(|(v, i)| {
+                let (l, h) = i.unwrap_or((v, v));
+                [v, l, h]
+            })
             .filter(|v| v.is_finite()),
     );
     let title = format!("{tag} by {group_key} and {bar_key}");
@@ -434,18 +619,26 @@ fn grouped_figure(
         let color = color(k);
         let mut rects = Vec::new();
         let mut labels = Vec::new();
+        let mut whiskers = Vec::new();
         for (g, group) in groups.iter().enumerate() {
             let run = runs.iter().find(|r| {
                 show_value(r.varied.get(group_key)) == *group
                     && show_value(r.varied.get(bar_key)) == *kind
             });
-            let Some(v) = run.and_then(|r| value(r)).filter(|v| v.is_finite()) else {
+            let Some((v, interval)) = run.and_then(value).filter(|v| v.0.is_finite()) else {
                 continue;
             };
             let x0 = g as f64 + 0.1 + k as f64 * width;
             let winner = run.is_some_and(|r| r.winner);
             rects.push((x0, v, winner));
-            labels.push((x0 + width / 2.0, v));
+            let mid = x0 + width * 0.46;
+            if let Some((l, h)) = interval {
+                whiskers.push(PathElement::new(
+                    vec![(mid, l), (mid, h)],
+                    BLACK.stroke_width(2),
+                ));
+            }
+            labels.push((mid, interval.map_or(v, |(_, h)| h.max(v)), v));
         }
         let drawn = chart
             .draw_series(rects.iter().map(|&(x0, v, _)| {
@@ -464,8 +657,9 @@ fn grouped_figure(
                 )
             }))
             .map_err(s)?;
-        for (x, v) in labels {
-            let (px, py) = chart.backend_coord(&(x, v));
+        chart.draw_series(whiskers).map_err(s)?;
+        for (x, top, v) in labels {
+            let (px, py) = chart.backend_coord(&(x, top));
             let style = TextStyle::from((FONT, 13))
                 .color(&BLACK)
                 .pos(Pos::new(HPos::Center, VPos::Bottom));
@@ -494,4 +688,44 @@ fn grouped_figure(
         .draw()
         .map_err(s)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, values: &[(usize, f64)]) -> RunEntry {
+        let epochs: Vec<serde_json::Value> = values
+            .iter()
+            .map(|(e, v)| serde_json::json!({"epoch": e, "values": {"dev/accuracy": v}}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "rank": 1, "winner": false, "id": name, "name": name, "index": 0,
+            "state": "done", "attempts": 1, "varied": {}, "config": {},
+            "metrics": {"select": "dev/accuracy", "mode": "max", "best_epoch": 1,
+                        "best": 0.5, "final": {}, "test": {}, "epochs": epochs},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_band_is_the_mean_and_range_of_the_replicates_at_each_epoch() {
+        let a = run("a", &[(1, 0.5), (2, 0.7), (3, 0.8)]);
+        // `b` stopped after two epochs and has a NaN at the first: the band at epoch 1 and 3
+        // is `a`'s alone.
+        let b = run("b", &[(1, f64::NAN), (2, 0.9)]);
+        let got = band(&[&a, &b], "dev/accuracy");
+        let point = |epoch, mean, low, high| BandPoint {
+            epoch,
+            mean,
+            low,
+            high,
+        };
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], point(1.0, 0.5, 0.5, 0.5));
+        assert!((got[1].mean - 0.8).abs() < 1e-12);
+        assert_eq!((got[1].low, got[1].high), (0.7, 0.9));
+        assert_eq!(got[2], point(3.0, 0.8, 0.8, 0.8));
+        assert!(band(&[&a], "train/loss").is_empty());
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::configurations::{ConfigurationEntry, Stat};
 use super::diff::{Direction, Tolerances, direction};
 use super::experiment::{ExperimentSummary, Selection};
-use super::num::Num;
+use super::num::{Num, fmt_p, p_clause};
 use crate::spec::SelectMode;
 use crate::stats;
 
@@ -101,9 +101,7 @@ impl MeanDiff {
         }
         out.push_str(&format!(", n={}/{}", n(&self.a), n(&self.b)));
         if let Some(p) = self.p {
-            let p = fmt_p(p.get());
-            let sep = if p.starts_with('<') { "" } else { "=" };
-            out.push_str(&format!(", p{sep}{p}"));
+            out.push_str(&format!(", {}", p_clause(p.get())));
         }
         out
     }
@@ -132,15 +130,6 @@ impl MeanDiff {
             }),
             self.p.map_or("-".into(), |p| fmt_p(p.get())),
         ]
-    }
-}
-
-/// A p-value for people.
-pub fn fmt_p(p: f64) -> String {
-    if p < 1e-4 {
-        "<0.0001".into()
-    } else {
-        format!("{p:.4}")
     }
 }
 
