@@ -292,3 +292,50 @@ fn a_schedule_is_part_of_the_config_but_not_of_run_ids() {
         .stderr_has("allowed for `run`: \"none\"");
     assert!(!sb.path().join("runs").exists(), "nothing written");
 }
+
+#[test]
+fn plan_shows_the_schedule_and_the_epochs_it_saves() {
+    let sb = Sandbox::new();
+    let sets = [
+        "--set",
+        "schedule.kind=\"successive_halving\"",
+        "--set",
+        "train.epochs=9",
+    ];
+    let mut args = vec!["plan", "experiments/q2_optimizers.toml"];
+    args.extend(sets);
+    let out = sb.run(&args);
+    out.ok();
+    let schedule = &out.stdout[out.stdout.find("schedule:").unwrap()..];
+    insta::assert_snapshot!("plan_schedule_halving", schedule);
+    args.push("--json");
+    let json = sb.run(&args);
+    json.ok();
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let s = &plan["schedule"];
+    assert_eq!(s["kind"], "successive_halving");
+    // Nine trainings, eta 3: 9 -> 3 at epoch 1, 3 -> 1 at epoch 3, one trains all 9.
+    assert_eq!(s["rungs"][0]["enter"], 9);
+    assert_eq!(s["rungs"][0]["keep"], 3);
+    assert_eq!(s["rungs"][1]["epoch"], 3);
+    assert_eq!(s["rungs"][1]["keep"], 1);
+    assert_eq!(s["most_epochs"], 6 + 2 * 3 + 9);
+    assert_eq!(s["full_epochs"], 81);
+    // Greedy and beam decoding of one trained model are one training to the schedule.
+    let q3 = sb.run(&[
+        "plan",
+        "experiments/q3_attention.toml",
+        "--json",
+        "--set",
+        "schedule.kind=\"median\"",
+    ]);
+    q3.ok();
+    let q3: serde_json::Value = serde_json::from_str(&q3.stdout).unwrap();
+    assert_eq!(q3["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(q3["schedule"]["trainings"], 2);
+    assert_eq!(q3["schedule"]["rungs"].as_array().unwrap().len(), 0);
+    // No schedule, no schedule lines.
+    let plain = sb.run(&["plan", "experiments/q2_optimizers.toml"]);
+    plain.ok();
+    assert!(!plain.stdout.contains("schedule:"));
+}
