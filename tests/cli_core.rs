@@ -243,3 +243,99 @@ fn a_missing_spec_file_is_a_usage_error() {
         .expect_code(2)
         .stderr_has("expected KEY=VALUE");
 }
+
+#[test]
+fn a_schedule_is_part_of_the_config_but_not_of_run_ids() {
+    let sb = Sandbox::new();
+    let plain = sb.run(&["plan", "experiments/q2_grid.toml", "--json"]);
+    plain.ok();
+    let sets = [
+        "--set",
+        "schedule.kind=\"successive_halving\"",
+        "--set",
+        "schedule.min_epochs=1",
+    ];
+    let mut args = vec!["plan", "experiments/q2_grid.toml", "--json"];
+    args.extend(sets);
+    let scheduled = sb.run(&args);
+    scheduled.ok();
+    let ids = |text: &str| -> Vec<String> {
+        let plan: serde_json::Value = serde_json::from_str(text).unwrap();
+        plan["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!ids(&plain.stdout).is_empty(), "{}", plain.stdout);
+    assert_eq!(ids(&plain.stdout), ids(&scheduled.stdout));
+
+    let mut args = vec!["config", "experiments/q2_grid.toml"];
+    args.extend(sets);
+    let out = sb.run(&args);
+    out.ok();
+    let v: toml::Table = out.stdout.parse().unwrap();
+    assert_eq!(v["schedule"]["kind"].as_str(), Some("successive_halving"));
+    assert_eq!(v["schedule"]["reduction_factor"].as_integer(), Some(3));
+    // Without a schedule the resolved config has no such section: configs stay as they were.
+    let none = sb.run(&["config", "experiments/q2_grid.toml"]);
+    none.ok();
+    assert!(!none.stdout.contains("[schedule]"), "{}", none.stdout);
+
+    // `run` does not prune yet, so it refuses rather than quietly training everything.
+    let mut args = vec!["run", "experiments/q2_grid.toml"];
+    args.extend(sets);
+    sb.run(&args)
+        .expect_code(3)
+        .stderr_has("`schedule.kind` = \"successive_halving\"")
+        .stderr_has("allowed for `run`: \"none\"");
+    assert!(!sb.path().join("runs").exists(), "nothing written");
+}
+
+#[test]
+fn plan_shows_the_schedule_and_the_epochs_it_saves() {
+    let sb = Sandbox::new();
+    let sets = [
+        "--set",
+        "schedule.kind=\"successive_halving\"",
+        "--set",
+        "train.epochs=9",
+    ];
+    let mut args = vec!["plan", "experiments/q2_optimizers.toml"];
+    args.extend(sets);
+    let out = sb.run(&args);
+    out.ok();
+    let schedule = &out.stdout[out.stdout.find("schedule:").unwrap()..];
+    insta::assert_snapshot!("plan_schedule_halving", schedule);
+    args.push("--json");
+    let json = sb.run(&args);
+    json.ok();
+    let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let s = &plan["schedule"];
+    assert_eq!(s["kind"], "successive_halving");
+    // Nine trainings, eta 3: 9 -> 3 at epoch 1, 3 -> 1 at epoch 3, one trains all 9.
+    assert_eq!(s["rungs"][0]["enter"], 9);
+    assert_eq!(s["rungs"][0]["keep"], 3);
+    assert_eq!(s["rungs"][1]["epoch"], 3);
+    assert_eq!(s["rungs"][1]["keep"], 1);
+    assert_eq!(s["most_epochs"], 6 + 2 * 3 + 9);
+    assert_eq!(s["full_epochs"], 81);
+    // Greedy and beam decoding of one trained model are one training to the schedule.
+    let q3 = sb.run(&[
+        "plan",
+        "experiments/q3_attention.toml",
+        "--json",
+        "--set",
+        "schedule.kind=\"median\"",
+    ]);
+    q3.ok();
+    let q3: serde_json::Value = serde_json::from_str(&q3.stdout).unwrap();
+    assert_eq!(q3["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(q3["schedule"]["trainings"], 2);
+    assert_eq!(q3["schedule"]["rungs"].as_array().unwrap().len(), 0);
+    // No schedule, no schedule lines.
+    let plain = sb.run(&["plan", "experiments/q2_optimizers.toml"]);
+    plain.ok();
+    assert!(!plain.stdout.contains("schedule:"));
+}

@@ -2,7 +2,7 @@
 //! with `--backend slurm` also the `sbatch` submission `orchestrate run` would make. Writes
 //! nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -12,9 +12,10 @@ use crate::error::Error;
 use crate::grid::RunPlan;
 use crate::grid::identity::DataFingerprint;
 use crate::launch::on_slurm::{SlurmSetup, plan_on_slurm};
+use crate::launch::pruning::{RungPlan, halving_plan};
 use crate::launch::slurm::{PlannedSubmission, RunToLaunch};
-use crate::spec::Backend;
 use crate::spec::schema::fmt_value;
+use crate::spec::{Backend, ScheduleKind, Spec};
 use crate::store::RunDir;
 
 /// Arguments of `orchestrate plan`.
@@ -76,6 +77,104 @@ struct Plan<'a> {
     /// numerics: not part of this plan, left on disk.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stale: Vec<StaleDir>,
+    /// The `[schedule]`, when it prunes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<SchedulePlan>,
+}
+
+/// The pruning schedule as `plan` shows it.
+#[derive(Debug, Serialize)]
+struct SchedulePlan {
+    kind: ScheduleKind,
+    min_epochs: usize,
+    reduction_factor: usize,
+    /// Resolved: rungs lie below it.
+    max_epochs: usize,
+    /// Trainings the schedule decides about: decode-only grid points follow the one they share.
+    trainings: usize,
+    /// Successive halving's rungs (ASHA promotes at the same epochs; median has none).
+    rungs: Vec<RungPlan>,
+    /// Epochs trained at most if every run records its metric (the full grid's for median,
+    /// whose stops depend on the values).
+    most_epochs: usize,
+    full_epochs: usize,
+}
+
+/// What the spec's schedule does to `runs`, `None` without one.
+fn schedule_plan(spec: &Spec, runs: &[RunPlan]) -> Option<SchedulePlan> {
+    let sc = &spec.schedule;
+    if sc.kind == ScheduleKind::None {
+        return None;
+    }
+    let trainings: HashSet<&str> = runs.iter().map(|r| r.training_id.as_str()).collect();
+    let epochs = spec.train.epochs;
+    let mut p = halving_plan(sc, trainings.len(), epochs);
+    if sc.kind == ScheduleKind::Median {
+        p.rungs.clear();
+        p.most_epochs = p.full_epochs;
+    }
+    Some(SchedulePlan {
+        kind: sc.kind,
+        min_epochs: sc.min_epochs,
+        reduction_factor: sc.reduction_factor,
+        max_epochs: sc.max_epochs_for(epochs),
+        trainings: trainings.len(),
+        rungs: p.rungs,
+        most_epochs: p.most_epochs,
+        full_epochs: p.full_epochs,
+    })
+}
+
+/// The schedule's lines under the run table.
+fn render_schedule(s: &SchedulePlan) -> String {
+    let kind = serde_json::to_string(&s.kind).unwrap_or_default();
+    let plural = if s.trainings == 1 { "" } else { "s" };
+    let mut out = format!(
+        "\nschedule: {} over {} training{plural}",
+        kind.trim_matches('"'),
+        s.trainings
+    );
+    if s.kind != ScheduleKind::Median {
+        out.push_str(&format!(
+            ", reduction_factor {}, min_epochs {}, rungs below epoch {}",
+            s.reduction_factor, s.min_epochs, s.max_epochs
+        ));
+    }
+    out.push('\n');
+    match s.kind {
+        ScheduleKind::Median => out.push_str(&format!(
+            "  from epoch {} a run worse than the median of the others at the same epoch stops\n",
+            s.min_epochs
+        )),
+        _ => {
+            out.push_str("  rung  epoch  runs  keep\n");
+            for (i, r) in s.rungs.iter().enumerate() {
+                out.push_str(&format!(
+                    "  {:<4}  {:<5}  {:<4}  {}\n",
+                    i + 1,
+                    r.epoch,
+                    r.enter,
+                    r.keep
+                ));
+            }
+            if s.kind == ScheduleKind::Asha {
+                out.push_str(
+                    "  asha promotes as runs report: these are synchronous halving's counts; \
+                     early arrivals may be promoted beyond them\n",
+                );
+            }
+        }
+    }
+    let share = if s.full_epochs == 0 {
+        0.0
+    } else {
+        100.0 * s.most_epochs as f64 / s.full_epochs as f64
+    };
+    out.push_str(&format!(
+        "  epochs trained: at most {} of the full grid's {} ({share:.0}%)\n",
+        s.most_epochs, s.full_epochs
+    ));
+    out
 }
 
 /// A stale run directory as `plan` lists it.
@@ -168,12 +267,16 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
             .filter(|(empty, _)| !empty)
             .map(|(_, s)| slurm_plan(s)),
         stale,
+        schedule: schedule_plan(&spec, &runs),
     };
     if args.json {
         let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Usage(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", render(&plan));
+        if let Some(s) = &plan.schedule {
+            print!("{}", render_schedule(s));
+        }
         if !plan.stale.is_empty() {
             println!("\nstale (not in this plan, never ranked with it, left on disk):");
             for s in &plan.stale {

@@ -93,9 +93,30 @@ impl Args {
     }
 }
 
+/// Pruning is planned (`plan` shows the rungs) but the dispatcher does not carry it out
+/// yet: training every run to its end under a `[schedule]` would quietly ignore it, so `run`
+/// refuses before anything is written.
+fn refuse_schedule(file: &Path, spec: &Spec) -> Result<(), Error> {
+    if spec.schedule.kind == crate::spec::ScheduleKind::None {
+        return Ok(());
+    }
+    let word = serde_json::to_string(&spec.schedule.kind).unwrap_or_default();
+    Err(Error::Spec(crate::spec::SpecError::Invalid {
+        problems: vec![crate::spec::Problem {
+            origin: file.display().to_string(),
+            key: "schedule.kind".into(),
+            value: Some(word),
+            message: "`run` does not prune runs yet (`plan` shows the schedule); \
+                      allowed for `run`: \"none\""
+                .into(),
+        }],
+    }))
+}
+
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans, mut fingerprints) = args.spec.load_fingerprinted(&args.runs_dir)?;
+    refuse_schedule(&args.spec.file, &spec)?;
     // Flags that do not fit the backend are usage errors, found before any data is read.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = settings::resolve(&args.launch_flags(), &spec, cores)

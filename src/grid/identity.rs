@@ -26,7 +26,15 @@ use crate::spec::schema::fmt_float;
 use crate::spec::{ModelKind, Spec};
 
 /// Top-level keys that never change what a run computes.
-const NOT_IDENTITY: &[&str] = &["name", "description", "launch", "grid", "repeats"];
+/// `schedule` only decides where a run stops: the epochs it trains are the same computation.
+const NOT_IDENTITY: &[&str] = &[
+    "name",
+    "description",
+    "launch",
+    "schedule",
+    "grid",
+    "repeats",
+];
 /// Keys that only change evaluation: runs differing only here share one trained model.
 const EVALUATION_ONLY: &[&str] = &["decode", "select"];
 
@@ -457,6 +465,8 @@ mod tests {
         other.name = "elsewhere".into();
         other.description = "x".into();
         other.launch.jobs = 8;
+        other.schedule.kind = crate::spec::ScheduleKind::SuccessiveHalving;
+        other.schedule.min_epochs = 2;
         assert_eq!(
             run_ids(&other, &DataFingerprint::Unread).unwrap(),
             (id.clone(), tid.clone())

@@ -104,6 +104,7 @@ const NOT_VARIABLE: &[&str] = &[
     "name",
     "description",
     "launch",
+    "schedule",
     "grid",
     "repeats",
     "replicate",

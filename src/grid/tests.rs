@@ -531,6 +531,9 @@ const BAD_SPECS: &[&str] = &[
     "random_bad_range",
     "extends_missing",
     "cycle_a",
+    "schedule_unknown_kind",
+    "schedule_bad_values",
+    "schedule_axis",
 ];
 
 #[test]

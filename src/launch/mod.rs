@@ -5,7 +5,8 @@
 //! arithmetic), `prepare` writes the run directories, `dispatch` decides what runs when
 //! (retries, fail-fast, signals, grace, counts) over an executor: `local` (process groups)
 //! or, through `on_slurm`, the Slurm backend. `events` + `progress` report, `tail` and
-//! `overview` read what workers wrote.
+//! `overview` read what workers wrote. `pruning` holds the pure decisions of the pruning
+//! schedules (successive halving, ASHA, median stopping).
 
 pub mod budget;
 pub mod dispatch;
@@ -15,6 +16,7 @@ pub mod on_slurm;
 pub mod overview;
 pub mod prepare;
 pub mod progress;
+pub mod pruning;
 pub mod settings;
 pub mod signals;
 pub mod slurm;

@@ -33,6 +33,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "decode",
     "select",
     "launch",
+    "schedule",
     "grid",
 ];
 
@@ -51,6 +52,12 @@ pub fn schema() -> &'static Value {
         }
         if let Some(Value::Table(t)) = v.get_mut("select") {
             t.insert("rank".into(), Value::String("mean".into()));
+        }
+        if let (Value::Table(t), Ok(schedule)) = (
+            &mut v,
+            Value::try_from(crate::spec::ScheduleSpec::default()),
+        ) {
+            t.insert("schedule".into(), schedule);
         }
         v
     })

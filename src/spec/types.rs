@@ -32,6 +32,10 @@ pub struct Spec {
     pub decode: DecodeSpec,
     pub select: SelectSpec,
     pub launch: LaunchSpec,
+    /// Pruning of the grid's runs at rung epochs; never part of a run's identity. Left out
+    /// of a resolved config at its default, so configs written before it stay byte for byte.
+    #[serde(skip_serializing_if = "ScheduleSpec::is_default")]
+    pub schedule: ScheduleSpec,
     /// Hyper-parameter search space; empty in a single run's resolved config.
     pub grid: GridSpec,
 }
@@ -51,6 +55,7 @@ impl Default for Spec {
             decode: DecodeSpec::default(),
             select: SelectSpec::default(),
             launch: LaunchSpec::default(),
+            schedule: ScheduleSpec::default(),
             grid: GridSpec::default(),
         }
     }
@@ -665,6 +670,62 @@ impl Default for LaunchSpec {
             retries: 0,
             max_runs: 1000,
             slurm: SlurmSpec::default(),
+        }
+    }
+}
+
+/// `schedule.kind`: which pruning policy stops runs early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// Every run trains to `train.epochs`.
+    #[default]
+    None,
+    /// Synchronous rungs: every live run reports the rung epoch, the best `1/eta` go on.
+    SuccessiveHalving,
+    /// Asynchronous successive halving: promote as soon as a run is in its rung's top `1/eta`.
+    Asha,
+    /// Stop a run worse than the median of the other runs at the same epoch.
+    Median,
+}
+
+/// `[schedule]`: when runs of the grid are stopped early. Never part of a run's identity: a
+/// pruned run's first epochs are the same computation as an unpruned one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub kind: ScheduleKind,
+    /// The first rung's epoch (for `median`, the first epoch at which a run may be stopped).
+    pub min_epochs: usize,
+    /// `eta`: rungs at `min_epochs * eta^k`, keeping the best `ceil(n / eta)` at each.
+    pub reduction_factor: usize,
+    /// Rungs lie below this epoch; 0 = `train.epochs`. Survivors train to `train.epochs`.
+    pub max_epochs: usize,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        ScheduleSpec {
+            kind: ScheduleKind::None,
+            min_epochs: 1,
+            reduction_factor: 3,
+            max_epochs: 0,
+        }
+    }
+}
+
+impl ScheduleSpec {
+    /// True at the built-in defaults, which resolved configs leave out.
+    pub fn is_default(&self) -> bool {
+        *self == ScheduleSpec::default()
+    }
+
+    /// `max_epochs` with 0 resolved to the run's `train.epochs`.
+    pub fn max_epochs_for(&self, train_epochs: usize) -> usize {
+        if self.max_epochs == 0 {
+            train_epochs
+        } else {
+            self.max_epochs
         }
     }
 }

@@ -236,6 +236,34 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
         c.text(&format!("launch.devices.{i}"), dev, check_device(dev));
     }
     c.out.extend(super::slurm_checks::check(&l.slurm));
+
+    let sc = &spec.schedule;
+    if sc.kind != ScheduleKind::None {
+        c.positive("schedule.min_epochs", sc.min_epochs);
+        if sc.reduction_factor < 2 {
+            c.fail(
+                "schedule.reduction_factor",
+                sc.reduction_factor.to_string(),
+                "must be at least 2: each rung keeps the best 1/reduction_factor of its runs",
+            );
+        }
+        let max = sc.max_epochs_for(t.epochs);
+        if max > t.epochs {
+            c.fail(
+                "schedule.max_epochs",
+                max.to_string(),
+                &format!("must be at most train.epochs ({})", t.epochs),
+            );
+        } else if sc.min_epochs >= max && sc.min_epochs > 0 {
+            c.fail(
+                "schedule.min_epochs",
+                sc.min_epochs.to_string(),
+                &format!(
+                    "must be below schedule.max_epochs ({max}): no run could be stopped early"
+                ),
+            );
+        }
+    }
     c.out
 }
 
@@ -250,6 +278,55 @@ mod tests {
             ..Spec::default()
         };
         assert_eq!(check(&s), vec![]);
+    }
+
+    fn scheduled(kind: ScheduleKind, min: usize, eta: usize, max: usize) -> Spec {
+        let mut s = Spec {
+            name: "x".into(),
+            ..Spec::default()
+        };
+        s.train.epochs = 9;
+        s.schedule = ScheduleSpec {
+            kind,
+            min_epochs: min,
+            reduction_factor: eta,
+            max_epochs: max,
+        };
+        s
+    }
+
+    #[test]
+    fn schedules_name_the_bad_key_and_value() {
+        let sh = ScheduleKind::SuccessiveHalving;
+        assert_eq!(check(&scheduled(sh, 1, 3, 0)), vec![]);
+        assert_eq!(check(&scheduled(ScheduleKind::Median, 2, 3, 9)), vec![]);
+        let keys = |s: &Spec| -> Vec<(String, String)> {
+            check(s).into_iter().map(|v| (v.key, v.value)).collect()
+        };
+        assert_eq!(
+            keys(&scheduled(sh, 0, 1, 0)),
+            [
+                ("schedule.min_epochs".to_string(), "0".to_string()),
+                ("schedule.reduction_factor".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(
+            keys(&scheduled(sh, 1, 3, 10)),
+            [("schedule.max_epochs".to_string(), "10".to_string())]
+        );
+        let v = check(&scheduled(ScheduleKind::Asha, 9, 3, 0));
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].key.as_str(), v[0].value.as_str()),
+            ("schedule.min_epochs", "9")
+        );
+        assert!(
+            v[0].message.contains("below schedule.max_epochs (9)"),
+            "{}",
+            v[0].message
+        );
+        // `none` ignores the numbers: nothing is stopped.
+        assert_eq!(check(&scheduled(ScheduleKind::None, 0, 0, 0)), vec![]);
     }
 
     #[test]

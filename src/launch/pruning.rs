@@ -1,0 +1,403 @@
+//! Pruning decisions: successive halving, ASHA and median stopping as pure functions of the
+//! recorded `select.metric` values, so every rule is tested on recorded sequences without a
+//! process, and the dispatcher only has to feed them what runs reported.
+//!
+//! A run is named by its index in the grid's run order: that order, never finish order,
+//! breaks ties, so the same values give the same decision whatever `--jobs` is. "Better" is
+//! [`SelectMode::is_better`] and nothing else: a NaN or an infinity (divergence) loses to any
+//! finite value and is never kept or promoted.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{ScheduleSpec, SelectMode};
+
+/// One run's value at a rung: the run's index in the grid and its `select.metric` (NaN when
+/// it recorded none, e.g. it diverged before the rung).
+pub type Entry = (usize, f64);
+
+/// `entries` best first under `mode`; equal values (and all non-finite ones, which are
+/// equally bad) keep run order.
+pub fn ranked(mode: SelectMode, entries: &[Entry]) -> Vec<Entry> {
+    let mut out = entries.to_vec();
+    out.sort_by(|a, b| {
+        if mode.is_better(a.1, b.1) {
+            Ordering::Less
+        } else if mode.is_better(b.1, a.1) {
+            Ordering::Greater
+        } else {
+            a.0.cmp(&b.0)
+        }
+    });
+    out
+}
+
+/// How many of `n` runs a rung keeps: `ceil(n / eta)`, so a rung with fewer runs than `eta`
+/// still keeps its best one.
+pub fn keep_count(n: usize, eta: usize) -> usize {
+    n.div_ceil(eta.max(1))
+}
+
+/// The rung epochs `min_epochs * eta^k` below `max_epochs` (the spec's resolved value).
+pub fn rung_epochs(min_epochs: usize, eta: usize, max_epochs: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut e = min_epochs.max(1);
+    while e < max_epochs {
+        out.push(e);
+        match e.checked_mul(eta.max(2)) {
+            Some(next) => e = next,
+            None => break,
+        }
+    }
+    out
+}
+
+/// A decided rung of synchronous successive halving, with what it compared, so it can be
+/// persisted and replayed instead of decided again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RungDecision {
+    /// The rung's epoch.
+    pub epoch: usize,
+    /// Every run that entered the rung with its value, in run order.
+    pub compared: Vec<Entry>,
+    /// Runs that go on to the next rung, best first.
+    pub kept: Vec<usize>,
+    /// Runs stopped here, in run order.
+    pub pruned: Vec<usize>,
+}
+
+/// Decides one rung of successive halving: keep the best `ceil(n / eta)` of the `n` runs
+/// that entered it; a run without a finite value is never kept, even when the rung has room.
+pub fn halving_rung(mode: SelectMode, eta: usize, epoch: usize, entries: &[Entry]) -> RungDecision {
+    let mut compared = entries.to_vec();
+    compared.sort_by_key(|e| e.0);
+    let keep = keep_count(compared.len(), eta);
+    let kept: Vec<usize> = ranked(mode, &compared)
+        .into_iter()
+        .take(keep)
+        .filter(|e| e.1.is_finite())
+        .map(|e| e.0)
+        .collect();
+    let pruned = compared
+        .iter()
+        .map(|e| e.0)
+        .filter(|r| !kept.contains(r))
+        .collect();
+    RungDecision {
+        epoch,
+        compared,
+        kept,
+        pruned,
+    }
+}
+
+/// An ASHA promotion decision, recorded with the rung's values it was taken against: they
+/// depend on which runs had reported by then, so resume replays it instead of deciding again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// The rung's epoch.
+    pub epoch: usize,
+    /// The run decided about.
+    pub run: usize,
+    /// The rung's values so far, the run's own included, in run order.
+    pub compared: Vec<Entry>,
+    /// Whether the run goes on past the rung.
+    pub promoted: bool,
+}
+
+/// ASHA at one rung: `run` is promoted when it is in the top `floor(n / eta)` of the `n`
+/// values recorded at the rung so far (at least the top one, as in Optuna's pruner, so the
+/// first run to reach a rung goes on and no slot waits), and only with a finite value.
+pub fn asha_promote(
+    mode: SelectMode,
+    eta: usize,
+    epoch: usize,
+    run: usize,
+    value: f64,
+    so_far: &[Entry],
+) -> Promotion {
+    let mut compared: Vec<Entry> = so_far.iter().copied().filter(|e| e.0 != run).collect();
+    compared.push((run, value));
+    compared.sort_by_key(|e| e.0);
+    let top = (compared.len() / eta.max(1)).max(1);
+    let promoted =
+        value.is_finite() && ranked(mode, &compared).iter().take(top).any(|e| e.0 == run);
+    Promotion {
+        epoch,
+        run,
+        compared,
+        promoted,
+    }
+}
+
+/// The median of the finite values in `values` (the mean of the middle two for an even
+/// count); `None` when there is none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// Median stopping: from `min_epochs` on, stop a run whose value at `epoch` is worse than the
+/// median of the other runs' values at that epoch. Nothing to compare with (one run, or no
+/// other finite value) never stops a run; a non-finite value loses to any finite median.
+pub fn median_stops(
+    mode: SelectMode,
+    min_epochs: usize,
+    epoch: usize,
+    value: f64,
+    others: &[f64],
+) -> bool {
+    if epoch < min_epochs {
+        return false;
+    }
+    median(others).is_some_and(|m| mode.is_better(m, value))
+}
+
+/// One rung of a successive halving plan, as `plan` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RungPlan {
+    /// The rung's epoch.
+    pub epoch: usize,
+    /// Runs that reach it.
+    pub enter: usize,
+    /// Runs it keeps.
+    pub keep: usize,
+}
+
+/// What successive halving does to a grid of `runs` runs of `train_epochs` epochs each when
+/// every run records a finite value: its rungs, and the most epochs trained in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HalvingPlan {
+    pub rungs: Vec<RungPlan>,
+    /// Epochs trained with pruning, at most (runs pruned at a rung trained its epochs).
+    pub most_epochs: usize,
+    /// Epochs the full grid trains.
+    pub full_epochs: usize,
+}
+
+/// The successive halving plan of `schedule` for `runs` runs of `train_epochs` epochs.
+pub fn halving_plan(schedule: &ScheduleSpec, runs: usize, train_epochs: usize) -> HalvingPlan {
+    let eta = schedule.reduction_factor;
+    let epochs = rung_epochs(
+        schedule.min_epochs,
+        eta,
+        schedule.max_epochs_for(train_epochs),
+    );
+    let mut live = runs;
+    let mut most = 0;
+    let mut rungs = Vec::new();
+    for epoch in epochs {
+        let keep = keep_count(live, eta);
+        most += (live - keep) * epoch;
+        rungs.push(RungPlan {
+            epoch,
+            enter: live,
+            keep,
+        });
+        live = keep;
+    }
+    HalvingPlan {
+        rungs,
+        most_epochs: most + live * train_epochs,
+        full_epochs: runs * train_epochs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ScheduleKind;
+    use SelectMode::{Max, Min};
+
+    const NAN: f64 = f64::NAN;
+    const INF: f64 = f64::INFINITY;
+
+    fn entries(values: &[f64]) -> Vec<Entry> {
+        values.iter().copied().enumerate().collect()
+    }
+
+    #[test]
+    fn rungs_grow_by_eta_below_max_epochs() {
+        assert_eq!(rung_epochs(1, 3, 10), vec![1, 3, 9]);
+        assert_eq!(rung_epochs(1, 3, 9), vec![1, 3]);
+        assert_eq!(rung_epochs(2, 2, 10), vec![2, 4, 8]);
+        assert_eq!(rung_epochs(5, 3, 5), Vec::<usize>::new());
+        assert_eq!(
+            rung_epochs(usize::MAX / 2, 3, usize::MAX),
+            vec![usize::MAX / 2]
+        );
+    }
+
+    #[test]
+    fn a_rung_keeps_the_best_ceil_n_over_eta() {
+        // The homework's nine learning rates after one epoch (dev accuracy).
+        let values = [0.10, 0.62, 0.81, 0.86, 0.89, 0.88, 0.84, 0.79, 0.10];
+        let d = halving_rung(Max, 3, 1, &entries(&values));
+        assert_eq!(d.kept, vec![4, 5, 3]);
+        assert_eq!(d.pruned, vec![0, 1, 2, 6, 7, 8]);
+        assert_eq!(d.compared, entries(&values));
+        // Under `min` the same numbers keep the other end.
+        let d = halving_rung(Min, 3, 1, &entries(&values));
+        assert_eq!(d.kept, vec![0, 8, 1]);
+    }
+
+    #[test]
+    fn ties_go_to_run_order_whatever_order_runs_reported_in() {
+        let reported = [(5, 0.8), (2, 0.8), (7, 0.8), (0, 0.5)];
+        let d = halving_rung(Max, 2, 3, &reported);
+        assert_eq!(d.kept, vec![2, 5]);
+        assert_eq!(d.pruned, vec![0, 7]);
+        let mut shuffled = reported;
+        shuffled.reverse();
+        assert_eq!(halving_rung(Max, 2, 3, &shuffled), d);
+    }
+
+    #[test]
+    fn nan_and_diverged_runs_lose_and_are_never_kept() {
+        let d = halving_rung(Max, 2, 1, &entries(&[NAN, 0.3, INF, 0.2]));
+        assert_eq!(d.kept, vec![1, 3]);
+        assert_eq!(d.pruned, vec![0, 2]);
+        // `-inf` under `min` is divergence too, not a record.
+        let d = halving_rung(Min, 2, 1, &entries(&[-INF, 0.4]));
+        assert_eq!(d.kept, vec![1]);
+        // A rung of nothing but diverged runs keeps nothing.
+        let d = halving_rung(Max, 3, 1, &entries(&[NAN, INF]));
+        assert!(d.kept.is_empty());
+        assert_eq!(d.pruned, vec![0, 1]);
+    }
+
+    #[test]
+    fn fewer_runs_than_eta_or_one_run_keep_the_best() {
+        let d = halving_rung(Max, 3, 1, &entries(&[0.4, 0.6]));
+        assert_eq!((d.kept, d.pruned), (vec![1], vec![0]));
+        let d = halving_rung(Max, 3, 1, &entries(&[0.4]));
+        assert_eq!((d.kept, d.pruned), (vec![0], vec![]));
+        let d = halving_rung(Max, 3, 1, &[]);
+        assert!(d.kept.is_empty() && d.pruned.is_empty());
+    }
+
+    #[test]
+    fn asha_promotes_the_top_of_its_rung_so_far() {
+        // The first run at a rung goes on: no slot waits for company.
+        let p = asha_promote(Max, 3, 1, 4, 0.5, &[]);
+        assert!(p.promoted);
+        assert_eq!(p.compared, vec![(4, 0.5)]);
+        // Three values: only the best one is in the top 1/3.
+        let so_far = [(0, 0.7), (1, 0.6)];
+        assert!(!asha_promote(Max, 3, 1, 2, 0.65, &so_far).promoted);
+        let p = asha_promote(Max, 3, 1, 2, 0.75, &so_far);
+        assert!(p.promoted);
+        assert_eq!(p.compared, vec![(0, 0.7), (1, 0.6), (2, 0.75)]);
+        // A tie at the cut goes to the earlier run.
+        assert!(!asha_promote(Max, 3, 1, 2, 0.7, &so_far).promoted);
+        assert!(asha_promote(Max, 3, 1, 0, 0.7, &[(1, 0.7), (2, 0.6)]).promoted);
+        // The run's own earlier entry is replaced, not counted twice.
+        let p = asha_promote(Min, 2, 1, 1, 0.2, &[(0, 0.3), (1, 0.9)]);
+        assert_eq!(p.compared, vec![(0, 0.3), (1, 0.2)]);
+        assert!(p.promoted);
+    }
+
+    #[test]
+    fn asha_never_promotes_a_diverged_run() {
+        assert!(!asha_promote(Max, 3, 1, 0, NAN, &[]).promoted);
+        assert!(!asha_promote(Min, 3, 1, 0, -INF, &[]).promoted);
+        assert!(!asha_promote(Max, 2, 1, 2, INF, &[(0, NAN), (1, NAN)]).promoted);
+    }
+
+    #[test]
+    fn median_stops_runs_worse_than_the_others_median() {
+        assert_eq!(median(&[0.3, 0.1, 0.2]), Some(0.2));
+        assert_eq!(median(&[0.4, 0.1, NAN, 0.2, 0.3]), Some(0.25));
+        assert_eq!(median(&[NAN, INF]), None);
+        let others = [0.8, 0.7, 0.9];
+        assert!(median_stops(Max, 2, 2, 0.75, &others));
+        assert!(!median_stops(Max, 2, 2, 0.85, &others));
+        // Equal to the median is not worse.
+        assert!(!median_stops(Max, 2, 2, 0.8, &others));
+        assert!(!median_stops(Min, 2, 2, 0.75, &others));
+        // Before min_epochs nothing stops.
+        assert!(!median_stops(Max, 2, 1, 0.0, &others));
+        // A diverged run loses to any finite median; one run alone is never stopped.
+        assert!(median_stops(Max, 1, 1, NAN, &others));
+        assert!(median_stops(Min, 1, 1, -INF, &others));
+        assert!(!median_stops(Max, 1, 1, 0.1, &[]));
+        assert!(!median_stops(Max, 1, 1, 0.1, &[NAN]));
+    }
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        #[test]
+        fn a_rung_decision_does_not_depend_on_report_order(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::num::f64::ANY,
+                    (0u8..4).prop_map(|v| f64::from(v) / 4.0),
+                ],
+                0..12,
+            ),
+            rotate in 0usize..12,
+            eta in 2usize..5,
+        ) {
+            let mut reported = entries(&values);
+            let forward = halving_rung(Max, eta, 1, &reported);
+            if !reported.is_empty() {
+                let k = rotate % reported.len();
+                reported.rotate_left(k);
+            }
+            reported.reverse();
+            proptest::prop_assert_eq!(
+                format!("{:?}", halving_rung(Max, eta, 1, &reported)),
+                format!("{forward:?}")
+            );
+            proptest::prop_assert_eq!(
+                forward.kept.len() + forward.pruned.len(),
+                values.len()
+            );
+            proptest::prop_assert!(forward.kept.len() <= keep_count(values.len(), eta));
+            for r in &forward.kept {
+                proptest::prop_assert!(values[*r].is_finite());
+            }
+        }
+    }
+
+    #[test]
+    fn halving_plan_counts_rungs_and_epochs() {
+        let schedule = ScheduleSpec {
+            kind: ScheduleKind::SuccessiveHalving,
+            min_epochs: 1,
+            reduction_factor: 3,
+            max_epochs: 0,
+        };
+        let p = halving_plan(&schedule, 9, 9);
+        assert_eq!(
+            p.rungs,
+            vec![
+                RungPlan {
+                    epoch: 1,
+                    enter: 9,
+                    keep: 3
+                },
+                RungPlan {
+                    epoch: 3,
+                    enter: 3,
+                    keep: 1
+                },
+            ]
+        );
+        // 6 runs stop after 1 epoch, 2 after 3, one trains all 9.
+        assert_eq!((p.most_epochs, p.full_epochs), (6 + 6 + 9, 81));
+        let one = halving_plan(&schedule, 1, 9);
+        assert_eq!((one.most_epochs, one.full_epochs), (9, 9));
+    }
+}
