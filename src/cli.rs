@@ -30,6 +30,8 @@ pub enum Command {
     Diff(commands::diff::Args),
     /// Draw PNG figures of an experiment (learning curves, final metrics).
     Report(commands::report::Args),
+    /// Translate sentences or classify images with a trained run or an experiment's winner.
+    Predict(commands::predict::Args),
     /// List experiments under runs/ with run counts by state and their winners.
     Ls(commands::ls::Args),
     /// The table of an experiment's runs and their states (also while a grid runs).
@@ -63,6 +65,7 @@ pub fn main() -> i32 {
         Command::Best(a) => commands::best::execute(a),
         Command::Diff(a) => commands::diff::execute(a),
         Command::Report(a) => commands::report::execute(a),
+        Command::Predict(a) => commands::predict::execute(a),
         Command::Ls(a) => commands::ls::execute(a),
         Command::Status(a) => commands::status::execute(a),
         Command::Gc(a) => commands::gc::execute(a),

@@ -84,6 +84,9 @@ pub enum Error {
     /// The local launcher.
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
+    /// `predict`: the run, its checkpoint, the input or the model.
+    #[error(transparent)]
+    Predict(#[from] crate::predict::PredictError),
 }
 
 impl Error {
@@ -92,15 +95,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Io { .. } | Error::TensorBoard(_) => exit::RUNTIME,
-            // Input and usage errors exit with 2; failing to write or draw is a runtime error.
-            Error::Summary(e) => match e {
-                SummaryError::Read { .. }
-                | SummaryError::Parse { .. }
-                | SummaryError::NotFound(_)
-                | SummaryError::Git(_)
-                | SummaryError::Usage(_) => exit::USAGE,
-                SummaryError::Write { .. } | SummaryError::Plot { .. } => exit::RUNTIME,
-            },
+            Error::Summary(e) => summary_exit_code(e),
             Error::Spec(e) if e.is_unreadable_input() => exit::USAGE,
             Error::Load(e) if e.is_unreadable_input() => exit::USAGE,
             Error::Spec(_) | Error::Load(_) | Error::Grid(_) | Error::Inspect(_) => exit::SPEC,
@@ -122,6 +117,7 @@ impl Error {
             Error::Launch(e) if e.is_usage() => exit::USAGE,
             Error::Launch(_) => exit::RUNTIME,
             Error::Pairs(_) => exit::DATA,
+            Error::Predict(e) => predict_exit_code(e),
         }
     }
 
@@ -131,6 +127,32 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Input and usage errors exit with 2; failing to write or draw is a runtime error.
+fn summary_exit_code(e: &SummaryError) -> i32 {
+    match e {
+        SummaryError::Read { .. }
+        | SummaryError::Parse { .. }
+        | SummaryError::NotFound(_)
+        | SummaryError::Git(_)
+        | SummaryError::Usage(_) => exit::USAGE,
+        SummaryError::Write { .. } | SummaryError::Plot { .. } => exit::RUNTIME,
+    }
+}
+
+/// `predict`: a bad target, checkpoint choice or kind of input is a usage error, a bad data
+/// or input file a data error, anything else a runtime error.
+fn predict_exit_code(e: &crate::predict::PredictError) -> i32 {
+    use crate::predict::PredictError as P;
+    match e {
+        P::Unknown(_) | P::NoCheckpoint { .. } | P::NoBest { .. } | P::WrongInput { .. } => {
+            exit::USAGE
+        }
+        P::Summary(e) => summary_exit_code(e),
+        P::Data(_) | P::Pairs(_) | P::DataChanged { .. } => exit::DATA,
+        P::Checkpoint(_) | P::Train(_) | P::Store(_) | P::Tensor(_) => exit::RUNTIME,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod grid;
 pub mod inspect;
 pub mod launch;
 pub mod models;
+pub mod predict;
 pub mod regular_file;
 pub mod sinks;
 pub mod spec;

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod inspect;
 pub mod ls;
 pub mod plan;
+pub mod predict;
 pub mod report;
 pub mod run;
 pub mod status;

@@ -150,6 +150,61 @@ pub fn read_image_set(
     Ok(set.truncate(limit))
 }
 
+/// Unlabelled images to classify: an IDX (`.gz` or not) or `.npz` array `[n, rows, cols]`
+/// of uint8, or one 8-bit greyscale PNG; pixels scaled to [0, 1] as training scales them.
+/// The format follows the file name's extension (`.npz`, `.png`, anything else is IDX).
+pub fn read_unlabelled_images(path: &Path) -> Result<ImageSet, DataError> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let (dims, bytes) = if name.ends_with(".npz") {
+        let img = read_npz(path)?;
+        let pixels = img.as_u8().ok_or_else(|| not_u8(path, img.dtype))?.to_vec();
+        (img.shape, pixels)
+    } else if name.ends_with(".png") {
+        let (rows, cols, pixels) = read_grey_png(path)?;
+        (vec![1, rows, cols], pixels)
+    } else {
+        let img = read_idx(path, 3)?;
+        (img.dims, img.data)
+    };
+    let [n, rows, cols] = dims[..] else {
+        return Err(images_not_3d(path, &dims));
+    };
+    Ok(ImageSet {
+        pixels: bytes.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        labels: vec![0; n],
+        rows,
+        cols,
+        classes: MNIST_CLASSES,
+    })
+}
+
+/// An 8-bit greyscale PNG's size and pixels; other colour types are refused rather than
+/// converted, since the models were trained on grey values only.
+fn read_grey_png(path: &Path) -> Result<(usize, usize, Vec<u8>), DataError> {
+    let (file, _) = super::open_data_file(path).map_err(|e| DataError::io(path, e))?;
+    let bad = |message: String| DataError::BadMagic {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| bad(format!("not a PNG image: {e}")))?;
+    let info = reader.info();
+    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Eight {
+        return Err(bad(format!(
+            "PNG must be 8-bit greyscale, found {:?} at {:?} bits",
+            info.color_type, info.bit_depth
+        )));
+    }
+    let (rows, cols) = (info.height as usize, info.width as usize);
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(rows * cols)];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("corrupt PNG data: {e}")))?;
+    buf.truncate(frame.buffer_size());
+    Ok((rows, cols, buf))
+}
+
 /// What the headers of a spec's four image files say, read without their pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageHeaders {
@@ -448,6 +503,50 @@ mod tests {
             }
         ));
         assert!(e.to_string().contains("imgs") && e.to_string().contains("labs"));
+    }
+
+    #[test]
+    fn unlabelled_images_from_idx_npz_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("images-idx3-ubyte");
+        std::fs::write(&p, idx(&[2, 1, 2], &[0, 255, 51, 0])).unwrap();
+        let s = read_unlabelled_images(&p).unwrap();
+        assert_eq!((s.len(), s.rows, s.cols), (2, 1, 2));
+        assert_eq!(s.pixels, vec![0.0, 1.0, 0.2, 0.0]);
+
+        let n = dir.path().join("x.npz");
+        write_npz(&n, "arr_0.npy", &npy_bytes("|u1", "(1, 2, 1)", &[255, 0]));
+        let s = read_unlabelled_images(&n).unwrap();
+        assert_eq!(
+            (s.len(), s.rows, s.cols, s.pixels),
+            (1, 2, 1, vec![1.0, 0.0])
+        );
+
+        let g = dir.path().join("one.png");
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, 3, 2);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[0, 255, 0, 51, 0, 0]).unwrap();
+        }
+        std::fs::write(&g, bytes).unwrap();
+        let s = read_unlabelled_images(&g).unwrap();
+        assert_eq!((s.len(), s.rows, s.cols), (1, 2, 3));
+        assert_eq!(s.pixels, vec![0.0, 1.0, 0.0, 0.2, 0.0, 0.0]);
+
+        // A label file is 1-d: named as not images, with the file.
+        std::fs::write(&p, idx(&[2], &[1, 2])).unwrap();
+        let e = read_unlabelled_images(&p).unwrap_err();
+        assert!(e.to_string().contains("images-idx3-ubyte"), "{e}");
+        std::fs::write(&g, b"not a png").unwrap();
+        let e = read_unlabelled_images(&g).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("one.png: bad magic number or format: not a PNG"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn prepare_runs(
 }
 
 fn matches_run(p: &RunPlan, key: &str) -> bool {
-    p.id == key || p.name == key || (key.len() >= 4 && p.id.starts_with(key))
+    crate::store::run_key_matches(&p.id, &p.name, key)
 }
 
 fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, LaunchError> {

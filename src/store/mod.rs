@@ -101,3 +101,9 @@ impl RunDir {
         self.root.parent()
     }
 }
+
+/// Whether `key` names the run `id` (`name`): its id, its name, or a prefix of its id of 4
+/// characters or more. The one rule for commands that take a run (`run --rerun`, `predict`).
+pub fn run_key_matches(id: &str, name: &str, key: &str) -> bool {
+    id == key || name == key || (key.len() >= 4 && id.starts_with(key))
+}

@@ -41,13 +41,20 @@ pub fn best_spec_toml(
     Ok(header + &body)
 }
 
+/// The winning run among `runs`: the one `best` prints and `predict` loads.
+pub fn winner_run<'a>(
+    summary: &ExperimentSummary,
+    runs: &'a [LoadedRun],
+) -> Result<&'a LoadedRun, SummaryError> {
+    let winner = summary.winner_entry().ok_or_else(|| no_winner(summary))?;
+    runs.iter()
+        .find(|r| r.summary.run.id == winner.id)
+        .ok_or_else(|| SummaryError::NotFound(format!("winning run {} not found", winner.id)))
+}
+
 /// The winner's resolved config, renamed `<experiment>-best`, with an empty grid.
 pub fn best_spec(summary: &ExperimentSummary, runs: &[LoadedRun]) -> Result<Spec, SummaryError> {
-    let winner = summary.winner_entry().ok_or_else(|| no_winner(summary))?;
-    let run = runs
-        .iter()
-        .find(|r| r.summary.run.id == winner.id)
-        .ok_or_else(|| SummaryError::NotFound(format!("winning run {} not found", winner.id)))?;
+    let run = winner_run(summary, runs)?;
     let mut spec = run.spec.clone();
     spec.name = format!("{}-best", summary.experiment);
     spec.grid = GridSpec::default();

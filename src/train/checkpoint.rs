@@ -287,6 +287,82 @@ pub enum Action {
     Delete(usize),
 }
 
+/// The epoch of the entry with the best metric in `mode` (the earliest on ties; a missing or
+/// NaN metric never counts): the checkpoint `keep_best` keeps.
+pub fn best_epoch(entries: &[Entry], mode: SelectMode) -> Option<usize> {
+    let mut sorted: Vec<Entry> = entries.to_vec();
+    sorted.sort_by_key(|e| e.epoch);
+    sorted
+        .iter()
+        .filter_map(|e| e.metric.map(|m| (e.epoch, m)))
+        .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| {
+            if mode.improves(m, acc.map(|(_, b)| b), 0.0) {
+                Some((epoch, m))
+            } else {
+                acc
+            }
+        })
+        .map(|(epoch, _)| epoch)
+}
+
+/// Which of a finished run's checkpoints a model is loaded from after training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The checkpoint of the best epoch by `select.metric`, which `keep_best` keeps.
+    Best,
+    /// The newest complete checkpoint: the weights training ended with.
+    Final,
+}
+
+impl Pick {
+    /// The checkpoint used when none is asked for: the best when the run kept it, else the
+    /// final. The one rule for every reader of a trained model.
+    pub fn default_for(keep_best: bool) -> Pick {
+        if keep_best { Pick::Best } else { Pick::Final }
+    }
+}
+
+/// The complete checkpoint `pick` names under `dir`, read only, with its state (for `Best`
+/// the final one when no epoch has a finite metric); `None` when the directory holds no
+/// complete checkpoint. Refuses one of another training.
+pub fn picked(
+    dir: &Path,
+    training_id: &str,
+    pick: Pick,
+    mode: SelectMode,
+) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
+    let epochs = list(dir)?;
+    let epoch = match pick {
+        Pick::Final => epochs.last().copied(),
+        Pick::Best => {
+            let mut entries = Vec::with_capacity(epochs.len());
+            for &epoch in &epochs {
+                let state = read_state(&dir.join(dir_name(epoch)))?;
+                entries.push(Entry {
+                    epoch,
+                    metric: state.metric,
+                });
+            }
+            best_epoch(&entries, mode).or(epochs.last().copied())
+        }
+    };
+    let Some(epoch) = epoch else {
+        return Ok(None);
+    };
+    let path = dir.join(dir_name(epoch));
+    let state = read_state(&path)?;
+    if state.training_id != training_id {
+        return Err(CheckpointError::Corrupt {
+            path,
+            message: format!(
+                "belongs to training {}, this run's training is {training_id}",
+                state.training_id
+            ),
+        });
+    }
+    Ok(Some((path, state)))
+}
+
 /// Decides which checkpoints stay: the `keep_last` most recent (at least one, which resume
 /// needs) and, with `keep_best`, the one with the best metric (the earliest on ties).
 /// Returns one action per entry, in ascending epoch order.
@@ -300,17 +376,7 @@ pub fn retention(
     sorted.sort_by_key(|e| e.epoch);
     let first_recent = sorted.len().saturating_sub(keep_last.max(1));
     let best = if keep_best {
-        sorted
-            .iter()
-            .filter_map(|e| e.metric.map(|m| (e.epoch, m)))
-            .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| {
-                if mode.improves(m, acc.map(|(_, b)| b), 0.0) {
-                    Some((epoch, m))
-                } else {
-                    acc
-                }
-            })
-            .map(|(epoch, _)| epoch)
+        best_epoch(&sorted, mode)
     } else {
         None
     };
@@ -432,6 +498,28 @@ mod tests {
                 scheme: SCHEME.into(),
             },
         }
+    }
+
+    #[test]
+    fn picked_loads_the_kept_best_or_the_final_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoints");
+        assert!(
+            picked(&ck, "t", Pick::Best, SelectMode::Max)
+                .unwrap()
+                .is_none()
+        );
+        for (epoch, metric) in [(1, 0.2), (2, 0.9), (3, 0.9), (4, 0.4)] {
+            save(&ck, Vec::new(), Vec::new(), &state(epoch, metric)).unwrap();
+        }
+        let epoch = |pick, mode| picked(&ck, "t", pick, mode).unwrap().unwrap().1.epoch;
+        // The earliest of equal bests, as retention keeps it.
+        assert_eq!(epoch(Pick::Best, SelectMode::Max), 2);
+        assert_eq!(epoch(Pick::Best, SelectMode::Min), 1);
+        assert_eq!(epoch(Pick::Final, SelectMode::Max), 4);
+        assert!(picked(&ck, "other", Pick::Final, SelectMode::Max).is_err());
+        assert_eq!(Pick::default_for(true), Pick::Best);
+        assert_eq!(Pick::default_for(false), Pick::Final);
     }
 
     #[test]

@@ -86,6 +86,56 @@ pub fn evaluate_tensors(
     Ok((loss_sum / n, correct as f64 / n))
 }
 
+/// A trained classifier for `rows x cols` images, its weights read from the checkpoint
+/// directory `path` (the model is built as training builds it, then every variable is set).
+pub fn load_trained(
+    config: &crate::spec::Spec,
+    rows: usize,
+    cols: usize,
+    path: &Path,
+    device: &Device,
+) -> Result<Box<dyn ImageClassifier>, TrainError> {
+    let map = VarMap::new();
+    let vb = seeded_var_builder(
+        &map,
+        stream_rng(config.training_seed(), Stream::Init, 0),
+        DType::F32,
+        device,
+    );
+    let model = build_image_classifier(
+        &config.model,
+        rows,
+        cols,
+        crate::data::images::MNIST_CLASSES,
+        Default::default(),
+        vb,
+    )?;
+    checkpoint::restore_model(path, &map)?;
+    Ok(model)
+}
+
+/// Class probabilities of each image of `set` (one row of `classes` values per image), in
+/// evaluation's batches and without dropout, so the argmax is the class evaluation counts.
+pub fn class_probabilities(
+    model: &dyn ImageClassifier,
+    set: &ImageSet,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<f32>>> {
+    let x = Tensor::from_slice(
+        &set.pixels,
+        (set.len(), 1, set.rows, set.cols),
+        &Device::Cpu,
+    )?
+    .to_device(device)?;
+    let mut out = Vec::with_capacity(set.len());
+    for start in (0..set.len()).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(set.len() - start);
+        let logp = model.forward(&x.narrow(0, start, len)?, None)?;
+        out.extend(logp.exp()?.to_device(&Device::Cpu)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
 /// A `cnn` or `mlp` run as a [`Task`] of the training driver.
 struct Classifier<'a> {
     ctx: &'a RunContext,

@@ -13,6 +13,7 @@ use super::seq2seq_step::StepRunner;
 use super::translation_artifacts::write_artifacts;
 use super::{Outcome, RunContext, TrainError};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
+use crate::data::vocab::Vocab;
 use crate::events::{EventSink, RunEvent};
 use crate::models::decode::{Hypothesis, decode_examples};
 use crate::models::seeded::Dropout;
@@ -72,6 +73,49 @@ pub fn evaluate(
         hypotheses,
         predictions,
     })
+}
+
+/// A trained translator with the vocabularies of its run's training data, its weights read
+/// from the checkpoint directory `path`; `train` are the run's training pairs
+/// ([`crate::data::pairs::load_train`]), from which training built the vocabularies.
+pub fn load_trained(
+    config: &crate::spec::Spec,
+    train: &[crate::data::pairs::Pair],
+    path: &Path,
+    device: &candle_core::Device,
+) -> Result<(Seq2Seq, Vocab, Vocab), TrainError> {
+    let (src_vocab, tgt_vocab) = crate::data::pairs::vocabularies(train);
+    let mcfg = Seq2SeqConfig::from_spec(&config.model, src_vocab.len(), tgt_vocab.len())?;
+    let model = Seq2Seq::new(
+        mcfg,
+        &mut stream_rng(config.training_seed(), Stream::Init, 0),
+        device,
+    )?;
+    checkpoint::restore_vars(path, model.params().named())?;
+    Ok((model, src_vocab, tgt_vocab))
+}
+
+/// Translates `sentences` (normalised as training normalises its data; characters unseen in
+/// training become UNK, as in dev and test) with `decode`, in evaluation's batches.
+pub fn translate(
+    model: &Seq2Seq,
+    src_vocab: &Vocab,
+    tgt_vocab: &Vocab,
+    sentences: &[String],
+    decode: &DecodeSpec,
+) -> Result<Vec<String>, TrainError> {
+    let examples: Vec<crate::data::pairs::Example> = sentences
+        .iter()
+        .map(|s| crate::data::pairs::Example {
+            src: src_vocab.encode(&crate::data::pairs::normalize(s)),
+            tgt: Vec::new(),
+        })
+        .collect();
+    let hypotheses = decode_examples(model, &examples, EVAL_BATCH, decode)?;
+    Ok(hypotheses
+        .iter()
+        .map(|h| tgt_vocab.decode(&h.tokens))
+        .collect())
 }
 
 /// The tags of a dev evaluation's records, in emission order.
