@@ -89,6 +89,54 @@ fn assert_quoted(what: &str, readme_line: usize, quoted: &[String], printed: &st
     );
 }
 
+/// How far a quoted metric may lie from the printed one. The winner, its ID and every word
+/// must match exactly; the metrics are the same bit for bit on one machine, but Candle's
+/// kernels pick their instructions by CPU (AVX2, AVX-512, ...), and the quoted test metrics
+/// were seen to differ by 0.002-0.005 between the machines of two sessions (0.8505 / 0.4126
+/// there, 0.8525 / 0.4080 here, same run ID and dev accuracy; the cause is not pinned down),
+/// so CI on another CPU compares them within this.
+const METRIC_TOLERANCE: f64 = 0.01;
+
+/// `quoted` and `printed` have the same words, and their `key=number` words the same key and
+/// numbers within [`METRIC_TOLERANCE`].
+fn same_up_to_last_digits(quoted: &str, printed: &str) -> bool {
+    let (q, p): (Vec<&str>, Vec<&str>) = (
+        quoted.split_whitespace().collect(),
+        printed.split_whitespace().collect(),
+    );
+    q.len() == p.len()
+        && q.iter().zip(&p).all(|(a, b)| {
+            a == b
+                || match (a.split_once('='), b.split_once('=')) {
+                    (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                        match (va.parse::<f64>(), vb.parse::<f64>()) {
+                            (Ok(x), Ok(y)) => (x - y).abs() <= METRIC_TOLERANCE,
+                            _ => false,
+                        }
+                    }
+                    _ => false,
+                }
+        })
+}
+
+#[test]
+fn metrics_may_move_in_their_last_digits_but_nothing_else() {
+    let quoted = "best: lr0.0005 (ed2609ec2b79) dev/accuracy=0.8590 test/accuracy=0.8505";
+    assert!(same_up_to_last_digits(
+        quoted,
+        "best: lr0.0005 (ed2609ec2b79) dev/accuracy=0.8590 test/accuracy=0.8525"
+    ));
+    for printed in [
+        "best: lr0.01 (ed2609ec2b79) dev/accuracy=0.8590 test/accuracy=0.8505",
+        "best: lr0.0005 (ed2609ec2b70) dev/accuracy=0.8590 test/accuracy=0.8505",
+        "best: lr0.0005 (ed2609ec2b79) dev/accuracy=0.8590 test/accuracy=0.8705",
+        "best: lr0.0005 (ed2609ec2b79) dev/loss=0.8590 test/accuracy=0.8505",
+        "best: lr0.0005 (ed2609ec2b79) dev/accuracy=0.8590",
+    ] {
+        assert!(!same_up_to_last_digits(quoted, printed), "{printed}");
+    }
+}
+
 #[test]
 fn quick_start_prints_the_winner_line_the_readme_quotes() {
     let text = readme();
@@ -131,6 +179,9 @@ fn quick_start_prints_the_winner_line_the_readme_quotes() {
         .lines()
         .find(|l| l.starts_with("best: "))
         .unwrap_or("(no `best: ` line)");
+    if same_up_to_last_digits(winner, printed) {
+        return;
+    }
     assert_quoted(
         &format!("`{first}`"),
         quoted.first_line + offset,
