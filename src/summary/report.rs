@@ -142,6 +142,19 @@ pub fn write_report(
     Ok(files)
 }
 
+/// Which epochs' weights the runs' test values were measured on: ` (epoch 43)` when they
+/// agree, ` (epochs 43, 50)` when not, nothing when no run has one.
+fn test_epochs_note(runs: &[&RunEntry]) -> String {
+    let epochs: std::collections::BTreeSet<usize> =
+        runs.iter().filter_map(|r| r.metrics.test_epoch).collect();
+    let list: Vec<String> = epochs.iter().map(usize::to_string).collect();
+    match list.len() {
+        0 => String::new(),
+        1 => format!(" (epoch {})", list[0]),
+        _ => format!(" (epochs {})", list.join(", ")),
+    }
+}
+
 /// `dev/accuracy` -> `dev_accuracy`.
 fn file_stem(tag: &str) -> String {
     tag.chars()
@@ -412,7 +425,10 @@ fn grouped_figure(
             .filter_map(|r| value(r))
             .filter(|v| v.is_finite()),
     );
-    let title = format!("{tag} by {group_key} and {bar_key}");
+    let mut title = format!("{tag} by {group_key} and {bar_key}");
+    if tag.starts_with(super::run::TEST_PREFIX) {
+        title.push_str(&test_epochs_note(runs));
+    }
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 24))
         .margin(16)

@@ -113,18 +113,25 @@ pub fn latest(
     let Some(&epoch) = list(dir)?.last() else {
         return Ok(None);
     };
-    let path = dir.join(dir_name(epoch));
-    let state = read_state(&path)?;
+    read_of_training(&dir.join(dir_name(epoch)), training_id).map(Some)
+}
+
+/// The checkpoint at `path` with its state, read only; refuses one of another training.
+pub fn read_of_training(
+    path: &Path,
+    training_id: &str,
+) -> Result<(PathBuf, CheckpointState), CheckpointError> {
+    let state = read_state(path)?;
     if state.training_id != training_id {
         return Err(CheckpointError::Corrupt {
-            path,
+            path: path.to_path_buf(),
             message: format!(
                 "belongs to training {}, this run's training is {training_id}",
                 state.training_id
             ),
         });
     }
-    Ok(Some((path, state)))
+    Ok((path.to_path_buf(), state))
 }
 
 /// Where this run's worker resumes: first removes incomplete checkpoints and the leftovers
@@ -300,17 +307,8 @@ pub fn retention(
     sorted.sort_by_key(|e| e.epoch);
     let first_recent = sorted.len().saturating_sub(keep_last.max(1));
     let best = if keep_best {
-        sorted
-            .iter()
-            .filter_map(|e| e.metric.map(|m| (e.epoch, m)))
-            .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| {
-                if mode.improves(m, acc.map(|(_, b)| b), 0.0) {
-                    Some((epoch, m))
-                } else {
-                    acc
-                }
-            })
-            .map(|(epoch, _)| epoch)
+        let pairs: Vec<(usize, Option<f64>)> = sorted.iter().map(|e| (e.epoch, e.metric)).collect();
+        layout::best_epoch(mode, &pairs)
     } else {
         None
     };
@@ -327,6 +325,41 @@ pub fn retention(
         .collect()
 }
 
+/// The complete checkpoints under `dir` with their selection metric, ascending.
+fn entries(dir: &Path) -> Result<Vec<Entry>, CheckpointError> {
+    list(dir)?
+        .into_iter()
+        .map(|epoch| {
+            read_state(&dir.join(dir_name(epoch))).map(|s| Entry {
+                epoch,
+                metric: s.metric,
+            })
+        })
+        .collect()
+}
+
+/// The epoch whose weights the test phase of a run configured by `spec` evaluates, among the
+/// complete checkpoints under `dir` and `current` (an epoch trained but not saved yet), by
+/// [`layout::test_epoch`]; `None` when there is neither. Its checkpoint is
+/// `dir.join(dir_name(epoch))` unless it is `current`'s epoch.
+pub fn test_checkpoint(
+    dir: &Path,
+    spec: &crate::spec::Spec,
+    current: Option<Entry>,
+) -> Result<Option<usize>, CheckpointError> {
+    let pairs: Vec<(usize, Option<f64>)> = entries(dir)?
+        .into_iter()
+        .filter(|e| current.is_none_or(|c| c.epoch != e.epoch))
+        .chain(current)
+        .map(|e| (e.epoch, e.metric))
+        .collect();
+    Ok(layout::test_epoch(
+        spec.test_checkpoint(),
+        spec.select.mode,
+        &pairs,
+    ))
+}
+
 /// Applies the retention policy to the complete checkpoints under `dir` and removes the
 /// incomplete ones and leftovers; returns the deleted epochs. Each checkpoint is renamed out
 /// of the way before it is deleted, so a worker killed here cannot wedge the run.
@@ -337,15 +370,7 @@ pub fn prune(
     mode: SelectMode,
 ) -> Result<Vec<usize>, CheckpointError> {
     layout::clean(dir)?;
-    let entries = list(dir)?
-        .into_iter()
-        .map(|epoch| {
-            read_state(&dir.join(dir_name(epoch))).map(|s| Entry {
-                epoch,
-                metric: s.metric,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let entries = entries(dir)?;
     let mut deleted = Vec::new();
     for action in retention(&entries, keep_last, keep_best, mode) {
         if let Action::Delete(epoch) = action {
