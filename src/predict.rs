@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::data::DataError;
 use crate::data::images::read_unlabelled_images;
+use crate::spec::TestCheckpoint;
 use crate::spec::{ModelKind, Spec};
 use crate::store::{self, RunDir, Stale};
 use crate::summary::{self, SummaryError};
-use crate::train::checkpoint::{self, CheckpointState, Pick};
+use crate::train::checkpoint::{self, CheckpointState};
 use crate::train::{self, TrainError};
 
 /// Why `predict` cannot answer.
@@ -132,16 +133,17 @@ fn target_of(run: &summary::run::LoadedRun) -> Target {
     }
 }
 
-/// The checkpoint a prediction loads: `pick`, or [`Pick::default_for`] the run's
-/// `keep_best`. A decode-only run has no checkpoints of its own: it reads those of the run
+/// The checkpoint a prediction loads: `pick`, or the one the run's test phase evaluated
+/// ([`crate::spec::Spec::test_checkpoint`]), so a prediction uses the weights its test
+/// numbers come from. A decode-only run has no checkpoints of its own: it reads those of the run
 /// that trained its model, as its evaluation did.
 pub fn checkpoint_of(
     target: &Target,
-    pick: Option<Pick>,
+    pick: Option<TestCheckpoint>,
 ) -> Result<(PathBuf, CheckpointState), PredictError> {
     let keep_best = target.config.train.checkpoint.keep_best;
-    let pick = pick.unwrap_or(Pick::default_for(keep_best));
-    if pick == Pick::Best && !keep_best {
+    let pick = pick.unwrap_or(target.config.test_checkpoint());
+    if pick == TestCheckpoint::Best && !keep_best {
         return Err(PredictError::NoBest {
             run: target.id.clone(),
             name: target.name.clone(),

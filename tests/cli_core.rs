@@ -234,6 +234,31 @@ fn bad_values_from_the_environment_and_flags_name_their_source() {
 }
 
 #[test]
+fn a_best_test_checkpoint_without_the_best_kept_is_a_spec_error() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("experiments/no_best.toml"),
+        "extends = \"smoke.toml\"\nname = \"no_best\"\n[train.checkpoint]\nkeep_best = false\n\
+         [select]\ntest_checkpoint = \"best\"\n",
+    )
+    .unwrap();
+    sb.run(&["plan", "experiments/no_best.toml"])
+        .expect_code(3)
+        .stderr_has("experiments/no_best.toml")
+        .stderr_has("`select.test_checkpoint` = \"best\"")
+        .stderr_has("keep_best");
+    // Unset, it follows keep_best: the final weights are tested.
+    sb.run(&[
+        "plan",
+        "experiments/smoke.toml",
+        "--set",
+        "train.checkpoint.keep_best=false",
+    ])
+    .expect_code(0);
+    assert!(!sb.path().join("runs").exists(), "nothing written");
+}
+
+#[test]
 fn a_missing_spec_file_is_a_usage_error() {
     let sb = Sandbox::new();
     sb.run(&["plan", "experiments/nope.toml"])

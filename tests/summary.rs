@@ -16,7 +16,7 @@ fn the_middle_learning_rate_wins_and_summaries_are_written() {
 
     assert_eq!(
         s.winner_line(),
-        "best: adam-lr0.0005 (01a0b1c2d3e4) dev/accuracy=0.8712 test/accuracy=0.8650"
+        "best: adam-lr0.0005 (01a0b1c2d3e4) dev/accuracy=0.8712 test/accuracy=0.8650 test_epoch=3"
     );
     let order: Vec<&str> = s.runs.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(order, ["adam-lr0.0005", "adam-lr0.001", "adam-lr0.00001"]);

@@ -329,3 +329,50 @@ fn checkpoint_of_another_training_is_refused() {
     assert!(matches!(err, TrainError::Checkpoint(_)), "{err:?}");
     assert!(err.to_string().contains("another"), "{err}");
 }
+
+/// `select.test_checkpoint`: with the highest training loss selected, epoch 1 is the best of
+/// two. A `best` run tests and draws exactly what a one-epoch run of the same seed tests and
+/// draws (epoch 1's weights), while its last checkpoint keeps the final weights; `final`
+/// tests the second epoch's weights.
+#[test]
+fn test_metrics_and_figures_come_from_the_chosen_checkpoint() {
+    use orchestrate::spec::{SelectMode, TestCheckpoint};
+    let base = |epochs, choice| {
+        let mut c = spec(200, epochs);
+        c.select.metric = "train/loss".into();
+        c.select.mode = SelectMode::Max;
+        c.select.test_checkpoint = choice;
+        c
+    };
+    let root = tempfile::tempdir().unwrap();
+    let train = |name: &str, config: Spec| {
+        let dir = root.path().join(name);
+        let mut sink = MemorySink::default();
+        run(&context(&dir, config), &mut sink).unwrap();
+        let figure = std::fs::read(dir.join("artifacts/conv1_activations.png")).unwrap();
+        (sink.events, figure)
+    };
+    let (one, one_png) = train("one", base(1, Some(TestCheckpoint::Final)));
+    let (best, best_png) = train("best", base(2, None));
+    let (last, last_png) = train("final", base(2, Some(TestCheckpoint::Final)));
+    for tag in ["test/loss", "test/accuracy"] {
+        assert_eq!(value(&best, 2, tag), value(&one, 1, tag), "{tag}");
+    }
+    assert_ne!(value(&last, 2, "test/loss"), value(&one, 1, "test/loss"));
+    assert_eq!(best_png, one_png, "activation maps of the best checkpoint");
+    assert_ne!(last_png, one_png);
+    let weights = |run: &str, epoch: usize| {
+        std::fs::read(
+            root.path()
+                .join(run)
+                .join(format!("checkpoints/epoch-{epoch:04}/model.safetensors")),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        weights("best", 2),
+        weights("final", 2),
+        "final weights saved"
+    );
+    assert_ne!(weights("best", 2), weights("best", 1));
+}

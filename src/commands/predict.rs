@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, exit};
 use crate::predict;
-use crate::train::checkpoint::Pick;
+use crate::spec::TestCheckpoint;
 
 /// Which checkpoint to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,8 +46,8 @@ pub struct Args {
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let target = predict::resolve(&args.target, &args.runs_dir)?;
     let pick = args.checkpoint.map(|c| match c {
-        CheckpointArg::Best => Pick::Best,
-        CheckpointArg::Final => Pick::Final,
+        CheckpointArg::Best => TestCheckpoint::Best,
+        CheckpointArg::Final => TestCheckpoint::Final,
     });
     predict::check_input(&target, args.images.is_some())?;
     let (path, state) = predict::checkpoint_of(&target, pick)?;

@@ -52,6 +52,7 @@ pub fn schema() -> &'static Value {
         }
         if let Some(Value::Table(t)) = v.get_mut("select") {
             t.insert("rank".into(), Value::String("mean".into()));
+            t.insert("test_checkpoint".into(), Value::String("best".into()));
         }
         if let (Value::Table(t), Ok(schedule)) = (
             &mut v,

@@ -69,6 +69,18 @@ impl Spec {
     pub fn training_seed(&self) -> u64 {
         replicate_seed(self.seed, self.replicate)
     }
+
+    /// The checkpoint a run's test phase evaluates: `select.test_checkpoint` when set, else
+    /// the best one when `train.checkpoint.keep_best` keeps it and the final one otherwise.
+    pub fn test_checkpoint(&self) -> TestCheckpoint {
+        self.select
+            .test_checkpoint
+            .unwrap_or(if self.train.checkpoint.keep_best {
+                TestCheckpoint::Best
+            } else {
+                TestCheckpoint::Final
+            })
+    }
 }
 
 /// The training seed of replicate `replicate` of a spec seeded with `seed`.
@@ -583,6 +595,10 @@ pub struct SelectSpec {
     /// How configurations of replicates are ranked (`repeats > 1`).
     #[serde(skip_serializing_if = "SelectRank::is_mean")]
     pub rank: SelectRank,
+    /// Which checkpoint test metrics, figures and decode-only variants evaluate; unset
+    /// follows `keep_best` ([`Spec::test_checkpoint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_checkpoint: Option<TestCheckpoint>,
 }
 
 impl Default for SelectSpec {
@@ -592,6 +608,27 @@ impl Default for SelectSpec {
             mode: SelectMode::Max,
             evaluate_test: true,
             rank: SelectRank::Mean,
+            test_checkpoint: None,
+        }
+    }
+}
+
+/// `select.test_checkpoint`: the weights a run's test phase evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestCheckpoint {
+    /// The checkpoint of the best epoch by `select.metric` (the epoch the run is ranked by).
+    Best,
+    /// The weights after the last epoch.
+    Final,
+}
+
+impl TestCheckpoint {
+    /// The word a spec uses for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            TestCheckpoint::Best => "best",
+            TestCheckpoint::Final => "final",
         }
     }
 }

@@ -228,6 +228,16 @@ pub fn check(spec: &Spec) -> Vec<Violation> {
         );
     }
 
+    // The best epoch's weights exist only while retention keeps them.
+    if spec.select.test_checkpoint == Some(TestCheckpoint::Best) && !t.checkpoint.keep_best {
+        c.fail(
+            "select.test_checkpoint",
+            "\"best\"".into(),
+            "needs train.checkpoint.keep_best = true (the best checkpoint is not kept); \
+             set test_checkpoint = \"final\" or keep_best = true",
+        );
+    }
+
     let l = &spec.launch;
     c.positive("launch.jobs", l.jobs);
     c.positive("launch.jobs_per_device", l.jobs_per_device);
@@ -327,6 +337,37 @@ mod tests {
         );
         // `none` ignores the numbers: nothing is stopped.
         assert_eq!(check(&scheduled(ScheduleKind::None, 0, 0, 0)), vec![]);
+    }
+
+    #[test]
+    fn best_test_checkpoint_needs_the_best_checkpoint_kept() {
+        let mut s = Spec {
+            name: "x".into(),
+            ..Spec::default()
+        };
+        s.train.checkpoint.keep_best = false;
+        assert_eq!(
+            s.test_checkpoint(),
+            TestCheckpoint::Final,
+            "unset follows keep_best"
+        );
+        assert_eq!(check(&s), vec![]);
+        s.select.test_checkpoint = Some(TestCheckpoint::Best);
+        let v = check(&s);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            (v[0].key.as_str(), v[0].value.as_str()),
+            ("select.test_checkpoint", "\"best\"")
+        );
+        s.train.checkpoint.keep_best = true;
+        assert_eq!(check(&s), vec![]);
+        assert_eq!(s.test_checkpoint(), TestCheckpoint::Best);
+        s.select.test_checkpoint = None;
+        assert_eq!(
+            s.test_checkpoint(),
+            TestCheckpoint::Best,
+            "the default with keep_best"
+        );
     }
 
     #[test]

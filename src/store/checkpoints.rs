@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
+use crate::spec::{SelectMode, TestCheckpoint};
 
 /// The files a checkpoint directory holds once it is complete.
 pub const FILES: [&str; 3] = ["model.safetensors", "optimizer.safetensors", "state.json"];
@@ -175,9 +176,66 @@ fn remove_dir_if_present(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The epoch with the best finite `select.metric` among `(epoch, metric)` pairs in `mode`
+/// (the earliest on ties, by [`SelectMode::improves`]); `None` when no value is finite. What
+/// `keep_best` keeps and what [`test_epoch`] takes for `best`.
+pub fn best_epoch(mode: SelectMode, entries: &[(usize, Option<f64>)]) -> Option<usize> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by_key(|&(epoch, _)| epoch);
+    let mut best: Option<(usize, f64)> = None;
+    for (epoch, metric) in sorted {
+        if let Some(m) = metric
+            && mode.improves(m, best.map(|(_, b)| b), 0.0)
+        {
+            best = Some((epoch, m));
+        }
+    }
+    best.map(|(epoch, _)| epoch)
+}
+
+/// The one decision of which epoch's weights a run's test phase evaluates, given the
+/// `(epoch, select metric)` of its epochs (or of the checkpoints kept, which include the best
+/// one under `keep_best`): the last epoch for `final`; for `best` the [`best_epoch`], or the
+/// last when no epoch has a finite metric. Training, decode-only variants and summaries call
+/// it, so the test numbers, the figures and the `test_epoch` a summary names agree.
+pub fn test_epoch(
+    choice: TestCheckpoint,
+    mode: SelectMode,
+    entries: &[(usize, Option<f64>)],
+) -> Option<usize> {
+    let last = entries.iter().map(|&(epoch, _)| epoch).max()?;
+    Some(match choice {
+        TestCheckpoint::Final => last,
+        TestCheckpoint::Best => best_epoch(mode, entries).unwrap_or(last),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_epoch_is_the_best_or_the_last() {
+        use SelectMode::{Max, Min};
+        use TestCheckpoint::{Best, Final};
+        let e = [
+            (3, Some(0.7)),
+            (1, Some(0.5)),
+            (2, Some(0.9)),
+            (4, Some(0.9)),
+        ];
+        assert_eq!(
+            test_epoch(Best, Max, &e),
+            Some(2),
+            "earliest of the tied best"
+        );
+        assert_eq!(test_epoch(Final, Max, &e), Some(4));
+        assert_eq!(test_epoch(Best, Min, &e), Some(1));
+        // No finite metric: nothing is best, the final weights are tested.
+        let e = [(1, None), (2, Some(f64::NAN)), (3, Some(f64::INFINITY))];
+        assert_eq!(test_epoch(Best, Max, &e), Some(3));
+        assert_eq!(test_epoch(Best, Max, &[]), None);
+    }
 
     fn checkpoint(dir: &Path, epoch: usize, files: &[&str]) {
         let d = dir.join(dir_name(epoch));

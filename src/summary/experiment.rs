@@ -206,6 +206,9 @@ impl ExperimentSummary {
         for (tag, v) in &w.metrics.test {
             let _ = write!(line, " {tag}={}", fmt_metric(v.get()));
         }
+        if let Some(epoch) = w.metrics.test_epoch {
+            let _ = write!(line, " test_epoch={epoch}");
+        }
         line
     }
 
@@ -355,6 +358,9 @@ impl ExperimentSummary {
                 for (tag, v) in &w.metrics.test {
                     let _ = writeln!(md, "| {tag} | {} |", fmt_metric(v.get()));
                 }
+                if let Some(epoch) = w.metrics.test_epoch {
+                    let _ = writeln!(md, "| test metrics from epoch | {epoch} |");
+                }
                 md.push('\n');
             }
             None => {
@@ -476,6 +482,7 @@ pub fn parse_summary(text: &str, origin: &Path) -> Result<ExperimentSummary, Sum
             mode: run.metrics.mode,
             evaluate_test: true,
             rank: Default::default(),
+            test_checkpoint: None,
         };
         return Ok(ExperimentSummary::from_runs("", &select, &[run]));
     }

@@ -134,7 +134,15 @@ pub fn write_report(
                 file_stem(&bar_key)
             ));
             render(&path, |root| {
-                grouped_figure(root, &items, &group_key, &bar_key, &tag, &value)
+                grouped_figure(
+                    root,
+                    &items,
+                    &group_key,
+                    &bar_key,
+                    &tag,
+                    &value,
+                    &test_epochs_note(&runs),
+                )
             })?;
             files.push(path);
         }
@@ -146,6 +154,19 @@ pub fn write_report(
         )));
     }
     Ok(files)
+}
+
+/// Which epochs' weights the runs' test values were measured on: ` (epoch 43)` when they
+/// agree, ` (epochs 43, 50)` when not, nothing when no run has one.
+fn test_epochs_note(runs: &[&RunEntry]) -> String {
+    let epochs: std::collections::BTreeSet<usize> =
+        runs.iter().filter_map(|r| r.metrics.test_epoch).collect();
+    let list: Vec<String> = epochs.iter().map(usize::to_string).collect();
+    match list.len() {
+        0 => String::new(),
+        1 => format!(" (epoch {})", list[0]),
+        _ => format!(" (epochs {})", list.join(", ")),
+    }
 }
 
 /// `dev/accuracy` -> `dev_accuracy`.
@@ -574,6 +595,7 @@ fn grouped_figure(
     bar_key: &str,
     tag: &str,
     value: &dyn Fn(&Item) -> Option<Valued>,
+    test_note: &str,
 ) -> DrawResult {
     let values_of = |key: &str| -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
@@ -597,7 +619,10 @@ fn grouped_figure(
             })
             .filter(|v| v.is_finite()),
     );
-    let title = format!("{tag} by {group_key} and {bar_key}");
+    let mut title = format!("{tag} by {group_key} and {bar_key}");
+    if tag.starts_with(super::run::TEST_PREFIX) {
+        title.push_str(test_note);
+    }
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 24))
         .margin(16)

@@ -77,6 +77,10 @@ pub struct MetricsSection {
     pub last: BTreeMap<String, Num>,
     /// `test/*` values (the last logged of each).
     pub test: BTreeMap<String, Num>,
+    /// The epoch whose weights the `test` values were measured on (`select.test_checkpoint`);
+    /// `None` without test values. Absent from summaries written before it existed.
+    #[serde(default)]
+    pub test_epoch: Option<usize>,
     pub epochs: Vec<EpochRow>,
 }
 
@@ -147,7 +151,8 @@ pub fn load_run(
         Ok(records) => (records, None),
         Err(damage) => (Vec::new(), Some(damage)),
     };
-    let (metrics, timings) = fold_metrics(&records, select);
+    let (mut metrics, timings) = fold_metrics(&records, select);
+    metrics.test_epoch = test_epoch(&spec, &metrics);
     let config = serde_json::to_value(&spec).map_err(|e| SummaryError::Parse {
         path: rd.config(),
         message: e.to_string(),
@@ -206,6 +211,24 @@ pub fn load_run(
         spec,
         summary,
     })
+}
+
+/// The epoch a run's test values come from: the decision its worker made
+/// ([`store::checkpoints::test_epoch`]) over the same per-epoch values of the run's own
+/// `select.metric`, which its checkpoints recorded.
+fn test_epoch(spec: &Spec, metrics: &MetricsSection) -> Option<usize> {
+    if metrics.test.is_empty() {
+        return None;
+    }
+    let pairs: Vec<(usize, Option<f64>)> = metrics
+        .epochs
+        .iter()
+        .map(|row| {
+            let value = row.values.get(&spec.select.metric).map(|n| n.get());
+            (row.epoch, value.filter(|v| v.is_finite()))
+        })
+        .collect();
+    store::checkpoints::test_epoch(spec.test_checkpoint(), spec.select.mode, &pairs)
 }
 
 /// A run's `config.toml`, which a run directory must have.
@@ -269,6 +292,7 @@ pub fn fold_metrics(
         best: best.map(|(_, v)| Num(v)),
         last,
         test,
+        test_epoch: None,
         epochs: rows,
     };
     let timings = timings

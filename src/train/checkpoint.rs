@@ -113,18 +113,25 @@ pub fn latest(
     let Some(&epoch) = list(dir)?.last() else {
         return Ok(None);
     };
-    let path = dir.join(dir_name(epoch));
-    let state = read_state(&path)?;
+    read_of_training(&dir.join(dir_name(epoch)), training_id).map(Some)
+}
+
+/// The checkpoint at `path` with its state, read only; refuses one of another training.
+pub fn read_of_training(
+    path: &Path,
+    training_id: &str,
+) -> Result<(PathBuf, CheckpointState), CheckpointError> {
+    let state = read_state(path)?;
     if state.training_id != training_id {
         return Err(CheckpointError::Corrupt {
-            path,
+            path: path.to_path_buf(),
             message: format!(
                 "belongs to training {}, this run's training is {training_id}",
                 state.training_id
             ),
         });
     }
-    Ok(Some((path, state)))
+    Ok((path.to_path_buf(), state))
 }
 
 /// Where this run's worker resumes: first removes incomplete checkpoints and the leftovers
@@ -287,65 +294,20 @@ pub enum Action {
     Delete(usize),
 }
 
-/// The epoch of the entry with the best metric in `mode` (the earliest on ties; a missing or
-/// NaN metric never counts): the checkpoint `keep_best` keeps.
-pub fn best_epoch(entries: &[Entry], mode: SelectMode) -> Option<usize> {
-    let mut sorted: Vec<Entry> = entries.to_vec();
-    sorted.sort_by_key(|e| e.epoch);
-    sorted
-        .iter()
-        .filter_map(|e| e.metric.map(|m| (e.epoch, m)))
-        .fold(None, |acc: Option<(usize, f64)>, (epoch, m)| {
-            if mode.improves(m, acc.map(|(_, b)| b), 0.0) {
-                Some((epoch, m))
-            } else {
-                acc
-            }
-        })
-        .map(|(epoch, _)| epoch)
-}
-
-/// Which of a finished run's checkpoints a model is loaded from after training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    /// The checkpoint of the best epoch by `select.metric`, which `keep_best` keeps.
-    Best,
-    /// The newest complete checkpoint: the weights training ended with.
-    Final,
-}
-
-impl Pick {
-    /// The checkpoint used when none is asked for: the best when the run kept it, else the
-    /// final. The one rule for every reader of a trained model.
-    pub fn default_for(keep_best: bool) -> Pick {
-        if keep_best { Pick::Best } else { Pick::Final }
-    }
-}
-
-/// The complete checkpoint `pick` names under `dir`, read only, with its state (for `Best`
-/// the final one when no epoch has a finite metric); `None` when the directory holds no
-/// complete checkpoint. Refuses one of another training.
+/// The complete checkpoint `pick` names under `dir` (by [`layout::test_epoch`], the rule the
+/// test phase uses), read only, with its state; `None` when the directory holds no complete
+/// checkpoint. Refuses one of another training.
 pub fn picked(
     dir: &Path,
     training_id: &str,
-    pick: Pick,
+    pick: crate::spec::TestCheckpoint,
     mode: SelectMode,
 ) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
-    let epochs = list(dir)?;
-    let epoch = match pick {
-        Pick::Final => epochs.last().copied(),
-        Pick::Best => {
-            let mut entries = Vec::with_capacity(epochs.len());
-            for &epoch in &epochs {
-                let state = read_state(&dir.join(dir_name(epoch)))?;
-                entries.push(Entry {
-                    epoch,
-                    metric: state.metric,
-                });
-            }
-            best_epoch(&entries, mode).or(epochs.last().copied())
-        }
-    };
+    let pairs: Vec<(usize, Option<f64>)> = entries(dir)?
+        .into_iter()
+        .map(|e| (e.epoch, e.metric))
+        .collect();
+    let epoch = layout::test_epoch(pick, mode, &pairs);
     let Some(epoch) = epoch else {
         return Ok(None);
     };
@@ -376,7 +338,8 @@ pub fn retention(
     sorted.sort_by_key(|e| e.epoch);
     let first_recent = sorted.len().saturating_sub(keep_last.max(1));
     let best = if keep_best {
-        best_epoch(&sorted, mode)
+        let pairs: Vec<(usize, Option<f64>)> = sorted.iter().map(|e| (e.epoch, e.metric)).collect();
+        layout::best_epoch(mode, &pairs)
     } else {
         None
     };
@@ -393,6 +356,41 @@ pub fn retention(
         .collect()
 }
 
+/// The complete checkpoints under `dir` with their selection metric, ascending.
+fn entries(dir: &Path) -> Result<Vec<Entry>, CheckpointError> {
+    list(dir)?
+        .into_iter()
+        .map(|epoch| {
+            read_state(&dir.join(dir_name(epoch))).map(|s| Entry {
+                epoch,
+                metric: s.metric,
+            })
+        })
+        .collect()
+}
+
+/// The epoch whose weights the test phase of a run configured by `spec` evaluates, among the
+/// complete checkpoints under `dir` and `current` (an epoch trained but not saved yet), by
+/// [`layout::test_epoch`]; `None` when there is neither. Its checkpoint is
+/// `dir.join(dir_name(epoch))` unless it is `current`'s epoch.
+pub fn test_checkpoint(
+    dir: &Path,
+    spec: &crate::spec::Spec,
+    current: Option<Entry>,
+) -> Result<Option<usize>, CheckpointError> {
+    let pairs: Vec<(usize, Option<f64>)> = entries(dir)?
+        .into_iter()
+        .filter(|e| current.is_none_or(|c| c.epoch != e.epoch))
+        .chain(current)
+        .map(|e| (e.epoch, e.metric))
+        .collect();
+    Ok(layout::test_epoch(
+        spec.test_checkpoint(),
+        spec.select.mode,
+        &pairs,
+    ))
+}
+
 /// Applies the retention policy to the complete checkpoints under `dir` and removes the
 /// incomplete ones and leftovers; returns the deleted epochs. Each checkpoint is renamed out
 /// of the way before it is deleted, so a worker killed here cannot wedge the run.
@@ -403,15 +401,7 @@ pub fn prune(
     mode: SelectMode,
 ) -> Result<Vec<usize>, CheckpointError> {
     layout::clean(dir)?;
-    let entries = list(dir)?
-        .into_iter()
-        .map(|epoch| {
-            read_state(&dir.join(dir_name(epoch))).map(|s| Entry {
-                epoch,
-                metric: s.metric,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let entries = entries(dir)?;
     let mut deleted = Vec::new();
     for action in retention(&entries, keep_last, keep_best, mode) {
         if let Action::Delete(epoch) = action {
@@ -505,7 +495,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ck = dir.path().join("checkpoints");
         assert!(
-            picked(&ck, "t", Pick::Best, SelectMode::Max)
+            picked(&ck, "t", crate::spec::TestCheckpoint::Best, SelectMode::Max)
                 .unwrap()
                 .is_none()
         );
@@ -514,12 +504,21 @@ mod tests {
         }
         let epoch = |pick, mode| picked(&ck, "t", pick, mode).unwrap().unwrap().1.epoch;
         // The earliest of equal bests, as retention keeps it.
-        assert_eq!(epoch(Pick::Best, SelectMode::Max), 2);
-        assert_eq!(epoch(Pick::Best, SelectMode::Min), 1);
-        assert_eq!(epoch(Pick::Final, SelectMode::Max), 4);
-        assert!(picked(&ck, "other", Pick::Final, SelectMode::Max).is_err());
-        assert_eq!(Pick::default_for(true), Pick::Best);
-        assert_eq!(Pick::default_for(false), Pick::Final);
+        assert_eq!(epoch(crate::spec::TestCheckpoint::Best, SelectMode::Max), 2);
+        assert_eq!(epoch(crate::spec::TestCheckpoint::Best, SelectMode::Min), 1);
+        assert_eq!(
+            epoch(crate::spec::TestCheckpoint::Final, SelectMode::Max),
+            4
+        );
+        assert!(
+            picked(
+                &ck,
+                "other",
+                crate::spec::TestCheckpoint::Final,
+                SelectMode::Max
+            )
+            .is_err()
+        );
     }
 
     #[test]

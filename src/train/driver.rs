@@ -8,6 +8,11 @@
 //! epoch's scalars (with the test metrics when this is the last epoch), write the checkpoint,
 //! then emit `EpochEnd`. Test results are part of the last epoch's records, so a run killed
 //! after its last checkpoint resumes with nothing to redo but the artifacts.
+//!
+//! The test phase evaluates the checkpoint [`checkpoint::test_checkpoint`] names
+//! (`select.test_checkpoint`): when that is an earlier epoch's, the task's model is set from
+//! it for the test and stays so for the artifacts, while the last epoch's checkpoint still
+//! saves the final weights, which resume needs.
 
 use super::checkpoint::{self, CheckpointError};
 use super::epoch_end::{EpochEnd, selected};
@@ -88,6 +93,7 @@ pub fn run<T: Task>(
     let cfg = &ctx.config;
     let mut end = EpochEnd::new(ctx);
     let (mut last_epoch, mut step, mut finished) = (0, 0, false);
+    let mut tested_weights_loaded = false;
     if let Some((path, state)) =
         checkpoint::resume_point(&ctx.run_dir.checkpoints(), &ctx.training_id)?
     {
@@ -139,10 +145,32 @@ pub fn run<T: Task>(
             "time/samples_per_second",
             task.samples_per_epoch() as f64 / train_seconds.max(1e-9),
         ));
+        let mut final_weights = None;
         if verdict.last {
+            let current = checkpoint::Entry {
+                epoch,
+                metric: metric.is_finite().then_some(metric),
+            };
+            let chosen =
+                checkpoint::test_checkpoint(&ctx.run_dir.checkpoints(), cfg, Some(current))?;
+            if let Some(earlier) = chosen.filter(|&e| e != epoch) {
+                // Restoring sets the variables in place: the final weights are copied out
+                // first, for this epoch's checkpoint.
+                final_weights = Some(detached(task.model_tensors())?);
+                task.restore_model(
+                    &ctx.run_dir
+                        .checkpoints()
+                        .join(checkpoint::dir_name(earlier)),
+                )?;
+            }
+            tested_weights_loaded = true;
             records.extend(task.test()?);
         }
         emit(sink, epoch, step, records)?;
+        let model = match final_weights {
+            Some(weights) => weights,
+            None => task.model_tensors(),
+        };
         let optimizer = task.optimizer();
         let (optimizer_steps, optimizer_state) = (optimizer.steps(), optimizer.state_tensors());
         end.commit(
@@ -151,14 +179,31 @@ pub fn run<T: Task>(
             optimizer_steps,
             metric,
             verdict,
-            task.model_tensors(),
+            model,
             optimizer_state,
         )?;
         sink.emit(&RunEvent::EpochEnd { epoch, step })?;
         last_epoch = epoch;
         finished = verdict.last;
     }
+    if !tested_weights_loaded {
+        // Resumed after its last checkpoint: the artifacts show the tested weights too.
+        let dir = ctx.run_dir.checkpoints();
+        if let Some(earlier) =
+            checkpoint::test_checkpoint(&dir, cfg, None)?.filter(|&e| e != last_epoch)
+        {
+            task.restore_model(&dir.join(checkpoint::dir_name(earlier)))?;
+        }
+    }
     conclude(task, sink, last_epoch, step)
+}
+
+/// Copies of `tensors` that do not share storage with the variables they came from.
+fn detached(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, TrainError> {
+    tensors
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.copy()?)))
+        .collect()
 }
 
 /// Emits `records` as scalars at `(epoch, step)`.

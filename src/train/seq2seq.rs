@@ -224,6 +224,8 @@ impl Task for Translator<'_> {
     }
 
     fn restore_model(&mut self, path: &Path) -> Result<(), TrainError> {
+        // The kept dev evaluation was of other weights; the artifacts evaluate these anew.
+        self.last_dev = None;
         Ok(checkpoint::restore_vars(path, self.model.params().named())?)
     }
 
@@ -312,7 +314,8 @@ pub fn run_seq2seq(ctx: &RunContext, sink: &mut dyn EventSink) -> Result<Outcome
     }
 }
 
-/// Decode-only run: load the source run's last checkpoint and evaluate it; no training step.
+/// Decode-only run: load the source run's checkpoint that this run's test phase uses
+/// ([`checkpoint::test_checkpoint`]) and evaluate it at that epoch; no training step.
 fn evaluate_reused(
     ctx: &RunContext,
     sink: &mut dyn EventSink,
@@ -320,12 +323,14 @@ fn evaluate_reused(
     source: &RunDir,
 ) -> Result<Outcome, TrainError> {
     let dir = source.checkpoints();
-    let (path, meta) = checkpoint::latest(&dir, &ctx.training_id)?.ok_or_else(|| {
+    let epoch = checkpoint::test_checkpoint(&dir, &ctx.config, None)?.ok_or_else(|| {
         TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
             path: dir.clone(),
             message: "no checkpoint to reuse: the training run has not finished an epoch".into(),
         })
     })?;
+    let (path, meta) =
+        checkpoint::read_of_training(&dir.join(checkpoint::dir_name(epoch)), &ctx.training_id)?;
     task.restore_model(&path)?;
     sink.emit(&RunEvent::Started {
         attempt: ctx.attempt,
@@ -464,7 +469,11 @@ mod tests {
     #[test]
     fn decode_only_variant_reuses_the_training() {
         let root = tempfile::tempdir().unwrap();
-        let trained = ctx(&root.path().join("train"), spec(Attention::General, 2));
+        // The final weights, as the variants decoded before `select.test_checkpoint`; the
+        // best checkpoint's are `test_phase_evaluates_the_chosen_checkpoint`'s.
+        let mut config = spec(Attention::General, 2);
+        config.select.test_checkpoint = Some(crate::spec::TestCheckpoint::Final);
+        let trained = ctx(&root.path().join("train"), config);
         let mut t_sink = MemorySink::default();
         run_seq2seq(&trained, &mut t_sink).unwrap();
 
@@ -514,6 +523,106 @@ mod tests {
         orphan.reuse_training_from = Some(RunDir::at(root.path().join("nowhere")));
         let e = run_seq2seq(&orphan, &mut MemorySink::default()).unwrap_err();
         assert!(e.to_string().contains("no checkpoint to reuse"), "{e}");
+    }
+
+    /// The value of `tag` at `epoch`.
+    fn at(events: &[RunEvent], tag: &str, epoch: usize) -> f64 {
+        let v: Vec<f64> = scalars(events, tag)
+            .into_iter()
+            .filter(|&(e, _)| e == epoch)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(v.len(), 1, "{tag} at epoch {epoch}");
+        v[0]
+    }
+
+    /// Test metrics, attention figures and decode-only variants evaluate the checkpoint
+    /// `select.test_checkpoint` names. Dev and test are the same file here, so a test
+    /// evaluation of epoch e's weights equals epoch e's dev evaluation; selecting the highest
+    /// training loss makes epoch 1 the best one, never the last.
+    #[test]
+    fn test_phase_evaluates_the_chosen_checkpoint() {
+        use crate::spec::TestCheckpoint;
+        let root = tempfile::tempdir().unwrap();
+        let mut s = spec(Attention::General, 3);
+        s.data.test = s.data.dev.clone();
+        s.select.metric = "train/loss".into();
+        s.select.mode = SelectMode::Max;
+        let tags = [
+            ("test/loss", "dev/loss"),
+            ("test/error_rate", "dev/error_rate"),
+            ("test/accuracy", "dev/accuracy"),
+        ];
+        let best = ctx(&root.path().join("best"), s.clone());
+        let mut best_sink = MemorySink::default();
+        run_seq2seq(&best, &mut best_sink).unwrap();
+        let ev = &best_sink.events;
+        assert_ne!(
+            at(ev, "dev/loss", 1),
+            at(ev, "dev/loss", 3),
+            "epochs 1 and 3 differ"
+        );
+        for (test, dev) in tags {
+            assert_eq!(at(ev, test, 3), at(ev, dev, 1), "{test} of the best epoch");
+        }
+
+        let mut f = s.clone();
+        f.select.test_checkpoint = Some(TestCheckpoint::Final);
+        let last = ctx(&root.path().join("final"), f);
+        let mut final_sink = MemorySink::default();
+        run_seq2seq(&last, &mut final_sink).unwrap();
+        let ev = &final_sink.events;
+        for (test, dev) in tags {
+            assert_eq!(
+                at(ev, test, 3),
+                at(ev, dev, 3),
+                "{test} of the final weights"
+            );
+            // Same training either way: only the tested weights differ.
+            assert_eq!(at(ev, dev, 3), at(&best_sink.events, dev, 3), "{dev}");
+        }
+        let figure = |run: &str| {
+            std::fs::read(root.path().join(run).join("artifacts/attention_0.png")).unwrap()
+        };
+        assert_ne!(figure("best"), figure("final"));
+
+        // Decode-only variants of the best-run's training decode the checkpoint they choose,
+        // at its epoch; the final weights are still the last checkpoint's.
+        for (choice, epoch, source_sink, figure_of) in [
+            (TestCheckpoint::Best, 1, &best_sink, "best"),
+            (TestCheckpoint::Final, 3, &final_sink, "final"),
+        ] {
+            let mut c = best.clone();
+            c.run_dir = RunDir::at(root.path().join(format!("reuse-{}", choice.word())));
+            c.config.select.test_checkpoint = Some(choice);
+            c.reuse_training_from = Some(best.run_dir.clone());
+            let mut sink = MemorySink::default();
+            assert_eq!(run_seq2seq(&c, &mut sink).unwrap(), Outcome::Done { epoch });
+            for (test, dev) in tags {
+                assert_eq!(
+                    at(&sink.events, test, epoch),
+                    at(&source_sink.events, test, 3)
+                );
+                assert_eq!(
+                    at(&sink.events, dev, epoch),
+                    at(&best_sink.events, dev, epoch)
+                );
+            }
+            let own = c.run_dir.root().join("artifacts/attention_0.png");
+            assert_eq!(std::fs::read(own).unwrap(), figure(figure_of), "{choice:?}");
+        }
+
+        // A worker killed after the last checkpoint, before its figures: the resumed run
+        // draws them from the tested weights again.
+        let before = figure("best");
+        std::fs::remove_dir_all(root.path().join("best/artifacts")).unwrap();
+        let mut again = MemorySink::default();
+        run_seq2seq(&best, &mut again).unwrap();
+        assert!(
+            scalars(&again.events, "test/loss").is_empty(),
+            "nothing redone"
+        );
+        assert_eq!(figure("best"), before);
     }
 
     /// Stopping after epoch 2 and resuming gives exactly the metrics of one straight run.
