@@ -99,16 +99,11 @@ pub enum GridError {
     Serialize(String),
 }
 
-/// Keys that belong to the experiment, not to a run.
-const NOT_VARIABLE: &[&str] = &[
-    "name",
-    "description",
-    "launch",
-    "schedule",
-    "grid",
-    "repeats",
-    "replicate",
-];
+/// Whether a top-level key belongs to the experiment, not to a run: every key outside run
+/// identity, and `replicate`, which `repeats` sets.
+fn is_experiment_key(key: &str) -> bool {
+    !identity::is_identity_key(key) || key == "replicate"
+}
 
 type Assignment = Vec<(String, Value)>;
 
@@ -518,7 +513,7 @@ fn normalize_alternative(alt: &Assignment, base: &Value) -> Result<Assignment, G
 fn check_key(key: &str, base: &Value) -> Result<(), GridError> {
     let at = format!("grid.{key}");
     let first = key.split('.').next().unwrap_or(key);
-    if NOT_VARIABLE.contains(&first) {
+    if is_experiment_key(first) {
         return Err(GridError::Entry {
             at,
             message: format!(
