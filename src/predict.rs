@@ -86,14 +86,12 @@ pub fn resolve(target: &str, runs_dir: &Path) -> Result<Target, PredictError> {
         let spec = crate::spec::load(as_path, &[]).map_err(|e| {
             PredictError::Unknown(format!("{target}: not a spec this build reads: {e}"))
         })?;
-        Some(runs_dir.join(spec.name).to_string_lossy().into_owned())
-    } else if summary::resolve_experiment(target, runs_dir).is_ok() {
-        Some(target.to_string())
+        let name = runs_dir.join(spec.name).to_string_lossy().into_owned();
+        Some(summary::resolve_experiment(&name, runs_dir)?)
     } else {
-        None
+        summary::resolve_experiment(target, runs_dir).ok()
     };
-    if let Some(experiment) = experiment {
-        let dir = summary::resolve_experiment(&experiment, runs_dir)?;
+    if let Some(dir) = experiment {
         let (exp, runs) = summary::load_experiment(&dir)?;
         let run = summary::best::winner_run(&exp, &runs)?;
         return Ok(target_of(run));

@@ -16,7 +16,7 @@
 //! The module knows nothing of models: it saves any `VarMap` and any named tensors, so every
 //! model family shares it.
 
-use crate::spec::SelectMode;
+use crate::spec::{SelectMode, TestCheckpoint};
 use crate::store::StoreError;
 use crate::store::checkpoints as layout;
 use crate::train::early_stopping::EarlyStopping;
@@ -300,29 +300,16 @@ pub enum Action {
 pub fn picked(
     dir: &Path,
     training_id: &str,
-    pick: crate::spec::TestCheckpoint,
+    pick: TestCheckpoint,
     mode: SelectMode,
 ) -> Result<Option<(PathBuf, CheckpointState)>, CheckpointError> {
     let pairs: Vec<(usize, Option<f64>)> = entries(dir)?
         .into_iter()
         .map(|e| (e.epoch, e.metric))
         .collect();
-    let epoch = layout::test_epoch(pick, mode, &pairs);
-    let Some(epoch) = epoch else {
-        return Ok(None);
-    };
-    let path = dir.join(dir_name(epoch));
-    let state = read_state(&path)?;
-    if state.training_id != training_id {
-        return Err(CheckpointError::Corrupt {
-            path,
-            message: format!(
-                "belongs to training {}, this run's training is {training_id}",
-                state.training_id
-            ),
-        });
-    }
-    Ok(Some((path, state)))
+    layout::test_epoch(pick, mode, &pairs)
+        .map(|epoch| read_of_training(&dir.join(dir_name(epoch)), training_id))
+        .transpose()
 }
 
 /// Decides which checkpoints stay: the `keep_last` most recent (at least one, which resume
@@ -495,7 +482,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ck = dir.path().join("checkpoints");
         assert!(
-            picked(&ck, "t", crate::spec::TestCheckpoint::Best, SelectMode::Max)
+            picked(&ck, "t", TestCheckpoint::Best, SelectMode::Max)
                 .unwrap()
                 .is_none()
         );
@@ -504,21 +491,10 @@ mod tests {
         }
         let epoch = |pick, mode| picked(&ck, "t", pick, mode).unwrap().unwrap().1.epoch;
         // The earliest of equal bests, as retention keeps it.
-        assert_eq!(epoch(crate::spec::TestCheckpoint::Best, SelectMode::Max), 2);
-        assert_eq!(epoch(crate::spec::TestCheckpoint::Best, SelectMode::Min), 1);
-        assert_eq!(
-            epoch(crate::spec::TestCheckpoint::Final, SelectMode::Max),
-            4
-        );
-        assert!(
-            picked(
-                &ck,
-                "other",
-                crate::spec::TestCheckpoint::Final,
-                SelectMode::Max
-            )
-            .is_err()
-        );
+        assert_eq!(epoch(TestCheckpoint::Best, SelectMode::Max), 2);
+        assert_eq!(epoch(TestCheckpoint::Best, SelectMode::Min), 1);
+        assert_eq!(epoch(TestCheckpoint::Final, SelectMode::Max), 4);
+        assert!(picked(&ck, "other", TestCheckpoint::Final, SelectMode::Max).is_err());
     }
 
     #[test]
