@@ -249,6 +249,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             expected: id.clone(),
         });
     }
+    let tb_dir = run_dir.tensorboard(&plan)?;
     if let Some(d) = env.device {
         config.train.device = d.to_string();
     }
@@ -309,7 +310,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         kernels: kernels(|k| std::env::var(k).ok()),
     };
     let hparams = run_hparams(&ctx.config, &plan.varied);
-    let mut sink = WorkerSink::new(&run_dir, attempt, hparams);
+    let mut sink = WorkerSink::new(&run_dir, tb_dir, attempt, hparams);
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train::run(&ctx, &mut sink)));
     let epoch = sink.durable_epoch.max(last_epoch);
@@ -414,10 +415,16 @@ struct WorkerSink {
 }
 
 impl WorkerSink {
-    fn new(run_dir: &RunDir, attempt: u32, hparams: BTreeMap<String, HParamValue>) -> Self {
+    /// Sinks for `run_dir`, its TensorBoard log in `tb_dir` (from its plan).
+    fn new(
+        run_dir: &RunDir,
+        tb_dir: PathBuf,
+        attempt: u32,
+        hparams: BTreeMap<String, HParamValue>,
+    ) -> Self {
         WorkerSink {
             metrics: MetricsFile::new(run_dir.metrics()),
-            extra: vec![Box::new(TensorBoardSink::new(run_dir, hparams))],
+            extra: vec![Box::new(TensorBoardSink::in_dir(tb_dir, hparams))],
             run_dir: run_dir.clone(),
             attempt,
             durable_epoch: 0,
@@ -538,6 +545,7 @@ mod tests {
                     data: Default::default(),
                     numerics: 0,
                     replicate: None,
+                    tensorboard: String::new(),
                 },
             )
             .unwrap();

@@ -42,10 +42,18 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
         assert!(dir.join("artifacts/conv1_activations.png").is_file());
     }
 
-    // TensorBoard's own reader sees every run with its curves, images and hparams.
-    if let Some(tb) = tb_check(&exp, &[]) {
+    // TensorBoard's own reader sees every run, named as the grid names it, with its curves,
+    // images and hparams; `--logdir runs/smoke/tb` lists the names and no run `.`.
+    if let Some(tb) = tb_check(&exp.join("tb"), &[]) {
+        let mut names = Vec::new();
         for dir in &runs {
-            let name = format!("{}/tb", dir.file_name().unwrap().to_string_lossy());
+            let plan: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap())
+                    .unwrap();
+            let name = plan["name"].as_str().unwrap().to_string();
+            assert!(name.starts_with("lr0.00"), "{plan}");
+            assert_eq!(plan["tensorboard"], name.as_str(), "{plan}");
+            assert!(!dir.join("tb").exists(), "no log inside the run directory");
             let r = &tb["runs"][&name];
             for (tag, points) in [
                 ("train/loss", 2),
@@ -60,9 +68,26 @@ fn smoke_grid_trains_names_a_winner_and_logs_what_tensorboard_reads() {
                 r["images"]["conv1/activations"].as_array().unwrap().len(),
                 1
             );
+            names.push(name);
         }
+        names.sort();
+        let mut selector: Vec<String> = tb["run_selector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        selector.sort();
+        assert_eq!(
+            selector, names,
+            "the run selector lists the grid's names only"
+        );
         let groups = tb["session_groups"].as_array().unwrap();
         assert_eq!(groups.len(), 2, "{groups:?}");
+        let mut group_names: Vec<&str> =
+            groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+        group_names.sort();
+        assert_eq!(group_names, names, "HParams rows are named after the runs");
         for g in groups {
             assert_eq!(g["status"][0], "STATUS_SUCCESS", "{g}");
             assert!(g["hparams"]["optimizer.lr"].is_number(), "{g}");

@@ -63,6 +63,42 @@ fn replicates_are_grouped_into_configurations_with_their_statistics() {
     let s = summary(&sb, "rep");
     let runs: Vec<&Value> = s["runs"].as_array().unwrap().iter().collect();
     assert_eq!(runs.len(), 6, "{s:#}");
+
+    // TensorBoard lists each configuration's replicates under its name, so that one regex
+    // (`lr0.001/`) selects, and groups the colours of, one configuration; each HParams row is
+    // a replicate, named as in the run selector.
+    if let Some(tb) = util::tb::tb_check(&sb.exp_dir("rep").join("tb"), &[]) {
+        let mut selector: Vec<&str> = tb["run_selector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        selector.sort();
+        let want = [
+            "lr0.001/r0",
+            "lr0.001/r1",
+            "lr0.001/r2",
+            "lr0.01/r0",
+            "lr0.01/r1",
+            "lr0.01/r2",
+        ];
+        assert_eq!(selector, want, "{tb:#}");
+        let mut rows: Vec<&str> = tb["session_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        rows.sort();
+        assert_eq!(rows, want);
+        // The replicates of a configuration are its runs: same lr, their own seeds.
+        for g in tb["session_groups"].as_array().unwrap() {
+            let lr = g["hparams"]["optimizer.lr"].as_f64().unwrap();
+            let name = g["name"].as_str().unwrap();
+            assert!(name.starts_with(&format!("lr{lr}/")), "{g}");
+        }
+    }
     let configs = s["configurations"].as_array().unwrap();
     assert_eq!(configs.len(), 2);
     for c in configs {

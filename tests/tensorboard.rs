@@ -12,7 +12,7 @@ use orchestrate::events::{EventSink, RunEvent};
 use orchestrate::sinks::tensorboard::{
     HParamValue, TensorBoardSink, domains_from_runs, write_experiment,
 };
-use orchestrate::store::{RunDir, RunState};
+use orchestrate::store::{PlanRecord, RunDir, RunState};
 use serde_json::Value;
 
 mod util;
@@ -83,9 +83,26 @@ fn run_hparams(lr: f64) -> BTreeMap<String, HParamValue> {
     hp
 }
 
+/// The log directory of run `id` of experiment `exp` under `runs`, labelled `label` in its
+/// plan, as the orchestrator lays it out.
+fn log_dir(runs: &Path, exp: &str, id: &str, label: &str) -> PathBuf {
+    let plan = PlanRecord {
+        index: 0,
+        id: id.into(),
+        training_id: id.into(),
+        name: label.into(),
+        varied: Default::default(),
+        data: Default::default(),
+        numerics: 0,
+        replicate: None,
+        tensorboard: label.into(),
+    };
+    RunDir::new(runs, exp, id).tensorboard(&plan).unwrap()
+}
+
 /// A whole run of 3 epochs ending in `end` with test accuracy `test_acc`.
-fn full_run(run_dir: &RunDir, lr: f64, end: RunState, test_acc: f64) {
-    let mut sink = TensorBoardSink::new(run_dir, run_hparams(lr));
+fn full_run(dir: &Path, lr: f64, end: RunState, test_acc: f64) {
+    let mut sink = TensorBoardSink::in_dir(dir.to_path_buf(), run_hparams(lr));
     emit(&mut sink, started(0, 1));
     for epoch in 1..=3 {
         epoch_events(&mut sink, epoch, lr, None);
@@ -151,22 +168,40 @@ fn steps(run: &Value, tag: &str) -> Vec<u64> {
 #[test]
 fn grid_logs_read_back_by_tensorboard() {
     let tmp = tempfile::tempdir().unwrap();
-    let exp = tmp.path().join("runs").join("q2_grid");
-    let good = RunDir::new(&tmp.path().join("runs"), "q2_grid", "aaaaaaaaaaaa");
-    let bad = RunDir::new(&tmp.path().join("runs"), "q2_grid", "bbbbbbbbbbbb");
+    let runs = tmp.path().join("runs");
+    let exp = runs.join("q2_grid");
+    let good = log_dir(&runs, "q2_grid", "aaaaaaaaaaaa", "lr0.001");
+    let bad = log_dir(&runs, "q2_grid", "bbbbbbbbbbbb", "lr0.01");
     full_run(&good, 1e-3, RunState::Done, 0.9);
     full_run(&bad, 1e-2, RunState::Diverged, 0.1);
     let maps = [run_hparams(1e-3), run_hparams(1e-2)];
     let metrics: Vec<String> = ["dev/accuracy", "dev/loss", "test/accuracy", "train/loss"]
         .map(String::from)
         .to_vec();
-    write_experiment(&exp, &domains_from_runs(&maps), &metrics).unwrap();
+    let tree = exp.join("tb");
+    write_experiment(&good, &tree, &exp, &domains_from_runs(&maps), &metrics).unwrap();
 
+    // `--logdir runs/q2_grid` shows the names under the tree's directory.
     let Some(v) = tb_check(&exp, &[]) else { return };
+    assert_eq!(
+        v["run_selector"],
+        serde_json::json!(["tb/lr0.001", "tb/lr0.01"])
+    );
+    // `--logdir runs/q2_grid/tb`: the grid's names alone, and no run `.` (the experiment
+    // record sits in the first run's directory).
+    let v = tb_check(&tree, &[]).unwrap();
     let names: Vec<&String> = v["runs"].as_object().unwrap().keys().collect();
-    assert_eq!(names, [".", "aaaaaaaaaaaa/tb", "bbbbbbbbbbbb/tb"]);
+    assert_eq!(names, ["lr0.001", "lr0.01"]);
+    let mut selector: Vec<&str> = v["run_selector"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    selector.sort();
+    assert_eq!(selector, ["lr0.001", "lr0.01"]);
 
-    let r = run(&v, "aaaaaaaaaaaa/tb");
+    let r = run(&v, "lr0.001");
     assert_eq!(steps(&r, "train/loss"), [5, 10, 15, 20, 25, 30]);
     for tag in ["dev/loss", "dev/accuracy", "lr", "time/epoch_seconds"] {
         assert_eq!(steps(&r, tag), [10, 20, 30], "{tag}");
@@ -201,10 +236,10 @@ fn grid_logs_read_back_by_tensorboard() {
     assert_eq!(start["optimizer.lr"], 1e-3);
     assert_eq!(start["model.kind"], "cnn");
     assert_eq!(r["hparams"]["session_end_info"]["status"], "STATUS_SUCCESS");
-    let b = run(&v, "bbbbbbbbbbbb/tb");
+    let b = run(&v, "lr0.01");
     assert_eq!(b["hparams"]["session_end_info"]["status"], "STATUS_FAILURE");
 
-    let e = &run(&v, ".")["hparams"]["experiment"];
+    let e = &r["hparams"]["experiment"];
     let lr = e["hparam_infos"]
         .as_array()
         .unwrap()
@@ -218,8 +253,8 @@ fn grid_logs_read_back_by_tensorboard() {
     let groups = v["session_groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{v:#}");
     for (name, lr, test_acc, status) in [
-        ("aaaaaaaaaaaa/tb", 1e-3, 0.9, "STATUS_SUCCESS"),
-        ("bbbbbbbbbbbb/tb", 1e-2, 0.1, "STATUS_FAILURE"),
+        ("lr0.001", 1e-3, 0.9, "STATUS_SUCCESS"),
+        ("lr0.01", 1e-2, 0.1, "STATUS_FAILURE"),
     ] {
         let g = groups
             .iter()
@@ -246,18 +281,24 @@ fn grid_logs_read_back_by_tensorboard() {
 #[test]
 fn killed_and_resumed_run_has_a_continuous_curve() {
     let tmp = tempfile::tempdir().unwrap();
-    let exp = tmp.path().join("runs").join("resume");
-    let rd = RunDir::new(&tmp.path().join("runs"), "resume", "cccccccccccc");
+    let runs = tmp.path().join("runs");
+    let tree = runs.join("resume").join("tb");
+    let dir = log_dir(&runs, "resume", "cccccccccccc", "lr0.001");
     let hp = run_hparams(1e-3);
+    // The experiment record shares the first run's directory; resuming must keep it.
+    let maps = [hp.clone()];
+    let metrics = ["dev/loss".to_string()];
+    let exp = runs.join("resume");
+    write_experiment(&dir, &tree, &exp, &domains_from_runs(&maps), &metrics).unwrap();
 
     // Attempt 1: epochs 1 and 2 complete, epoch 3 killed at step 27 mid-record.
-    let mut a = TensorBoardSink::new(&rd, hp.clone());
+    let mut a = TensorBoardSink::in_dir(dir.clone(), hp.clone());
     emit(&mut a, started(0, 1));
     epoch_events(&mut a, 1, 1e-3, None);
     epoch_events(&mut a, 2, 1e-3, None);
     epoch_events(&mut a, 3, 1e-3, Some(27));
     drop(a);
-    let file = newest_event_file(&rd.tensorboard());
+    let file = newest_run_file(&dir);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
@@ -265,15 +306,25 @@ fn killed_and_resumed_run_has_a_continuous_curve() {
     f.write_all(&[7, 0, 0, 0, 0, 0, 0]).unwrap(); // a length field, cut short
 
     // The killed attempt's file is readable up to its last complete record.
-    let Some(v) = tb_check(&exp, &["--allow-truncated-tail"]) else {
+    let Some(v) = tb_check(&tree, &["--allow-truncated-tail"]) else {
         return;
     };
-    let r = run(&v, "cccccccccccc/tb");
+    let r = run(&v, "lr0.001");
     assert_eq!(steps(&r, "train/loss"), [5, 10, 15, 20, 25]);
-    assert_eq!(r["files"][0]["truncated_tail"], true);
+    let torn: Vec<bool> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["truncated_tail"] == true)
+        .collect();
+    assert_eq!(
+        torn,
+        [false, true],
+        "the experiment file, then the killed one: {r:#}"
+    );
 
     // Attempt 2 resumes after epoch 2.
-    let mut b = TensorBoardSink::new(&rd, hp);
+    let mut b = TensorBoardSink::in_dir(dir.clone(), hp);
     emit(&mut b, started(2, 2));
     epoch_events(&mut b, 3, 1e-3, None);
     emit(
@@ -285,8 +336,8 @@ fn killed_and_resumed_run_has_a_continuous_curve() {
         },
     );
 
-    let v = tb_check(&exp, &[]).unwrap();
-    let r = run(&v, "cccccccccccc/tb");
+    let v = tb_check(&tree, &[]).unwrap();
+    let r = run(&v, "lr0.001");
     assert_eq!(steps(&r, "train/loss"), [5, 10, 15, 20, 25, 30]);
     // The files themselves hold no orphaned point: any reader, purging or not, sees one
     // continuous curve.
@@ -306,13 +357,19 @@ fn killed_and_resumed_run_has_a_continuous_curve() {
     assert_eq!(steps(&r, "dev/loss"), [10, 20, 30]);
     assert_eq!(r["hparams"]["session_end_info"]["status"], "STATUS_SUCCESS");
     assert_eq!(r["hparams"]["session_start_info"]["optimizer.lr"], 1e-3);
+    assert_eq!(
+        r["hparams"]["experiment"]["metric_tags"],
+        serde_json::json!(metrics)
+    );
 }
 
-fn newest_event_file(dir: &Path) -> PathBuf {
+/// The newest event file the run's sink wrote (not the experiment record's file).
+fn newest_run_file(dir: &Path) -> PathBuf {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().contains("tfevents"))
+        .filter(|p| !p.to_string_lossy().ends_with(".experiment"))
         .collect();
     names.sort();
     names.pop().unwrap()

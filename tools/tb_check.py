@@ -13,11 +13,15 @@ Nothing here parses event files itself, so a file that passes is one TensorBoard
   * HParams: the HParams plugin's own HTTP routes (/experiment, /session_groups), called
     through werkzeug's test client, i.e. the table the dashboard shows.
 
-Output (stdout, JSON): {"runs": {RUN: {"files": [{name, records, truncated_tail,
-stored_steps: {TAG: [step...]}}], "scalars": {TAG: [[step, value]]},
+    python3 tools/tb_check.py runs/<experiment>/tb   # run names as `--logdir` there shows them
+
+Output (stdout, JSON): {"run_selector": [RUN...], "runs": {RUN: {"files": [{name, records,
+truncated_tail, stored_steps: {TAG: [step...]}}], "scalars": {TAG: [[step, value]]},
 "images": {TAG: [{step, width, height, decoded: {size, mode, pixel_sum}}]},
 "text": {TAG: [[step, text]]}, "hparams": {session_start_info, session_end_info,
 experiment}}}, "experiment": ..., "session_groups": [{name, hparams, metrics, status}]}.
+`run_selector` is the list TensorBoard's run selector shows (the core plugin's /data/runs,
+in its order: by first event time, then name); a session group's name is its run's.
 RUN is the directory relative to LOGDIR ("." for LOGDIR itself). `stored_steps` is what
 the files hold; `scalars` is what the dashboard shows after TensorBoard's own purging of
 points orphaned by a restart (SessionLog START), so comparing them shows whether a
@@ -50,6 +54,7 @@ try:
     from tensorboard.compat.tensorflow_stub import errors as tb_errors
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_records
     from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.core import core_plugin
     from tensorboard.plugins.hparams import hparams_plugin
     from tensorboard.plugins.hparams import metadata as hp_meta
     from tensorboard.plugins.scalar import scalars_plugin
@@ -168,10 +173,24 @@ def read_run(acc):
     return out
 
 
+def context(logdir, mux):
+    provider = data_provider.MultiplexerDataProvider(mux, logdir)
+    return base_plugin.TBContext(logdir=logdir, multiplexer=mux, data_provider=provider)
+
+
+def run_selector(logdir, mux):
+    """The run names TensorBoard's run selector lists: the core plugin's /data/runs."""
+    apps = core_plugin.CorePlugin(context(logdir, mux)).get_plugin_apps()
+    client = wz_test.Client(apps["/data/runs"], wz_wrappers.Response)
+    resp = client.get("/data/runs")
+    if resp.status_code != 200:
+        die(3, "/data/runs: HTTP %d: %s" % (resp.status_code, resp.get_data(True)))
+    return json.loads(resp.get_data(True))
+
+
 def hparams_dashboard(logdir, mux):
     """The HParams plugin's answers, as its dashboard requests them."""
-    provider = data_provider.MultiplexerDataProvider(mux, logdir)
-    ctx = base_plugin.TBContext(logdir=logdir, multiplexer=mux, data_provider=provider)
+    ctx = context(logdir, mux)
     scalars = scalars_plugin.ScalarsPlugin(ctx)
     ctx.plugin_name_to_instance = {"scalars": scalars}
     plugin = hparams_plugin.HParamsPlugin(ctx)
@@ -228,6 +247,7 @@ def main():
     for name in runs:
         result["runs"][name].update(read_run(mux.GetAccumulator(name)))
 
+    result["run_selector"] = run_selector(args.logdir, mux)
     result["experiment"], result["session_groups"] = hparams_dashboard(args.logdir, mux)
     json.dump(result, sys.stdout, indent=1, sort_keys=True)
     print()

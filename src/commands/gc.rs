@@ -1,7 +1,7 @@
 //! `orchestrate gc EXPERIMENT`: lists the experiment's stale run directories (results of other
-//! data or numerics, [`crate::store::check_current`]) and, with `--delete`, removes them,
-//! asking first unless `--yes`. Nothing else is ever deleted: a run that is only damaged,
-//! failed or not in the current plan stays.
+//! data or numerics, [`crate::store::check_current`]) and, with `--delete`, removes them with
+//! their TensorBoard logs, asking first unless `--yes`. Nothing else is ever deleted: a run
+//! that is only damaged, failed or not in the current plan stays.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -74,8 +74,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         }
     }
     for r in &stale {
-        let dir = exp_dir.join(&r.id);
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        crate::store::remove_run(&crate::store::RunDir::at(exp_dir.join(&r.id)))?;
     }
     println!("deleted {} stale run(s)", stale.len());
     Ok(crate::error::exit::OK)

@@ -177,7 +177,7 @@ fn prepare(
         });
     }
     let runs = prepare_runs(exp.root(), plans, &args.rerun)?;
-    write_tensorboard_experiment(exp.root(), spec, plans)?;
+    write_tensorboard_experiment(exp.root(), spec, plans, &runs)?;
     if let Some(n) = &settings.note {
         rep.report(&LaunchEvent::Note { message: n.clone() });
     }
@@ -363,12 +363,13 @@ fn finish(args: &Args, spec: &Spec, p: Prepared) -> Result<i32, Error> {
     Ok(if all_done { exit::OK } else { exit::FAILURE })
 }
 
-/// Writes the experiment-level HParams record: the grid's hyper-parameter domains and the
-/// metrics the dashboard lists (the select metric first).
+/// Writes the experiment-level HParams record (the grid's hyper-parameter domains and the
+/// metrics the dashboard lists, the select metric first) into the first run's log directory.
 fn write_tensorboard_experiment(
     exp_dir: &Path,
     spec: &Spec,
     plans: &[crate::grid::RunPlan],
+    runs: &[PreparedRun],
 ) -> Result<(), Error> {
     use crate::sinks::tensorboard::{domains_from_runs, run_hparams, write_experiment};
     let per_run: Vec<_> = plans
@@ -384,6 +385,17 @@ fn write_tensorboard_experiment(
         "train/loss".to_string(),
     ];
     metrics.dedup();
-    write_experiment(exp_dir, &domains_from_runs(&per_run), &metrics)?;
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    let log_dir = first.dir.tensorboard(&first.plan)?;
+    let tree = crate::store::tensorboard::log_tree(exp_dir);
+    write_experiment(
+        &log_dir,
+        &tree,
+        exp_dir,
+        &domains_from_runs(&per_run),
+        &metrics,
+    )?;
     Ok(())
 }

@@ -53,6 +53,18 @@ pub fn replicate_name(name: &str, k: u32) -> String {
     }
 }
 
+/// The TensorBoard run name the grid proposes for replicate `k` of a configuration named
+/// `name` (`lr0.0005/r1`): a path under the configuration's name, so that TensorBoard lists
+/// a configuration's replicates together and one regex filters or colours them as a group.
+/// A run without replicates proposes its own name.
+pub fn replicate_log_name(name: &str, k: u32) -> String {
+    if name.is_empty() {
+        format!("r{k}")
+    } else {
+        format!("{name}/r{k}")
+    }
+}
+
 /// Hex digits in an id.
 pub const ID_LEN: usize = 12;
 

@@ -34,6 +34,10 @@ pub struct RunPlan {
     pub training_id: String,
     /// Readable, unique within the grid: `adam-lr0.0005`.
     pub name: String,
+    /// The TensorBoard run name the grid proposes: `name`, or `<configuration>/r<k>` for
+    /// replicates; the run's `plan.json` fixes the one it keeps (`store::tensorboard`).
+    #[serde(default)]
+    pub log_name: String,
     /// Dotted key -> value the grid set for this run.
     pub varied: BTreeMap<String, Value>,
     /// The run's resolved config, its grid emptied.
@@ -237,6 +241,7 @@ pub fn expand_with(
             id,
             training_id,
             name: identity::run_name(&varied),
+            log_name: String::new(),
             varied,
             config,
             data: run_data,
@@ -245,6 +250,7 @@ pub fn expand_with(
     }
     let names = identity::unique_names(runs.iter().map(|r| r.name.clone()).collect());
     for (r, n) in runs.iter_mut().zip(names) {
+        r.log_name = n.clone();
         r.name = n;
     }
     if repeats > 1 {
@@ -264,6 +270,7 @@ fn replicated(configs: Vec<RunPlan>, repeats: u32) -> Result<Vec<RunPlan>, GridE
             let mut run = first.clone();
             run.index = out.len();
             run.name = identity::replicate_name(&first.name, k);
+            run.log_name = identity::replicate_log_name(&first.name, k);
             run.replicate = Some(Replicate {
                 configuration: configuration.clone(),
                 index: k,

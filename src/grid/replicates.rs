@@ -30,6 +30,19 @@ fn each_configuration_expands_into_its_replicates_in_order() {
             "lr0.01-rep2"
         ]
     );
+    // In TensorBoard a configuration's replicates sit under its name.
+    let log_names: Vec<&str> = runs.iter().map(|r| r.log_name.as_str()).collect();
+    assert_eq!(
+        log_names,
+        [
+            "lr0.001/r0",
+            "lr0.001/r1",
+            "lr0.001/r2",
+            "lr0.01/r0",
+            "lr0.01/r1",
+            "lr0.01/r2"
+        ]
+    );
     assert_eq!(
         runs.iter().map(|r| r.index).collect::<Vec<_>>(),
         [0, 1, 2, 3, 4, 5]
@@ -61,6 +74,7 @@ fn replicate_zero_is_the_run_a_spec_without_repeats_plans() {
     let single = expand(&two_lrs(1)).unwrap();
     let three = expand(&two_lrs(3)).unwrap();
     assert!(single.iter().all(|r| r.replicate.is_none()));
+    assert_eq!(single[0].log_name, single[0].name);
     assert_eq!(three[0].id, single[0].id);
     assert_eq!(three[3].id, single[1].id);
     assert_eq!(three[0].config.training_seed(), 42);

@@ -4,9 +4,12 @@
 //! unless it already has them: a finished run's files are never overwritten, and a run
 //! directory whose config differs from the plan's is an error (its hash says it should not).
 //! `--rerun` resets one run (status, checkpoints, metrics, TensorBoard, artifacts) and no other.
+//! A run's TensorBoard label is chosen here, the first time the run is planned, and kept
+//! ([`store::tensorboard`]).
 //! A finished run whose records are damaged ([`store::check_finished`]) stays finished: it is
 //! neither retrained nor re-summarised until `--rerun` names it.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -76,11 +79,12 @@ pub fn prepare_runs(
             });
         }
     }
+    let mut labels = store::tensorboard::labels_in_use(exp_dir)?;
     plans
         .iter()
         .map(|p| {
             let rerun = reruns.iter().any(|r| matches_run(p, r));
-            prepare_one(exp_dir, p, rerun)
+            prepare_one(exp_dir, p, rerun, &mut labels)
         })
         .collect()
 }
@@ -89,9 +93,22 @@ fn matches_run(p: &RunPlan, key: &str) -> bool {
     crate::store::run_key_matches(&p.id, &p.name, key)
 }
 
-fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, LaunchError> {
+/// `labels`: the TensorBoard labels in use in the experiment, by run id; the run's is added.
+fn prepare_one(
+    exp_dir: &Path,
+    p: &RunPlan,
+    rerun: bool,
+    labels: &mut HashMap<String, String>,
+) -> Result<PreparedRun, LaunchError> {
     let dir = RunDir::at(exp_dir.join(&p.id));
     fs::create_dir_all(dir.root()).map_err(|e| StoreError::io(dir.root(), e))?;
+    let existing = store::read_plan(&dir)?;
+    // Fixed once: a grid that renames this run later must not move its log.
+    let label = match existing.as_ref().filter(|e| !e.tensorboard.is_empty()) {
+        Some(e) => e.tensorboard.clone(),
+        None => store::tensorboard::new_label(exp_dir, &p.log_name, &p.id, labels),
+    };
+    labels.insert(label.clone(), p.id.clone());
     let record = PlanRecord {
         index: p.index,
         id: p.id.clone(),
@@ -101,6 +118,7 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         data: p.data.clone(),
         numerics: crate::grid::identity::numerics_version(p.config.model.kind),
         replicate: p.replicate.clone(),
+        tensorboard: label,
     };
     match store::read_config(&dir)? {
         Some(existing) => {
@@ -121,11 +139,12 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
         }
         None => store::write_config(&dir, &p.config)?,
     }
-    if store::read_plan(&dir)?.as_ref() != Some(&record) {
+    if existing.as_ref() != Some(&record) {
         store::write_plan(&dir, &record)?;
     }
+    store::tensorboard::adopt_legacy_log(&dir, &record)?;
     if rerun {
-        reset(&dir)?;
+        reset(&dir, &record)?;
     }
     let state = match store::read_status(&dir)? {
         Some(s) => s.state,
@@ -153,7 +172,7 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
 }
 
 /// Forgets a run's results so it trains from scratch; its config and plan stay.
-fn reset(dir: &RunDir) -> Result<(), StoreError> {
+fn reset(dir: &RunDir, plan: &PlanRecord) -> Result<(), StoreError> {
     for f in [dir.status(), dir.metrics(), dir.summary()] {
         match fs::remove_file(&f) {
             Ok(()) => {}
@@ -161,7 +180,8 @@ fn reset(dir: &RunDir) -> Result<(), StoreError> {
             Err(e) => return Err(StoreError::io(f, e)),
         }
     }
-    for d in [dir.checkpoints(), dir.tensorboard(), dir.artifacts()] {
+    store::tensorboard::remove_log(dir, plan)?;
+    for d in [dir.checkpoints(), dir.artifacts()] {
         match fs::remove_dir_all(&d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -188,6 +208,7 @@ mod tests {
             id,
             training_id,
             name: format!("lr={lr}"),
+            log_name: format!("lr{lr}"),
             varied: BTreeMap::new(),
             config,
             data: Default::default(),
@@ -247,5 +268,55 @@ mod tests {
         assert_eq!(again[1].state, RunState::Queued);
         let err = prepare_runs(exp.path(), &plans, &["nope".into()]).unwrap_err();
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn a_tensorboard_label_is_chosen_once_and_a_taken_one_gets_the_id() {
+        let exp = tempfile::tempdir().unwrap();
+        let plans = vec![plan(0, 0.1), plan(1, 0.2)];
+        let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        let labels: Vec<&str> = runs.iter().map(|r| r.plan.tensorboard.as_str()).collect();
+        assert_eq!(labels, ["lr0.1", "lr0.2"]);
+        // A changed grid renames run 0 and proposes its old label for a new run.
+        let mut renamed = plans.clone();
+        renamed[0].log_name = "other".into();
+        let mut newcomer = plan(2, 0.3);
+        newcomer.log_name = "lr0.1".into();
+        renamed.push(newcomer.clone());
+        let again = prepare_runs(exp.path(), &renamed, &[]).unwrap();
+        assert_eq!(again[0].plan.tensorboard, "lr0.1");
+        assert_eq!(again[2].plan.tensorboard, format!("lr0.1-{}", newcomer.id));
+        let on_disk = store::read_plan(&again[0].dir).unwrap().unwrap();
+        assert_eq!(on_disk.tensorboard, "lr0.1");
+    }
+
+    #[test]
+    fn rerun_removes_the_runs_log_and_a_legacy_log_moves_into_the_tree() {
+        let exp = tempfile::tempdir().unwrap();
+        let plans = vec![plan(0, 0.1), plan(1, 0.2)];
+        let runs = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        // Run 0 as an earlier version left it: no label, its log inside the run directory.
+        let mut legacy = runs[0].plan.clone();
+        legacy.tensorboard.clear();
+        store::write_plan(&runs[0].dir, &legacy).unwrap();
+        let old = runs[0].dir.legacy_tensorboard();
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("events.out.tfevents.1.h.1.0"), b"log").unwrap();
+        let logs: Vec<_> = runs
+            .iter()
+            .map(|r| r.dir.tensorboard(&r.plan).unwrap())
+            .collect();
+        fs::create_dir_all(&logs[1]).unwrap();
+        fs::write(logs[1].join("events.out.tfevents.2.h.1.0"), b"log").unwrap();
+        let again = prepare_runs(exp.path(), &plans, &[]).unwrap();
+        assert_eq!(again[0].plan.tensorboard, "lr0.1");
+        assert!(!old.exists());
+        assert_eq!(
+            fs::read(logs[0].join("events.out.tfevents.1.h.1.0")).unwrap(),
+            b"log"
+        );
+        prepare_runs(exp.path(), &plans, &["lr=0.2".into()]).unwrap();
+        assert!(!logs[1].exists());
+        assert!(logs[0].join("events.out.tfevents.1.h.1.0").exists());
     }
 }

@@ -146,6 +146,7 @@ mod tests {
                 data: Default::default(),
                 numerics: 0,
                 replicate: None,
+                tensorboard: String::new(),
             },
             dir: RunDir::at(dir.path()),
             epochs: 2,

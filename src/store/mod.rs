@@ -15,6 +15,7 @@ pub mod records;
 pub mod runtime;
 pub mod slurm_exit;
 pub mod stale;
+pub mod tensorboard;
 
 pub use atomic::write_atomic;
 pub use files::{
@@ -28,10 +29,12 @@ pub use records::*;
 pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
 pub use slurm_exit::{SLURM_EXIT_FILE, SlurmExitRecord, read_slurm_exit};
 pub use stale::{Stale, check_current};
+pub use tensorboard::remove_run;
 
 use std::path::{Path, PathBuf};
 
-/// Paths inside `runs/<experiment>/<run-id>/`.
+/// Paths inside `runs/<experiment>/<run-id>/`; the run's TensorBoard log is outside it, in
+/// the experiment's log tree ([`RunDir::tensorboard`], [`tensorboard`]).
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
@@ -83,10 +86,6 @@ impl RunDir {
     /// Checkpoint directory (safetensors).
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
-    }
-    /// TensorBoard event files of this run.
-    pub fn tensorboard(&self) -> PathBuf {
-        self.root.join("tb")
     }
     /// Figures and tables the run produces (activation maps, attention, samples).
     pub fn artifacts(&self) -> PathBuf {

@@ -113,6 +113,11 @@ pub struct PlanRecord {
     /// The run's configuration and replicate index, when its spec has `repeats > 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicate: Option<crate::grid::Replicate>,
+    /// The run's TensorBoard run name, fixed when it was first planned: its log lives in
+    /// `runs/<experiment>/tb/<this>/` ([`super::tensorboard`]). Empty in directories planned
+    /// before, whose log is `<run-id>/tb/` until their next `run` moves it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tensorboard: String,
 }
 
 #[cfg(test)]

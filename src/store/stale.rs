@@ -84,6 +84,7 @@ mod tests {
             data,
             numerics,
             replicate: None,
+            tensorboard: String::new(),
         }
     }
 

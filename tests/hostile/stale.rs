@@ -108,6 +108,24 @@ fn a_data_file_replaced_in_place_gives_new_runs_and_the_old_ones_go_stale() {
     );
     let new: Vec<&String> = all.iter().filter(|i| !old.contains(i)).collect();
     assert_eq!(new.len(), 2);
+    // The new runs have the old ones' names; their TensorBoard logs do not mix with the old
+    // logs, which stay where they were: the new ones get their run ID appended.
+    let mut logs = tb_names(&exp);
+    logs.sort();
+    let mut new_logs: Vec<String> = new
+        .iter()
+        .map(|id| {
+            let plan: serde_json::Value =
+                serde_json::from_slice(&fs::read(exp.join(id.as_str()).join("plan.json")).unwrap())
+                    .unwrap();
+            format!("{}-{id}", plan["name"].as_str().unwrap())
+        })
+        .collect();
+    new_logs.sort();
+    let mut want: Vec<String> = vec!["lr0.001".into(), "lr0.003".into()];
+    want.extend(new_logs.iter().cloned());
+    want.sort();
+    assert_eq!(logs, want);
 
     let status = sb.run(&["status", "stale"]);
     status.ok();
@@ -187,6 +205,23 @@ fn a_data_file_replaced_in_place_gives_new_runs_and_the_old_ones_go_stale() {
         left.iter().all(|i| !old.contains(i)) && left.len() == 2,
         "{left:?}"
     );
+    // Each deleted run's TensorBoard log went with it; the current runs' logs stay.
+    let mut logs = tb_names(&exp);
+    logs.sort();
+    assert_eq!(logs, new_logs);
+}
+
+/// The directories of the experiment's TensorBoard log tree that hold files.
+fn tb_names(exp: &Path) -> Vec<String> {
+    let tree = exp.join("tb");
+    let Ok(entries) = fs::read_dir(&tree) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| fs::read_dir(p).unwrap().next().is_some())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

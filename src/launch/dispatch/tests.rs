@@ -195,6 +195,7 @@ fn runs(dir: &std::path::Path, n: usize) -> Vec<PreparedRun> {
                 data: Default::default(),
                 numerics: 0,
                 replicate: None,
+                tensorboard: String::new(),
             },
             dir: RunDir::at(dir.join(format!("run{i}"))),
             epochs: 2,

@@ -135,6 +135,7 @@ pub fn run_grid_on_slurm(
                 data: Default::default(),
                 numerics: 0,
                 replicate: None,
+                tensorboard: String::new(),
             },
             dir: RunDir::at(&r.run_dir),
             epochs: 0,

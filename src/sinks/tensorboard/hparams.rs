@@ -220,6 +220,7 @@ pub fn session_end(success: bool) -> Result<Event, TbError> {
 }
 
 /// The experiment record: hparam columns with their domains, and the metric columns.
+/// TensorBoard reads it from whichever run holds it; it lists every run's sessions.
 ///
 /// Metric tags under `train/` are marked as training data, `dev/` as validation; each
 /// metric's value is read from the run's own scalars (empty group).
@@ -294,26 +295,70 @@ fn only_experiment_records(path: &Path) -> Result<bool, TbError> {
     Ok(true)
 }
 
-/// Writes the experiment record into a new event file directly in `exp_dir`
-/// (`runs/<experiment>/`, TensorBoard run `.`), then removes earlier files that held
-/// nothing but an experiment record, since TensorBoard would keep the first one it reads.
-/// Returns the new file's path.
+/// How the name of the file holding the experiment record ends
+/// (`events.out.tfevents.<secs>.<host>.<pid>.<n>.experiment`): it is found by its name,
+/// whichever run's log directory holds it.
+pub const EXPERIMENT_FILE_SUFFIX: &str = ".experiment";
+
+/// Writes the experiment record into a new event file in `log_dir`, a run's log directory
+/// (a file at the log tree's root would make a TensorBoard run of its own, `.`), then
+/// removes every other experiment file under `tree`, the experiment's log tree, and the
+/// event files directly in `legacy_dir` that hold nothing but an experiment record (where
+/// earlier versions wrote it): TensorBoard would keep the first one it reads. Returns the
+/// new file's path.
 pub fn write_experiment(
-    exp_dir: &Path,
+    log_dir: &Path,
+    tree: &Path,
+    legacy_dir: &Path,
     hparams: &[HParamDomain],
     metric_tags: &[String],
 ) -> Result<PathBuf, TbError> {
-    let earlier = list_event_files(exp_dir)?;
-    let mut w = EventFileWriter::create(exp_dir)?;
+    let mut w = EventFileWriter::create_with_suffix(log_dir, EXPERIMENT_FILE_SUFFIX)?;
     w.write_event(&experiment(hparams, metric_tags)?)?;
     w.sync()?;
-    for name in earlier {
-        let path = exp_dir.join(&name);
-        if only_experiment_records(&path)? {
+    let new = w.path().to_path_buf();
+    for path in experiment_files(tree)? {
+        if path != new {
             std::fs::remove_file(&path).map_err(|e| TbError::io(&path, e))?;
         }
     }
-    Ok(w.path().to_path_buf())
+    for name in list_event_files(legacy_dir)? {
+        let path = legacy_dir.join(&name);
+        if path != new && only_experiment_records(&path)? {
+            std::fs::remove_file(&path).map_err(|e| TbError::io(&path, e))?;
+        }
+    }
+    Ok(new)
+}
+
+/// Every experiment file under `dir`, at any depth (symbolic links are not followed).
+fn experiment_files(dir: &Path) -> Result<Vec<PathBuf>, TbError> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(TbError::io(&d, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| TbError::io(&d, e))?;
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file()
+                && super::writer::is_event_file(&name)
+                && name.ends_with(EXPERIMENT_FILE_SUFFIX)
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -430,21 +475,31 @@ mod tests {
     }
 
     #[test]
-    fn write_experiment_replaces_only_its_own_earlier_file() {
+    fn write_experiment_replaces_only_its_own_earlier_files() {
         let tmp = tempfile::tempdir().unwrap();
+        let exp = tmp.path();
+        let tree = exp.join("tb");
         let d = vec![HParamDomain {
             name: "lr".into(),
             domain: Domain::Interval { min: 0.0, max: 1.0 },
         }];
-        let first = write_experiment(tmp.path(), &d, &["dev/loss".into()]).unwrap();
-        // A foreign event file next to it holds other data and must survive.
-        let mut other = EventFileWriter::create(tmp.path()).unwrap();
+        let m = ["dev/loss".to_string()];
+        // Where an earlier version wrote it: directly in the experiment directory.
+        let mut legacy = EventFileWriter::create(exp).unwrap();
+        legacy.write_event(&experiment(&d, &m).unwrap()).unwrap();
+        let first = write_experiment(&tree.join("a"), &tree, exp, &d, &m).unwrap();
+        assert!(!legacy.path().exists());
+        assert!(first.to_string_lossy().ends_with(EXPERIMENT_FILE_SUFFIX));
+        // A run's own event file beside it holds other data and must survive.
+        let mut other = EventFileWriter::create(&tree.join("a")).unwrap();
         other
             .write_event(&super::super::summaries::scalar(1, "x", 1.0))
             .unwrap();
-        let second = write_experiment(tmp.path(), &d, &["dev/loss".into()]).unwrap();
+        // The first run changed: the record moves to the new first run's directory.
+        let second = write_experiment(&tree.join("b/r0"), &tree, exp, &d, &m).unwrap();
         assert!(!first.exists());
         assert!(second.exists());
         assert!(other.path().exists());
+        assert_eq!(experiment_files(&tree).unwrap(), vec![second]);
     }
 }

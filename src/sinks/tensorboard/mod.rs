@@ -5,10 +5,11 @@
 //! writer loses files to name collisions, does not wait on `flush()` and panics on I/O
 //! errors (`../shared/notes/tensorboard.md`); [`writer::EventFileWriter`] replaces it.
 //!
-//! Layout: each run logs to `runs/<experiment>/<run-id>/tb/` (TensorBoard run
-//! `<run-id>/tb`); [`write_experiment`] puts the experiment-level hparams record directly
-//! in `runs/<experiment>/` (TensorBoard run `.`), so `tensorboard --logdir
-//! runs/<experiment>` shows every run of the grid in one HParams table.
+//! Layout (decided in `store::tensorboard`): each run logs to `runs/<experiment>/tb/<label>/`,
+//! so TensorBoard's run selector shows `lr0.0005`, replicates as `lr0.0005/r1`;
+//! [`write_experiment`] puts the experiment-level hparams record in the first run's log
+//! directory, not at the tree's root, so that no run `.` appears and `tensorboard --logdir
+//! runs/<experiment>/tb` shows every run of the grid in one HParams table.
 
 pub mod hparams;
 pub mod record;
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::events::{EventSink, RunEvent, SinkError};
-use crate::store::{RunDir, RunState};
+use crate::store::RunState;
 
 pub use hparams::{
     Domain, HParamDomain, HParamValue, domains_from_runs, run_hparams, write_experiment,
@@ -98,14 +99,9 @@ pub struct TensorBoardSink {
 }
 
 impl TensorBoardSink {
-    /// A sink writing under `run_dir.tensorboard()`; `hparams` are the run's varied
-    /// hyper-parameters plus the fixed ones worth a column. Nothing is written until
+    /// A sink writing into `dir` (a run's `RunDir::tensorboard`); `hparams` are the run's
+    /// varied hyper-parameters plus the fixed ones worth a column. Nothing is written until
     /// the first event.
-    pub fn new(run_dir: &RunDir, hparams: BTreeMap<String, HParamValue>) -> Self {
-        Self::in_dir(run_dir.tensorboard(), hparams)
-    }
-
-    /// A sink writing into `dir`.
     pub fn in_dir(dir: PathBuf, hparams: BTreeMap<String, HParamValue>) -> Self {
         TensorBoardSink {
             dir,

@@ -5,8 +5,9 @@
 //! a resume from epoch k keeps exactly the bytes that were durable when epoch k counted,
 //! and drops everything a killed attempt wrote after that. Files the sidecar does not know
 //! (a crash between creating a file and recording it, a copied-in log) fall back to a step
-//! rule: keep records with step <= epoch k's last step. Hparams records are always
-//! dropped: TensorBoard keeps the first one per run, and the new attempt writes fresh ones.
+//! rule: keep records with step <= epoch k's last step. The run's hparams records are always
+//! dropped: TensorBoard keeps the first one per run, and the new attempt writes fresh ones;
+//! the experiment's record, which may share the directory, stays.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tensorboard_proto::event::Event;
 
 use super::TbError;
-use super::hparams::{TAG_PREFIX, first_tag};
+use super::hparams::{EXPERIMENT_TAG, TAG_PREFIX, first_tag};
 use super::record::{self, RawRecord, read_file};
 use super::writer::{list_event_files, sync_dir};
 
@@ -145,8 +146,12 @@ fn decide(rule: Rule, ev: &Event) -> bool {
     if ev.has_file_version() {
         return true;
     }
-    if first_tag(ev).is_some_and(|t| t.starts_with(TAG_PREFIX)) {
-        return false;
+    match first_tag(ev) {
+        // The experiment's record, which the orchestrator puts in the first run's log
+        // directory: not this run's to drop.
+        Some(EXPERIMENT_TAG) => return true,
+        Some(t) if t.starts_with(TAG_PREFIX) => return false,
+        _ => {}
     }
     match rule {
         Rule::Keep => true,

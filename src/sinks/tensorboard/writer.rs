@@ -98,14 +98,20 @@ pub fn sync_dir(dir: &Path) -> Result<(), TbError> {
         .map_err(|e| TbError::io(dir, e))
 }
 
-/// Opens a new file `<PREFIX><secs>.<host>.<pid>.<counter>` with `create_new`, moving
-/// to the next counter while a name is taken (another writer of this process or a file
-/// copied in): a name collision never truncates a file.
-fn open_unique(dir: &Path, secs: u64, host: &str, pid: u32) -> Result<(PathBuf, File), TbError> {
+/// Opens a new file `<PREFIX><secs>.<host>.<pid>.<counter><suffix>` with `create_new`,
+/// moving to the next counter while a name is taken (another writer of this process or a
+/// file copied in): a name collision never truncates a file.
+fn open_unique(
+    dir: &Path,
+    secs: u64,
+    host: &str,
+    pid: u32,
+    suffix: &str,
+) -> Result<(PathBuf, File), TbError> {
     let mut last = dir.to_path_buf();
     for _ in 0..1000 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{PREFIX}{secs}.{host}.{pid}.{n}"));
+        let path = dir.join(format!("{PREFIX}{secs}.{host}.{pid}.{n}{suffix}"));
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => last = path,
@@ -138,6 +144,12 @@ impl EventFileWriter {
     /// directory's files in name order and a resumed attempt must come after the killed
     /// one. The file is opened with `create_new`: an existing file is never overwritten.
     pub fn create(dir: &Path) -> Result<Self, TbError> {
+        Self::create_with_suffix(dir, "")
+    }
+
+    /// Like [`create`](Self::create), the file name ending in `suffix`, so that a kind of
+    /// file can be found again by its name alone.
+    pub fn create_with_suffix(dir: &Path, suffix: &str) -> Result<Self, TbError> {
         std::fs::create_dir_all(dir).map_err(|e| TbError::io(dir, e))?;
         let newest = list_event_files(dir)?
             .iter()
@@ -148,7 +160,7 @@ impl EventFileWriter {
             Some(n) if n >= now => n + 1,
             _ => now,
         };
-        let (path, file) = open_unique(dir, secs, &host_name(), std::process::id())?;
+        let (path, file) = open_unique(dir, secs, &host_name(), std::process::id(), suffix)?;
         let mut w = EventFileWriter { path, file, len: 0 };
         let mut header = Event::new();
         header.set_wall_time(now_secs());
@@ -241,7 +253,7 @@ mod tests {
             std::fs::write(&p, b"precious").unwrap();
             planted.push(p);
         }
-        let (path, _file) = open_unique(tmp.path(), 1_700_000_000, "h", 7).unwrap();
+        let (path, _file) = open_unique(tmp.path(), 1_700_000_000, "h", 7, "").unwrap();
         assert!(!planted.contains(&path), "{path:?}");
         for p in &planted {
             assert_eq!(std::fs::read(p).unwrap(), b"precious");
