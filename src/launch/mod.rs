@@ -17,6 +17,7 @@ pub mod overview;
 pub mod prepare;
 pub mod progress;
 pub mod pruning;
+pub mod schedule;
 pub mod settings;
 pub mod signals;
 pub mod slurm;

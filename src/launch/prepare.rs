@@ -138,6 +138,7 @@ fn prepare_one(exp_dir: &Path, p: &RunPlan, rerun: bool) -> Result<PreparedRun, 
                     epoch: 0,
                     message: None,
                     pid: None,
+                    pruned: None,
                 },
             )?;
             RunState::Queued
@@ -207,6 +208,7 @@ mod tests {
             epoch: 3,
             message: None,
             pid: None,
+            pruned: None,
         };
         store::write_status(&runs[0].dir, &done).unwrap();
         fs::write(runs[0].dir.metrics(), "x\n").unwrap();

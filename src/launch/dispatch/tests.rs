@@ -7,6 +7,13 @@ use std::rc::Rc;
 use super::*;
 use crate::store::{self, PlanRecord, RunDir, RunStatus};
 
+// The scripted executor's errors are plain text; a scheduler's store error becomes one.
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
+}
+
 /// Each run's attempts end as its script says, one poll after they start; a run in `hold`
 /// ends only when stopped, and `stubborn` ones not even then (until given up on).
 #[derive(Default)]
@@ -97,6 +104,7 @@ impl Executor for Fake {
                     epoch: *epoch,
                     message: None,
                     pid: None,
+                    pruned: None,
                 };
                 store::write_status(dir, &s).unwrap();
             }
