@@ -163,3 +163,47 @@ fn a_schedule_record_of_another_schedule_is_refused() {
         status
     );
 }
+
+#[test]
+fn a_promoted_run_finishes_with_the_metrics_of_a_run_trained_without_a_schedule() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--jobs", "2"]).expect_code(0);
+    let exp = t.exp_dir(EXP);
+    // lr0.01 is pruned at the second rung (epoch 3 of 4) in the reference grid.
+    let dir = run_dirs(&exp)
+        .into_iter()
+        .find(|d| util::runs::plan(d).unwrap()["name"] == "lr0.01")
+        .unwrap();
+    assert_eq!(state(&dir), "pruned");
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(0);
+    assert_eq!(state(&dir), "done");
+    assert!(status(&dir).unwrap().get("pruned").is_none());
+
+    // The same configuration alone and without a schedule: the same run id, the same records.
+    let plain = Sandbox::with_fixtures();
+    plain
+        .run(&[
+            "run",
+            "prune.toml",
+            "--set",
+            "schedule.kind=\"none\"",
+            "--set",
+            "grid.\"optimizer.lr\"=[0.01]",
+        ])
+        .expect_code(0);
+    let alone = plain.exp_dir(EXP).join(dir.file_name().unwrap());
+    assert_eq!(
+        util::runs::metrics_without_timings(&dir),
+        util::runs::metrics_without_timings(&alone)
+    );
+
+    // Only a pruned run can be promoted; the error names the flag, the run and its state.
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(2)
+        .stderr_has("--promote lr0.01")
+        .stderr_has("is done, not pruned");
+    t.run(&["run", "prune.toml", "--promote", "nope"])
+        .expect_code(2)
+        .stderr_has("--promote nope: no such run");
+}

@@ -53,6 +53,9 @@ pub struct Args {
     /// Train this run again from scratch (run id, id prefix or name); repeatable.
     #[arg(long, value_name = "RUN")]
     pub rerun: Vec<String>,
+    /// Continue a pruned run to its last epoch (run id, id prefix or name); repeatable.
+    #[arg(long, value_name = "RUN")]
+    pub promote: Vec<String>,
     /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
     /// local backend, Slurm hands out GPUs through launch.slurm.gres).
     #[arg(long, value_delimiter = ',')]
@@ -159,6 +162,11 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     refuse_schedule(&args.spec.file, &spec, settings.slurm.is_some())?;
     let record = schedule_record(args, &spec)?;
+    let promotions = crate::launch::prepare::check_promotions(
+        &args.runs_dir.join(&spec.name),
+        &plans,
+        &args.promote,
+    )?;
     // Data headers, every run's model layout on them and its select metric: checked before
     // anything is written under runs/.
     crate::inspect::check_runs(
@@ -177,8 +185,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
     let result = match &settings.slurm {
-        None => run_local(args, &spec, &plans, &settings, record),
-        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm),
+        None => run_local(args, &spec, &plans, &settings, record, &promotions),
+        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm, &promotions),
     };
     // Saved only where the launch created the runs directory (nothing is written where it
     // refused); the cache is only a cache, so failing to write it costs the next plan a
@@ -271,8 +279,10 @@ fn run_local(
     plans: &[crate::grid::RunPlan],
     settings: &LaunchSettings,
     record: Option<ScheduleRecord>,
+    promotions: &[String],
 ) -> Result<i32, Error> {
     let mut p = prepare(args, spec, plans, settings)?;
+    let promoted = crate::launch::prepare::promote(&mut p.runs, promotions)?;
     let sharing = settings.jobs.min(p.runs.len());
     let accel = settings.devices.len();
     if let Some(n) = budget::shared_gpu_note(sharing, accel, &budget::mps_pipe_dir()) {
@@ -298,7 +308,8 @@ fn run_local(
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let mut executor = LocalExecutor::new(&p.runs, opts);
     let mut halving =
-        schedule::scheduler_for(&p.runs, p.exp.root(), &spec.schedule, &spec.select, record);
+        schedule::scheduler_for(&p.runs, p.exp.root(), &spec.schedule, &spec.select, record)
+            .map(|h| h.with_promoted(promoted));
     let scheduler: &mut dyn Scheduler = match &mut halving {
         Some(h) => h,
         None => &mut RunToEnd,
@@ -324,6 +335,7 @@ fn run_slurm(
     plans: &[crate::grid::RunPlan],
     settings: &LaunchSettings,
     slurm: &SlurmSpec,
+    promotions: &[String],
 ) -> Result<i32, Error> {
     let setup = SlurmSetup::settled(slurm.clone(), settings.threads, None)?;
     let launcher = setup.launcher(&spec.name, &args.runs_dir.join(&spec.name))?;
@@ -331,6 +343,7 @@ fn run_slurm(
     launcher.preflight()?;
 
     let mut p = prepare(args, spec, plans, settings)?;
+    crate::launch::prepare::promote(&mut p.runs, promotions)?;
     let to_run = p.runs.iter().filter(|r| r.needs_running()).count();
     let throttle = match setup.slurm.max_parallel {
         0 => to_run,

@@ -147,9 +147,10 @@ pub trait Scheduler {
     fn may_start(&self, _run: usize) -> bool {
         true
     }
-    /// Before an attempt of `run` starts: records where it is to pause, if anywhere.
-    fn starting(&mut self, _run: usize) -> Result<(), StoreError> {
-        Ok(())
+    /// The epoch after whose checkpoint an attempt of `run` starting now is to pause (its
+    /// next rung); `None`: it trains to its end.
+    fn pause_after(&self, _run: usize) -> Option<usize> {
+        None
     }
     /// Decides what can be decided now that no attempt of `held` runs (those queued are
     /// `pending`): returns the runs it pruned (recorded `pruned` by now), with the reason.
@@ -287,7 +288,15 @@ where
             for &run in &batch {
                 d.held.insert(run, None);
             }
-            let recorded = batch.iter().try_for_each(|&run| d.scheduler.starting(run));
+            // Written for every start, so a pause left by an earlier schedule never stops a
+            // run that this launch trains to its end.
+            let recorded = batch.iter().try_for_each(|&run| {
+                let pause = d.scheduler.pause_after(run);
+                crate::store::write_pause(
+                    &d.runs[run].dir,
+                    pause.map(|after_epoch| crate::store::PauseRecord { after_epoch }),
+                )
+            });
             let launched = match recorded {
                 Ok(()) => d.executor.start(&batch, &mut events),
                 Err(e) => Err(e.into()),

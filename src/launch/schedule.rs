@@ -21,7 +21,7 @@ use super::dispatch::{Decision, Scheduler};
 use super::prepare::PreparedRun;
 use super::pruning::{self, RungDecision};
 use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode};
-use crate::store::{self, PauseRecord, PruneNote, RunState, RunStatus, StoreError};
+use crate::store::{self, PruneNote, RunState, RunStatus, StoreError};
 
 /// `runs/<experiment>/schedule.json`: the schedule a grid runs under and its decisions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +79,8 @@ pub struct Halving {
     record: ScheduleRecord,
     /// For each run, the index (into `runs`) of its training group's first run.
     leader: Vec<usize>,
+    /// Pruned runs `--promote` continues: they train to their end and are never pruned again.
+    promoted: Vec<usize>,
 }
 
 impl Halving {
@@ -117,7 +119,14 @@ impl Halving {
                 decisions: Vec::new(),
             }),
             leader,
+            promoted: Vec::new(),
         }
+    }
+
+    /// The same scheduler, with `promoted` runs (indices into the runs) trained to their end.
+    pub fn with_promoted(mut self, promoted: Vec<usize>) -> Self {
+        self.promoted = promoted;
+        self
     }
 
     /// The epoch the next undecided rung lies at; `None` once every rung is decided.
@@ -178,6 +187,9 @@ impl Halving {
         .map(|e| e.1);
         let mut out = Vec::new();
         for run in 0..self.runs.len() {
+            if self.promoted.contains(&run) {
+                continue;
+            }
             let grid_index = self.runs[self.leader[run]].plan.index;
             if !decision.pruned.contains(&grid_index) {
                 continue;
@@ -228,7 +240,7 @@ impl Scheduler for Halving {
     }
 
     fn may_start(&self, run: usize) -> bool {
-        if !self.is_leader(run) {
+        if !self.is_leader(run) || self.promoted.contains(&run) {
             // Follows its training: the dispatcher starts it once that one is no longer
             // pending, and a pruned training prunes it first.
             return true;
@@ -243,12 +255,11 @@ impl Scheduler for Halving {
         }
     }
 
-    fn starting(&mut self, run: usize) -> Result<(), StoreError> {
-        let pause = self
-            .next_rung()
-            .filter(|_| self.is_leader(run))
-            .map(|after_epoch| PauseRecord { after_epoch });
-        store::write_pause(&self.runs[run].dir, pause)
+    fn pause_after(&self, run: usize) -> Option<usize> {
+        if !self.is_leader(run) || self.promoted.contains(&run) {
+            return None;
+        }
+        self.next_rung()
     }
 
     fn settle(

@@ -81,11 +81,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     let mut h = Halving::new(&runs, exp.path(), schedule(), METRIC, SelectMode::Max, None);
     let all: Vec<usize> = (0..6).collect();
     assert!(h.may_start(0));
-    h.starting(0).unwrap();
-    assert_eq!(
-        store::read_pause(&runs[0].dir).unwrap(),
-        Some(PauseRecord { after_epoch: 1 })
-    );
+    assert_eq!(h.pause_after(0), Some(1));
     // Values arrive in any order; run 4 is still training: nothing is decided.
     for (r, v) in [(5, 0.9), (0, 0.5), (2, 0.9), (1, 0.1), (3, 0.7)] {
         pause(&runs[r], 1, v);
@@ -117,11 +113,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
         h.may_start(2) && h.may_start(5),
         "survivors go on to the next rung"
     );
-    h.starting(2).unwrap();
-    assert_eq!(
-        store::read_pause(&runs[2].dir).unwrap(),
-        Some(PauseRecord { after_epoch: 3 })
-    );
+    assert_eq!(h.pause_after(2), Some(3));
 
     // A later launch replays the record and decides nothing again, whatever the files say
     // now: an edited value of a pruned run does not bring it back.
