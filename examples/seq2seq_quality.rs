@@ -62,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             reuse_training_from: None,
             attempt: 1,
             kernels: Kernels::default(),
+            pause_after: None,
         };
         let t = std::time::Instant::now();
         let outcome = run(&ctx, &mut Printer(format!("{name}-greedy")))?;

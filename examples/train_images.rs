@@ -122,6 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reuse_training_from: None,
         attempt: 1,
         kernels: Kernels::default(),
+        pause_after: None,
     };
     println!("threads {threads}");
     let outcome = run(&ctx, &mut Printer)?;

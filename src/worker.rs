@@ -70,6 +70,8 @@ pub mod code {
     pub const DIVERGED: i32 = 10;
     /// Stopped by SIGTERM/SIGINT after checkpointing; resumable.
     pub const CANCELLED: i32 = 11;
+    /// Stopped at a schedule rung after its checkpoint (`pause.json`); resumable.
+    pub const PAUSED: i32 = 12;
 }
 
 /// Why the worker could not start training.
@@ -270,6 +272,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             epoch: last_epoch,
             message: None,
             pid: Some(pid),
+            pruned: None,
         },
     )?;
     // A device config.toml cannot name is left to training, which fails the run naming it.
@@ -308,6 +311,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         reuse_training_from: reuse,
         attempt,
         kernels: kernels(|k| std::env::var(k).ok()),
+        pause_after: store::read_pause(&run_dir)?.map(|p| p.after_epoch),
     };
     let hparams = run_hparams(&ctx.config, &plan.varied);
     let mut sink = WorkerSink::new(&run_dir, tb_dir, attempt, hparams);
@@ -319,6 +323,13 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
         Ok(Ok(Outcome::Diverged { message, .. })) => {
             (RunState::Diverged, Some(message), code::DIVERGED)
         }
+        Ok(Ok(Outcome::Paused { epoch })) => (
+            RunState::Paused,
+            Some(format!(
+                "paused after epoch {epoch}: waiting at a schedule rung"
+            )),
+            code::PAUSED,
+        ),
         Ok(Ok(Outcome::Cancelled { .. })) => (
             RunState::Cancelled,
             Some("stopped by a signal after checkpointing".into()),
@@ -350,6 +361,7 @@ pub fn run(env: &WorkerEnv) -> Result<i32, WorkerError> {
             epoch,
             message,
             pid: None,
+            pruned: None,
         },
     )?;
     Ok(exit)
@@ -465,6 +477,7 @@ impl EventSink for WorkerSink {
                         epoch: *epoch,
                         message: None,
                         pid: Some(std::process::id()),
+                        pruned: None,
                     },
                 )
                 .map_err(|e| SinkError {
@@ -557,6 +570,7 @@ mod tests {
                     epoch: 1,
                     message: None,
                     pid: None,
+                    pruned: None,
                 },
             )
             .unwrap();

@@ -35,6 +35,7 @@ fn context(dir: &Path, config: Spec) -> RunContext {
         reuse_training_from: None,
         attempt: 1,
         kernels: Kernels::default(),
+        pause_after: None,
     }
 }
 

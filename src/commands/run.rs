@@ -12,12 +12,13 @@ use crate::device::Device;
 use crate::error::{Error, exit};
 use crate::launch::LaunchError;
 use crate::launch::budget;
-use crate::launch::dispatch::{RunToEnd, dispatch};
+use crate::launch::dispatch::{RunToEnd, Scheduler, dispatch};
 use crate::launch::events::LaunchEvent;
 use crate::launch::local::{LocalExecutor, PoolOptions};
 use crate::launch::on_slurm::{SlurmRunEnd, SlurmSetup, run_on_slurm};
 use crate::launch::prepare::{PreparedRun, create_experiment_dir, prepare_runs};
 use crate::launch::progress::{Reporter, reporter};
+use crate::launch::schedule::{self, ScheduleError, ScheduleRecord};
 use crate::launch::settings::{self, LaunchFlags, LaunchSettings, spec_devices};
 use crate::launch::signals::ShutdownSignals;
 use crate::spec::{Backend, SlurmSpec, Spec};
@@ -52,6 +53,9 @@ pub struct Args {
     /// Train this run again from scratch (run id, id prefix or name); repeatable.
     #[arg(long, value_name = "RUN")]
     pub rerun: Vec<String>,
+    /// Continue a pruned run to its last epoch (run id, id prefix or name); repeatable.
+    #[arg(long, value_name = "RUN")]
+    pub promote: Vec<String>,
     /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
     /// local backend, Slurm hands out GPUs through launch.slurm.gres).
     #[arg(long, value_delimiter = ',')]
@@ -93,34 +97,76 @@ impl Args {
     }
 }
 
-/// Pruning is planned (`plan` shows the rungs) but the dispatcher does not carry it out
-/// yet: training every run to its end under a `[schedule]` would quietly ignore it, so `run`
+/// Schedules the dispatcher does not carry out yet (ASHA, median stopping, any schedule on
+/// Slurm): training every run to its end under them would quietly ignore them, so `run`
 /// refuses before anything is written.
-fn refuse_schedule(file: &Path, spec: &Spec) -> Result<(), Error> {
-    if spec.schedule.kind == crate::spec::ScheduleKind::None {
-        return Ok(());
-    }
+fn refuse_schedule(file: &Path, spec: &Spec, slurm: bool) -> Result<(), Error> {
+    use crate::spec::ScheduleKind;
+    let refusal = match spec.schedule.kind {
+        ScheduleKind::None => return Ok(()),
+        ScheduleKind::SuccessiveHalving if !slurm => return Ok(()),
+        ScheduleKind::SuccessiveHalving => {
+            "the Slurm backend does not prune runs yet; use --backend local"
+        }
+        ScheduleKind::Asha | ScheduleKind::Median => {
+            "`run` does not carry out this schedule yet (`plan` shows it); \
+             allowed for `run`: \"none\", \"successive_halving\""
+        }
+    };
     let word = serde_json::to_string(&spec.schedule.kind).unwrap_or_default();
     Err(Error::Spec(crate::spec::SpecError::Invalid {
         problems: vec![crate::spec::Problem {
             origin: file.display().to_string(),
             key: "schedule.kind".into(),
             value: Some(word),
-            message: "`run` does not prune runs yet (`plan` shows the schedule); \
-                      allowed for `run`: \"none\""
-                .into(),
+            message: refusal.into(),
         }],
     }))
+}
+
+/// The experiment's schedule record, refused (exit 3, before anything is written) when it
+/// was written under another schedule than the spec's.
+fn schedule_record(args: &Args, spec: &Spec) -> Result<Option<ScheduleRecord>, Error> {
+    if spec.schedule.kind == crate::spec::ScheduleKind::None {
+        return Ok(None);
+    }
+    let exp_dir = args.runs_dir.join(&spec.name);
+    match schedule::check_record(&exp_dir, &spec.schedule) {
+        Ok(r) => Ok(r),
+        Err(ScheduleError::Store(e)) => Err(e.into()),
+        Err(ScheduleError::Mismatch {
+            path,
+            recorded,
+            spec: given,
+        }) => Err(Error::Spec(crate::spec::SpecError::Invalid {
+            problems: vec![crate::spec::Problem {
+                origin: args.spec.file.display().to_string(),
+                key: "schedule".into(),
+                value: Some(given),
+                message: format!(
+                    "{} holds the decisions of schedule {recorded}; restore that \
+                         schedule, or delete the file to decide every rung again",
+                    path.display()
+                ),
+            }],
+        })),
+    }
 }
 
 /// Runs the command; returns the exit code.
 pub fn execute(args: &Args) -> Result<i32, Error> {
     let (spec, plans, mut fingerprints) = args.spec.load_fingerprinted(&args.runs_dir)?;
-    refuse_schedule(&args.spec.file, &spec)?;
     // Flags that do not fit the backend are usage errors, found before any data is read.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = settings::resolve(&args.launch_flags(), &spec, cores)
         .map_err(|e| Error::Usage(e.to_string()))?;
+    refuse_schedule(&args.spec.file, &spec, settings.slurm.is_some())?;
+    let record = schedule_record(args, &spec)?;
+    let promotions = crate::launch::prepare::check_promotions(
+        &args.runs_dir.join(&spec.name),
+        &plans,
+        &args.promote,
+    )?;
     // Data headers, every run's model layout on them and its select metric: checked before
     // anything is written under runs/.
     crate::inspect::check_runs(
@@ -139,8 +185,8 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
         crate::train::check_device_support(device).map_err(crate::train::TrainError::from)?;
     }
     let result = match &settings.slurm {
-        None => run_local(args, &spec, &plans, &settings),
-        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm),
+        None => run_local(args, &spec, &plans, &settings, record, &promotions),
+        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm, &promotions),
     };
     // Saved only where the launch created the runs directory (nothing is written where it
     // refused); the cache is only a cache, so failing to write it costs the next plan a
@@ -232,8 +278,11 @@ fn run_local(
     spec: &Spec,
     plans: &[crate::grid::RunPlan],
     settings: &LaunchSettings,
+    record: Option<ScheduleRecord>,
+    promotions: &[String],
 ) -> Result<i32, Error> {
     let mut p = prepare(args, spec, plans, settings)?;
+    let promoted = crate::launch::prepare::promote(&mut p.runs, promotions)?;
     let sharing = settings.jobs.min(p.runs.len());
     let accel = settings.devices.len();
     if let Some(n) = budget::shared_gpu_note(sharing, accel, &budget::mps_pipe_dir()) {
@@ -258,12 +307,19 @@ fn run_local(
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let mut executor = LocalExecutor::new(&p.runs, opts);
+    let mut halving =
+        schedule::scheduler_for(&p.runs, p.exp.root(), &spec.schedule, &spec.select, record)
+            .map(|h| h.with_promoted(promoted));
+    let scheduler: &mut dyn Scheduler = match &mut halving {
+        Some(h) => h,
+        None => &mut RunToEnd,
+    };
     let pool = dispatch(
         &p.runs,
         &settings.policy(),
         &mut executor,
         &signals,
-        &mut RunToEnd,
+        scheduler,
         p.rep.as_mut(),
     )?;
     if pool.interrupted {
@@ -279,6 +335,7 @@ fn run_slurm(
     plans: &[crate::grid::RunPlan],
     settings: &LaunchSettings,
     slurm: &SlurmSpec,
+    promotions: &[String],
 ) -> Result<i32, Error> {
     let setup = SlurmSetup::settled(slurm.clone(), settings.threads, None)?;
     let launcher = setup.launcher(&spec.name, &args.runs_dir.join(&spec.name))?;
@@ -286,6 +343,7 @@ fn run_slurm(
     launcher.preflight()?;
 
     let mut p = prepare(args, spec, plans, settings)?;
+    crate::launch::prepare::promote(&mut p.runs, promotions)?;
     let to_run = p.runs.iter().filter(|r| r.needs_running()).count();
     let throttle = match setup.slurm.max_parallel {
         0 => to_run,
@@ -349,7 +407,7 @@ fn finish(args: &Args, spec: &Spec, p: Prepared) -> Result<i32, Error> {
         crate::store::read_status(&r.dir)
             .ok()
             .flatten()
-            .is_some_and(|s| s.state == RunState::Done)
+            .is_some_and(|s| matches!(s.state, RunState::Done | RunState::Pruned))
     });
     let options = summary::SummaryOptions {
         spec_path: Some(args.spec.file.clone()),

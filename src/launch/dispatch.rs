@@ -9,8 +9,10 @@
 //! one batch, and retries become resubmissions of the runs it sends again.
 //!
 //! At each epoch end a run reports, the dispatcher asks its [`Scheduler`] whether the run
-//! goes on: the place where pruning policies decide. [`RunToEnd`] (every run trains to its
-//! last epoch) is the only one today.
+//! goes on; before a start, whether a queued run may start and where it pauses; after an
+//! exit, what it can decide now (a rung every live run has reported): the place where
+//! pruning policies decide. [`RunToEnd`] trains every run to its last epoch;
+//! `launch::schedule::Halving` is synchronous successive halving.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use super::prepare::PreparedRun;
 use super::progress::Reporter;
 use super::signals::ShutdownSignals;
 use super::tail::RunFollower;
-use crate::store::RunState;
+use crate::store::{RunState, StoreError};
 
 /// How a launch ended, counted over the runs it started.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,6 +31,8 @@ pub struct PoolReport {
     pub failed: usize,
     pub diverged: usize,
     pub cancelled: usize,
+    /// Runs the schedule pruned in this launch.
+    pub pruned: usize,
     pub not_started: usize,
     /// A shutdown signal stopped the launch.
     pub interrupted: bool,
@@ -134,10 +138,29 @@ pub enum Decision {
     Stop,
 }
 
-/// Decides at each epoch end a run reports whether it goes on.
+/// Decides whether runs go on: at each epoch end a run reports, before a queued run starts,
+/// and after attempts end. Runs are named by their index into the dispatcher's runs.
 pub trait Scheduler {
     /// `run` finished `epoch` with `metric` (its `select.metric`, when recorded).
     fn epoch_end(&mut self, run: &PreparedRun, epoch: usize, metric: Option<f64>) -> Decision;
+    /// Whether queued `run` may start now (`false`: it waits at a rung for the others).
+    fn may_start(&self, _run: usize) -> bool {
+        true
+    }
+    /// The epoch after whose checkpoint an attempt of `run` starting now is to pause (its
+    /// next rung); `None`: it trains to its end.
+    fn pause_after(&self, _run: usize) -> Option<usize> {
+        None
+    }
+    /// Decides what can be decided now that no attempt of `held` runs (those queued are
+    /// `pending`): returns the runs it pruned (recorded `pruned` by now), with the reason.
+    fn settle(
+        &mut self,
+        _pending: &[usize],
+        _held: &[usize],
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Every run trains to its last epoch.
@@ -186,6 +209,8 @@ struct Dispatcher<'a, E: Executor> {
     /// The grace deadline, once the attempts were asked to stop.
     stopping: Option<Instant>,
     gave_up: bool,
+    /// An attempt ended since the scheduler last settled.
+    unsettled: bool,
 }
 
 /// Runs `runs` (those that need running) through `executor` to completion, interruption or
@@ -197,7 +222,10 @@ pub fn dispatch<E: Executor>(
     interrupts: &dyn Interrupts,
     scheduler: &mut dyn Scheduler,
     reporter: &mut dyn Reporter,
-) -> Result<PoolReport, E::Error> {
+) -> Result<PoolReport, E::Error>
+where
+    E::Error: From<StoreError>,
+{
     let started = Instant::now();
     let mut d = Dispatcher {
         runs,
@@ -213,6 +241,7 @@ pub fn dispatch<E: Executor>(
         report: PoolReport::default(),
         stopping: None,
         gave_up: false,
+        unsettled: true,
     };
     let mut fatal: Option<E::Error> = None;
     let mut seen_signals = 0;
@@ -241,6 +270,14 @@ pub fn dispatch<E: Executor>(
             fatal.get_or_insert(e);
         }
         d.handle(&mut events);
+        if d.unsettled
+            && d.stopping.is_none()
+            && fatal.is_none()
+            && let Err(e) = d.settle()
+        {
+            fatal = Some(e.into());
+            d.stop_all();
+        }
 
         while d.stopping.is_none() && fatal.is_none() {
             let free = d.executor.free_slots();
@@ -251,7 +288,20 @@ pub fn dispatch<E: Executor>(
             for &run in &batch {
                 d.held.insert(run, None);
             }
-            if let Err(e) = d.executor.start(&batch, &mut events) {
+            // Written for every start, so a pause left by an earlier schedule never stops a
+            // run that this launch trains to its end.
+            let recorded = batch.iter().try_for_each(|&run| {
+                let pause = d.scheduler.pause_after(run);
+                crate::store::write_pause(
+                    &d.runs[run].dir,
+                    pause.map(|after_epoch| crate::store::PauseRecord { after_epoch }),
+                )
+            });
+            let launched = match recorded {
+                Ok(()) => d.executor.start(&batch, &mut events),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = launched {
                 for run in &batch {
                     d.held.remove(run);
                 }
@@ -276,7 +326,12 @@ pub fn dispatch<E: Executor>(
             };
         }
         d.follow();
-        if d.held.is_empty() && (d.queue.is_empty() || d.stopping.is_some() || fatal.is_some()) {
+        // A queued run that can never start (its rung waits for a run that will not come)
+        // must not keep the launch waiting: it is counted as not started.
+        let stuck = !d.unsettled && !d.queue.iter().any(|&q| d.startable(q));
+        if d.held.is_empty()
+            && (d.queue.is_empty() || d.stopping.is_some() || fatal.is_some() || stuck)
+        {
             break;
         }
         let wait = d.executor.poll_interval();
@@ -290,6 +345,7 @@ pub fn dispatch<E: Executor>(
         failed: r.failed,
         diverged: r.diverged,
         cancelled: r.cancelled,
+        pruned: r.pruned,
         not_started: r.not_started,
         seconds: started.elapsed().as_secs_f64(),
     });
@@ -328,6 +384,32 @@ impl<E: Executor> Dispatcher<'_, E> {
         self.queue.sort_by_key(|&q| runs[q].plan.index);
     }
 
+    /// Lets the scheduler decide what it can; the runs it pruned leave the queue.
+    fn settle(&mut self) -> Result<(), StoreError> {
+        self.unsettled = false;
+        let held: Vec<usize> = self.held.keys().copied().collect();
+        for (run, reason) in self.scheduler.settle(&self.queue, &held)? {
+            self.queue.retain(|&q| q != run);
+            self.report.pruned += 1;
+            let r = &self.runs[run];
+            let attempt = crate::store::read_status(&r.dir)?.map_or(0, |s| s.attempts);
+            self.reporter.report(&LaunchEvent::RunFinished {
+                run_id: r.plan.id.clone(),
+                name: r.plan.name.clone(),
+                attempt,
+                state: RunState::Pruned,
+                message: Some(reason),
+                retry: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether queued run `q` may start now, by the training-group rule and the scheduler.
+    fn startable(&self, q: usize) -> bool {
+        self.ready(q) && self.scheduler.may_start(q)
+    }
+
     /// The next runs to start, in queue order: one when the executor has a free slot, every
     /// ready run when it takes batches.
     fn take_ready(&mut self, free: Option<usize>) -> Vec<usize> {
@@ -337,7 +419,7 @@ impl<E: Executor> Dispatcher<'_, E> {
         let mut batch = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
-            if self.ready(self.queue[i]) {
+            if self.startable(self.queue[i]) {
                 batch.push(self.queue.remove(i));
                 if free.is_some() {
                     break;
@@ -410,6 +492,22 @@ impl<E: Executor> Dispatcher<'_, E> {
             // The last records and epochs of the attempt, before its verdict.
             f.poll(r, self.reporter);
         }
+        self.unsettled = true;
+        if state == RunState::Paused {
+            // Waiting at a rung: back in the queue, where the scheduler holds it until the
+            // rung is decided. Not an ended attempt of the grid's counts, nor a try.
+            self.reporter.report(&LaunchEvent::RunFinished {
+                run_id: r.plan.id.clone(),
+                name: r.plan.name.clone(),
+                attempt,
+                state,
+                message,
+                retry: false,
+            });
+            self.queue.push(run);
+            self.sort_queue();
+            return;
+        }
         let t = self.tries.entry(run).or_insert(0);
         *t += 1;
         let retry =
@@ -431,6 +529,7 @@ impl<E: Executor> Dispatcher<'_, E> {
             RunState::Done => self.report.done += 1,
             RunState::Diverged => self.report.diverged += 1,
             RunState::Failed => self.report.failed += 1,
+            RunState::Pruned => self.report.pruned += 1,
             _ => self.report.cancelled += 1,
         }
         if self.policy.fail_fast

@@ -110,6 +110,9 @@ pub enum LaunchEvent {
         failed: usize,
         diverged: usize,
         cancelled: usize,
+        /// Runs a schedule pruned in this launch.
+        #[serde(skip_serializing_if = "is_zero")]
+        pruned: usize,
         not_started: usize,
         seconds: f64,
     },
@@ -120,4 +123,8 @@ pub enum LaunchEvent {
         /// ID of the winning run, when there is one.
         run_id: Option<String>,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

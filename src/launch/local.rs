@@ -239,10 +239,7 @@ fn verdict(
     let status = store::read_status(&r.dir)?;
     if let Some(s) = &status
         && s.attempts == a.attempt
-        && matches!(
-            s.state,
-            RunState::Done | RunState::Diverged | RunState::Failed | RunState::Cancelled
-        )
+        && s.state.is_verdict()
     {
         return Ok((s.state, s.message.clone()));
     }
@@ -266,6 +263,7 @@ fn verdict(
             epoch: status.map_or(0, |s| s.epoch),
             message: Some(message.clone()),
             pid: None,
+            pruned: None,
         },
     )?;
     Ok((state, Some(message)))

@@ -17,6 +17,7 @@ pub mod overview;
 pub mod prepare;
 pub mod progress;
 pub mod pruning;
+pub mod schedule;
 pub mod settings;
 pub mod signals;
 pub mod slurm;
@@ -40,6 +41,16 @@ pub enum LaunchError {
     /// `--rerun` named no run of the plan.
     #[error("--rerun {name}: no such run; runs are: {}", known.join(", "))]
     UnknownRun { name: String, known: Vec<String> },
+    /// `--promote` named no run of the plan.
+    #[error("--promote {name}: no such run; runs are: {}", known.join(", "))]
+    UnknownPromotion { name: String, known: Vec<String> },
+    /// `--promote` named a run that is not pruned: there is nothing to continue.
+    #[error("--promote {name}: run {id} is {state}, not pruned; only a pruned run is promoted")]
+    NotPruned {
+        name: String,
+        id: String,
+        state: String,
+    },
     /// A worker process could not be started.
     #[error("cannot start worker {exe}: {source}")]
     Spawn {
@@ -56,6 +67,11 @@ impl LaunchError {
     /// Whether the user asked for something that does not exist (exit 2) rather than a
     /// runtime failure (exit 5).
     pub fn is_usage(&self) -> bool {
-        matches!(self, LaunchError::UnknownRun { .. })
+        matches!(
+            self,
+            LaunchError::UnknownRun { .. }
+                | LaunchError::UnknownPromotion { .. }
+                | LaunchError::NotPruned { .. }
+        )
     }
 }

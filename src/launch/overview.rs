@@ -246,6 +246,13 @@ pub fn render(rows: &[RunView]) -> String {
         count(RunState::Diverged),
         count(RunState::Cancelled),
     ));
+    // Only schedules pause and prune: grids without one keep their familiar line.
+    for state in [RunState::Paused, RunState::Pruned] {
+        let n = count(state);
+        if n > 0 {
+            out.push_str(&format!(", {n} {state}"));
+        }
+    }
     let unreadable = rows.iter().filter(|r| r.unreadable.is_some()).count();
     if unreadable > 0 {
         out.push_str(&format!(", {unreadable} unreadable"));

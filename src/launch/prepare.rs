@@ -157,6 +157,7 @@ fn prepare_one(
                     epoch: 0,
                     message: None,
                     pid: None,
+                    pruned: None,
                 },
             )?;
             RunState::Queued
@@ -169,6 +170,64 @@ fn prepare_one(
         metric: p.config.select.metric.clone(),
         state,
     })
+}
+
+/// The run ids `--promote` names (run id, id prefix or name), each a pruned run of the plan
+/// under `exp_dir`; checked before anything is written.
+pub fn check_promotions(
+    exp_dir: &Path,
+    plans: &[RunPlan],
+    keys: &[String],
+) -> Result<Vec<String>, LaunchError> {
+    let mut ids = Vec::new();
+    for key in keys {
+        let Some(p) = plans.iter().find(|p| matches_run(p, key)) else {
+            return Err(LaunchError::UnknownPromotion {
+                name: key.clone(),
+                known: plans
+                    .iter()
+                    .map(|p| format!("{} ({})", p.id, p.name))
+                    .collect(),
+            });
+        };
+        let state = store::read_status(&RunDir::at(exp_dir.join(&p.id)))?.map(|s| s.state);
+        if state != Some(RunState::Pruned) {
+            return Err(LaunchError::NotPruned {
+                name: key.clone(),
+                id: p.id.clone(),
+                state: state.map_or_else(|| "not started".into(), |s| s.to_string()),
+            });
+        }
+        ids.push(p.id.clone());
+    }
+    Ok(ids)
+}
+
+/// Turns the pruned runs `ids` back into resumable ones (`paused` at their last checkpoint,
+/// the prune note dropped); returns their indices into `runs`.
+pub fn promote(runs: &mut [PreparedRun], ids: &[String]) -> Result<Vec<usize>, StoreError> {
+    let mut out = Vec::new();
+    for (i, r) in runs.iter_mut().enumerate() {
+        if !ids.contains(&r.plan.id) {
+            continue;
+        }
+        if let Some(s) = store::read_status(&r.dir)?
+            && s.state == RunState::Pruned
+        {
+            store::write_status(
+                &r.dir,
+                &RunStatus {
+                    state: RunState::Paused,
+                    message: Some("promoted: continues to its last epoch".into()),
+                    pruned: None,
+                    ..s
+                },
+            )?;
+        }
+        r.state = RunState::Paused;
+        out.push(i);
+    }
+    Ok(out)
 }
 
 /// Forgets a run's results so it trains from scratch; its config and plan stay.
@@ -228,6 +287,7 @@ mod tests {
             epoch: 3,
             message: None,
             pid: None,
+            pruned: None,
         };
         store::write_status(&runs[0].dir, &done).unwrap();
         fs::write(runs[0].dir.metrics(), "x\n").unwrap();

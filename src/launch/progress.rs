@@ -216,11 +216,17 @@ pub fn plain_line(event: &LaunchEvent) -> Option<String> {
             failed,
             diverged,
             cancelled,
+            pruned,
             not_started,
             seconds,
         } => format!(
             "finished in {seconds:.1} s: {done} done, {failed} failed, {diverged} diverged, \
-             {cancelled} cancelled, {not_started} not started"
+             {cancelled} cancelled, {}{not_started} not started",
+            if *pruned > 0 {
+                format!("{pruned} pruned, ")
+            } else {
+                String::new()
+            }
         ),
         LaunchEvent::Winner { line, .. } => line.clone(),
     })

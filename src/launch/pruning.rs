@@ -53,6 +53,26 @@ pub fn rung_epochs(min_epochs: usize, eta: usize, max_epochs: usize) -> Vec<usiz
     out
 }
 
+/// Entries as JSON: a NaN value (no finite metric) is `null`, which JSON can hold and read
+/// back, where a bare NaN would not parse.
+mod entries {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[super::Entry], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|&(r, x)| (r, x.is_finite().then_some(x)))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::Entry>, D::Error> {
+        let v: Vec<(usize, Option<f64>)> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|(r, x)| (r, x.unwrap_or(f64::NAN)))
+            .collect())
+    }
+}
+
 /// A decided rung of synchronous successive halving, with what it compared, so it can be
 /// persisted and replayed instead of decided again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +80,7 @@ pub struct RungDecision {
     /// The rung's epoch.
     pub epoch: usize,
     /// Every run that entered the rung with its value, in run order.
+    #[serde(with = "entries")]
     pub compared: Vec<Entry>,
     /// Runs that go on to the next rung, best first.
     pub kept: Vec<usize>,
@@ -101,6 +122,7 @@ pub struct Promotion {
     /// The run decided about.
     pub run: usize,
     /// The rung's values so far, the run's own included, in run order.
+    #[serde(with = "entries")]
     pub compared: Vec<Entry>,
     /// Whether the run goes on past the rung.
     pub promoted: bool,

@@ -85,6 +85,9 @@ pub enum SlurmError {
     /// A path or value the batch script cannot carry; nothing was written or submitted.
     #[error("{0}; nothing was written or submitted")]
     Script(#[from] ScriptError),
+    /// A run-directory or schedule record could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl SlurmError {

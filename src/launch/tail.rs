@@ -170,6 +170,7 @@ mod tests {
             epoch: 1,
             message: None,
             pid: None,
+            pruned: None,
         };
         std::fs::write(run.dir.status(), serde_json::to_string(&status).unwrap()).unwrap();
 

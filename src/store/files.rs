@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::atomic::write_atomic;
-use super::{PlanRecord, RunDir, RunStatus};
+use super::{PauseRecord, PlanRecord, RunDir, RunStatus};
 use crate::spec::Spec;
 
 /// Why a run directory or the experiment lock could not be read or written.
@@ -62,6 +62,42 @@ pub fn read_status(run: &RunDir) -> Result<Option<RunStatus>, StoreError> {
 /// Writes `status.json` atomically.
 pub fn write_status(run: &RunDir, status: &RunStatus) -> Result<(), StoreError> {
     write_json(&run.status(), status)
+}
+
+/// Reads `pause.json`: the epoch the next attempt stops after; `None` when absent.
+pub fn read_pause(run: &RunDir) -> Result<Option<PauseRecord>, StoreError> {
+    read_json(&run.pause())
+}
+
+/// Writes `pause.json` atomically, or removes it (`None`: the attempt trains to its end).
+pub fn write_pause(run: &RunDir, pause: Option<PauseRecord>) -> Result<(), StoreError> {
+    match pause {
+        Some(p) => write_json(&run.pause(), &p),
+        None => match fs::remove_file(run.pause()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(run.pause(), e)),
+        },
+    }
+}
+
+/// The experiment's schedule record, `runs/<experiment>/schedule.json`: the schedule a
+/// pruned grid runs under and every decision taken so far.
+pub fn schedule_path(exp_dir: &Path) -> PathBuf {
+    exp_dir.join("schedule.json")
+}
+
+/// Reads the experiment's schedule record; `None` when it has none.
+pub fn read_schedule<T: serde::de::DeserializeOwned>(
+    exp_dir: &Path,
+) -> Result<Option<T>, StoreError> {
+    read_json(&schedule_path(exp_dir))
+}
+
+/// Writes the experiment's schedule record atomically: a kill leaves the old decisions or
+/// the new ones, never half of them.
+pub fn write_schedule<T: serde::Serialize>(exp_dir: &Path, record: &T) -> Result<(), StoreError> {
+    write_json(&schedule_path(exp_dir), record)
 }
 
 /// Reads `plan.json`; `None` when absent.
@@ -150,6 +186,7 @@ mod tests {
             epoch: 1,
             message: None,
             pid: Some(42),
+            pruned: None,
         };
         write_status(&run, &st).unwrap();
         assert_eq!(read_status(&run).unwrap(), Some(st));

@@ -199,6 +199,7 @@ mod tests {
             epoch: lines,
             message: None,
             pid: None,
+            pruned: None,
         };
         write_final_status(&run, &status).unwrap();
         assert_eq!(read_status(&run).unwrap(), Some(status));

@@ -122,6 +122,16 @@ pub fn read_records(path: &Path) -> Result<Vec<MetricRecord>, StoreError> {
     }
 }
 
+/// The value of `tag` the run recorded at `epoch` (its last such record), read by the
+/// module's rule; `None` when it recorded none. What a schedule ranks a rung by.
+pub fn value_at(run: &super::RunDir, tag: &str, epoch: usize) -> Result<Option<f64>, StoreError> {
+    Ok(read_records(&run.metrics())?
+        .iter()
+        .rev()
+        .find(|r| r.epoch == epoch && r.tag == tag)
+        .map(|r| r.value))
+}
+
 /// The records of the metrics file `path` whose bytes were already read, by the module's rule.
 pub(super) fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<MetricRecord>, StoreError> {
     let text = std::str::from_utf8(bytes)

@@ -19,7 +19,8 @@ pub mod tensorboard;
 
 pub use atomic::write_atomic;
 pub use files::{
-    StoreError, read_config, read_plan, read_status, write_config, write_plan, write_status,
+    StoreError, read_config, read_pause, read_plan, read_schedule, read_status, schedule_path,
+    write_config, write_pause, write_plan, write_schedule, write_status,
 };
 pub use fingerprints::Fingerprints;
 pub use integrity::{Damage, check_finished, read_checked_records, write_final_status};
@@ -66,6 +67,10 @@ impl RunDir {
     /// `status.json`, rewritten atomically on every state change.
     pub fn status(&self) -> PathBuf {
         self.root.join("status.json")
+    }
+    /// `pause.json`: where the next attempt stops for a schedule rung ([`PauseRecord`]).
+    pub fn pause(&self) -> PathBuf {
+        self.root.join("pause.json")
     }
     /// `runtime.json`: the device, threads and attempt the worker runs with.
     pub fn runtime(&self) -> PathBuf {

@@ -15,13 +15,26 @@ pub enum RunState {
     Diverged,
     /// Stopped by the user (Ctrl-C); resumable.
     Cancelled,
+    /// Stopped right after a schedule rung's checkpoint, waiting for the rung's decision;
+    /// resumable from that checkpoint, no partial epoch lost.
+    Paused,
+    /// Stopped for good by the schedule at a rung ([`RunStatus::pruned`] says why); its last
+    /// checkpoint is kept, and `run --promote` continues it.
+    Pruned,
 }
 
 impl RunState {
-    /// Done and diverged runs are not started again by a plain `run`; queued, running
-    /// (orphaned), failed and cancelled ones are resumed from their last checkpoint.
+    /// Done, diverged and pruned runs are not started again by a plain `run`; queued,
+    /// running (orphaned), failed, cancelled and paused ones are resumed from their last
+    /// checkpoint.
     pub fn is_final(self) -> bool {
-        matches!(self, RunState::Done | RunState::Diverged)
+        matches!(self, RunState::Done | RunState::Diverged | RunState::Pruned)
+    }
+
+    /// Whether a status in this state is the verdict of an ended attempt (not queued, not
+    /// running): what launchers look for after a worker exits.
+    pub fn is_verdict(self) -> bool {
+        !matches!(self, RunState::Queued | RunState::Running)
     }
 
     /// The lower-case word status files, progress lines and tables spell the state with.
@@ -33,6 +46,8 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::Diverged => "diverged",
             RunState::Cancelled => "cancelled",
+            RunState::Paused => "paused",
+            RunState::Pruned => "pruned",
         }
     }
 }
@@ -57,6 +72,48 @@ pub struct RunStatus {
     /// Process id of the worker while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Why the schedule pruned the run (state `pruned` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PruneNote>,
+}
+
+/// Where and why a schedule pruned a run, as `status.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneNote {
+    /// The schedule's kind (`successive_halving`, `median`).
+    pub kind: String,
+    /// The rung's number, 1 for the first.
+    pub rung: usize,
+    /// The rung's epoch: the run's last checkpoint.
+    pub epoch: usize,
+    /// Runs (trainings) the rung compared, and how many it kept.
+    pub compared: usize,
+    pub kept: usize,
+    /// The `select.metric` the runs were ranked by.
+    pub metric: String,
+    /// The run's value at the rung (`null`: none recorded or not finite).
+    pub value: Option<f64>,
+    /// The value a run had to beat: the worst kept value (successive halving) or the median
+    /// of the others (median stopping); `null` when nothing was kept.
+    pub cut: Option<f64>,
+}
+
+impl PruneNote {
+    /// The one-line reason `status` and the status message show.
+    pub fn reason(&self) -> String {
+        let num = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.4}"));
+        format!(
+            "at rung {} (epoch {}) of {}: {} {} against the cut {} ({} of {} kept)",
+            self.rung,
+            self.epoch,
+            self.kind,
+            self.metric,
+            num(self.value),
+            num(self.cut),
+            self.kept,
+            self.compared
+        )
+    }
 }
 
 impl RunStatus {
@@ -71,6 +128,15 @@ impl RunStatus {
     pub fn current_attempt(status: Option<&RunStatus>) -> u32 {
         status.map_or(1, |s| s.attempts.max(1))
     }
+}
+
+/// Contents of `pause.json`: the epoch after whose checkpoint the run's next attempt stops
+/// (its next schedule rung), written by the orchestrator before the attempt starts. A record
+/// in the run directory, not a worker argument, so a Slurm array task finds it as a local
+/// worker does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    pub after_epoch: usize,
 }
 
 /// One line of `metrics.jsonl`: a scalar at a global step.
@@ -131,6 +197,7 @@ mod tests {
             epoch: 0,
             message: None,
             pid: None,
+            pruned: None,
         }
     }
 
@@ -144,8 +211,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_run_is_final_and_a_paused_one_resumes() {
+        assert!(RunState::Pruned.is_final() && RunState::Pruned.is_verdict());
+        assert!(!RunState::Paused.is_final() && RunState::Paused.is_verdict());
+        assert!(!RunState::Running.is_verdict());
+    }
+
+    #[test]
     fn a_state_displays_as_its_status_file_word() {
-        for s in [RunState::Queued, RunState::Diverged, RunState::Cancelled] {
+        for s in [
+            RunState::Queued,
+            RunState::Diverged,
+            RunState::Cancelled,
+            RunState::Paused,
+            RunState::Pruned,
+        ] {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json.trim_matches('"'), s.to_string());
         }

@@ -52,10 +52,12 @@ pub fn exclusion_reason(c: &Candidate, metric: &str) -> Option<String> {
     match c.state {
         None => return Some("never started (no status.json)".into()),
         Some(RunState::Done) => {}
-        Some(s @ (RunState::Failed | RunState::Diverged | RunState::Cancelled)) => {
+        Some(
+            s @ (RunState::Failed | RunState::Diverged | RunState::Cancelled | RunState::Pruned),
+        ) => {
             return Some(s.word().into());
         }
-        Some(s @ (RunState::Queued | RunState::Running)) => {
+        Some(s @ (RunState::Queued | RunState::Running | RunState::Paused)) => {
             return Some(format!("incomplete ({s})"));
         }
     }

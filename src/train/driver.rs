@@ -117,6 +117,11 @@ pub fn run<T: Task>(
         steps_per_epoch: task.steps_per_epoch(),
     })?;
 
+    if !finished && ctx.pause_after.is_some_and(|e| e <= last_epoch) {
+        // Already at (or past) the rung it was told to stop at: nothing to train.
+        finish(sink, RunState::Paused, last_epoch, None)?;
+        return Ok(Outcome::Paused { epoch: last_epoch });
+    }
     for epoch in last_epoch + 1..=epochs {
         if finished {
             break;
@@ -185,6 +190,12 @@ pub fn run<T: Task>(
         sink.emit(&RunEvent::EpochEnd { epoch, step })?;
         last_epoch = epoch;
         finished = verdict.last;
+        // A rung: stop on this epoch's checkpoint, so resuming loses nothing. A last epoch
+        // is not a rung: it finishes (and tests) as usual.
+        if !finished && ctx.pause_after == Some(epoch) {
+            finish(sink, RunState::Paused, epoch, None)?;
+            return Ok(Outcome::Paused { epoch });
+        }
     }
     if !tested_weights_loaded {
         // Resumed after its last checkpoint: the artifacts show the tested weights too.

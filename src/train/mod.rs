@@ -51,6 +51,9 @@ pub struct RunContext {
     pub attempt: u32,
     /// Which GPU kernels the model and optimizer use.
     pub kernels: Kernels,
+    /// Stop right after this epoch's checkpoint, before any test phase, and return
+    /// [`Outcome::Paused`] (a schedule rung); `None` trains to the end.
+    pub pause_after: Option<usize>,
 }
 
 /// The GPU kernel choices of a run, a benchmark switch for comparing implementations on a
@@ -72,6 +75,8 @@ pub enum Outcome {
     Diverged { epoch: usize, message: String },
     /// Stopped by the cancel flag; `epoch` is the last completed (checkpointed) epoch.
     Cancelled { epoch: usize },
+    /// Stopped after `epoch`'s checkpoint because [`RunContext::pause_after`] said so.
+    Paused { epoch: usize },
 }
 
 /// Why a run could not train.

@@ -404,6 +404,7 @@ mod tests {
             reuse_training_from: None,
             attempt: 1,
             kernels: Kernels::default(),
+            pause_after: None,
         }
     }
 

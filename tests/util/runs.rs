@@ -76,6 +76,7 @@ pub fn write_run(exp_dir: &Path, run: &FakeRun) {
                 _ => None,
             },
             pid: None,
+            pruned: None,
         };
         std::fs::write(rd.status(), serde_json::to_string(&status).unwrap()).unwrap();
     }

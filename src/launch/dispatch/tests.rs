@@ -7,6 +7,13 @@ use std::rc::Rc;
 use super::*;
 use crate::store::{self, PlanRecord, RunDir, RunStatus};
 
+// The scripted executor's errors are plain text; a scheduler's store error becomes one.
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
+}
+
 /// Each run's attempts end as its script says, one poll after they start; a run in `hold`
 /// ends only when stopped, and `stubborn` ones not even then (until given up on).
 #[derive(Default)]
@@ -97,6 +104,7 @@ impl Executor for Fake {
                     epoch: *epoch,
                     message: None,
                     pid: None,
+                    pruned: None,
                 };
                 store::write_status(dir, &s).unwrap();
             }
@@ -410,4 +418,16 @@ fn the_scheduler_decides_at_each_epoch_end_a_run_reports() {
     assert!(events.has(|e| matches!(e, LaunchEvent::EpochDone { epoch: 1, .. })));
     // Today's scheduler lets it train on.
     assert_eq!(RunToEnd.epoch_end(&grid[0], 1, None), Decision::Continue);
+}
+
+#[test]
+fn a_pause_left_by_an_earlier_schedule_never_stops_a_run_trained_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = runs(tmp.path(), 1);
+    std::fs::create_dir_all(runs[0].dir.root()).unwrap();
+    store::write_pause(&runs[0].dir, Some(store::PauseRecord { after_epoch: 1 })).unwrap();
+    let mut fake = Fake::new(Some(1), &[&[Done]]);
+    let (report, _) = go(&runs, &policy(0, false), &mut fake);
+    assert_eq!(report.unwrap().done, 1);
+    assert_eq!(store::read_pause(&runs[0].dir).unwrap(), None);
 }

@@ -94,12 +94,7 @@ impl TaskView {
         let status = read_status(&self.run_dir);
         let worker_said = status
             .as_ref()
-            .filter(|s| {
-                matches!(
-                    s.state,
-                    RunState::Done | RunState::Diverged | RunState::Failed | RunState::Cancelled
-                )
-            })
+            .filter(|s| s.state.is_verdict())
             .map(|s| (s.state, s.message.clone()));
         let (state, message, exit_code) = match &self.phase {
             TaskPhase::Exited { code } => match worker_said {
@@ -412,6 +407,7 @@ pub(super) fn record_outcome_status(outcome: &RunOutcome) {
         epoch: previous.as_ref().map_or(0, |p| p.epoch),
         message: outcome.message.clone(),
         pid: None,
+        pruned: None,
     };
     // Best effort: the outcome is also returned to the caller, who reports it.
     let _ = store::write_status(&run, &status);
@@ -440,6 +436,7 @@ mod tests {
             epoch: 2,
             message: message.map(str::to_string),
             pid: None,
+            pruned: None,
         };
         fs::write(dir.join("status.json"), serde_json::to_string(&s).unwrap()).unwrap();
     }

@@ -193,7 +193,13 @@ impl TensorBoardSink {
                 let success = match state {
                     RunState::Done => Some(true),
                     RunState::Failed | RunState::Diverged => Some(false),
-                    RunState::Cancelled | RunState::Queued | RunState::Running => None,
+                    // A pruned run is neither a success nor a failure of its configuration;
+                    // a paused one goes on.
+                    RunState::Cancelled
+                    | RunState::Queued
+                    | RunState::Running
+                    | RunState::Paused
+                    | RunState::Pruned => None,
                 };
                 let w = self.writer()?;
                 if let Some(success) = success {

@@ -1,0 +1,209 @@
+//! Successive halving with real workers (`tests/fixtures/prune.toml`: nine learning rates of
+//! a small MLP, 4 epochs, rungs at epochs 1 and 3): the same survivors and byte-identical
+//! summaries whatever `--jobs`, a SIGKILL of the orchestrator mid-rung that changes nothing
+//! and redoes no epoch, and pruned runs that a plain rerun leaves alone.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use util::runs::{run_dirs, status};
+use util::{Sandbox, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(300);
+const EXP: &str = "fixture-prune";
+
+/// What a user compares between two launches of the grid.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    /// Each run's state and last epoch, by run id.
+    states: BTreeMap<String, (String, u64)>,
+    summary_json: String,
+    summary_md: String,
+    schedule: String,
+}
+
+fn state(run: &Path) -> String {
+    status(run)
+        .and_then(|s| s["state"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn outcome(exp: &Path) -> Outcome {
+    let read = |name: &str| std::fs::read_to_string(exp.join(name)).unwrap();
+    Outcome {
+        states: run_dirs(exp)
+            .iter()
+            .map(|d| {
+                let id = d.file_name().unwrap().to_string_lossy().into_owned();
+                let epoch = status(d).and_then(|s| s["epoch"].as_u64()).unwrap_or(0);
+                (id, (state(d), epoch))
+            })
+            .collect(),
+        summary_json: read("summary.json"),
+        summary_md: read("summary.md"),
+        schedule: read("schedule.json"),
+    }
+}
+
+/// The grid run once with one job, undisturbed: the reference.
+fn reference() -> &'static Outcome {
+    static REF: OnceLock<Outcome> = OnceLock::new();
+    REF.get_or_init(|| {
+        let t = Sandbox::with_fixtures();
+        t.run(&["run", "prune.toml", "--jobs", "1"]).expect_code(0);
+        outcome(&t.exp_dir(EXP))
+    })
+}
+
+#[test]
+fn successive_halving_prunes_the_same_runs_and_writes_the_same_summaries_with_any_jobs() {
+    let one = reference();
+    let states: Vec<&str> = one.states.values().map(|(s, _)| s.as_str()).collect();
+    // Nine trainings, eta 3: the first rung keeps 3, the second 1, which trains to the end.
+    assert_eq!(
+        states.iter().filter(|s| **s == "done").count(),
+        1,
+        "{one:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "pruned").count(),
+        8,
+        "{one:?}"
+    );
+    let at = |e: u64| one.states.values().filter(|(_, ep)| *ep == e).count();
+    assert_eq!((at(1), at(3), at(4)), (6, 2, 1), "{one:?}");
+
+    let t = Sandbox::with_fixtures();
+    let out = t.run(&["run", "prune.toml", "--jobs", "2"]);
+    out.expect_code(0).stdout_has("8 pruned");
+    let two = outcome(&t.exp_dir(EXP));
+    assert_eq!(two, *one);
+
+    // Pruned means final: a plain rerun starts no worker and changes no record.
+    let exp = t.exp_dir(EXP);
+    let metrics: Vec<Vec<u8>> = run_dirs(&exp)
+        .iter()
+        .map(|d| std::fs::read(d.join("metrics.jsonl")).unwrap())
+        .collect();
+    let again = t.run(&["run", "prune.toml", "--jobs", "2"]);
+    again.expect_code(0);
+    assert!(!again.stdout.contains("start "), "{}", again.report());
+    let after: Vec<Vec<u8>> = run_dirs(&exp)
+        .iter()
+        .map(|d| std::fs::read(d.join("metrics.jsonl")).unwrap())
+        .collect();
+    assert_eq!(metrics, after);
+    assert_eq!(outcome(&exp), *one);
+
+    let table = t.run(&["status", EXP]);
+    table
+        .expect_code(0)
+        .stdout_has("8 pruned")
+        .stdout_has("at rung 1 (epoch 1) of successive_halving");
+}
+
+#[test]
+fn a_sigkill_mid_rung_and_the_same_command_again_give_the_same_survivors() {
+    let one = reference();
+    let t = Sandbox::with_fixtures();
+    let exp = t.exp_dir(EXP);
+    let orch = t.spawn(&["run", "prune.toml", "--jobs", "1"]);
+    // Mid-rung: some runs wait at the first rung, the rung is not decided yet.
+    wait_for(LIMIT, "three runs paused at the first rung", || {
+        run_dirs(&exp)
+            .iter()
+            .filter(|d| state(d) == "paused")
+            .count()
+            >= 3
+    });
+    orch.signal(libc::SIGKILL);
+    orch.wait(LIMIT);
+    assert!(
+        !exp.join("schedule.json").exists(),
+        "no rung was decided yet"
+    );
+    // The worker of the run that was training stops on its own (it follows its parent).
+    wait_for(LIMIT, "no worker running", || {
+        run_dirs(&exp).iter().all(|d| state(d) != "running")
+    });
+    let paused: Vec<(std::path::PathBuf, Vec<u8>)> = run_dirs(&exp)
+        .into_iter()
+        .filter(|d| state(d) == "paused")
+        .map(|d| {
+            let bytes = std::fs::read(d.join("metrics.jsonl")).unwrap();
+            (d, bytes)
+        })
+        .collect();
+
+    t.run(&["run", "prune.toml", "--jobs", "1"]).expect_code(0);
+    assert_eq!(outcome(&exp), *one);
+    // The epochs of the runs that were waiting were not trained again: their records of
+    // before the kill are still the first bytes of their metrics.
+    for (d, before) in paused {
+        let now = std::fs::read(d.join("metrics.jsonl")).unwrap();
+        assert!(now.starts_with(&before), "{} was retrained", d.display());
+    }
+}
+
+#[test]
+fn a_schedule_record_of_another_schedule_is_refused() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--jobs", "2"]).expect_code(0);
+    let status = std::fs::read(t.exp_dir(EXP).join("schedule.json")).unwrap();
+    t.run(&["run", "prune.toml", "--set", "schedule.reduction_factor=2"])
+        .expect_code(3)
+        .stderr_has("schedule.json")
+        .stderr_has("`schedule`");
+    assert_eq!(
+        std::fs::read(t.exp_dir(EXP).join("schedule.json")).unwrap(),
+        status
+    );
+}
+
+#[test]
+fn a_promoted_run_finishes_with_the_metrics_of_a_run_trained_without_a_schedule() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--jobs", "2"]).expect_code(0);
+    let exp = t.exp_dir(EXP);
+    // lr0.01 is pruned at the second rung (epoch 3 of 4) in the reference grid.
+    let dir = run_dirs(&exp)
+        .into_iter()
+        .find(|d| util::runs::plan(d).unwrap()["name"] == "lr0.01")
+        .unwrap();
+    assert_eq!(state(&dir), "pruned");
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(0);
+    assert_eq!(state(&dir), "done");
+    assert!(status(&dir).unwrap().get("pruned").is_none());
+
+    // The same configuration alone and without a schedule: the same run id, the same records.
+    let plain = Sandbox::with_fixtures();
+    plain
+        .run(&[
+            "run",
+            "prune.toml",
+            "--set",
+            "schedule.kind=\"none\"",
+            "--set",
+            "grid.\"optimizer.lr\"=[0.01]",
+        ])
+        .expect_code(0);
+    let alone = plain.exp_dir(EXP).join(dir.file_name().unwrap());
+    assert_eq!(
+        util::runs::metrics_without_timings(&dir),
+        util::runs::metrics_without_timings(&alone)
+    );
+
+    // Only a pruned run can be promoted; the error names the flag, the run and its state.
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(2)
+        .stderr_has("--promote lr0.01")
+        .stderr_has("is done, not pruned");
+    t.run(&["run", "prune.toml", "--promote", "nope"])
+        .expect_code(2)
+        .stderr_has("--promote nope: no such run");
+}
