@@ -1,26 +1,30 @@
-//! Synchronous successive halving carried out: the [`Scheduler`] that pauses every live
-//! training at its next rung, decides the rung with [`pruning::halving_rung`] once all of
-//! them have reported it, prunes the others and sends the survivors on.
+//! Pruning schedules carried out: [`Synchronous`] (successive halving and median stopping,
+//! decided once every live training reported a rung) and [`Asha`] (asynchronous successive
+//! halving, decided as runs report). Each is a [`Scheduler`] of the dispatcher: it pauses a
+//! training at its next rung (`pause.json`), holds it there until its rung is decided, prunes
+//! it or sends it on.
 //!
-//! Deterministic by construction: a rung is decided only when every live training has
-//! reached it, on the values the runs recorded in `metrics.jsonl` (never on finish order),
-//! and each decision is written to `runs/<experiment>/schedule.json` before any run is
-//! pruned or resumed for it. A later launch (after Ctrl-C or a SIGKILL) replays the record
-//! and decides only the rungs it lacks, so `--jobs`, the backend and interruptions never
-//! change which runs survive.
+//! Every decision is written to `runs/<experiment>/schedule.json` before it takes effect; a
+//! later launch (after Ctrl-C or a SIGKILL) replays the record and decides only what it
+//! lacks.
 //!
 //! A training group (decode-only variants sharing one training) is one unit, ranked by its
 //! first run, the one that trains; the others follow it: pruned with it, or decoding its
 //! finished training.
 
+mod asha;
+mod synchronous;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::dispatch::{Decision, Scheduler};
+pub use self::asha::Asha;
+pub use self::synchronous::Synchronous;
+use super::dispatch::Scheduler;
 use super::prepare::PreparedRun;
-use super::pruning::{self, RungDecision};
-use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode};
+use super::pruning::{Promotion, RungDecision};
+use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode, SelectSpec};
 use crate::store::{self, PruneNote, RunState, RunStatus, StoreError};
 
 /// `runs/<experiment>/schedule.json`: the schedule a grid runs under and its decisions.
@@ -28,8 +32,23 @@ use crate::store::{self, PruneNote, RunState, RunStatus, StoreError};
 pub struct ScheduleRecord {
     /// The spec's `[schedule]` the decisions were taken under.
     pub schedule: ScheduleSpec,
-    /// Every rung decided so far, in rung order; runs are named by their grid index.
+    /// Every rung decided so far, in rung order (successive halving, median stopping); runs
+    /// are named by their grid index.
     pub decisions: Vec<RungDecision>,
+    /// ASHA's decisions about single runs, in the order they were taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<Promotion>,
+}
+
+impl ScheduleRecord {
+    /// A record of `schedule` with nothing decided yet.
+    fn empty(schedule: ScheduleSpec) -> Self {
+        ScheduleRecord {
+            schedule,
+            decisions: Vec::new(),
+            promotions: Vec::new(),
+        }
+    }
 }
 
 /// Why a schedule could not go on with an experiment's record.
@@ -69,37 +88,50 @@ pub fn check_record(
     Ok(Some(record))
 }
 
-/// Synchronous successive halving over the dispatcher's runs.
-pub struct Halving {
+/// The scheduler for `schedule`, or `None` when its kind trains every run to its end;
+/// `promoted` runs (indices into `runs`, `--promote`) train to their end and are never
+/// pruned again.
+pub fn scheduler_for(
+    runs: &[PreparedRun],
+    exp_dir: &Path,
+    schedule: &ScheduleSpec,
+    select: &SelectSpec,
+    record: Option<ScheduleRecord>,
+    promoted: Vec<usize>,
+) -> Option<Box<dyn Scheduler>> {
+    let trainings = Trainings::new(runs, exp_dir, &select.metric, select.mode, promoted);
+    match schedule.kind {
+        ScheduleKind::SuccessiveHalving | ScheduleKind::Median => {
+            Some(Box::new(Synchronous::new(trainings, *schedule, record)))
+        }
+        ScheduleKind::Asha => Some(Box::new(Asha::new(trainings, *schedule, record))),
+        ScheduleKind::None => None,
+    }
+}
+
+/// The runs a schedule decides about, by training group, and what every schedule reads and
+/// writes of them.
+pub struct Trainings {
     runs: Vec<PreparedRun>,
     exp_dir: PathBuf,
     metric: String,
     mode: SelectMode,
-    rungs: Vec<usize>,
-    record: ScheduleRecord,
     /// For each run, the index (into `runs`) of its training group's first run.
     leader: Vec<usize>,
     /// Pruned runs `--promote` continues: they train to their end and are never pruned again.
     promoted: Vec<usize>,
 }
 
-impl Halving {
-    /// The scheduler of `schedule` for `runs` (every run of the grid, in grid order), taking
-    /// over the decisions `record` holds.
+impl Trainings {
+    /// `runs` (every run of the grid, in grid order) of the experiment in `exp_dir`, ranked
+    /// by `metric` in `mode`.
     pub fn new(
         runs: &[PreparedRun],
         exp_dir: &Path,
-        schedule: ScheduleSpec,
         metric: &str,
         mode: SelectMode,
-        record: Option<ScheduleRecord>,
+        promoted: Vec<usize>,
     ) -> Self {
-        let train_epochs = runs.iter().map(|r| r.epochs).max().unwrap_or(0);
-        let rungs = pruning::rung_epochs(
-            schedule.min_epochs,
-            schedule.reduction_factor,
-            schedule.max_epochs_for(train_epochs),
-        );
         let leader = (0..runs.len())
             .map(|i| {
                 (0..runs.len())
@@ -108,46 +140,46 @@ impl Halving {
                     .unwrap_or(i)
             })
             .collect();
-        Halving {
+        Trainings {
             runs: runs.to_vec(),
             exp_dir: exp_dir.to_path_buf(),
             metric: metric.to_string(),
             mode,
-            rungs,
-            record: record.unwrap_or(ScheduleRecord {
-                schedule,
-                decisions: Vec::new(),
-            }),
             leader,
-            promoted: Vec::new(),
+            promoted,
         }
     }
 
-    /// The same scheduler, with `promoted` runs (indices into the runs) trained to their end.
-    pub fn with_promoted(mut self, promoted: Vec<usize>) -> Self {
-        self.promoted = promoted;
-        self
+    /// The most epochs a run trains: what a `max_epochs` of 0 stands for.
+    fn train_epochs(&self) -> usize {
+        self.runs.iter().map(|r| r.epochs).max().unwrap_or(0)
     }
 
-    /// The epoch the next undecided rung lies at; `None` once every rung is decided.
-    fn next_rung(&self) -> Option<usize> {
-        self.rungs.get(self.record.decisions.len()).copied()
+    /// Whether the schedule leaves `run` alone: it follows its training group's first run,
+    /// or `--promote` sends it to its end.
+    fn unscheduled(&self, run: usize) -> bool {
+        self.leader[run] != run || self.promoted.contains(&run)
     }
 
-    fn is_leader(&self, run: usize) -> bool {
-        self.leader[run] == run
+    /// The runs that train for their group, in grid order.
+    fn leaders(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.runs.len()).filter(|&r| self.leader[r] == r)
     }
 
-    /// The leaders still in the schedule: every one before the first rung, then the last
-    /// decided rung's kept runs.
-    fn live(&self) -> Vec<usize> {
-        let leaders = (0..self.runs.len()).filter(|&r| self.is_leader(r));
-        match self.record.decisions.last() {
-            None => leaders.collect(),
-            Some(d) => leaders
-                .filter(|&r| d.kept.contains(&self.runs[r].plan.index))
-                .collect(),
-        }
+    /// The grid index the schedule's records name run `run` (an index into the runs) by.
+    fn grid_index(&self, run: usize) -> usize {
+        self.runs[run].plan.index
+    }
+
+    /// Whether `run` may start towards `rung` (its next pause): it has not reached it yet.
+    /// No rung left: it trains to its end.
+    fn short_of(&self, run: usize, rung: Option<usize>) -> bool {
+        rung.is_none_or(|epoch| {
+            self.status(run)
+                .ok()
+                .flatten()
+                .is_none_or(|s| s.epoch < epoch)
+        })
     }
 
     fn status(&self, run: usize) -> Result<Option<RunStatus>, StoreError> {
@@ -157,41 +189,35 @@ impl Halving {
     /// Whether leader `run` has reported rung `epoch`: it stands at or past it, or it ended
     /// for good (done, diverged, pruned, or failed in this launch) and so will not reach it.
     fn reported(&self, run: usize, epoch: usize, pending: bool) -> Result<bool, StoreError> {
-        let Some(s) = self.status(run)? else {
-            return Ok(false);
-        };
-        Ok(s.state.is_final()
-            || (s.state.is_verdict() && s.epoch >= epoch)
-            || (s.state == RunState::Failed && !pending))
+        Ok(self
+            .status(run)?
+            .is_some_and(|s| s.state.is_final() || s.epoch >= epoch && s.state.is_verdict())
+            || self.ended(run, pending)?)
     }
 
-    /// Prunes every not-yet-final run of the training groups `pruned` names at `decision`;
-    /// returns them with the reason.
-    fn apply(
+    /// Whether `run` will not train further in this launch: it is done, diverged or pruned,
+    /// or it failed and is not queued for another attempt.
+    fn ended(&self, run: usize, pending: bool) -> Result<bool, StoreError> {
+        Ok(self
+            .status(run)?
+            .is_some_and(|s| s.state.is_final() || (s.state == RunState::Failed && !pending)))
+    }
+
+    /// Leader `run`'s `select.metric` at `epoch`; NaN when it recorded none there.
+    fn value_at(&self, run: usize, epoch: usize) -> Result<f64, StoreError> {
+        Ok(store::metrics::value_at(&self.runs[run].dir, &self.metric, epoch)?.unwrap_or(f64::NAN))
+    }
+
+    /// Prunes every not-yet-final run of the training group whose first run has grid index
+    /// `grid_index`, for `note`; returns them with the reason.
+    fn prune_group(
         &self,
-        rung: usize,
-        decision: &RungDecision,
+        grid_index: usize,
+        note: &PruneNote,
     ) -> Result<Vec<(usize, String)>, StoreError> {
-        let kept_values: Vec<f64> = decision
-            .compared
-            .iter()
-            .filter(|e| decision.kept.contains(&e.0))
-            .map(|e| e.1)
-            .collect();
-        // The worst value that was kept: what a pruned run had to beat.
-        let cut = pruning::ranked(
-            self.mode,
-            &kept_values.iter().map(|&v| (0, v)).collect::<Vec<_>>(),
-        )
-        .last()
-        .map(|e| e.1);
         let mut out = Vec::new();
         for run in 0..self.runs.len() {
-            if self.promoted.contains(&run) {
-                continue;
-            }
-            let grid_index = self.runs[self.leader[run]].plan.index;
-            if !decision.pruned.contains(&grid_index) {
+            if self.promoted.contains(&run) || self.grid_index(self.leader[run]) != grid_index {
                 continue;
             }
             let Some(status) = self.status(run)? else {
@@ -201,22 +227,6 @@ impl Halving {
             if status.state.is_final() {
                 continue;
             }
-            let value = decision
-                .compared
-                .iter()
-                .find(|e| e.0 == grid_index)
-                .map(|e| e.1)
-                .filter(|v| v.is_finite());
-            let note = PruneNote {
-                kind: "successive_halving".into(),
-                rung: rung + 1,
-                epoch: decision.epoch,
-                compared: decision.compared.len(),
-                kept: decision.kept.len(),
-                metric: self.metric.clone(),
-                value,
-                cut,
-            };
             let reason = note.reason();
             store::write_status(
                 &self.runs[run].dir,
@@ -224,7 +234,7 @@ impl Halving {
                     state: RunState::Pruned,
                     message: Some(reason.clone()),
                     pid: None,
-                    pruned: Some(note),
+                    pruned: Some(note.clone()),
                     ..status
                 },
             )?;
@@ -232,86 +242,11 @@ impl Halving {
         }
         Ok(out)
     }
-}
 
-impl Scheduler for Halving {
-    fn epoch_end(&mut self, _: &PreparedRun, _: usize, _: Option<f64>) -> Decision {
-        Decision::Continue
-    }
-
-    fn may_start(&self, run: usize) -> bool {
-        if !self.is_leader(run) || self.promoted.contains(&run) {
-            // Follows its training: the dispatcher starts it once that one is no longer
-            // pending, and a pruned training prunes it first.
-            return true;
-        }
-        match self.next_rung() {
-            None => true,
-            Some(epoch) => self
-                .status(run)
-                .ok()
-                .flatten()
-                .is_none_or(|s| s.epoch < epoch),
-        }
-    }
-
-    fn pause_after(&self, run: usize) -> Option<usize> {
-        if !self.is_leader(run) || self.promoted.contains(&run) {
-            return None;
-        }
-        self.next_rung()
-    }
-
-    fn settle(
-        &mut self,
-        pending: &[usize],
-        held: &[usize],
-    ) -> Result<Vec<(usize, String)>, StoreError> {
-        let mut pruned = Vec::new();
-        // Replay: decisions recorded by an earlier launch prune what they pruned.
-        for (rung, d) in self.record.decisions.iter().enumerate() {
-            pruned.extend(self.apply(rung, d)?);
-        }
-        while let Some(epoch) = self.next_rung() {
-            let live = self.live();
-            let mut entries = Vec::new();
-            for &run in &live {
-                if held.contains(&run) || !self.reported(run, epoch, pending.contains(&run))? {
-                    return Ok(pruned);
-                }
-                let value = store::metrics::value_at(&self.runs[run].dir, &self.metric, epoch)?;
-                entries.push((self.runs[run].plan.index, value.unwrap_or(f64::NAN)));
-            }
-            let eta = self.record.schedule.reduction_factor;
-            let decision = pruning::halving_rung(self.mode, eta, epoch, &entries);
-            let rung = self.record.decisions.len();
-            // Recorded before it takes effect: a kill in between replays it.
-            self.record.decisions.push(decision.clone());
-            store::write_schedule(&self.exp_dir, &self.record)?;
-            pruned.extend(self.apply(rung, &decision)?);
-        }
-        Ok(pruned)
-    }
-}
-
-/// The scheduler for `schedule`, or `None` when its kind trains every run to its end.
-pub fn scheduler_for(
-    runs: &[PreparedRun],
-    exp_dir: &Path,
-    schedule: &ScheduleSpec,
-    select: &crate::spec::SelectSpec,
-    record: Option<ScheduleRecord>,
-) -> Option<Halving> {
-    match schedule.kind {
-        ScheduleKind::SuccessiveHalving => Some(Halving::new(
-            runs,
-            exp_dir,
-            *schedule,
-            &select.metric,
-            select.mode,
-            record,
-        )),
-        ScheduleKind::None | ScheduleKind::Asha | ScheduleKind::Median => None,
+    /// Writes `record` before its newest decisions take effect: a kill in between replays
+    /// them.
+    fn record(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        store::write_schedule(&self.exp_dir, record)
     }
 }
 
