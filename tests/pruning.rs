@@ -293,6 +293,20 @@ fn asha_records_each_decision_and_a_second_run_retrains_and_redecides_nothing() 
 }
 
 #[test]
+fn asha_with_one_job_decides_the_same_every_time() {
+    // One attempt at a time: the order of reports, and so every decision, is fixed.
+    let launch = || {
+        let t = Sandbox::with_fixtures();
+        t.run(&["run", "prune.toml", "--set", ASHA, "--jobs", "1"])
+            .expect_code(0);
+        outcome(&t.exp_dir(EXP))
+    };
+    let first = launch();
+    assert!(!asha_decisions(&first.schedule).is_empty());
+    assert_eq!(launch(), first);
+}
+
+#[test]
 fn a_sigkill_under_asha_loses_no_finished_run_and_keeps_every_recorded_decision() {
     let t = Sandbox::with_fixtures();
     let exp = t.exp_dir(EXP);

@@ -332,3 +332,34 @@ fn asha_with_fewer_runs_than_eta_promotes_the_best_once_both_reported() {
     assert_eq!(pruned_runs(a.settle(&[0, 1], &[]).unwrap()), vec![0]);
     assert_eq!(decided(&a), vec![(0, 1, false, true), (1, 1, true, true)]);
 }
+
+#[test]
+fn asha_decides_about_trainings_and_a_decode_variant_follows_its_training() {
+    let exp = tempfile::tempdir().unwrap();
+    let mut runs = runs(exp.path());
+    // Run 1 decodes run 0's training: five trainings.
+    runs[1].plan.training_id = runs[0].plan.training_id.clone();
+    let mut a = asha(exp.path(), &runs, None);
+    assert!(a.may_start(1));
+    assert_eq!(a.pause_after(1), None, "a variant never pauses: it decodes");
+    for (r, v) in [(0, 0.1), (2, 0.9), (3, 0.8), (4, 0.7), (5, 0.6)] {
+        pause(&runs[r], 1, v);
+    }
+    // Complete with five trainings: ceil(5 / 3) = 2 go on; run 1 is pruned with run 0.
+    assert_eq!(
+        pruned_runs(a.settle(&[0, 1, 2, 3, 4, 5], &[]).unwrap()),
+        vec![0, 1, 4, 5]
+    );
+    assert_eq!(
+        decided(&a),
+        vec![
+            (0, 1, false, true),
+            (2, 1, true, true),
+            (3, 1, true, true),
+            (4, 1, false, true),
+            (5, 1, false, true),
+        ]
+    );
+    assert_eq!(a.record.promotions[0].compared.len(), 5);
+    assert_eq!(note(&runs[1]).kind, "asha");
+}
