@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ScheduleSpec, SelectMode};
+use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode};
 
 /// One run's value at a rung: the run's index in the grid and its `select.metric` (NaN when
 /// it recorded none, e.g. it diverged before the rung).
@@ -214,6 +214,16 @@ pub fn halving_cut(mode: SelectMode, d: &RungDecision) -> Option<f64> {
     ranked(mode, &kept).last().map(|e| e.1)
 }
 
+/// The epochs `schedule` pauses and decides at for runs of `train_epochs` epochs: every one
+/// from `min_epochs` for median stopping, else successive halving's rungs (ASHA's too).
+pub fn schedule_rungs(schedule: &ScheduleSpec, train_epochs: usize) -> Vec<usize> {
+    let max = schedule.max_epochs_for(train_epochs);
+    match schedule.kind {
+        ScheduleKind::Median => median_epochs(schedule.min_epochs, max),
+        _ => rung_epochs(schedule.min_epochs, schedule.reduction_factor, max),
+    }
+}
+
 /// The median of the finite values in `values` (the mean of the middle two for an even
 /// count); `None` when there is none.
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -342,7 +352,6 @@ pub fn halving_plan(schedule: &ScheduleSpec, runs: usize, train_epochs: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::ScheduleKind;
     use SelectMode::{Max, Min};
 
     const NAN: f64 = f64::NAN;
@@ -514,6 +523,17 @@ mod tests {
         assert_eq!(median_epochs(1, 4), vec![1, 2, 3]);
         assert_eq!(median_epochs(2, 3), vec![2]);
         assert!(median_epochs(4, 4).is_empty());
+        let mut s = ScheduleSpec {
+            kind: ScheduleKind::Median,
+            min_epochs: 2,
+            reduction_factor: 3,
+            max_epochs: 0,
+        };
+        assert_eq!(schedule_rungs(&s, 5), vec![2, 3, 4]);
+        s.kind = ScheduleKind::Asha;
+        assert_eq!(schedule_rungs(&s, 20), vec![2, 6, 18]);
+        s.max_epochs = 10;
+        assert_eq!(schedule_rungs(&s, 20), vec![2, 6]);
     }
 
     #[test]

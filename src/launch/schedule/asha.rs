@@ -38,14 +38,9 @@ enum Position {
 impl Asha {
     /// The scheduler of `schedule` for `t`, taking over the decisions `record` holds.
     pub fn new(t: Trainings, schedule: ScheduleSpec, record: Option<ScheduleRecord>) -> Self {
-        let rungs = pruning::rung_epochs(
-            schedule.min_epochs,
-            schedule.reduction_factor,
-            schedule.max_epochs_for(t.train_epochs()),
-        );
         Asha {
+            rungs: pruning::schedule_rungs(&schedule, t.train_epochs()),
             t,
-            rungs,
             record: record.unwrap_or_else(|| ScheduleRecord::empty(schedule)),
         }
     }

@@ -25,14 +25,9 @@ impl Synchronous {
     /// The scheduler of `schedule` (successive halving or median stopping) for `t`, taking
     /// over the decisions `record` holds.
     pub fn new(t: Trainings, schedule: ScheduleSpec, record: Option<ScheduleRecord>) -> Self {
-        let max = schedule.max_epochs_for(t.train_epochs());
-        let rungs = match schedule.kind {
-            ScheduleKind::Median => pruning::median_epochs(schedule.min_epochs, max),
-            _ => pruning::rung_epochs(schedule.min_epochs, schedule.reduction_factor, max),
-        };
         Synchronous {
+            rungs: pruning::schedule_rungs(&schedule, t.train_epochs()),
             t,
-            rungs,
             record: record.unwrap_or_else(|| ScheduleRecord::empty(schedule)),
         }
     }
