@@ -1,7 +1,8 @@
-//! Successive halving with real workers (`tests/fixtures/prune.toml`: nine learning rates of
-//! a small MLP, 4 epochs, rungs at epochs 1 and 3): the same survivors and byte-identical
-//! summaries whatever `--jobs`, a SIGKILL of the orchestrator mid-rung that changes nothing
-//! and redoes no epoch, and pruned runs that a plain rerun leaves alone.
+//! Pruning with real workers (`tests/fixtures/prune.toml`: nine learning rates of a small
+//! MLP, 4 epochs, rungs at epochs 1 and 3). Successive halving and median stopping: the same
+//! survivors and byte-identical summaries whatever `--jobs`; a SIGKILL of the orchestrator
+//! mid-rung that changes nothing and redoes no epoch; pruned runs that a plain rerun leaves
+//! alone. ASHA: every decision recorded, replayed by a second launch and after a SIGKILL.
 
 mod util;
 
@@ -206,4 +207,151 @@ fn a_promoted_run_finishes_with_the_metrics_of_a_run_trained_without_a_schedule(
     t.run(&["run", "prune.toml", "--promote", "nope"])
         .expect_code(2)
         .stderr_has("--promote nope: no such run");
+}
+
+const MEDIAN: &str = "schedule.kind=\"median\"";
+const ASHA: &str = "schedule.kind=\"asha\"";
+
+#[test]
+fn median_stopping_stops_the_same_runs_and_writes_the_same_summaries_with_any_jobs() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--set", MEDIAN, "--jobs", "1"])
+        .expect_code(0);
+    let one = outcome(&t.exp_dir(EXP));
+    // Decided at epochs 1, 2 and 3, each recorded once.
+    let record: serde_json::Value = serde_json::from_str(&one.schedule).unwrap();
+    let epochs: Vec<u64> = record["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3], "{}", one.schedule);
+    let states: Vec<&str> = one.states.values().map(|(s, _)| s.as_str()).collect();
+    let done = states.iter().filter(|s| **s == "done").count();
+    let pruned = states.iter().filter(|s| **s == "pruned").count();
+    assert!(done >= 1 && pruned >= 1 && done + pruned == 9, "{one:?}");
+    t.run(&["status", EXP])
+        .expect_code(0)
+        .stdout_has("of median");
+
+    let two = Sandbox::with_fixtures();
+    two.run(&["run", "prune.toml", "--set", MEDIAN, "--jobs", "2"])
+        .expect_code(0)
+        .stdout_has(&format!("{pruned} pruned"));
+    assert_eq!(outcome(&two.exp_dir(EXP)), one);
+}
+
+/// ASHA's `schedule.json` decisions as (grid index, epoch, promoted).
+fn asha_decisions(schedule: &str) -> Vec<(u64, u64, bool)> {
+    let record: serde_json::Value = serde_json::from_str(schedule).unwrap();
+    record["promotions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let n = |k: &str| p[k].as_u64().unwrap();
+                    (n("run"), n("epoch"), p["promoted"].as_bool().unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn asha_records_each_decision_and_a_second_run_retrains_and_redecides_nothing() {
+    let t = Sandbox::with_fixtures();
+    let exp = t.exp_dir(EXP);
+    t.run(&["run", "prune.toml", "--set", ASHA, "--jobs", "2"])
+        .expect_code(0);
+    let first = outcome(&exp);
+    let decisions = asha_decisions(&first.schedule);
+    for d in run_dirs(&exp) {
+        let index = util::runs::plan(&d).unwrap()["index"].as_u64().unwrap();
+        let mine: Vec<(u64, bool)> = decisions
+            .iter()
+            .filter(|p| p.0 == index)
+            .map(|p| (p.1, p.2))
+            .collect();
+        // Promoted at epoch 1 then at epoch 3 to train all 4; else pruned at its last rung.
+        let want = match (state(&d).as_str(), status(&d).unwrap()["epoch"].as_u64()) {
+            ("done", Some(4)) => vec![(1, true), (3, true)],
+            ("pruned", Some(3)) => vec![(1, true), (3, false)],
+            ("pruned", Some(1)) => vec![(1, false)],
+            other => panic!("{}: {other:?}", d.display()),
+        };
+        assert_eq!(mine, want, "{}", first.schedule);
+    }
+    // Nine at the first rung: at least ceil(9 / 3) go on.
+    assert!(decisions.iter().filter(|p| p.1 == 1 && p.2).count() >= 3);
+    t.run(&["status", EXP]).expect_code(0).stdout_has("of asha");
+
+    let again = t.run(&["run", "prune.toml", "--set", ASHA, "--jobs", "2"]);
+    again.expect_code(0);
+    assert!(!again.stdout.contains("start "), "{}", again.report());
+    assert_eq!(outcome(&exp), first);
+}
+
+#[test]
+fn asha_with_one_job_decides_the_same_every_time() {
+    // One attempt at a time: the order of reports, and so every decision, is fixed.
+    let launch = || {
+        let t = Sandbox::with_fixtures();
+        t.run(&["run", "prune.toml", "--set", ASHA, "--jobs", "1"])
+            .expect_code(0);
+        outcome(&t.exp_dir(EXP))
+    };
+    let first = launch();
+    assert!(!asha_decisions(&first.schedule).is_empty());
+    assert_eq!(launch(), first);
+}
+
+#[test]
+fn a_sigkill_under_asha_loses_no_finished_run_and_keeps_every_recorded_decision() {
+    let t = Sandbox::with_fixtures();
+    let exp = t.exp_dir(EXP);
+    let orch = t.spawn(&["run", "prune.toml", "--set", ASHA, "--jobs", "2"]);
+    // The first rung is complete (runs were pruned there), the second is not yet.
+    wait_for(LIMIT, "a run pruned at the first rung", || {
+        run_dirs(&exp).iter().any(|d| state(d) == "pruned")
+    });
+    orch.signal(libc::SIGKILL);
+    orch.wait(LIMIT);
+    wait_for(LIMIT, "no worker running", || {
+        run_dirs(&exp).iter().all(|d| state(d) != "running")
+    });
+    let before = asha_decisions(&std::fs::read_to_string(exp.join("schedule.json")).unwrap());
+    let unfinished = run_dirs(&exp)
+        .iter()
+        .filter(|d| !matches!(state(d).as_str(), "pruned" | "done"))
+        .count();
+    assert!(unfinished > 0, "the kill came after the grid finished");
+    let ended: Vec<(std::path::PathBuf, String, Vec<u8>)> = run_dirs(&exp)
+        .into_iter()
+        .filter(|d| matches!(state(d).as_str(), "pruned" | "done" | "paused"))
+        .map(|d| {
+            let bytes = std::fs::read(d.join("metrics.jsonl")).unwrap();
+            (d.clone(), state(&d), bytes)
+        })
+        .collect();
+
+    t.run(&["run", "prune.toml", "--set", ASHA, "--jobs", "2"])
+        .expect_code(0);
+    let after = asha_decisions(&std::fs::read_to_string(exp.join("schedule.json")).unwrap());
+    assert!(after.starts_with(&before), "{before:?}\n{after:?}");
+    for (d, was, bytes) in ended {
+        let now = std::fs::read(d.join("metrics.jsonl")).unwrap();
+        if was == "paused" {
+            // Waiting at a rung: nothing it trained is trained again.
+            assert!(now.starts_with(&bytes), "{} was retrained", d.display());
+        } else {
+            assert_eq!(state(&d), was, "{}", d.display());
+            assert_eq!(now, bytes, "{} changed", d.display());
+        }
+    }
+    assert!(
+        run_dirs(&exp)
+            .iter()
+            .all(|d| matches!(state(d).as_str(), "pruned" | "done"))
+    );
 }

@@ -95,7 +95,8 @@ struct SchedulePlan {
     /// Successive halving's rungs (ASHA promotes at the same epochs; median has none).
     rungs: Vec<RungPlan>,
     /// Epochs trained at most if every run records its metric (the full grid's for median,
-    /// whose stops depend on the values).
+    /// whose stops depend on the values; for asha, synchronous halving's figure, which early
+    /// promotions may exceed).
     most_epochs: usize,
     full_epochs: usize,
 }
@@ -127,11 +128,10 @@ fn schedule_plan(spec: &Spec, runs: &[RunPlan]) -> Option<SchedulePlan> {
 
 /// The schedule's lines under the run table.
 fn render_schedule(s: &SchedulePlan) -> String {
-    let kind = serde_json::to_string(&s.kind).unwrap_or_default();
     let plural = if s.trainings == 1 { "" } else { "s" };
     let mut out = format!(
         "\nschedule: {} over {} training{plural}",
-        kind.trim_matches('"'),
+        s.kind.word(),
         s.trainings
     );
     if s.kind != ScheduleKind::Median {
@@ -143,8 +143,10 @@ fn render_schedule(s: &SchedulePlan) -> String {
     out.push('\n');
     match s.kind {
         ScheduleKind::Median => out.push_str(&format!(
-            "  from epoch {} a run worse than the median of the others at the same epoch stops\n",
-            s.min_epochs
+            "  at each epoch from {} to {}, once every live training reported it, a run \
+             worse than the median of the other live ones stops\n",
+            s.min_epochs,
+            s.max_epochs.saturating_sub(1)
         )),
         _ => {
             out.push_str("  rung  epoch  runs  keep\n");
@@ -170,10 +172,18 @@ fn render_schedule(s: &SchedulePlan) -> String {
     } else {
         100.0 * s.most_epochs as f64 / s.full_epochs as f64
     };
-    out.push_str(&format!(
-        "  epochs trained: at most {} of the full grid's {} ({share:.0}%)\n",
-        s.most_epochs, s.full_epochs
-    ));
+    if s.kind == ScheduleKind::Asha {
+        out.push_str(&format!(
+            "  epochs trained: {} of the full grid's {} ({share:.0}%) if asha keeps what \
+             synchronous halving keeps; early promotions may train more\n",
+            s.most_epochs, s.full_epochs
+        ));
+    } else {
+        out.push_str(&format!(
+            "  epochs trained: at most {} of the full grid's {} ({share:.0}%)\n",
+            s.most_epochs, s.full_epochs
+        ));
+    }
     out
 }
 

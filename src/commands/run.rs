@@ -97,29 +97,19 @@ impl Args {
     }
 }
 
-/// Schedules the dispatcher does not carry out yet (ASHA, median stopping, any schedule on
-/// Slurm): training every run to its end under them would quietly ignore them, so `run`
-/// refuses before anything is written.
+/// Any schedule on Slurm: the array backend does not pause or prune runs yet, and training
+/// every run to its end would quietly ignore the schedule, so `run` refuses before anything
+/// is written.
 fn refuse_schedule(file: &Path, spec: &Spec, slurm: bool) -> Result<(), Error> {
-    use crate::spec::ScheduleKind;
-    let refusal = match spec.schedule.kind {
-        ScheduleKind::None => return Ok(()),
-        ScheduleKind::SuccessiveHalving if !slurm => return Ok(()),
-        ScheduleKind::SuccessiveHalving => {
-            "the Slurm backend does not prune runs yet; use --backend local"
-        }
-        ScheduleKind::Asha | ScheduleKind::Median => {
-            "`run` does not carry out this schedule yet (`plan` shows it); \
-             allowed for `run`: \"none\", \"successive_halving\""
-        }
-    };
-    let word = serde_json::to_string(&spec.schedule.kind).unwrap_or_default();
+    if spec.schedule.kind == crate::spec::ScheduleKind::None || !slurm {
+        return Ok(());
+    }
     Err(Error::Spec(crate::spec::SpecError::Invalid {
         problems: vec![crate::spec::Problem {
             origin: file.display().to_string(),
             key: "schedule.kind".into(),
-            value: Some(word),
-            message: refusal.into(),
+            value: Some(format!("\"{}\"", spec.schedule.kind.word())),
+            message: "the Slurm backend does not prune runs yet; use --backend local".into(),
         }],
     }))
 }
@@ -307,11 +297,16 @@ fn run_local(
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let mut executor = LocalExecutor::new(&p.runs, opts);
-    let mut halving =
-        schedule::scheduler_for(&p.runs, p.exp.root(), &spec.schedule, &spec.select, record)
-            .map(|h| h.with_promoted(promoted));
-    let scheduler: &mut dyn Scheduler = match &mut halving {
-        Some(h) => h,
+    let mut pruning = schedule::scheduler_for(
+        &p.runs,
+        p.exp.root(),
+        &spec.schedule,
+        &spec.select,
+        record,
+        promoted,
+    );
+    let scheduler: &mut dyn Scheduler = match &mut pruning {
+        Some(s) => s.as_mut(),
         None => &mut RunToEnd,
     };
     let pool = dispatch(

@@ -12,7 +12,7 @@
 //! goes on; before a start, whether a queued run may start and where it pauses; after an
 //! exit, what it can decide now (a rung every live run has reported): the place where
 //! pruning policies decide. [`RunToEnd`] trains every run to its last epoch;
-//! `launch::schedule::Halving` is synchronous successive halving.
+//! `launch::schedule` holds successive halving, median stopping and ASHA.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -141,11 +141,19 @@ pub enum Decision {
 /// Decides whether runs go on: at each epoch end a run reports, before a queued run starts,
 /// and after attempts end. Runs are named by their index into the dispatcher's runs.
 pub trait Scheduler {
-    /// `run` finished `epoch` with `metric` (its `select.metric`, when recorded).
-    fn epoch_end(&mut self, run: &PreparedRun, epoch: usize, metric: Option<f64>) -> Decision;
+    /// `run` finished `epoch` with `metric` (its `select.metric`, when recorded); by
+    /// default it goes on (the schedules here stop runs at rungs instead).
+    fn epoch_end(&mut self, _run: &PreparedRun, _epoch: usize, _metric: Option<f64>) -> Decision {
+        Decision::Continue
+    }
     /// Whether queued `run` may start now (`false`: it waits at a rung for the others).
     fn may_start(&self, _run: usize) -> bool {
         true
+    }
+    /// Among queued runs that may start, those of a higher priority start first (equal
+    /// ones in grid order): ASHA sends promoted runs on before fresh ones, top rung first.
+    fn priority(&self, _run: usize) -> usize {
+        0
     }
     /// The epoch after whose checkpoint an attempt of `run` starting now is to pause (its
     /// next rung); `None`: it trains to its end.
@@ -167,11 +175,7 @@ pub trait Scheduler {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunToEnd;
 
-impl Scheduler for RunToEnd {
-    fn epoch_end(&mut self, _: &PreparedRun, _: usize, _: Option<f64>) -> Decision {
-        Decision::Continue
-    }
-}
+impl Scheduler for RunToEnd {}
 
 /// Passes events on and keeps the epoch ends for the scheduler.
 struct EpochTap<'a> {
@@ -410,20 +414,24 @@ impl<E: Executor> Dispatcher<'_, E> {
         self.ready(q) && self.scheduler.may_start(q)
     }
 
-    /// The next runs to start, in queue order: one when the executor has a free slot, every
-    /// ready run when it takes batches.
+    /// The next runs to start: one when the executor has a free slot (by the scheduler's
+    /// priority, then queue order), every ready run when it takes batches.
     fn take_ready(&mut self, free: Option<usize>) -> Vec<usize> {
         if free == Some(0) {
             return Vec::new();
+        }
+        if free.is_some() {
+            // The first of the highest priority: `max_by_key` would take the last.
+            let best = (0..self.queue.len())
+                .filter(|&i| self.startable(self.queue[i]))
+                .min_by_key(|&i| (std::cmp::Reverse(self.scheduler.priority(self.queue[i])), i));
+            return best.map(|i| vec![self.queue.remove(i)]).unwrap_or_default();
         }
         let mut batch = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
             if self.startable(self.queue[i]) {
                 batch.push(self.queue.remove(i));
-                if free.is_some() {
-                    break;
-                }
             } else {
                 i += 1;
             }

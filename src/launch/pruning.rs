@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ScheduleSpec, SelectMode};
+use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode};
 
 /// One run's value at a rung: the run's index in the grid and its `select.metric` (NaN when
 /// it recorded none, e.g. it diverged before the rung).
@@ -100,6 +100,11 @@ pub fn halving_rung(mode: SelectMode, eta: usize, epoch: usize, entries: &[Entry
         .filter(|e| e.1.is_finite())
         .map(|e| e.0)
         .collect();
+    decided(epoch, compared, kept)
+}
+
+/// The rung decision that keeps `kept` of `compared` (in run order) and prunes the rest.
+fn decided(epoch: usize, compared: Vec<Entry>, kept: Vec<usize>) -> RungDecision {
     let pruned = compared
         .iter()
         .map(|e| e.0)
@@ -113,8 +118,18 @@ pub fn halving_rung(mode: SelectMode, eta: usize, epoch: usize, entries: &[Entry
     }
 }
 
-/// An ASHA promotion decision, recorded with the rung's values it was taken against: they
-/// depend on which runs had reported by then, so resume replays it instead of deciding again.
+/// `run`'s value among `entries`, when it has a finite one: what a prune note reports.
+pub fn finite_value(entries: &[Entry], run: usize) -> Option<f64> {
+    entries
+        .iter()
+        .find(|e| e.0 == run)
+        .map(|e| e.1)
+        .filter(|v| v.is_finite())
+}
+
+/// An ASHA decision about one run at one rung, recorded with the rung's values it was taken
+/// against: they depend on which runs had reported by then, so resume replays it instead of
+/// deciding again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Promotion {
     /// The rung's epoch.
@@ -124,13 +139,19 @@ pub struct Promotion {
     /// The rung's values so far, the run's own included, in run order.
     #[serde(with = "entries")]
     pub compared: Vec<Entry>,
-    /// Whether the run goes on past the rung.
+    /// Whether the run goes on past the rung (`false`: it is pruned there).
     pub promoted: bool,
+    /// Taken once no live run could still reach the rung ([`asha_complete`]) rather than
+    /// on the values so far ([`asha_promote`]).
+    #[serde(default)]
+    pub complete: bool,
 }
 
-/// ASHA at one rung: `run` is promoted when it is in the top `floor(n / eta)` of the `n`
-/// values recorded at the rung so far (at least the top one, as in Optuna's pruner, so the
-/// first run to reach a rung goes on and no slot waits), and only with a finite value.
+/// ASHA at one rung (Li et al. 2020, Algorithm 2): `run` is promoted when it is in the top
+/// `floor(n / eta)` of the `n` values recorded at the rung so far, and only with a finite
+/// value. A rung with fewer than `eta` values promotes nothing yet: a run can wait there
+/// (paused), so unlike Optuna, which cannot suspend a trial, the first arrival is not sent
+/// on unseen.
 pub fn asha_promote(
     mode: SelectMode,
     eta: usize,
@@ -142,7 +163,7 @@ pub fn asha_promote(
     let mut compared: Vec<Entry> = so_far.iter().copied().filter(|e| e.0 != run).collect();
     compared.push((run, value));
     compared.sort_by_key(|e| e.0);
-    let top = (compared.len() / eta.max(1)).max(1);
+    let top = compared.len() / eta.max(1);
     let promoted =
         value.is_finite() && ranked(mode, &compared).iter().take(top).any(|e| e.0 == run);
     Promotion {
@@ -150,6 +171,56 @@ pub fn asha_promote(
         run,
         compared,
         promoted,
+        complete: false,
+    }
+}
+
+/// ASHA on a finite grid once no live run can still reach the rung: the rung is decided as
+/// a successive halving rung ([`halving_rung`] over every run that reached it), and each of
+/// the `waiting` runs (those not decided yet) goes on when that keeps it and is pruned
+/// otherwise. Runs promoted earlier stay promoted.
+pub fn asha_complete(
+    mode: SelectMode,
+    eta: usize,
+    epoch: usize,
+    entries: &[Entry],
+    waiting: &[usize],
+) -> Vec<Promotion> {
+    let d = halving_rung(mode, eta, epoch, entries);
+    let mut waiting = waiting.to_vec();
+    waiting.sort_unstable();
+    waiting.dedup();
+    waiting
+        .into_iter()
+        .map(|run| Promotion {
+            epoch,
+            run,
+            compared: d.compared.clone(),
+            promoted: d.kept.contains(&run),
+            complete: true,
+        })
+        .collect()
+}
+
+/// The value a run pruned by successive halving had to beat: the worst value `d` kept;
+/// `None` when it kept nothing.
+pub fn halving_cut(mode: SelectMode, d: &RungDecision) -> Option<f64> {
+    let kept: Vec<Entry> = d
+        .compared
+        .iter()
+        .copied()
+        .filter(|e| d.kept.contains(&e.0))
+        .collect();
+    ranked(mode, &kept).last().map(|e| e.1)
+}
+
+/// The epochs `schedule` pauses and decides at for runs of `train_epochs` epochs: every one
+/// from `min_epochs` for median stopping, else successive halving's rungs (ASHA's too).
+pub fn schedule_rungs(schedule: &ScheduleSpec, train_epochs: usize) -> Vec<usize> {
+    let max = schedule.max_epochs_for(train_epochs);
+    match schedule.kind {
+        ScheduleKind::Median => median_epochs(schedule.min_epochs, max),
+        _ => rung_epochs(schedule.min_epochs, schedule.reduction_factor, max),
     }
 }
 
@@ -183,6 +254,49 @@ pub fn median_stops(
         return false;
     }
     median(others).is_some_and(|m| mode.is_better(m, value))
+}
+
+/// The epochs median stopping decides at: every one from `min_epochs` to below
+/// `max_epochs` (at the last one there is nothing left to save).
+pub fn median_epochs(min_epochs: usize, max_epochs: usize) -> Vec<usize> {
+    (min_epochs.max(1)..max_epochs).collect()
+}
+
+/// The values of the runs in `entries` other than `run`.
+fn others(entries: &[Entry], run: usize) -> Vec<f64> {
+    entries.iter().filter(|e| e.0 != run).map(|e| e.1).collect()
+}
+
+/// The median of the values of the runs in `entries` other than `run`: the value median
+/// stopping compares `run` with.
+pub fn median_of_others(entries: &[Entry], run: usize) -> Option<f64> {
+    median(&others(entries, run))
+}
+
+/// Decides one epoch of median stopping over the live runs that reported it: each run worse
+/// than the median of the others ([`median_stops`]) is pruned, the rest go on, best first.
+/// The others are the live runs at that epoch, so the decision depends on the values alone,
+/// never on report order; the best run is never worse than a median of the rest, so a rung
+/// never stops every run that has a finite value.
+pub fn median_rung(
+    mode: SelectMode,
+    min_epochs: usize,
+    epoch: usize,
+    entries: &[Entry],
+) -> RungDecision {
+    let mut compared = entries.to_vec();
+    compared.sort_by_key(|e| e.0);
+    let stopped: Vec<usize> = compared
+        .iter()
+        .filter(|e| median_stops(mode, min_epochs, epoch, e.1, &others(&compared, e.0)))
+        .map(|e| e.0)
+        .collect();
+    let kept = ranked(mode, &compared)
+        .into_iter()
+        .map(|e| e.0)
+        .filter(|r| !stopped.contains(r))
+        .collect();
+    decided(epoch, compared, kept)
 }
 
 /// One rung of a successive halving plan, as `plan` shows it.
@@ -238,7 +352,6 @@ pub fn halving_plan(schedule: &ScheduleSpec, runs: usize, train_epochs: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::ScheduleKind;
     use SelectMode::{Max, Min};
 
     const NAN: f64 = f64::NAN;
@@ -309,16 +422,18 @@ mod tests {
     }
 
     #[test]
-    fn asha_promotes_the_top_of_its_rung_so_far() {
-        // The first run at a rung goes on: no slot waits for company.
+    fn asha_promotes_the_top_floor_n_over_eta_of_its_rung_so_far() {
+        // Li et al.'s top_k(rung, floor(|rung| / eta)): fewer than eta values promote
+        // nothing, not even the first arrival, which waits paused for company.
         let p = asha_promote(Max, 3, 1, 4, 0.5, &[]);
-        assert!(p.promoted);
+        assert!(!p.promoted);
         assert_eq!(p.compared, vec![(4, 0.5)]);
+        assert!(!asha_promote(Max, 3, 1, 1, 0.9, &[(0, 0.1)]).promoted);
         // Three values: only the best one is in the top 1/3.
         let so_far = [(0, 0.7), (1, 0.6)];
         assert!(!asha_promote(Max, 3, 1, 2, 0.65, &so_far).promoted);
         let p = asha_promote(Max, 3, 1, 2, 0.75, &so_far);
-        assert!(p.promoted);
+        assert!(p.promoted && !p.complete);
         assert_eq!(p.compared, vec![(0, 0.7), (1, 0.6), (2, 0.75)]);
         // A tie at the cut goes to the earlier run.
         assert!(!asha_promote(Max, 3, 1, 2, 0.7, &so_far).promoted);
@@ -327,13 +442,60 @@ mod tests {
         let p = asha_promote(Min, 2, 1, 1, 0.2, &[(0, 0.3), (1, 0.9)]);
         assert_eq!(p.compared, vec![(0, 0.3), (1, 0.2)]);
         assert!(p.promoted);
+        // Six values, eta 3: the top two go on, the third best waits.
+        let six = [(0, 0.1), (1, 0.9), (2, 0.5), (3, 0.8), (4, 0.2)];
+        assert!(asha_promote(Max, 3, 1, 5, 0.85, &six).promoted);
+        assert!(!asha_promote(Max, 3, 1, 3, 0.8, &six[..4]).promoted);
+        assert!(
+            asha_promote(
+                Max,
+                3,
+                1,
+                3,
+                0.8,
+                &[six[0], six[1], six[2], six[4], (5, 0.3)]
+            )
+            .promoted
+        );
     }
 
     #[test]
     fn asha_never_promotes_a_diverged_run() {
         assert!(!asha_promote(Max, 3, 1, 0, NAN, &[]).promoted);
-        assert!(!asha_promote(Min, 3, 1, 0, -INF, &[]).promoted);
+        assert!(!asha_promote(Min, 1, 1, 0, -INF, &[]).promoted);
         assert!(!asha_promote(Max, 2, 1, 2, INF, &[(0, NAN), (1, NAN)]).promoted);
+        let d = asha_complete(Max, 2, 1, &entries(&[NAN, INF]), &[0, 1]);
+        assert!(d.iter().all(|p| !p.promoted && p.complete));
+    }
+
+    #[test]
+    fn a_complete_asha_rung_keeps_the_best_ceil_n_over_eta_of_those_waiting() {
+        // Two runs, eta 3: fewer than eta never promoted early; complete, the best goes on.
+        let d = asha_complete(Max, 3, 1, &entries(&[0.4, 0.6]), &[1, 0]);
+        let decided: Vec<(usize, bool)> = d.iter().map(|p| (p.run, p.promoted)).collect();
+        assert_eq!(decided, vec![(0, false), (1, true)]);
+        assert!(
+            d.iter()
+                .all(|p| p.complete && p.compared == entries(&[0.4, 0.6]))
+        );
+        // Run 1 went on early; of the rest only those in the top ceil(5 / 3) = 2 do.
+        let values = [0.2, 0.5, 0.9, 0.5, 0.1];
+        let d = asha_complete(Max, 3, 3, &entries(&values), &[0, 2, 3, 4]);
+        let decided: Vec<(usize, bool)> = d.iter().map(|p| (p.run, p.promoted)).collect();
+        // The tie of runs 1 and 3 goes to run 1: run 3 is fourth and stops.
+        assert_eq!(decided, vec![(0, false), (2, true), (3, false), (4, false)]);
+        // Nothing waiting, nothing decided.
+        assert!(asha_complete(Max, 3, 3, &entries(&values), &[]).is_empty());
+    }
+
+    #[test]
+    fn halving_cut_is_the_worst_kept_value() {
+        let d = halving_rung(Max, 3, 1, &entries(&[0.1, 0.7, 0.9, 0.3, 0.2, 0.8]));
+        assert_eq!(halving_cut(Max, &d), Some(0.8));
+        let d = halving_rung(Min, 3, 1, &entries(&[0.1, 0.7, 0.9, 0.3, 0.2, 0.8]));
+        assert_eq!(halving_cut(Min, &d), Some(0.2));
+        let d = halving_rung(Max, 3, 1, &entries(&[NAN]));
+        assert_eq!(halving_cut(Max, &d), None);
     }
 
     #[test]
@@ -356,18 +518,89 @@ mod tests {
         assert!(!median_stops(Max, 1, 1, 0.1, &[NAN]));
     }
 
-    use proptest::prelude::Strategy as _;
+    #[test]
+    fn median_stopping_decides_every_epoch_from_min_epochs_below_max_epochs() {
+        assert_eq!(median_epochs(1, 4), vec![1, 2, 3]);
+        assert_eq!(median_epochs(2, 3), vec![2]);
+        assert!(median_epochs(4, 4).is_empty());
+        let mut s = ScheduleSpec {
+            kind: ScheduleKind::Median,
+            min_epochs: 2,
+            reduction_factor: 3,
+            max_epochs: 0,
+        };
+        assert_eq!(schedule_rungs(&s, 5), vec![2, 3, 4]);
+        s.kind = ScheduleKind::Asha;
+        assert_eq!(schedule_rungs(&s, 20), vec![2, 6, 18]);
+        s.max_epochs = 10;
+        assert_eq!(schedule_rungs(&s, 20), vec![2, 6]);
+    }
+
+    #[test]
+    fn a_median_rung_stops_the_runs_worse_than_the_median_of_the_others() {
+        // The homework's nine learning rates after one epoch. Reference (numpy 2.4):
+        // [i for i, x in enumerate(v) if x < np.median(v[:i] + v[i+1:])] == [0, 1, 2, 7, 8];
+        // np.median of the others of run 2 is 0.815, of run 3 0.8.
+        let values = [0.10, 0.62, 0.81, 0.86, 0.89, 0.88, 0.84, 0.79, 0.10];
+        let d = median_rung(Max, 1, 1, &entries(&values));
+        assert_eq!(d.pruned, vec![0, 1, 2, 7, 8]);
+        assert_eq!(d.kept, vec![4, 5, 3, 6]);
+        assert_eq!(d.compared, entries(&values));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
+        assert!(close(median_of_others(&d.compared, 2), 0.815));
+        assert!(close(median_of_others(&d.compared, 3), 0.8));
+        // Reported in any order, the same decision.
+        let mut shuffled = entries(&values);
+        shuffled.reverse();
+        assert_eq!(median_rung(Max, 1, 1, &shuffled), d);
+        // Under `min` the other end stops: 0.10 and 0.62 are the low losses.
+        let d = median_rung(Min, 1, 1, &entries(&values));
+        assert_eq!(d.kept[..2], [0, 8]);
+        assert!(d.pruned.contains(&4));
+    }
+
+    #[test]
+    fn a_median_rung_never_stops_the_best_and_stops_diverged_runs() {
+        // Two runs: the worse one stops; one run alone, or all tied, goes on.
+        let d = median_rung(Max, 1, 2, &entries(&[0.4, 0.6]));
+        assert_eq!((d.kept, d.pruned), (vec![1], vec![0]));
+        let d = median_rung(Max, 1, 2, &entries(&[0.4]));
+        assert_eq!((d.kept, d.pruned), (vec![0], vec![]));
+        let d = median_rung(Max, 1, 2, &entries(&[0.5, 0.5, 0.5]));
+        assert!(d.pruned.is_empty());
+        // A NaN or diverged run loses to any finite median; nothing finite, nothing to
+        // compare with: nobody stops.
+        let d = median_rung(Max, 1, 2, &entries(&[NAN, 0.3, INF, 0.2]));
+        assert_eq!(d.pruned, vec![0, 2, 3]);
+        assert_eq!(d.kept, vec![1]);
+        let d = median_rung(Max, 1, 2, &entries(&[NAN, INF]));
+        assert!(d.pruned.is_empty());
+        // Before min_epochs nothing stops.
+        assert!(
+            median_rung(Max, 3, 2, &entries(&[0.1, 0.9, 0.8]))
+                .pruned
+                .is_empty()
+        );
+    }
+
+    use proptest::prelude::Strategy;
+
+    /// Rung values: any f64 (NaN and infinities included) mixed with a few repeated ones,
+    /// so ties are common.
+    fn metric_values(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<f64>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                (0u8..4).prop_map(|v| f64::from(v) / 4.0),
+            ],
+            len,
+        )
+    }
 
     proptest::proptest! {
         #[test]
         fn a_rung_decision_does_not_depend_on_report_order(
-            values in proptest::collection::vec(
-                proptest::prop_oneof![
-                    proptest::num::f64::ANY,
-                    (0u8..4).prop_map(|v| f64::from(v) / 4.0),
-                ],
-                0..12,
-            ),
+            values in metric_values(0..12),
             rotate in 0usize..12,
             eta in 2usize..5,
         ) {
@@ -389,6 +622,27 @@ mod tests {
             proptest::prop_assert!(forward.kept.len() <= keep_count(values.len(), eta));
             for r in &forward.kept {
                 proptest::prop_assert!(values[*r].is_finite());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_median_rung_keeps_the_best_and_ignores_report_order(
+            values in metric_values(1..12),
+            rotate in 0usize..12,
+        ) {
+            let mut reported = entries(&values);
+            let forward = median_rung(Max, 1, 1, &reported);
+            reported.rotate_left(rotate % values.len());
+            proptest::prop_assert_eq!(
+                format!("{:?}", median_rung(Max, 1, 1, &reported)),
+                format!("{forward:?}")
+            );
+            proptest::prop_assert_eq!(forward.kept.len() + forward.pruned.len(), values.len());
+            // The best finite run always goes on.
+            if let Some(best) = ranked(Max, &entries(&values)).first().filter(|e| e.1.is_finite()) {
+                proptest::prop_assert!(forward.kept.contains(&best.0));
             }
         }
     }

@@ -502,6 +502,15 @@ mod select_mode_tests {
     const INF: f64 = f64::INFINITY;
 
     #[test]
+    fn schedule_kind_words_are_their_spec_spelling() {
+        use super::ScheduleKind as K;
+        for k in [K::None, K::SuccessiveHalving, K::Asha, K::Median] {
+            let spelled = serde_json::to_string(&k).unwrap();
+            assert_eq!(spelled.trim_matches('"'), k.word());
+        }
+    }
+
+    #[test]
     fn is_better_rules_table() {
         // (mode, a, b, is a better than b?)
         let table: &[(SelectMode, f64, f64, bool)] = &[
@@ -724,6 +733,18 @@ pub enum ScheduleKind {
     Asha,
     /// Stop a run worse than the median of the other runs at the same epoch.
     Median,
+}
+
+impl ScheduleKind {
+    /// The word specs, records and messages spell the kind with (its serde name).
+    pub fn word(self) -> &'static str {
+        match self {
+            ScheduleKind::None => "none",
+            ScheduleKind::SuccessiveHalving => "successive_halving",
+            ScheduleKind::Asha => "asha",
+            ScheduleKind::Median => "median",
+        }
+    }
 }
 
 /// `[schedule]`: when runs of the grid are stopped early. Never part of a run's identity: a

@@ -80,7 +80,7 @@ pub struct RunStatus {
 /// Where and why a schedule pruned a run, as `status.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PruneNote {
-    /// The schedule's kind (`successive_halving`, `median`).
+    /// The schedule's kind (`successive_halving`, `median`, `asha`).
     pub kind: String,
     /// The rung's number, 1 for the first.
     pub rung: usize,
@@ -93,8 +93,8 @@ pub struct PruneNote {
     pub metric: String,
     /// The run's value at the rung (`null`: none recorded or not finite).
     pub value: Option<f64>,
-    /// The value a run had to beat: the worst kept value (successive halving) or the median
-    /// of the others (median stopping); `null` when nothing was kept.
+    /// The value a run had to beat: the worst kept value (successive halving, a complete
+    /// ASHA rung) or the median of the others (median stopping); `null` when there was none.
     pub cut: Option<f64>,
 }
 

@@ -228,9 +228,19 @@ fn go(
     policy: &Policy,
     fake: &mut Fake,
 ) -> (Result<PoolReport, String>, Events) {
+    go_under(runs, policy, fake, &mut RunToEnd)
+}
+
+/// [`go`] under `scheduler`.
+fn go_under(
+    runs: &[PreparedRun],
+    policy: &Policy,
+    fake: &mut Fake,
+    scheduler: &mut dyn Scheduler,
+) -> (Result<PoolReport, String>, Events) {
     let interrupts = Count(Rc::clone(&fake.interrupts));
     let mut events = Events::default();
-    let r = dispatch(runs, policy, fake, &interrupts, &mut RunToEnd, &mut events);
+    let r = dispatch(runs, policy, fake, &interrupts, scheduler, &mut events);
     (r, events)
 }
 
@@ -430,4 +440,30 @@ fn a_pause_left_by_an_earlier_schedule_never_stops_a_run_trained_to_its_end() {
     let (report, _) = go(&runs, &policy(0, false), &mut fake);
     assert_eq!(report.unwrap().done, 1);
     assert_eq!(store::read_pause(&runs[0].dir).unwrap(), None);
+}
+
+/// Ranks the second half of the grid above the first.
+struct SecondHalfFirst(usize);
+
+impl Scheduler for SecondHalfFirst {
+    fn priority(&self, run: usize) -> usize {
+        usize::from(run >= self.0 / 2)
+    }
+}
+
+#[test]
+fn a_free_slot_goes_to_the_highest_priority_then_to_grid_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = runs(tmp.path(), 4);
+    let script: &[&[RunState]] = &[&[Done], &[Done], &[Done], &[Done]];
+    let mut fake = Fake::new(Some(1), script);
+    let (report, _) = go_under(&grid, &policy(0, false), &mut fake, &mut SecondHalfFirst(4));
+    assert_eq!(fake.starts, vec![vec![2], vec![3], vec![0], vec![1]]);
+    assert_eq!(report.unwrap().done, 4);
+    // A batch executor still gets every ready run at once, in grid order.
+    let mut fake = Fake::new(None, script);
+    go_under(&grid, &policy(0, false), &mut fake, &mut SecondHalfFirst(4))
+        .0
+        .unwrap();
+    assert_eq!(fake.starts, vec![vec![0, 1, 2, 3]]);
 }

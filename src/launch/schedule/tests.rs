@@ -1,4 +1,5 @@
-//! Successive halving against real run directories, without processes.
+//! Successive halving, median stopping and ASHA against real run directories, without
+//! processes.
 
 use super::*;
 use crate::store::{MetricRecord, PlanRecord, RunDir};
@@ -6,12 +7,24 @@ use crate::store::{MetricRecord, PlanRecord, RunDir};
 const METRIC: &str = "dev/accuracy";
 
 fn schedule() -> ScheduleSpec {
+    schedule_of(ScheduleKind::SuccessiveHalving)
+}
+
+fn schedule_of(kind: ScheduleKind) -> ScheduleSpec {
     ScheduleSpec {
-        kind: ScheduleKind::SuccessiveHalving,
+        kind,
         min_epochs: 1,
         reduction_factor: 3,
         max_epochs: 0,
     }
+}
+
+fn trainings(exp: &Path, runs: &[PreparedRun]) -> Trainings {
+    Trainings::new(runs, exp, METRIC, SelectMode::Max, Vec::new())
+}
+
+fn halving(exp: &Path, runs: &[PreparedRun], record: Option<ScheduleRecord>) -> Synchronous {
+    Synchronous::new(trainings(exp, runs), schedule(), record)
 }
 
 /// Six runs of 4 epochs (rungs at 1 and 3), all queued with nothing trained.
@@ -79,7 +92,7 @@ fn state(r: &PreparedRun) -> RunState {
 fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resume() {
     let exp = tempfile::tempdir().unwrap();
     let runs = runs(exp.path());
-    let mut h = Halving::new(&runs, exp.path(), schedule(), METRIC, SelectMode::Max, None);
+    let mut h = halving(exp.path(), &runs, None);
     let all: Vec<usize> = (0..6).collect();
     assert!(h.may_start(0));
     assert_eq!(h.pause_after(0), Some(1));
@@ -121,14 +134,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     pause(&runs[1], 1, 1.0);
     set(&runs[1].dir, RunState::Cancelled, 1);
     let record = check_record(exp.path(), &schedule()).unwrap();
-    let mut again = Halving::new(
-        &runs,
-        exp.path(),
-        schedule(),
-        METRIC,
-        SelectMode::Max,
-        record,
-    );
+    let mut again = halving(exp.path(), &runs, record);
     let replayed: Vec<usize> = again
         .settle(&[1, 2, 5], &[])
         .unwrap()
@@ -144,4 +150,216 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     other.reduction_factor = 2;
     let err = check_record(exp.path(), &other).unwrap_err().to_string();
     assert!(err.contains("schedule.json"), "{err}");
+}
+
+fn pruned_runs(p: Vec<(usize, String)>) -> Vec<usize> {
+    p.into_iter().map(|p| p.0).collect()
+}
+
+fn note(r: &PreparedRun) -> PruneNote {
+    store::read_status(&r.dir).unwrap().unwrap().pruned.unwrap()
+}
+
+#[test]
+fn median_stopping_decides_every_epoch_once_every_live_run_reported_it() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs = runs(exp.path());
+    let t = trainings(exp.path(), &runs);
+    let mut m = Synchronous::new(t, schedule_of(ScheduleKind::Median), None);
+    let all: Vec<usize> = (0..6).collect();
+    // Rungs at every epoch below the last: 1, 2, 3.
+    assert_eq!(m.pause_after(0), Some(1));
+    for (r, v) in [(0, 0.5), (1, 0.1), (2, 0.9), (3, 0.7), (4, f64::NAN)] {
+        pause(&runs[r], 1, v);
+    }
+    assert!(
+        m.settle(&all, &[5]).unwrap().is_empty(),
+        "run 5 is still training"
+    );
+    pause(&runs[5], 1, 0.6);
+    // The others' medians, by hand with NaN left out: run 0's [0.1 0.6 0.7 0.9] is 0.65
+    // (in f64, (0.6 + 0.7) / 2), above its 0.5: it stops, as run 1 (0.1 against 0.65) and
+    // the NaN do; run 2's and run 3's are 0.55, below them; run 5's [0.1 0.5 0.7 0.9] is
+    // 0.6, equal to its own: not worse, it goes on.
+    assert_eq!(pruned_runs(m.settle(&all, &[]).unwrap()), vec![0, 1, 4]);
+    let n = note(&runs[0]);
+    assert_eq!((n.kind.as_str(), n.rung, n.epoch), ("median", 1, 1));
+    assert_eq!((n.value, n.cut), (Some(0.5), Some((0.6 + 0.7) / 2.0)));
+    assert_eq!((n.compared, n.kept), (6, 3));
+    assert_eq!(note(&runs[4]).value, None);
+    assert_eq!(m.pause_after(2), Some(2));
+    assert!(m.may_start(2));
+    assert_eq!(state(&runs[0]), RunState::Pruned);
+
+    // Epoch 2 among the three left: run 3's 0.75 is below the others' 0.925 and stops;
+    // run 5's 0.9 is above its others' 0.85.
+    for (r, v) in [(2, 0.95), (3, 0.75), (5, 0.9)] {
+        pause(&runs[r], 2, v);
+    }
+    assert_eq!(pruned_runs(m.settle(&[2, 3, 5], &[]).unwrap()), vec![3]);
+    assert_eq!(m.record.decisions.len(), 2);
+    assert_eq!(m.record.decisions[1].kept, vec![2, 5]);
+
+    // Resumed: the record is replayed, nothing decided again.
+    let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
+    set(&runs[3].dir, RunState::Cancelled, 2);
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Median)).unwrap();
+    let mut again = Synchronous::new(
+        trainings(exp.path(), &runs),
+        schedule_of(ScheduleKind::Median),
+        record,
+    );
+    assert_eq!(
+        pruned_runs(again.settle(&[2, 3, 5], &[2, 5]).unwrap()),
+        vec![3]
+    );
+    assert_eq!(
+        std::fs::read(store::schedule_path(exp.path())).unwrap(),
+        before
+    );
+}
+
+fn asha(exp: &Path, runs: &[PreparedRun], record: Option<ScheduleRecord>) -> Asha {
+    Asha::new(
+        trainings(exp, runs),
+        schedule_of(ScheduleKind::Asha),
+        record,
+    )
+}
+
+/// The recorded ASHA decisions as (grid index, epoch, promoted, complete).
+fn decided(a: &Asha) -> Vec<(usize, usize, bool, bool)> {
+    a.record
+        .promotions
+        .iter()
+        .map(|p| (p.run, p.epoch, p.promoted, p.complete))
+        .collect()
+}
+
+#[test]
+fn asha_promotes_the_top_third_so_far_then_decides_a_complete_rung_and_replays_on_resume() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs = runs(exp.path());
+    let mut a = asha(exp.path(), &runs, None);
+    // Rungs at 1 and 3 of 4 epochs.
+    assert_eq!(a.pause_after(0), Some(1));
+    // Two values: fewer than eta, nothing promoted, nothing written; they wait.
+    pause(&runs[0], 1, 0.5);
+    pause(&runs[1], 1, 0.4);
+    assert!(a.settle(&[0, 1, 3, 4, 5], &[2]).unwrap().is_empty());
+    assert!(!store::schedule_path(exp.path()).exists());
+    assert!(!a.may_start(0) && a.may_start(3));
+    // A third: the best of the three goes on at once, the rung is far from complete.
+    pause(&runs[2], 1, 0.9);
+    assert!(a.settle(&[0, 1, 2, 4, 5], &[3]).unwrap().is_empty());
+    assert_eq!(decided(&a), vec![(2, 1, true, false)]);
+    assert_eq!(
+        a.record.promotions[0].compared,
+        vec![(0, 0.5), (1, 0.4), (2, 0.9)]
+    );
+    assert!(a.may_start(2) && !a.may_start(0));
+    assert_eq!(a.pause_after(2), Some(3));
+    // Promoted runs start before fresh ones.
+    assert!(a.priority(2) > a.priority(4));
+    // Five values: the top one is promoted already; a NaN is never promoted.
+    pause(&runs[3], 1, f64::NAN);
+    pause(&runs[4], 1, 0.8);
+    assert!(a.settle(&[0, 1, 3, 4], &[2, 5]).unwrap().is_empty());
+    assert_eq!(decided(&a).len(), 1);
+    // The last one reports: nothing can reach the rung any more. Complete, it keeps the
+    // best ceil(6 / 3) = 2 (run 2, promoted before, and run 4); those waiting are pruned.
+    pause(&runs[5], 1, 0.6);
+    assert_eq!(
+        pruned_runs(a.settle(&[0, 1, 3, 4, 5], &[2]).unwrap()),
+        vec![0, 1, 3, 5]
+    );
+    assert_eq!(
+        decided(&a),
+        vec![
+            (2, 1, true, false),
+            (0, 1, false, true),
+            (1, 1, false, true),
+            (3, 1, false, true),
+            (4, 1, true, true),
+            (5, 1, false, true),
+        ]
+    );
+    let n = note(&runs[3]);
+    assert_eq!((n.kind.as_str(), n.rung, n.epoch), ("asha", 1, 1));
+    assert_eq!(
+        (n.compared, n.kept, n.value, n.cut),
+        (6, 2, None, Some(0.8))
+    );
+    assert_eq!(state(&runs[0]), RunState::Pruned);
+
+    // The second rung: one value of two waits, until the other arrives and completes it.
+    pause(&runs[2], 3, 0.7);
+    assert!(
+        a.settle(&[2, 4], &[]).unwrap().is_empty(),
+        "run 4 has not trained to 3"
+    );
+    pause(&runs[4], 3, 0.85);
+    assert_eq!(pruned_runs(a.settle(&[2, 4], &[]).unwrap()), vec![2]);
+    assert_eq!(note(&runs[2]).rung, 2);
+    assert_eq!(
+        a.pause_after(4),
+        None,
+        "the last survivor trains to its end"
+    );
+    assert!(a.may_start(4));
+
+    // A later launch replays every decision and takes none again.
+    let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
+    set(&runs[1].dir, RunState::Cancelled, 1);
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Asha)).unwrap();
+    let mut again = asha(exp.path(), &runs, record);
+    assert_eq!(pruned_runs(again.settle(&[1, 4], &[]).unwrap()), vec![1]);
+    assert_eq!(
+        std::fs::read(store::schedule_path(exp.path())).unwrap(),
+        before
+    );
+    assert_eq!(again.pause_after(4), None);
+}
+
+#[test]
+fn asha_with_fewer_runs_than_eta_promotes_the_best_once_both_reported() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs: Vec<PreparedRun> = runs(exp.path()).into_iter().take(2).collect();
+    let mut a = asha(exp.path(), &runs, None);
+    pause(&runs[1], 1, 0.3);
+    assert!(a.settle(&[1], &[0]).unwrap().is_empty());
+    pause(&runs[0], 1, 0.2);
+    assert_eq!(pruned_runs(a.settle(&[0, 1], &[]).unwrap()), vec![0]);
+    assert_eq!(decided(&a), vec![(0, 1, false, true), (1, 1, true, true)]);
+}
+
+#[test]
+fn asha_decides_about_trainings_and_a_decode_variant_follows_its_training() {
+    let exp = tempfile::tempdir().unwrap();
+    let mut runs = runs(exp.path());
+    // Run 1 decodes run 0's training: five trainings.
+    runs[1].plan.training_id = runs[0].plan.training_id.clone();
+    let mut a = asha(exp.path(), &runs, None);
+    assert!(a.may_start(1));
+    assert_eq!(a.pause_after(1), None, "a variant never pauses: it decodes");
+    for (r, v) in [(0, 0.1), (2, 0.9), (3, 0.8), (4, 0.7), (5, 0.6)] {
+        pause(&runs[r], 1, v);
+    }
+    // Complete with five trainings: ceil(5 / 3) = 2 go on; run 1 is pruned with run 0.
+    assert_eq!(
+        pruned_runs(a.settle(&[0, 1, 2, 3, 4, 5], &[]).unwrap()),
+        vec![0, 1, 4, 5]
+    );
+    assert_eq!(
+        decided(&a),
+        vec![
+            (0, 1, false, true),
+            (2, 1, true, true),
+            (3, 1, true, true),
+            (4, 1, false, true),
+            (5, 1, false, true),
+        ]
+    );
+    assert_eq!(a.record.promotions[0].compared.len(), 5);
+    assert_eq!(note(&runs[1]).kind, "asha");
 }
