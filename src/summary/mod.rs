@@ -11,6 +11,7 @@ pub mod diff;
 pub mod experiment;
 pub mod git;
 pub mod num;
+pub mod paired;
 pub mod report;
 pub mod run;
 pub mod select;
@@ -194,6 +195,26 @@ pub fn resolve_experiment(arg: &str, runs_dir: &Path) -> Result<PathBuf, Summary
         direct.display(),
         named.display()
     )))
+}
+
+/// The run `key` names in `experiment` (a directory or a name under `runs_dir`): by id, id
+/// prefix or name ([`crate::store::run_key_matches`]), the rule `--rerun` uses.
+pub fn find_run(experiment: &str, key: &str, runs_dir: &Path) -> Result<LoadedRun, SummaryError> {
+    let dir = resolve_experiment(experiment, runs_dir)?;
+    let (_, runs) = load_experiment(&dir)?;
+    let known: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} ({})", r.summary.run.id, r.summary.run.name))
+        .collect();
+    runs.into_iter()
+        .find(|r| crate::store::run_key_matches(&r.summary.run.id, &r.summary.run.name, key))
+        .ok_or_else(|| {
+            SummaryError::NotFound(format!(
+                "no run `{key}` in experiment {}; its runs: {}",
+                dir.display(),
+                known.join(", ")
+            ))
+        })
 }
 
 /// Loads an experiment for the read-only commands, with the select section it ran with.
