@@ -1,7 +1,8 @@
 //! Run and experiment summaries, selection of the winner, `diff` and `report` figures.
 //!
 //! This module only reads run directories (`config.toml`, `plan.json`, `status.json`,
-//! `runtime.json`, `metrics.jsonl`), through the store's readers, and never trains. [`summarize_experiment`] writes each run's `summary.json`
+//! `runtime.json`, `metrics.jsonl`, and for `diff --paired` `test_items.json`), through the
+//! store's readers, and never trains. [`summarize_experiment`] writes each run's `summary.json`
 //! and the experiment's `summary.json` and `summary.md`; [`collect_experiment`] computes the
 //! same without writing, for the read-only commands (`best`, `diff`, `report`, `ls`).
 
