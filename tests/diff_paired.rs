@@ -225,3 +225,23 @@ fn image_classifiers_are_paired_on_each_test_image() {
     let failed = acc["regression"].as_bool().unwrap();
     out.expect_code(if failed { 1 } else { 0 });
 }
+
+#[test]
+fn unfinished_runs_and_items_that_do_not_add_up_are_refused() {
+    let t = Sandbox::new();
+    let exp = util::runs::lr_grid(&t.path().join("runs"), "lr");
+    paired(&t, "lr/adam-lr0.01", "lr/adam-lr0.0005", &[])
+        .expect_code(2)
+        .stderr_has("lr/adam-lr0.01: run 03a0b1c2d3e4 (adam-lr0.01) is diverged");
+    // The run recorded test/accuracy 0.865; 3 of 4 is not it: not this run's test.
+    std::fs::write(
+        exp.join("01a0b1c2d3e4/test_items.json"),
+        r#"{"epoch": 3, "count": 4, "test_set": "x",
+            "metrics": {"test/accuracy": [1.0, 1.0, 1.0, 0.0]}}"#,
+    )
+    .unwrap();
+    paired(&t, "lr/01a0", "lr/adam-lr0.0005", &[])
+        .expect_code(2)
+        .stderr_has("01a0b1c2d3e4/test_items.json: the mean of its test/accuracy values is 0.75, but the run recorded 0.865")
+        .stderr_has("--rerun 01a0b1c2d3e4");
+}
