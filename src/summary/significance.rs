@@ -18,7 +18,8 @@ use crate::stats;
 pub enum FailOn {
     /// Any worsening beyond tolerance, run by run (and of a configuration's mean).
     Any,
-    /// Only a configuration's mean worse beyond tolerance with Welch's p < 0.05.
+    /// Only a worsening beyond tolerance with p < 0.05: of a configuration's mean (Welch), or
+    /// with `--paired` of a test metric (paired bootstrap).
     Significant,
 }
 
