@@ -37,6 +37,9 @@ pub enum RunEvent {
         tag: String,
         text: String,
     },
+    /// Each test item's result, emitted just before the test records: the worker writes it to
+    /// `test_items.json` for `diff --paired`.
+    TestItems(crate::store::TestItems),
     /// Every record of this epoch has been emitted; sinks make them durable before returning.
     EpochEnd { epoch: usize, step: u64 },
     /// The attempt ended in this state.

@@ -103,22 +103,7 @@ pub fn resolve(target: &str, runs_dir: &Path) -> Result<Target, PredictError> {
             runs_dir.display()
         )));
     };
-    let dir = summary::resolve_experiment(experiment, runs_dir)?;
-    let (_, runs) = summary::load_experiment(&dir)?;
-    runs.iter()
-        .find(|r| store::run_key_matches(&r.summary.run.id, &r.summary.run.name, key))
-        .map(target_of)
-        .ok_or_else(|| {
-            let known: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{} ({})", r.summary.run.id, r.summary.run.name))
-                .collect();
-            PredictError::Unknown(format!(
-                "no run `{key}` in experiment {}; its runs: {}",
-                dir.display(),
-                known.join(", ")
-            ))
-        })
+    Ok(target_of(&summary::find_run(experiment, key, runs_dir)?))
 }
 
 fn target_of(run: &summary::run::LoadedRun) -> Target {

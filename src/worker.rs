@@ -467,6 +467,12 @@ impl EventSink for WorkerSink {
                     println!("orchestrate worker: attempt {attempt}, fresh start, {epochs} epochs");
                 }
             }
+            RunEvent::TestItems(items) => {
+                store::write_test_items(&self.run_dir, items).map_err(|e| SinkError {
+                    what: format!("writing {}", self.run_dir.test_items().display()),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
             RunEvent::EpochEnd { epoch, step } => {
                 self.durable_epoch = *epoch;
                 store::write_status(

@@ -3,7 +3,8 @@
 //! Each run directory gets its resolved `config.toml`, `plan.json` and a `queued` status,
 //! unless it already has them: a finished run's files are never overwritten, and a run
 //! directory whose config differs from the plan's is an error (its hash says it should not).
-//! `--rerun` resets one run (status, checkpoints, metrics, TensorBoard, artifacts) and no other.
+//! `--rerun` resets one run (status, checkpoints, metrics, test items, TensorBoard, artifacts)
+//! and no other.
 //! A run's TensorBoard label is chosen here, the first time the run is planned, and kept
 //! ([`store::tensorboard`]).
 //! A finished run whose records are damaged ([`store::check_finished`]) stays finished: it is
@@ -232,7 +233,7 @@ pub fn promote(runs: &mut [PreparedRun], ids: &[String]) -> Result<Vec<usize>, S
 
 /// Forgets a run's results so it trains from scratch; its config and plan stay.
 fn reset(dir: &RunDir, plan: &PlanRecord) -> Result<(), StoreError> {
-    for f in [dir.status(), dir.metrics(), dir.summary()] {
+    for f in [dir.status(), dir.metrics(), dir.summary(), dir.test_items()] {
         match fs::remove_file(&f) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -321,10 +322,14 @@ mod tests {
         for r in &runs {
             fs::create_dir_all(r.dir.checkpoints()).unwrap();
             fs::write(r.dir.metrics(), "x\n").unwrap();
+            fs::write(r.dir.test_items(), "{}").unwrap();
         }
         let again = prepare_runs(exp.path(), &plans, &["lr=0.2".into()]).unwrap();
         assert!(runs[0].dir.metrics().exists() && runs[0].dir.checkpoints().exists());
+        assert!(runs[0].dir.test_items().exists());
         assert!(!runs[1].dir.metrics().exists() && !runs[1].dir.checkpoints().exists());
+        // Items of the forgotten test would pair the next training's test with the old one.
+        assert!(!runs[1].dir.test_items().exists());
         assert_eq!(again[1].state, RunState::Queued);
         let err = prepare_runs(exp.path(), &plans, &["nope".into()]).unwrap_err();
         assert!(err.to_string().contains("nope"));

@@ -99,7 +99,7 @@ impl EventSink for MetricsFile {
                 value: *value,
             }),
             RunEvent::EpochEnd { .. } | RunEvent::Finished { .. } => self.sync(),
-            RunEvent::Image { .. } | RunEvent::Text { .. } => Ok(()),
+            RunEvent::Image { .. } | RunEvent::Text { .. } | RunEvent::TestItems(_) => Ok(()),
         };
         result.map_err(|source| SinkError {
             what: format!("writing {}", self.path.display()),

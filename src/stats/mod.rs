@@ -1,5 +1,6 @@
 //! The statistics a study reports over replicates: mean, spread and a Student-t interval of a
-//! sample, and Welch's test of two samples. Plain functions on slices of finite values; what a
+//! sample, and Welch's test of two samples; and the paired bootstrap of two runs scored item
+//! by item on one test set. Plain functions on slices of finite values; what a
 //! sample is (the replicates of one configuration, the runs of a baseline) is the summary's
 //! business.
 //!
@@ -7,8 +8,10 @@
 //! incomplete beta function, evaluated by its continued fraction); `tests/fixtures/stats/`
 //! holds SciPy's values for the same inputs, which the tests compare against.
 
+mod bootstrap;
 mod distribution;
 
+pub use bootstrap::{PairedBootstrap, paired_bootstrap, paired_bootstrap_over};
 pub use distribution::{t_cdf, t_quantile};
 
 /// A closed interval of values.

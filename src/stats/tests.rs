@@ -124,3 +124,91 @@ fn intervals_overlap_when_they_share_a_point() {
         high: 0.3
     }));
 }
+
+fn bootstrap_reference() -> Value {
+    serde_json::from_str(include_str!("../../tests/fixtures/stats/bootstrap.json")).unwrap()
+}
+
+#[test]
+fn paired_bootstrap_over_numpys_draws_gives_numpys_numbers() {
+    // `tools/bootstrap_fixtures.py` drew the indices as sacrebleu does and computed the
+    // difference, the percentiles (NumPy's linear interpolation) and p from them.
+    let r = bootstrap_reference();
+    let cases = r["given_draws"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let (a, b) = (floats(&case["a"]), floats(&case["b"]));
+        let draws: Vec<Vec<usize>> = case["draws"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                d.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_u64().unwrap() as usize)
+                    .collect()
+            })
+            .collect();
+        let bs = paired_bootstrap_over(&a, &b, &draws).unwrap();
+        assert_eq!(bs.resamples, draws.len());
+        close(bs.diff, f(&case["diff"]), 1e-12, name);
+        let ci = floats(&case["ci95"]);
+        assert!(
+            (bs.ci95.low - ci[0]).abs() < 1e-12,
+            "{name}: {bs:?} vs {ci:?}"
+        );
+        assert!(
+            (bs.ci95.high - ci[1]).abs() < 1e-12,
+            "{name}: {bs:?} vs {ci:?}"
+        );
+        close(bs.p, f(&case["p"]), 1e-12, name);
+    }
+}
+
+#[test]
+fn identical_systems_differ_by_nothing_with_p_one() {
+    let a = [0.25, 0.5, 0.0, 1.0, 0.75];
+    let mut i = 0;
+    let bs = paired_bootstrap(&a, &a, 1000, |n| {
+        i = (i * 7 + 3) % n;
+        i
+    })
+    .unwrap();
+    assert_eq!(bs.diff, 0.0);
+    assert_eq!((bs.ci95.low, bs.ci95.high), (0.0, 0.0));
+    assert_eq!(bs.p, 1.0);
+}
+
+#[test]
+fn a_system_better_on_every_item_has_the_smallest_p_resampling_can_show() {
+    let a = [0.5, 0.25, 0.75, 1.0];
+    let b = [0.25, 0.0, 0.5, 0.5];
+    // Every draw of items is better in B: no resample has the other sign, so p is 2/(R+1).
+    let bs = paired_bootstrap_over(&a, &b, [[0, 1, 2, 3], [3, 3, 3, 3], [1, 1, 0, 2]]).unwrap();
+    assert_eq!(bs.diff, -0.3125);
+    assert_eq!(bs.p, 2.0 / 4.0);
+    assert!(bs.ci95.high < 0.0, "{bs:?}");
+    // The draws' differences are -0.3125, -0.5 and -0.25: the percentiles lie among them.
+    assert!(bs.ci95.low >= -0.5 && bs.ci95.high <= -0.25, "{bs:?}");
+}
+
+#[test]
+fn the_paired_bootstrap_refuses_what_it_cannot_pair() {
+    let draw = [[0usize, 1]];
+    assert_eq!(paired_bootstrap_over(&[0.1, 0.2], &[0.1], draw), None);
+    assert_eq!(paired_bootstrap_over(&[], &[], [[0usize; 0]]), None);
+    assert_eq!(
+        paired_bootstrap_over(&[0.1, f64::NAN], &[0.1, 0.2], draw),
+        None
+    );
+    assert_eq!(
+        paired_bootstrap_over(&[0.1, 0.2], &[0.1, 0.2], [[0usize, 2]]),
+        None
+    );
+    assert_eq!(
+        paired_bootstrap_over(&[0.1, 0.2], &[0.1, 0.2], Vec::<Vec<usize>>::new()),
+        None
+    );
+}

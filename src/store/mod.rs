@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod slurm_exit;
 pub mod stale;
 pub mod tensorboard;
+pub mod test_items;
 
 pub use atomic::write_atomic;
 pub use files::{
@@ -31,6 +32,7 @@ pub use runtime::{RuntimeRecord, read_runtime, write_runtime};
 pub use slurm_exit::{SLURM_EXIT_FILE, SlurmExitRecord, read_slurm_exit};
 pub use stale::{Stale, check_current};
 pub use tensorboard::remove_run;
+pub use test_items::{TestItems, read_test_items, test_set_digest, write_test_items};
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +101,10 @@ impl RunDir {
     /// Per-run `summary.json`.
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
+    }
+    /// `test_items.json`: each test item's result ([`TestItems`]), for `diff --paired`.
+    pub fn test_items(&self) -> PathBuf {
+        self.root.join(test_items::TEST_ITEMS_FILE)
     }
     /// The experiment directory holding this run (`runs/<experiment>`).
     pub fn experiment_dir(&self) -> Option<&Path> {

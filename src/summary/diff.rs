@@ -584,7 +584,7 @@ fn show_num(n: Option<Num>) -> String {
     n.map_or("-".into(), |n| fmt_metric(n.get()))
 }
 
-fn show_json(v: &Option<serde_json::Value>) -> String {
+pub(super) fn show_json(v: &Option<serde_json::Value>) -> String {
     super::experiment::show_value(v.as_ref())
 }
 
@@ -781,18 +781,7 @@ impl DiffReport {
                 );
             }
             for m in &c.metrics {
-                let verdict = if m.regression {
-                    format!("**{}**", m.verdict())
-                } else {
-                    m.verdict().to_string()
-                };
-                let _ = writeln!(
-                    md,
-                    "| {} | `{}` | {} | {verdict} |",
-                    c.configuration,
-                    m.tag,
-                    m.cells().join(" | ")
-                );
+                let _ = writeln!(md, "| {} | {} |", c.configuration, m.markdown_cells());
             }
         }
         md.push('\n');
@@ -851,40 +840,56 @@ impl DiffReport {
             }
             md.push('\n');
         }
-        let configs: Vec<(&RunDiff, &ConfigDiff)> = self
+        let configs: Vec<(Option<&str>, &ConfigDiff)> = self
             .runs
             .iter()
-            .flat_map(|r| r.config.iter().map(move |c| (r, c)))
+            .flat_map(|r| r.config.iter().map(move |c| (Some(r.run.as_str()), c)))
             .collect();
-        if !configs.is_empty() {
-            md.push_str(
-                "**Config differences**\n\n| run | key | A | B |\n| --- | --- | --- | --- |\n",
-            );
-            for (r, c) in configs {
-                let _ = writeln!(
-                    md,
-                    "| {} | `{}` | {} | {} |",
-                    r.run,
-                    c.key,
-                    show_json(&c.a),
-                    show_json(&c.b)
-                );
-            }
-            md.push('\n');
-        }
+        md.push_str(&config_markdown(&configs));
         md
     }
 
     /// The report as pretty JSON.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        let mut s = serde_json::to_string_pretty(self)?;
-        s.push('\n');
-        Ok(s)
+        pretty_json(self)
     }
 }
 
+/// The "Config differences" block of a Markdown diff, each row under its run when `Some`;
+/// empty without rows.
+pub(super) fn config_markdown(rows: &[(Option<&str>, &ConfigDiff)]) -> String {
+    let Some((first, _)) = rows.first() else {
+        return String::new();
+    };
+    let mut md = String::from("**Config differences**\n\n");
+    md.push_str(if first.is_some() {
+        "| run | key | A | B |\n| --- | --- | --- | --- |\n"
+    } else {
+        "| key | A | B |\n| --- | --- | --- |\n"
+    });
+    for (run, c) in rows {
+        let run = run.map(|r| format!("| {r} ")).unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "{run}| `{}` | {} | {} |",
+            c.key,
+            show_json(&c.a),
+            show_json(&c.b)
+        );
+    }
+    md.push('\n');
+    md
+}
+
+/// `value` as pretty JSON with a trailing newline.
+pub(super) fn pretty_json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    Ok(s)
+}
+
 /// Left-aligned columns separated by `sep`.
-fn align(rows: &[Vec<String>], sep: &str) -> String {
+pub(super) fn align(rows: &[Vec<String>], sep: &str) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

@@ -430,7 +430,13 @@ impl ExperimentSummary {
     }
 }
 
-fn entry(s: &RunSummary, rank: Option<usize>, winner: bool, reason: Option<String>) -> RunEntry {
+/// The summary's entry for the run `s`, ranked `rank`.
+pub(super) fn entry(
+    s: &RunSummary,
+    rank: Option<usize>,
+    winner: bool,
+    reason: Option<String>,
+) -> RunEntry {
     RunEntry {
         rank,
         winner,

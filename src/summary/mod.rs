@@ -1,7 +1,8 @@
 //! Run and experiment summaries, selection of the winner, `diff` and `report` figures.
 //!
 //! This module only reads run directories (`config.toml`, `plan.json`, `status.json`,
-//! `runtime.json`, `metrics.jsonl`), through the store's readers, and never trains. [`summarize_experiment`] writes each run's `summary.json`
+//! `runtime.json`, `metrics.jsonl`, and for `diff --paired` `test_items.json`), through the
+//! store's readers, and never trains. [`summarize_experiment`] writes each run's `summary.json`
 //! and the experiment's `summary.json` and `summary.md`; [`collect_experiment`] computes the
 //! same without writing, for the read-only commands (`best`, `diff`, `report`, `ls`).
 
@@ -11,6 +12,7 @@ pub mod diff;
 pub mod experiment;
 pub mod git;
 pub mod num;
+pub mod paired;
 pub mod report;
 pub mod run;
 pub mod select;
@@ -194,6 +196,26 @@ pub fn resolve_experiment(arg: &str, runs_dir: &Path) -> Result<PathBuf, Summary
         direct.display(),
         named.display()
     )))
+}
+
+/// The run `key` names in `experiment` (a directory or a name under `runs_dir`): by id, id
+/// prefix or name ([`crate::store::run_key_matches`]), the rule `--rerun` uses.
+pub fn find_run(experiment: &str, key: &str, runs_dir: &Path) -> Result<LoadedRun, SummaryError> {
+    let dir = resolve_experiment(experiment, runs_dir)?;
+    let (_, runs) = load_experiment(&dir)?;
+    let known: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} ({})", r.summary.run.id, r.summary.run.name))
+        .collect();
+    runs.into_iter()
+        .find(|r| crate::store::run_key_matches(&r.summary.run.id, &r.summary.run.name, key))
+        .ok_or_else(|| {
+            SummaryError::NotFound(format!(
+                "no run `{key}` in experiment {}; its runs: {}",
+                dir.display(),
+                known.join(", ")
+            ))
+        })
 }
 
 /// Loads an experiment for the read-only commands, with the select section it ran with.

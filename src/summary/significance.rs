@@ -18,7 +18,8 @@ use crate::stats;
 pub enum FailOn {
     /// Any worsening beyond tolerance, run by run (and of a configuration's mean).
     Any,
-    /// Only a configuration's mean worse beyond tolerance with Welch's p < 0.05.
+    /// Only a worsening beyond tolerance with p < 0.05: of a configuration's mean (Welch), or
+    /// with `--paired` of a test metric (paired bootstrap).
     Significant,
 }
 
@@ -53,10 +54,10 @@ pub struct MeanDiff {
     /// mean(B) - mean(A).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<Num>,
-    /// The 95% interval of `delta` (Welch).
+    /// The 95% interval of `delta` (Welch's, or the paired bootstrap's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ci95: Option<[Num; 2]>,
-    /// Welch's two-sided p-value.
+    /// The test's two-sided p-value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p: Option<Num>,
     pub direction: Direction,
@@ -64,7 +65,7 @@ pub struct MeanDiff {
     pub tolerance: Num,
     /// B's mean is worse than A's by more than the tolerance.
     pub beyond_tolerance: bool,
-    /// ... and Welch's p is below [`ALPHA`].
+    /// ... and the test's p is below [`ALPHA`].
     pub significant: bool,
     /// Fails the diff under the `--fail-on` in force.
     pub regression: bool,
@@ -115,6 +116,17 @@ impl MeanDiff {
         } else {
             "ok"
         }
+    }
+
+    /// The Markdown cells from the tag on: `` `tag` | A | B | Δ | CI | p | verdict ``, a
+    /// failing verdict in bold.
+    pub fn markdown_cells(&self) -> String {
+        let verdict = if self.regression {
+            format!("**{}**", self.verdict())
+        } else {
+            self.verdict().to_string()
+        };
+        format!("`{}` | {} | {verdict}", self.tag, self.cells().join(" | "))
     }
 
     /// The table cells: A mean, B mean, delta, its 95% interval and p.
@@ -241,22 +253,53 @@ fn mean_diff(
     tol: &Tolerances,
     fail_on: FailOn,
 ) -> MeanDiff {
-    let dir = direction(tag, select);
-    let tolerance = a.map_or(0.0, |a| tol.get(tag).allowed(a.mean.get()));
     let welch = a
         .zip(b)
         .and_then(|(a, b)| stats::welch_described(&a.describe(), &b.describe()));
-    let delta = a.zip(b).map(|(a, b)| b.mean.get() - a.mean.get());
+    let test = welch.map(|w| Tested {
+        ci95: w.ci95,
+        p: w.p,
+    });
+    judge(tag, a.cloned(), b.cloned(), test, select, tol, fail_on)
+}
+
+/// A test of `mean(B) - mean(A)`: its 95% interval and two-sided p.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tested {
+    pub ci95: stats::Interval,
+    pub p: f64,
+}
+
+/// Judges one metric's means on both sides with the test of their difference (Welch's over
+/// replicates, the paired bootstrap over test items): worse beyond the tolerance, significant
+/// (p < [`ALPHA`]), and whether that fails the diff under `fail_on`.
+pub fn judge(
+    tag: &str,
+    a: Option<Stat>,
+    b: Option<Stat>,
+    test: Option<Tested>,
+    select: &Selection,
+    tol: &Tolerances,
+    fail_on: FailOn,
+) -> MeanDiff {
+    let dir = direction(tag, select);
+    let tolerance = a
+        .as_ref()
+        .map_or(0.0, |a| tol.get(tag).allowed(a.mean.get()));
+    let delta = a
+        .as_ref()
+        .zip(b.as_ref())
+        .map(|(a, b)| b.mean.get() - a.mean.get());
     let worse_by = match (dir.mode(), delta) {
         (Some(SelectMode::Max), Some(d)) => -d,
         (Some(SelectMode::Min), Some(d)) => d,
         _ => f64::NAN,
     };
     // A NaN mean in B (a diverged replicate) where A had a number is as bad as it gets.
-    let b_lost =
-        a.is_some_and(|a| a.mean.get().is_finite()) && b.is_some_and(|b| !b.mean.get().is_finite());
+    let b_lost = a.as_ref().is_some_and(|a| a.mean.get().is_finite())
+        && b.as_ref().is_some_and(|b| !b.mean.get().is_finite());
     let beyond_tolerance = b_lost || worse_by > tolerance;
-    let significant = b_lost || (beyond_tolerance && welch.is_some_and(|w| w.p < ALPHA));
+    let significant = b_lost || (beyond_tolerance && test.is_some_and(|t| t.p < ALPHA));
     let missing = a.is_some() && b.is_none();
     let regression = missing
         || match fail_on {
@@ -265,11 +308,11 @@ fn mean_diff(
         };
     MeanDiff {
         tag: tag.to_string(),
-        a: a.cloned(),
-        b: b.cloned(),
+        a,
+        b,
         delta: delta.map(Num),
-        ci95: welch.map(|w| [Num(w.ci95.low), Num(w.ci95.high)]),
-        p: welch.map(|w| Num(w.p)),
+        ci95: test.map(|t| [Num(t.ci95.low), Num(t.ci95.high)]),
+        p: test.map(|t| Num(t.p)),
         direction: dir,
         tolerance: Num(tolerance),
         beyond_tolerance,

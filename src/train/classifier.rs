@@ -7,7 +7,7 @@
 
 use super::activations::{encode_png, normalise, tile, write_atomically};
 use super::checkpoint;
-use super::driver::{self, Forward, Records, Task};
+use super::driver::{self, Forward, Records, Task, Tested};
 use super::optim::{Optimizer, named_vars};
 use super::seeding::{Stream, stream_rng};
 use super::{Outcome, RunContext, TrainError, select_device};
@@ -65,8 +65,20 @@ pub fn evaluate_tensors(
     x: &Tensor,
     y: &Tensor,
 ) -> candle_core::Result<(f64, f64)> {
+    let (loss, accuracy, _) = evaluate_batches(model, x, y, false)?;
+    Ok((loss, accuracy))
+}
+
+/// [`evaluate_tensors`], and with `per_image` each image's correctness (1 or 0) too.
+fn evaluate_batches(
+    model: &dyn ImageClassifier,
+    x: &Tensor,
+    y: &Tensor,
+    per_image: bool,
+) -> candle_core::Result<(f64, f64, Vec<f64>)> {
     let n_all = y.dim(0)?;
     let (mut loss_sum, mut correct) = (0f64, 0u64);
+    let mut items = Vec::with_capacity(if per_image { n_all } else { 0 });
     for start in (0..n_all).step_by(EVAL_BATCH) {
         let len = EVAL_BATCH.min(n_all - start);
         let xb = x.narrow(0, start, len)?;
@@ -74,16 +86,14 @@ pub fn evaluate_tensors(
         let logp = model.forward(&xb, None)?;
         let loss = candle_nn::loss::nll(&logp, &yb)?.to_scalar::<f32>()?;
         loss_sum += f64::from(loss) * len as f64;
-        correct += u64::from(
-            logp.argmax(1)?
-                .eq(&yb)?
-                .to_dtype(DType::U32)?
-                .sum_all()?
-                .to_scalar::<u32>()?,
-        );
+        let hits = logp.argmax(1)?.eq(&yb)?.to_dtype(DType::U32)?;
+        correct += u64::from(hits.sum_all()?.to_scalar::<u32>()?);
+        if per_image {
+            items.extend(hits.to_vec1::<u32>()?.into_iter().map(f64::from));
+        }
     }
     let n = n_all.max(1) as f64;
-    Ok((loss_sum / n, correct as f64 / n))
+    Ok((loss_sum / n, correct as f64 / n, items))
 }
 
 /// A trained classifier for `rows x cols` images, its weights read from the checkpoint
@@ -236,12 +246,19 @@ impl Task for Classifier<'_> {
         ])
     }
 
-    fn test(&mut self) -> Result<Records, TrainError> {
-        let test = evaluate(self.model.as_ref(), &self.test)?;
-        Ok(vec![
-            ("test/loss", test.loss),
-            ("test/accuracy", test.accuracy),
-        ])
+    fn test(&mut self) -> Result<Tested, TrainError> {
+        let (loss, accuracy, correct) =
+            evaluate_batches(self.model.as_ref(), &self.test.x, &self.test.y, true)?;
+        // The set is its labels and pixels as evaluated (after `data.test_limit`).
+        let set = &self.splits.test;
+        let mut bytes = Vec::with_capacity(4 * (set.labels.len() + set.pixels.len()));
+        bytes.extend(set.labels.iter().flat_map(|l| l.to_le_bytes()));
+        bytes.extend(set.pixels.iter().flat_map(|p| p.to_le_bytes()));
+        Ok(Tested {
+            records: vec![("test/loss", loss), ("test/accuracy", accuracy)],
+            test_set: crate::store::test_set_digest(&bytes),
+            items: vec![("test/accuracy", correct)],
+        })
     }
 
     fn artifacts(&mut self, step: u64, sink: &mut dyn EventSink) -> Result<(), TrainError> {

@@ -71,10 +71,39 @@ pub trait Task {
     /// The records of a trained epoch after `train/loss`, in this kind's emission order
     /// (`lr` among them, where this kind has always written it).
     fn evaluate(&mut self) -> Result<Records, TrainError>;
-    /// The test records, written with the last epoch's.
-    fn test(&mut self) -> Result<Records, TrainError>;
+    /// The test records, written with the last epoch's, and each test item's result.
+    fn test(&mut self) -> Result<Tested, TrainError>;
     /// Files and figures of a finished run (also when it resumed a finished checkpoint).
     fn artifacts(&mut self, step: u64, sink: &mut dyn EventSink) -> Result<(), TrainError>;
+}
+
+/// A test phase: its records and the per-item results behind those that are means over
+/// the test items, which `diff --paired` resamples.
+pub struct Tested {
+    pub records: Records,
+    /// The tested items' digest ([`crate::store::test_set_digest`] of the task's bytes).
+    pub test_set: String,
+    /// Per-item values by tag; each tag's mean is its record.
+    pub items: Vec<(&'static str, Vec<f64>)>,
+}
+
+impl Tested {
+    /// Emits the per-item results of the weights of `epoch`, then hands back the records
+    /// (emitted after them, so a run whose test records are on disk has its items too).
+    pub fn emit_items(self, sink: &mut dyn EventSink, epoch: usize) -> Result<Records, TrainError> {
+        let count = self.items.first().map_or(0, |(_, v)| v.len());
+        sink.emit(&RunEvent::TestItems(crate::store::TestItems {
+            epoch,
+            count,
+            test_set: self.test_set,
+            metrics: self
+                .items
+                .into_iter()
+                .map(|(tag, values)| (tag.to_string(), values))
+                .collect(),
+        }))?;
+        Ok(self.records)
+    }
 }
 
 /// How one epoch's batch steps ended.
@@ -169,7 +198,8 @@ pub fn run<T: Task>(
                 )?;
             }
             tested_weights_loaded = true;
-            records.extend(task.test()?);
+            let tested_epoch = chosen.unwrap_or(epoch);
+            records.extend(task.test()?.emit_items(sink, tested_epoch)?);
         }
         emit(sink, epoch, step, records)?;
         let model = match final_weights {

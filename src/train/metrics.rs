@@ -28,9 +28,14 @@ pub fn error_rate<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> f6
     mean(pairs.into_iter().map(|(p, g)| example_error(p, g)))
 }
 
-/// Fraction of predictions equal to their gold string.
+/// One example's exact match: 1 when the prediction is its gold string, else 0.
+pub fn example_match(pred: &str, gold: &str) -> f64 {
+    f64::from(u8::from(pred == gold))
+}
+
+/// Fraction of predictions equal to their gold string: the mean of [`example_match`].
 pub fn exact_match<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> f64 {
-    mean(pairs.into_iter().map(|(p, g)| f64::from(u8::from(p == g))))
+    mean(pairs.into_iter().map(|(p, g)| example_match(p, g)))
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {

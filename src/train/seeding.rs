@@ -27,6 +27,8 @@ pub enum Stream {
     Dropout = 4,
     /// Anything a model family needs beyond these (e.g. sampling); index it yourself.
     Other = 5,
+    /// `diff --paired`'s resampling of test items (not part of any run; a fixed seed).
+    Bootstrap = 6,
 }
 
 /// The generator for `stream` (and `index`, e.g. the epoch) of a run seeded with `seed`.

@@ -5,8 +5,8 @@
 //! trained.
 
 use super::checkpoint;
-use super::driver::{self, Forward, Records, Task};
-use super::metrics::{error_rate, exact_match};
+use super::driver::{self, Forward, Records, Task, Tested};
+use super::metrics::{error_rate, exact_match, example_error, example_match};
 use super::optim::Optimizer;
 use super::seeding::{Stream, stream_rng};
 use super::seq2seq_step::StepRunner;
@@ -282,14 +282,36 @@ impl Task for Translator<'_> {
         Ok(out)
     }
 
-    fn test(&mut self) -> Result<Records, TrainError> {
-        let test = evaluate(
-            &self.model,
-            &self.data,
-            &self.data.test,
-            &self.ctx.config.decode,
-        )?;
-        Ok(records(TEST, &test))
+    fn test(&mut self) -> Result<Tested, TrainError> {
+        let split = &self.data.test;
+        let test = evaluate(&self.model, &self.data, split, &self.ctx.config.decode)?;
+        let golds = || split.pairs.iter().map(|g| g.target.as_str());
+        let errors = test
+            .predictions
+            .iter()
+            .zip(golds())
+            .map(|(p, g)| example_error(p, g))
+            .collect();
+        let matches = test
+            .predictions
+            .iter()
+            .zip(golds())
+            .map(|(p, g)| example_match(p, g))
+            .collect();
+        // The set is its pairs as evaluated: after `max_len`, `test_limit` and the columns.
+        let mut bytes = Vec::new();
+        for pair in &split.pairs {
+            for field in [&pair.source, &pair.target] {
+                bytes.extend_from_slice(field.as_bytes());
+                bytes.push(b'\t');
+            }
+            bytes.push(b'\n');
+        }
+        Ok(Tested {
+            records: records(TEST, &test),
+            test_set: crate::store::test_set_digest(&bytes),
+            items: vec![("test/error_rate", errors), ("test/accuracy", matches)],
+        })
     }
 
     fn artifacts(&mut self, step: u64, sink: &mut dyn EventSink) -> Result<(), TrainError> {
@@ -355,7 +377,7 @@ fn evaluate_reused(
         epoch: meta.epoch,
         step: meta.step,
     })?;
-    let test = task.test()?;
+    let test = task.test()?.emit_items(sink, meta.epoch)?;
     driver::emit(sink, meta.epoch, meta.step, test)?;
     driver::conclude(task, sink, meta.epoch, meta.step)
 }

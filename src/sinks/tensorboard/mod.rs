@@ -176,6 +176,8 @@ impl TensorBoardSink {
                 let ev = summaries::text(*step, tag, text)?;
                 self.writer()?.write_event(&ev)?;
             }
+            // Per-item results are the run directory's record, not a curve.
+            RunEvent::TestItems(_) => {}
             RunEvent::EpochEnd { epoch, step } => {
                 let w = self.writer()?;
                 w.sync()?;
