@@ -308,8 +308,8 @@ fn a_schedule_is_part_of_the_config_but_not_of_run_ids() {
     none.ok();
     assert!(!none.stdout.contains("[schedule]"), "{}", none.stdout);
 
-    // The Slurm backend does not prune yet: any schedule there is refused rather than
-    // quietly training everything.
+    // With --detach nobody would decide the rungs: any schedule is refused rather than left
+    // waiting at its first rung.
     for kind in ["successive_halving", "asha", "median"] {
         let set = format!("schedule.kind=\"{kind}\"");
         sb.run(&[
@@ -317,12 +317,13 @@ fn a_schedule_is_part_of_the_config_but_not_of_run_ids() {
             "experiments/q2_grid.toml",
             "--backend",
             "slurm",
+            "--detach",
             "--set",
             &set,
         ])
         .expect_code(3)
         .stderr_has(&format!("`schedule.kind` = \"{kind}\""))
-        .stderr_has("the Slurm backend does not prune runs yet");
+        .stderr_has("drop --detach");
     }
     assert!(!sb.path().join("runs").exists(), "nothing written");
 }

@@ -97,11 +97,10 @@ impl Args {
     }
 }
 
-/// Any schedule on Slurm: the array backend does not pause or prune runs yet, and training
-/// every run to its end would quietly ignore the schedule, so `run` refuses before anything
-/// is written.
-fn refuse_schedule(file: &Path, spec: &Spec, slurm: bool) -> Result<(), Error> {
-    if spec.schedule.kind == crate::spec::ScheduleKind::None || !slurm {
+/// A schedule with `--detach` on Slurm: nobody would be there to decide its rungs, and the
+/// runs would wait at the first one for ever, so `run` refuses before anything is written.
+fn refuse_schedule(file: &Path, spec: &Spec, detach: bool) -> Result<(), Error> {
+    if spec.schedule.kind == crate::spec::ScheduleKind::None || !detach {
         return Ok(());
     }
     Err(Error::Spec(crate::spec::SpecError::Invalid {
@@ -109,7 +108,9 @@ fn refuse_schedule(file: &Path, spec: &Spec, slurm: bool) -> Result<(), Error> {
             origin: file.display().to_string(),
             key: "schedule.kind".into(),
             value: Some(format!("\"{}\"", spec.schedule.kind.word())),
-            message: "the Slurm backend does not prune runs yet; use --backend local".into(),
+            message: "a schedule decides its rungs while `run` follows the grid; \
+                      drop --detach, or set schedule.kind = \"none\""
+                .into(),
         }],
     }))
 }
@@ -150,7 +151,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = settings::resolve(&args.launch_flags(), &spec, cores)
         .map_err(|e| Error::Usage(e.to_string()))?;
-    refuse_schedule(&args.spec.file, &spec, settings.slurm.is_some())?;
+    refuse_schedule(&args.spec.file, &spec, settings.detach)?;
     let record = schedule_record(args, &spec)?;
     let promotions = crate::launch::prepare::check_promotions(
         &args.runs_dir.join(&spec.name),
@@ -176,7 +177,7 @@ pub fn execute(args: &Args) -> Result<i32, Error> {
     }
     let result = match &settings.slurm {
         None => run_local(args, &spec, &plans, &settings, record, &promotions),
-        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm, &promotions),
+        Some(slurm) => run_slurm(args, &spec, &plans, &settings, slurm, record, &promotions),
     };
     // Saved only where the launch created the runs directory (nothing is written where it
     // refused); the cache is only a cache, so failing to write it costs the next plan a
@@ -330,6 +331,7 @@ fn run_slurm(
     plans: &[crate::grid::RunPlan],
     settings: &LaunchSettings,
     slurm: &SlurmSpec,
+    record: Option<ScheduleRecord>,
     promotions: &[String],
 ) -> Result<i32, Error> {
     let setup = SlurmSetup::settled(slurm.clone(), settings.threads, None)?;
@@ -338,7 +340,7 @@ fn run_slurm(
     launcher.preflight()?;
 
     let mut p = prepare(args, spec, plans, settings)?;
-    crate::launch::prepare::promote(&mut p.runs, promotions)?;
+    let promoted = crate::launch::prepare::promote(&mut p.runs, promotions)?;
     let to_run = p.runs.iter().filter(|r| r.needs_running()).count();
     let throttle = match setup.slurm.max_parallel {
         0 => to_run,
@@ -352,15 +354,32 @@ fn run_slurm(
         setup.threads_per_task(),
     );
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
+    let mut pruning = schedule::scheduler_for(
+        &p.runs,
+        p.exp.root(),
+        &spec.schedule,
+        &spec.select,
+        record,
+        promoted,
+    );
+    let mut policy = settings.policy();
+    // A scheduled grid is submitted round by round (each round's startable runs one array):
+    // a decode variant then waits for its training, and is pruned with it.
+    policy.training_groups_in_order |= pruning.is_some();
     let end = if to_run == 0 {
         None
     } else {
+        let scheduler: &mut dyn Scheduler = match &mut pruning {
+            Some(s) => s.as_mut(),
+            None => &mut RunToEnd,
+        };
         let end = run_on_slurm(
             launcher,
             &p.runs,
-            &settings.policy(),
+            &policy,
             &spec.train.device,
             &signals,
+            scheduler,
             p.rep.as_mut(),
         )?;
         Some(end)

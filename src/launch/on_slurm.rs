@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::dispatch::{Policy, PoolReport, RunToEnd, dispatch};
+use super::dispatch::{Policy, PoolReport, Scheduler, dispatch};
 use super::prepare::PreparedRun;
 use super::progress::Reporter;
 use super::settings::settle_slurm;
@@ -109,27 +109,22 @@ pub enum SlurmRunEnd {
 /// (or submits and returns, with `policy.detach`), through the same dispatcher, reporter and
 /// shutdown signals as local workers. The first shutdown signal cancels the array jobs
 /// (workers checkpoint on Slurm's SIGTERM); a second stops waiting for them. `device` is
-/// shown for the runs.
+/// shown for the runs. `scheduler` prunes as on the local pool: a run pausing at a rung
+/// ends its array task, and the rung's survivors are the next submission.
 pub fn run_on_slurm(
     launcher: SlurmLauncher,
     runs: &[PreparedRun],
     policy: &Policy,
     device: &str,
     signals: &ShutdownSignals,
+    scheduler: &mut dyn Scheduler,
     reporter: &mut dyn Reporter,
 ) -> Result<SlurmRunEnd, SlurmError> {
     let opts = SlurmOptions::new(launcher.slurm(), policy.retries);
     let mut unwatched = |_: &TaskView| {};
     let mut executor =
         SlurmExecutor::new(launcher, runs, &opts, device.to_string(), &mut unwatched);
-    let report = dispatch(
-        runs,
-        policy,
-        &mut executor,
-        signals,
-        &mut RunToEnd,
-        reporter,
-    )?;
+    let report = dispatch(runs, policy, &mut executor, signals, scheduler, reporter)?;
     Ok(if report.detached {
         SlurmRunEnd::Detached
     } else {

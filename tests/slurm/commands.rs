@@ -282,3 +282,67 @@ fn plan_with_the_slurm_backend_prints_the_batch_script_and_writes_nothing() {
             .starts_with("#!/bin/bash")
     );
 }
+
+#[test]
+fn successive_halving_on_slurm_prunes_what_the_local_pool_prunes() {
+    let Some(_g) = shared() else { return };
+    let sb = Sandbox::with_fixtures();
+    // Per run id its final state and epoch; the schedule's decisions (every value each rung
+    // compared); the finished runs' metrics and the winner.
+    let outcome = |backend: &str| {
+        let runs_dir = sb.path().join(backend);
+        sb.run(&[
+            "run",
+            "prune.toml",
+            "--plain",
+            "--runs-dir",
+            runs_dir.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--set",
+            "launch.slurm.cpus_per_task=1",
+            "--backend",
+            backend,
+        ])
+        .expect_code(0);
+        let exp = runs_dir.join("fixture-prune");
+        let mut states: Vec<(String, String, u64)> = fs::read_dir(&exp)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("plan.json").is_file())
+            .map(|e| {
+                let status: serde_json::Value =
+                    serde_json::from_str(&read(e.path().join("status.json"))).unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    status["state"].as_str().unwrap().to_string(),
+                    status["epoch"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        states.sort();
+        let summary: serde_json::Value =
+            serde_json::from_str(&read(exp.join("summary.json"))).unwrap();
+        let finished: Vec<(serde_json::Value, serde_json::Value)> = summary["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| (r["id"].clone(), r["metrics"].clone()))
+            .collect();
+        let result = (states, finished, summary["winner"].clone());
+        (result, read(exp.join("schedule.json")), exp)
+    };
+    let (local, local_schedule, _) = outcome("local");
+    let (slurm, slurm_schedule, exp) = outcome("slurm");
+    let states = &local.0;
+    assert_eq!(states.len(), 9);
+    let pruned = states.iter().filter(|r| r.1 == "pruned").count();
+    let done = states.iter().filter(|r| r.1 == "done").count();
+    assert_eq!((pruned, done), (8, 1), "{states:?}");
+    assert_eq!(slurm, local);
+    assert_eq!(slurm_schedule, local_schedule);
+    // Each rung's survivors went on in an array of their own: 9 runs, then 3, then 1.
+    let jobs = load_jobs(&exp).unwrap().jobs;
+    let sizes: Vec<usize> = jobs.iter().map(|j| j.tasks.len()).collect();
+    assert_eq!(sizes, vec![9, 3, 1]);
+}
