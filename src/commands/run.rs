@@ -12,7 +12,7 @@ use crate::device::Device;
 use crate::error::{Error, exit};
 use crate::launch::LaunchError;
 use crate::launch::budget;
-use crate::launch::dispatch::{RunToEnd, Scheduler, dispatch};
+use crate::launch::dispatch::{Scheduler, dispatch};
 use crate::launch::events::LaunchEvent;
 use crate::launch::local::{LocalExecutor, PoolOptions};
 use crate::launch::on_slurm::{SlurmRunEnd, SlurmSetup, run_on_slurm};
@@ -298,24 +298,13 @@ fn run_local(
     };
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
     let mut executor = LocalExecutor::new(&p.runs, opts);
-    let mut pruning = schedule::scheduler_for(
-        &p.runs,
-        p.exp.root(),
-        &spec.schedule,
-        &spec.select,
-        record,
-        promoted,
-    );
-    let scheduler: &mut dyn Scheduler = match &mut pruning {
-        Some(s) => s.as_mut(),
-        None => &mut RunToEnd,
-    };
+    let mut scheduler = scheduler(&p, spec, record, promoted);
     let pool = dispatch(
         &p.runs,
         &settings.policy(),
         &mut executor,
         &signals,
-        scheduler,
+        scheduler.as_mut(),
         p.rep.as_mut(),
     )?;
     if pool.interrupted {
@@ -354,32 +343,21 @@ fn run_slurm(
         setup.threads_per_task(),
     );
     let signals = ShutdownSignals::install().map_err(LaunchError::Signals)?;
-    let mut pruning = schedule::scheduler_for(
-        &p.runs,
-        p.exp.root(),
-        &spec.schedule,
-        &spec.select,
-        record,
-        promoted,
-    );
+    let mut scheduler = scheduler(&p, spec, record, promoted);
     let mut policy = settings.policy();
     // A scheduled grid is submitted round by round (each round's startable runs one array):
     // a decode variant then waits for its training, and is pruned with it.
-    policy.training_groups_in_order |= pruning.is_some();
+    policy.training_groups_in_order |= spec.schedule.kind != crate::spec::ScheduleKind::None;
     let end = if to_run == 0 {
         None
     } else {
-        let scheduler: &mut dyn Scheduler = match &mut pruning {
-            Some(s) => s.as_mut(),
-            None => &mut RunToEnd,
-        };
         let end = run_on_slurm(
             launcher,
             &p.runs,
             &policy,
             &spec.train.device,
             &signals,
-            scheduler,
+            scheduler.as_mut(),
             p.rep.as_mut(),
         )?;
         Some(end)
@@ -389,6 +367,23 @@ fn run_slurm(
         Some(SlurmRunEnd::Finished(report)) if report.interrupted => Err(Error::Interrupted),
         _ => finish(args, spec, p),
     }
+}
+
+/// The spec's schedule over the prepared runs, taking over the decisions `record` holds.
+fn scheduler(
+    p: &Prepared,
+    spec: &Spec,
+    record: Option<ScheduleRecord>,
+    promoted: Vec<usize>,
+) -> Box<dyn Scheduler> {
+    schedule::scheduler_for(
+        &p.runs,
+        p.exp.root(),
+        &spec.schedule,
+        &spec.select,
+        record,
+        promoted,
+    )
 }
 
 /// The end of a launch, the same for every backend: the verdict over every run of the grid

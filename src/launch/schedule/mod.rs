@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::asha::Asha;
 pub use self::synchronous::Synchronous;
-use super::dispatch::Scheduler;
+use super::dispatch::{RunToEnd, Scheduler};
 use super::prepare::PreparedRun;
 use super::pruning::{Promotion, RungDecision};
 use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode, SelectSpec};
@@ -88,7 +88,7 @@ pub fn check_record(
     Ok(Some(record))
 }
 
-/// The scheduler for `schedule`, or `None` when its kind trains every run to its end;
+/// The scheduler for `schedule` ([`RunToEnd`] when its kind trains every run to its end);
 /// `promoted` runs (indices into `runs`, `--promote`) train to their end and are never
 /// pruned again.
 pub fn scheduler_for(
@@ -98,14 +98,14 @@ pub fn scheduler_for(
     select: &SelectSpec,
     record: Option<ScheduleRecord>,
     promoted: Vec<usize>,
-) -> Option<Box<dyn Scheduler>> {
+) -> Box<dyn Scheduler> {
     let trainings = Trainings::new(runs, exp_dir, &select.metric, select.mode, promoted);
     match schedule.kind {
         ScheduleKind::SuccessiveHalving | ScheduleKind::Median => {
-            Some(Box::new(Synchronous::new(trainings, *schedule, record)))
+            Box::new(Synchronous::new(trainings, *schedule, record))
         }
-        ScheduleKind::Asha => Some(Box::new(Asha::new(trainings, *schedule, record))),
-        ScheduleKind::None => None,
+        ScheduleKind::Asha => Box::new(Asha::new(trainings, *schedule, record)),
+        ScheduleKind::None => Box::new(RunToEnd),
     }
 }
 
