@@ -620,10 +620,7 @@ impl DiffReport {
     /// The headline over configurations, naming the first failing metric with n, p and effect.
     fn configuration_headline(&self) -> String {
         let n = self.configurations.len();
-        let rule = match self.fail_on {
-            FailOn::Significant => "significantly worse (Welch p < 0.05) beyond tolerance",
-            FailOn::Any => "worse beyond tolerance",
-        };
+        let rule = significance::fail_rule(self.fail_on, "Welch");
         let bad: Vec<&ConfigurationDiff> = self
             .configurations
             .iter()

@@ -261,20 +261,17 @@ fn tested_items(arg: &str, run: &LoadedRun) -> Result<TestItems, SummaryError> {
     Ok(items)
 }
 
-/// The first 12 hex digits of a digest, as run IDs are shown.
+/// The first hex digits of a digest, as many as a run ID has.
 fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
+    digest
+        .get(..crate::grid::identity::ID_LEN)
+        .unwrap_or(digest)
 }
 
 impl PairedReport {
     /// The headline: whether the diff passes, naming the first failing metric.
     pub fn headline(&self) -> String {
-        let rule = match self.fail_on {
-            FailOn::Significant => {
-                "significantly worse (paired bootstrap p < 0.05) beyond tolerance"
-            }
-            FailOn::Any => "worse beyond tolerance",
-        };
+        let rule = significance::fail_rule(self.fail_on, "paired bootstrap");
         let n = self.metrics.len();
         let bad: Vec<&MeanDiff> = self.metrics.iter().filter(|m| m.regression).collect();
         match bad.first() {

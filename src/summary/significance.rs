@@ -26,6 +26,15 @@ pub enum FailOn {
 /// The p-value below which a difference of means counts as real.
 pub const ALPHA: f64 = 0.05;
 
+/// What fails under `fail_on`, in a headline's words; `test` names the significance test
+/// (`Welch`, `paired bootstrap`).
+pub fn fail_rule(fail_on: FailOn, test: &str) -> String {
+    match fail_on {
+        FailOn::Significant => format!("significantly worse ({test} p < {ALPHA}) beyond tolerance"),
+        FailOn::Any => "worse beyond tolerance".into(),
+    }
+}
+
 /// The fewest replicates a side needs for `significant` to be the default.
 pub const MIN_REPLICATES: usize = 3;
 

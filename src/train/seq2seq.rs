@@ -285,19 +285,12 @@ impl Task for Translator<'_> {
     fn test(&mut self) -> Result<Tested, TrainError> {
         let split = &self.data.test;
         let test = evaluate(&self.model, &self.data, split, &self.ctx.config.decode)?;
-        let golds = || split.pairs.iter().map(|g| g.target.as_str());
-        let errors = test
+        let (errors, matches): (Vec<f64>, Vec<f64>) = test
             .predictions
             .iter()
-            .zip(golds())
-            .map(|(p, g)| example_error(p, g))
-            .collect();
-        let matches = test
-            .predictions
-            .iter()
-            .zip(golds())
-            .map(|(p, g)| example_match(p, g))
-            .collect();
+            .zip(&split.pairs)
+            .map(|(p, g)| (example_error(p, &g.target), example_match(p, &g.target)))
+            .unzip();
         // The set is its pairs as evaluated: after `max_len`, `test_limit` and the columns.
         let mut bytes = Vec::new();
         for pair in &split.pairs {
