@@ -244,8 +244,9 @@ fn translations_of_dev_sentences_are_the_ones_the_runs_wrote() {
     t.run(&["run", "q3.toml", "--jobs", "2"]).ok();
     let exp = t.exp_dir("q3_smoke");
 
-    // Each run's dev sentences decoded with its own settings from the final weights (which
-    // its samples show); the beam runs are decode-only, loading their sibling's checkpoint.
+    // Each run's dev sentences decoded with its own settings from the weights it was tested
+    // on (predict's default; its samples show them): the best epoch by dev error rate, which
+    // need not be the last. The beam runs are decode-only, loading their sibling's checkpoint.
     for name in [
         "strategy-greedy-attention-general",
         "strategy-beam-attention-general",
@@ -259,8 +260,11 @@ fn translations_of_dev_sentences_are_the_ones_the_runs_wrote() {
         assert!(rows.len() >= 10, "{rows:?}");
         let sources: String = rows.iter().map(|(s, _)| format!("{s}\n")).collect();
         let target = format!("q3_smoke/{name}");
-        let out = run_with_stdin(&t, &["predict", &target, "--checkpoint", "final"], &sources);
-        out.ok().stderr_has("weights of epoch 5");
+        let tested = json(&dir.join("summary.json"))["metrics"]["test_epoch"]
+            .as_u64()
+            .unwrap();
+        let out = run_with_stdin(&t, &["predict", &target], &sources);
+        out.ok().stderr_has(&format!("weights of epoch {tested}"));
         let got: Vec<&str> = out.stdout.lines().collect();
         let want: Vec<&str> = rows.iter().map(|(_, p)| p.as_str()).collect();
         assert_eq!(got, want, "{name}\n{}", out.report());

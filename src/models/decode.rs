@@ -94,7 +94,7 @@ pub fn decode(model: &Seq2Seq, b: &BatchTensors, spec: &DecodeSpec) -> Result<Ve
 
 /// Greedy decoding: the most probable next character at every step.
 pub fn greedy(model: &Seq2Seq, b: &BatchTensors, max_len: usize) -> Result<Vec<Hypothesis>> {
-    let enc = model.encode(b, None)?;
+    let enc = model.encode(b)?;
     let n = b.src.dim(0)?;
     let mut hyps = vec![Hypothesis::start(); n];
     let mut tokens = vec![SOS; n];
@@ -139,7 +139,7 @@ pub fn beam(
 ) -> Result<Vec<Hypothesis>> {
     let k = width.max(1);
     let n = b.src.dim(0)?;
-    let enc = model.encode(b, None)?;
+    let enc = model.encode(b)?;
     let rows_of: Vec<u32> = (0..n as u32)
         .flat_map(|i| std::iter::repeat_n(i, k))
         .collect();

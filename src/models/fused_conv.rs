@@ -14,9 +14,9 @@
 //! window (Candle 0.11's `max_pool2d` backward scales it by ties/(k*k) instead), and ReLU's
 //! derivative at 0 is 0.
 
+use super::cpu_kernels::{Mat, matmul};
 use crate::spec::Activation;
 use candle_core::{CpuStorage, Device, Layout, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -471,54 +471,6 @@ fn col2im(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
     }
 }
 
-/// A strided view of a row-major-or-not matrix for [`matmul`].
-struct Mat<'a> {
-    data: &'a [f32],
-    /// Stride between rows and between columns.
-    rs: usize,
-    cs: usize,
-}
-
-/// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)` through the gemm crate, on the
-/// calling thread (parallelism is over chunks of images).
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
-    let last = |rows: usize, cols: usize, mat: &Mat| (rows - 1) * mat.rs + (cols - 1) * mat.cs;
-    if m == 0 || n == 0 {
-        return;
-    }
-    // The bounds gemm reads and writes: checked here so the unsafe call below cannot go out
-    // of the slices.
-    assert!(dst.len() >= m * n);
-    if k > 0 {
-        assert!(last(m, k, &lhs) < lhs.data.len() && last(k, n, &rhs) < rhs.data.len());
-    }
-    // SAFETY: every index gemm touches is within the slices (asserted above); dst does not
-    // alias the inputs (it is a `&mut`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
-}
-
 /// The f32 slice of a contiguous CPU tensor argument.
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -574,7 +526,7 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                     rs: n,
                     cs: 1,
                 };
-                matmul(g.c_out, n, g.rows(), z, false, lhs, rhs);
+                matmul(g.c_out, n, g.rows(), z, n, false, lhs, rhs);
                 self.epilogue(&g, z, b, o, (!a.is_empty()).then_some(a));
             });
         });
@@ -659,7 +611,7 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                     rs: 1,
                     cs: n,
                 };
-                matmul(g.c_out, g.rows(), n, dw, false, lhs, rhs);
+                matmul(g.c_out, g.rows(), n, dw, g.rows(), false, lhs, rhs);
                 if !d.is_empty() {
                     // dcols = W^T . dZ, reusing the columns' buffer.
                     let lhs = Mat {
@@ -672,7 +624,7 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                         rs: n,
                         cs: 1,
                     };
-                    matmul(g.rows(), n, g.c_out, cols, false, lhs, rhs);
+                    matmul(g.rows(), n, g.c_out, cols, n, false, lhs, rhs);
                     col2im(&g, cols, nb, d);
                 }
             });

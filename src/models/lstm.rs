@@ -26,28 +26,6 @@ impl State {
     }
 }
 
-/// What the recurrent product's weight gradient needs from each step of a recorded run:
-/// the gradient of the step's gates (filled in by the backward pass) and the hidden state
-/// the step read. See [`Lstm::add_recurrent_grad`].
-#[derive(Debug, Default)]
-pub struct Recording {
-    steps: Vec<(super::lstm_cell::GateGrad, Tensor)>,
-}
-
-/// Adds `g` to `var`'s gradient in `grads` (a gradient computed outside autograd).
-pub(crate) fn accumulate(
-    grads: &mut candle_core::backprop::GradStore,
-    var: &Tensor,
-    g: Tensor,
-) -> Result<()> {
-    let g = match grads.remove(var) {
-        Some(old) => (old + g)?,
-        None => g,
-    };
-    grads.insert(var, g);
-    Ok(())
-}
-
 /// One LSTM layer: `w_ih [4H, in]`, `w_hh [4H, H]`, two biases `[4H]` as in PyTorch.
 #[derive(Debug, Clone)]
 pub struct Lstm {
@@ -114,114 +92,10 @@ impl Lstm {
         emb.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)
     }
 
-    /// [`Lstm::project`] of `[N, in]` rows outside autograd: for a recorded training step,
-    /// whose input gradients [`Lstm::add_input_grad`] adds.
-    pub fn project_detached(&self, x: &Tensor) -> Result<Tensor> {
-        let bias = (&self.b_ih + &self.b_hh)?.detach();
-        x.matmul(&self.w_ih.detach().t()?)?.broadcast_add(&bias)
-    }
-
-    /// Adds the input weights' and biases' gradients of the steps in `rec`, which read the
-    /// detached projection ([`Lstm::project_detached`]) of `x` (`[T * B, in]`, time-major),
-    /// to `grads`, after `backward` filled in the gates' gradients; returns `x`'s gradient.
-    /// `reverse`: `rec` holds the steps last to first. A step the backward pass did not
-    /// reach has a zero gradient.
-    pub fn add_input_grad(
-        &self,
-        rec: &Recording,
-        reverse: bool,
-        x: &Tensor,
-        grads: &mut candle_core::backprop::GradStore,
-    ) -> Result<Tensor> {
-        let steps = rec.steps.len();
-        let rows = x.dim(0)?;
-        if steps == 0 || rows % steps != 0 {
-            candle_core::bail!("lstm: {steps} recorded steps for {rows} input rows");
-        }
-        let width = 4 * self.hidden;
-        let mut ds = rec
-            .steps
-            .iter()
-            .map(|(g, _)| {
-                let g = g.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                match g.as_ref() {
-                    Some(g) => Ok(g.clone()),
-                    None => Tensor::zeros((rows / steps, width), x.dtype(), x.device()),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if reverse {
-            ds.reverse();
-        }
-        let dxp = Tensor::cat(&ds, 0)?;
-        accumulate(grads, &self.w_ih, dxp.t()?.matmul(x)?)?;
-        // The column sums as a product: Candle's sum over rows was 7% of a step.
-        let ones = Tensor::ones((1, dxp.dim(0)?), dxp.dtype(), dxp.device())?;
-        let db = ones.matmul(&dxp)?.squeeze(0)?;
-        accumulate(grads, &self.b_ih, db.clone())?;
-        accumulate(grads, &self.b_hh, db)?;
-        dxp.matmul(&self.w_ih.detach())
-    }
-
     /// Input projection of one time step: `[B, in] -> [B, 4H]`, biases included.
     pub fn project_step(&self, x: &Tensor) -> Result<Tensor> {
         let bias = (&self.b_ih + &self.b_hh)?;
         x.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)
-    }
-
-    /// [`Lstm::step`], recording into `rec` when given and the fused CPU cell applies. A
-    /// recorded step multiplies by a detached `w_hh`, so autograd leaves the recurrent
-    /// weight's gradient out; [`Lstm::add_recurrent_grad`] then adds it as one product over
-    /// all recorded steps instead of one small product and one full-size sum per step,
-    /// which at batch 8 was most of the backward pass.
-    pub fn step_rec(
-        &self,
-        xp: &Tensor,
-        state: &State,
-        rec: Option<&mut Recording>,
-    ) -> Result<State> {
-        let Some(rec) = rec.filter(|_| super::lstm_cell::fused(xp)) else {
-            return self.step(xp, state);
-        };
-        let hw = state.h.matmul(&self.w_hh.detach().t()?)?;
-        // A step whose inputs are all untracked (a detached input projection and the zero
-        // start state) would be left out of the graph and never get its gates' gradient;
-        // a tracked zero cell state keeps it in at the cost of one [B, H] gradient.
-        let c_prev = if xp.track_op() || hw.track_op() || state.c.track_op() {
-            state.c.clone()
-        } else {
-            candle_core::Var::from_tensor(&state.c)?.as_tensor().clone()
-        };
-        match super::lstm_cell::cell_recorded(xp, &hw, &c_prev)? {
-            Some((h, c, grad)) => {
-                rec.steps.push((grad, state.h.detach()));
-                Ok(State { h, c })
-            }
-            None => candle_core::bail!("lstm: recorded step off the fused path"),
-        }
-    }
-
-    /// Adds the recurrent weight's gradient of the steps in `rec` to `grads`, after
-    /// `backward` filled in their gates' gradients: `sum_t dG_t^T h_(t-1)`.
-    pub fn add_recurrent_grad(
-        &self,
-        rec: Recording,
-        grads: &mut candle_core::backprop::GradStore,
-    ) -> Result<()> {
-        let mut ds = Vec::with_capacity(rec.steps.len());
-        let mut hs = Vec::with_capacity(rec.steps.len());
-        for (g, h_prev) in &rec.steps {
-            let g = g.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(g) = g.as_ref() {
-                ds.push(g.clone());
-                hs.push(h_prev.clone());
-            }
-        }
-        if hs.is_empty() {
-            return Ok(());
-        }
-        let dw = Tensor::cat(&ds, 0)?.t()?.matmul(&Tensor::cat(&hs, 0)?)?;
-        accumulate(grads, &self.w_hh, dw)
     }
 
     /// One step from a projected input `xp [B, 4H]`.
@@ -246,13 +120,12 @@ impl Lstm {
         mask: &[Option<Tensor>],
         last: &Tensor,
         reverse: bool,
-        mut rec: Option<&mut Recording>,
     ) -> Result<(Vec<Tensor>, State)> {
         let t_len = xp.len();
         let (mut state, mut outputs) = self.start(xp, "run_suffix_padded")?;
         if reverse {
             for t in (0..t_len).rev() {
-                let next = self.step_rec(&xp[t], &state, rec.as_deref_mut())?;
+                let next = self.step(&xp[t], &state)?;
                 state = match mask.get(t).and_then(Option::as_ref) {
                     None => next,
                     Some(m) => State {
@@ -268,7 +141,7 @@ impl Lstm {
         let mut hs = Vec::with_capacity(t_len);
         let mut cs = Vec::with_capacity(t_len);
         for t in 0..t_len {
-            state = self.step_rec(&xp[t], &state, rec.as_deref_mut())?;
+            state = self.step(&xp[t], &state)?;
             outputs[t] = Some(match mask.get(t).and_then(Option::as_ref) {
                 None => state.h.clone(),
                 Some(m) => state.h.broadcast_mul(m)?,
@@ -415,7 +288,7 @@ mod tests {
                 .map(|t| xp.narrow(1, t, 1).unwrap().squeeze(1).unwrap())
                 .collect();
             let (outs2, st2) = lstm
-                .run_suffix_padded(&steps, &masks, &last, reverse, None)
+                .run_suffix_padded(&steps, &masks, &last, reverse)
                 .unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             for (a, b) in [(&st.h, &st2.h), (&st.c, &st2.c)]

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod cnn;
 pub mod conv;
+pub mod cpu_kernels;
 pub mod decode;
 pub mod fused_conv;
 pub mod init;
@@ -16,6 +17,7 @@ pub mod lstm_cell;
 pub mod mlp;
 pub mod seeded;
 pub mod seq2seq;
+pub mod seq2seq_cpu;
 pub mod shape;
 
 use crate::spec::{Activation, ModelKind, ModelSpec};

@@ -46,6 +46,19 @@ pub fn named_vars(map: &VarMap) -> Vec<(String, Var)> {
     vars
 }
 
+/// Where an optimizer step finds each variable's gradient: Candle's autograd store, or
+/// gradients computed by hand (the translator's CPU training step).
+pub trait Gradients {
+    /// The gradient of `var`, if it has one.
+    fn of(&self, var: &Tensor) -> Option<&Tensor>;
+}
+
+impl Gradients for GradStore {
+    fn of(&self, var: &Tensor) -> Option<&Tensor> {
+        self.get(var)
+    }
+}
+
 /// Per-variable optimizer state.
 struct Slot {
     name: String,
@@ -143,13 +156,13 @@ impl Optimizer {
     }
 
     /// Takes one step with `grads`; variables without a gradient are left alone.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+    pub fn step<G: Gradients + ?Sized>(&mut self, grads: &G) -> Result<()> {
         self.steps += 1;
         let t = self.steps as i32;
         let hyper = self.hyper();
         let rule = fused::Rule::new(self.kind, hyper, t);
         for slot in &mut self.slots {
-            let Some(g) = grads.get(slot.var.as_tensor()) else {
+            let Some(g) = grads.of(slot.var.as_tensor()) else {
                 continue;
             };
             if self.fused && fused_eligible(slot, self.gpu) {

@@ -9,7 +9,7 @@ use super::driver::{self, Forward, Records, Task, Tested};
 use super::metrics::{error_rate, exact_match, example_error, example_match};
 use super::optim::Optimizer;
 use super::seeding::{Stream, stream_rng};
-use super::seq2seq_step::StepRunner;
+use super::seq2seq_step::{StepGrads, StepRunner};
 use super::translation_artifacts::write_artifacts;
 use super::{Outcome, RunContext, TrainError};
 use crate::data::pairs::{Batch, ParallelData, Split, batch_indices};
@@ -21,7 +21,6 @@ use crate::models::seq2seq::{BatchTensors, Seq2Seq, Seq2SeqConfig};
 use crate::spec::DecodeSpec;
 use crate::store::RunDir;
 use candle_core::Tensor;
-use candle_core::backprop::GradStore;
 use std::path::Path;
 
 /// Examples per evaluation batch: larger than training batches because evaluation keeps
@@ -205,7 +204,7 @@ impl<'a> Translator<'a> {
 }
 
 impl Task for Translator<'_> {
-    type Gradients = GradStore;
+    type Gradients = StepGrads;
 
     fn steps_per_epoch(&self) -> u64 {
         self.samples_per_epoch().div_ceil(self.batch_size()) as u64
@@ -254,7 +253,7 @@ impl Task for Translator<'_> {
         Ok(())
     }
 
-    fn forward(&mut self, batch: usize) -> Result<Forward<GradStore>, TrainError> {
+    fn forward(&mut self, batch: usize) -> Result<Forward<StepGrads>, TrainError> {
         let Epoch { batches, dropout } = self
             .epoch
             .as_mut()
@@ -271,7 +270,7 @@ impl Task for Translator<'_> {
         })
     }
 
-    fn update(&mut self, grads: GradStore) -> Result<(), TrainError> {
+    fn update(&mut self, grads: StepGrads) -> Result<(), TrainError> {
         let optim = &mut self.optim;
         Ok(self.runner.in_pool(|| optim.step(&grads))?)
     }

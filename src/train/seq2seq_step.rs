@@ -1,38 +1,59 @@
-//! One seq2seq training step's forward and backward passes, split into data-parallel
-//! shards when the run has more than one thread.
+//! One seq2seq training step's forward and backward passes: by hand on the CPU
+//! ([`crate::models::seq2seq_cpu`]), split into data-parallel shards when the run has more
+//! than one thread, and through Candle's autograd on other devices.
 //!
-//! A step is hundreds of small products and element-wise ops (one `[B, H] x [H, 4H]`
-//! product per time step, about 4 M multiply-adds at the homework's sizes). Split op by op
-//! across two threads by gemm and Candle's rayon kernels they ran slower than on one: the
-//! hand-over costs more than the work (`bench/notes/seq2seq.md`). Splitting the *batch*
-//! instead gives each thread a whole forward and backward pass over its rows, in its own
-//! one-thread rayon pool so that nothing inside it is split again. Each shard divides its
-//! summed token losses by the whole batch's token count and uses its rows of the dropout
-//! masks drawn for the whole batch, so the shards' gradients add up to the gradient of the
-//! unsharded step's loss; only the summation order differs (last bits).
+//! A step is a few hundred small products (one `[B, H] x [H, 4H]` per time step, about
+//! 4 M multiply-adds at the homework's sizes). Split product by product across two threads
+//! they ran slower than on one: the hand-over costs more than the work
+//! (`bench/notes/seq2seq.md`). Splitting the *batch* instead gives each thread a whole
+//! forward and backward pass over its rows. Each shard divides its summed token losses by
+//! the whole batch's token count and makes its rows of the step's dropout masks (a mask
+//! element depends on its batch row, not on the shard), so the shards' gradients add up to
+//! the gradient of the unsharded step's loss; only the summation order differs (last bits).
 
 use crate::data::pairs::Batch;
 use crate::models::seeded::Dropout;
 use crate::models::seq2seq::{BatchTensors, Seq2Seq};
+use crate::models::seq2seq_cpu::{Grads, Workspace, train_step};
+use crate::train::optim::Gradients;
 use candle_core::backprop::GradStore;
-use candle_core::{Error, Result};
+use candle_core::{Error, Result, Tensor};
+use std::sync::{Mutex, PoisonError};
 
-/// Fewest sentences a shard gets: below this a shard's fixed per-op costs dominate and a
+/// Fewest sentences a shard gets: below this a shard's fixed per-step costs dominate and a
 /// second thread gains nothing (batch 8 runs unsharded).
 pub const MIN_SHARD_ROWS: usize = 16;
+
+/// A training step's gradients: Candle's autograd store, or the CPU step's, by variable.
+pub enum StepGrads {
+    Autograd(GradStore),
+    ByVar(Vec<(Tensor, Tensor)>),
+}
+
+impl Gradients for StepGrads {
+    fn of(&self, var: &Tensor) -> Option<&Tensor> {
+        match self {
+            StepGrads::Autograd(g) => g.get(var),
+            StepGrads::ByVar(gs) => gs.iter().find(|(v, _)| v.id() == var.id()).map(|(_, g)| g),
+        }
+    }
+}
 
 /// A training step's loss (mean per target token over the batch), its token count and
 /// the gradients of every variable.
 pub struct StepOutput {
     pub loss: f64,
     pub tokens: f64,
-    pub grads: GradStore,
+    pub grads: StepGrads,
 }
 
-/// Runs training steps on the run's threads: one one-thread rayon pool per thread when
-/// there are several, none (the caller's thread and rayon's global pool) when one.
+/// Runs training steps on the run's threads, keeping each thread's buffers from step to
+/// step.
 pub struct StepRunner {
+    /// One-thread pools for work that must not be split by rayon (the optimizer step).
     pools: Vec<rayon::ThreadPool>,
+    /// One workspace per thread.
+    workspaces: Vec<Mutex<Workspace>>,
 }
 
 impl Default for StepRunner {
@@ -57,16 +78,19 @@ impl StepRunner {
                 .filter_map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
                 .collect()
         };
-        StepRunner { pools }
+        StepRunner {
+            workspaces: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
+            pools,
+        }
     }
 
     /// How many shards a batch of `rows` sentences is split into.
     pub fn shards(&self, rows: usize) -> usize {
-        (rows / MIN_SHARD_ROWS).clamp(1, self.pools.len().max(1))
+        (rows / MIN_SHARD_ROWS).clamp(1, self.workspaces.len())
     }
 
     /// Runs `f` on one thread without rayon splitting its work (in the first pool when
-    /// there are pools): for the optimizer step and the unsharded step.
+    /// there are pools): for the optimizer step.
     pub fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match self.pools.first() {
             Some(p) => p.install(f),
@@ -74,71 +98,55 @@ impl StepRunner {
         }
     }
 
-    /// The loss and gradients of one teacher-forced step over `batch`, drawing its dropout
-    /// masks from `dropout` (the same draws, sharded or not).
+    /// The loss and gradients of one teacher-forced step over `batch`, with the next
+    /// step's dropout masks of `dropout` (the same masks, sharded or not, on any device).
     pub fn step(
         &self,
         model: &Seq2Seq,
         batch: &Batch,
         dropout: &mut Dropout,
     ) -> Result<StepOutput> {
+        let masks = dropout.next_step();
         let device = model.device();
-        // On a GPU the whole batch is one launch per op; shards would only add launches.
-        let shards = if device.is_cpu() {
-            self.shards(batch.size)
-        } else {
-            1
-        };
-        if shards <= 1 {
+        if !device.is_cpu() {
             let bt = BatchTensors::new(batch, device)?;
-            return self.in_pool(|| {
-                let (loss, tokens, rec) = model.train_loss(&bt, Some(dropout))?;
-                let value = loss.to_scalar::<f32>()? as f64;
-                let grads = model.backward(&loss, rec)?;
-                Ok(StepOutput {
-                    loss: value,
-                    tokens,
-                    grads,
-                })
+            let (loss, tokens) = model.loss(&bt, masks.as_ref())?;
+            return Ok(StepOutput {
+                loss: loss.to_scalar::<f32>()? as f64,
+                tokens,
+                grads: StepGrads::Autograd(loss.backward()?),
             });
         }
         let denom: f64 = batch.tgt_mask.iter().map(|&m| m as f64).sum();
-        let sizes = model.dropout_row_sizes(batch.src_len, batch.tgt_len);
-        // The whole batch's masks, in the order an unsharded step draws them (none at p = 0).
-        let masks: Vec<Vec<f32>> = sizes
-            .iter()
-            .map_while(|&s| dropout.mask(batch.size * s))
-            .collect();
-        let template: &Dropout = dropout;
+        let shards = self.shards(batch.size);
         let rows = |k: usize| k * batch.size / shards..(k + 1) * batch.size / shards;
-        let work = |k: usize| -> Result<(f64, f64, GradStore)> {
+        let work = |k: usize| -> Result<(f64, f64, Grads)> {
+            let mut ws = self.workspaces[k]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut grads = Grads::zeros(model.config());
             let r = rows(k);
-            let mine = masks
-                .iter()
-                .zip(&sizes)
-                .map(|(m, &s)| m[r.start * s..r.end * s].to_vec())
-                .collect();
-            let mut d = template.replaying(mine);
-            let bt = BatchTensors::new(&batch.rows(r), device)?;
-            let (loss, tokens, rec) = model.train_loss_shard(&bt, Some(&mut d), denom)?;
-            if !d.replay_complete() {
-                return Err(Error::Msg(
-                    "seq2seq shard: the dropout masks drawn for the batch do not match the \
-                     model's draws"
-                        .into(),
-                ));
-            }
-            let value = loss.to_scalar::<f32>()? as f64;
-            Ok((value, tokens, model.backward(&loss, rec)?))
+            let part;
+            let shard = if shards == 1 {
+                batch
+            } else {
+                part = batch.rows(r.clone());
+                &part
+            };
+            let l = train_step(
+                model,
+                &mut ws,
+                shard,
+                r.start,
+                masks.as_ref(),
+                denom,
+                &mut grads,
+            )?;
+            Ok((l.loss, l.tokens, grads))
         };
         let results = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..shards)
-                .map(|k| {
-                    let (pool, work) = (&self.pools[k], &work);
-                    s.spawn(move || pool.install(|| work(k)))
-                })
-                .collect();
-            let mut out = vec![self.pools[0].install(|| work(0))];
+            let handles: Vec<_> = (1..shards).map(|k| s.spawn(move || work(k))).collect();
+            let mut out = vec![work(0)];
             for h in handles {
                 out.push(h.join().unwrap_or_else(|_| {
                     Err(Error::Msg("seq2seq shard: its thread panicked".into()))
@@ -146,33 +154,22 @@ impl StepRunner {
             }
             out
         });
-        self.in_pool(|| {
-            let mut results = results.into_iter();
-            let Some(first) = results.next() else {
-                candle_core::bail!("seq2seq shard: no shard ran")
-            };
-            let (mut loss, mut tokens, mut grads) = first?;
-            // Fixed order (shard 0, 1, ...): the sum is the same bits every run.
-            for r in results {
-                let (l, n, g) = r?;
-                loss += l;
-                tokens += n;
-                for (_, var) in model.params().named() {
-                    let v = var.as_tensor();
-                    if let Some(gk) = g.get(v) {
-                        let sum = match grads.get(v) {
-                            Some(g0) => g0.add(gk)?,
-                            None => gk.clone(),
-                        };
-                        grads.insert(v, sum);
-                    }
-                }
-            }
-            Ok(StepOutput {
-                loss,
-                tokens,
-                grads,
-            })
+        let mut results = results.into_iter();
+        let Some(first) = results.next() else {
+            candle_core::bail!("seq2seq shard: no shard ran")
+        };
+        let (mut loss, mut tokens, mut grads) = first?;
+        // Fixed order (shard 0, 1, ...): the sum is the same bits every run.
+        for r in results {
+            let (l, n, mut g) = r?;
+            loss += l;
+            tokens += n;
+            grads.add(&mut g);
+        }
+        Ok(StepOutput {
+            loss,
+            tokens,
+            grads: StepGrads::ByVar(grads.into_tensors(model)?),
         })
     }
 }
@@ -225,7 +222,7 @@ mod tests {
             .map(|(name, var)| {
                 let g = out
                     .grads
-                    .get(var.as_tensor())
+                    .of(var.as_tensor())
                     .unwrap_or_else(|| panic!("{name}"));
                 (name.clone(), g.flatten_all().unwrap().to_vec1().unwrap())
             })
@@ -249,7 +246,7 @@ mod tests {
                 let mut d = Dropout::new(p, ChaCha8Rng::seed_from_u64(11));
                 let out = runner.step(&m, &b, &mut d).unwrap();
                 // The generator must end where an unsharded step leaves it.
-                let next = d.mask(4);
+                let next = d.next_step();
                 (out, next)
             };
             let (one, next1) = run(1);
