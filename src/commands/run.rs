@@ -53,7 +53,8 @@ pub struct Args {
     /// Train this run again from scratch (run id, id prefix or name); repeatable.
     #[arg(long, value_name = "RUN")]
     pub rerun: Vec<String>,
-    /// Continue a pruned run to its last epoch (run id, id prefix or name); repeatable.
+    /// Continue a pruned run to its last epoch (run id, id prefix or name; a replicate, or a
+    /// configuration ID, continues its configuration's pruned replicates); repeatable.
     #[arg(long, value_name = "RUN")]
     pub promote: Vec<String>,
     /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
