@@ -3,6 +3,7 @@
 //! survivors and byte-identical summaries whatever `--jobs`; a SIGKILL of the orchestrator
 //! mid-rung that changes nothing and redoes no epoch; pruned runs that a plain rerun leaves
 //! alone. ASHA: every decision recorded, replayed by a second launch and after a SIGKILL.
+//! TensorBoard's HParams status of pruned and promoted runs, read by TensorBoard itself.
 //! With replicates: configurations ranked by their replicates' mean and pruned whole.
 
 mod util;
@@ -13,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use util::runs::{run_dirs, status};
+use util::tb::tb_check;
 use util::{Sandbox, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -379,6 +381,79 @@ fn a_sigkill_under_asha_loses_no_finished_run_and_keeps_every_recorded_decision(
             .iter()
             .all(|d| matches!(state(d).as_str(), "pruned" | "done"))
     );
+}
+
+/// Each HParams session group's status by run name, as TensorBoard's dashboard filters them.
+fn hparams_status(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v["session_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let status = g["status"].as_array().unwrap();
+            assert_eq!(status.len(), 1, "one session per run: {g}");
+            (
+                g["name"].as_str().unwrap().to_string(),
+                status[0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tensorboard_ends_pruned_runs_as_failure_with_the_reason_and_a_promoted_one_as_success() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--jobs", "2"]).expect_code(0);
+    let exp = t.exp_dir(EXP);
+    let Some(v) = tb_check(&exp.join("tb"), &[]) else {
+        return;
+    };
+    let statuses = hparams_status(&v);
+    assert_eq!(statuses.len(), 9, "{v:#}");
+    for d in run_dirs(&exp) {
+        let name = util::runs::plan(&d).unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let run = &v["runs"][&name];
+        let note = &run["text"]["schedule/pruned"];
+        match state(&d).as_str() {
+            "done" => {
+                assert_eq!(statuses[&name], "STATUS_SUCCESS", "{name}");
+                assert!(note.is_null(), "{name}: {note}");
+            }
+            "pruned" => {
+                assert_eq!(statuses[&name], "STATUS_FAILURE", "{name}");
+                // The note is the reason `status` shows, at the rung's last step, which is
+                // where the run's curves end.
+                let message = status(&d).unwrap()["message"].as_str().unwrap().to_string();
+                assert_eq!(note[0][1], format!("pruned {message}"), "{name}");
+                let last = run["scalars"]["dev/accuracy"]
+                    .as_array()
+                    .unwrap()
+                    .last()
+                    .unwrap()[0]
+                    .clone();
+                assert_eq!(note[0][0], last, "{name}");
+            }
+            other => panic!("{name}: {other}"),
+        }
+    }
+
+    // lr0.01, pruned at the second rung, promoted: it ends as a success, the note is gone.
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(0);
+    let v = tb_check(&exp.join("tb"), &[]).unwrap();
+    let after = hparams_status(&v);
+    assert_eq!(after["lr0.01"], "STATUS_SUCCESS");
+    assert!(v["runs"]["lr0.01"]["text"]["schedule/pruned"].is_null());
+    let epochs = v["runs"]["lr0.01"]["scalars"]["dev/accuracy"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(epochs, 4, "one continuous curve to the last epoch");
+    let changed: Vec<&String> = after.keys().filter(|n| after[*n] != statuses[*n]).collect();
+    assert_eq!(changed, ["lr0.01"]);
 }
 
 /// The fixture with two replicates of three learning rates: rungs at epochs 1 and 3 keep

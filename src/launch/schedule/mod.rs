@@ -295,6 +295,15 @@ impl Trainings {
                 continue;
             }
             let reason = note.reason();
+            // The log first: a kill before the status is written replays this decision,
+            // and the log's end record is then found and not written twice.
+            let log = self.runs[run].dir.tensorboard(&self.runs[run].plan)?;
+            crate::sinks::tensorboard::end_pruned_session(
+                &log,
+                note.epoch,
+                &format!("pruned {reason}"),
+            )
+            .map_err(|e| e.into_store(&log))?;
             store::write_status(
                 &self.runs[run].dir,
                 &RunStatus {
