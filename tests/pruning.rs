@@ -190,6 +190,13 @@ fn a_schedule_record_of_another_schedule_is_refused() {
         std::fs::read(t.exp_dir(EXP).join("schedule.json")).unwrap(),
         status
     );
+    // Decisions that ranked runs one by one are not replayed over replicates, which the
+    // schedule ranks by configuration; nothing is written, not even the new replicates.
+    t.run(&["run", "prune.toml", "--set", "repeats=2"])
+        .expect_code(3)
+        .stderr_has("`repeats` = 2")
+        .stderr_has("ranked runs one by one");
+    assert_eq!(run_dirs(&t.exp_dir(EXP)).len(), 9);
 }
 
 #[test]

@@ -123,9 +123,19 @@ fn schedule_record(args: &Args, spec: &Spec) -> Result<Option<ScheduleRecord>, E
         return Ok(None);
     }
     let exp_dir = args.runs_dir.join(&spec.name);
-    match schedule::check_record(&exp_dir, &spec.schedule) {
+    match schedule::check_record(&exp_dir, &spec.schedule, spec.repeats) {
         Ok(r) => Ok(r),
         Err(ScheduleError::Store(e)) => Err(e.into()),
+        Err(e @ ScheduleError::ReplicatesAlone { repeats, .. }) => {
+            Err(Error::Spec(crate::spec::SpecError::Invalid {
+                problems: vec![crate::spec::Problem {
+                    origin: args.spec.file.display().to_string(),
+                    key: "repeats".into(),
+                    value: Some(repeats.to_string()),
+                    message: e.to_string(),
+                }],
+            }))
+        }
         Err(ScheduleError::Mismatch {
             path,
             recorded,

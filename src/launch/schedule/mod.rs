@@ -70,13 +70,23 @@ pub enum ScheduleError {
         recorded: String,
         spec: String,
     },
+    /// The grid has replicates, and the record ranked runs one by one (a grid without
+    /// replicates, or an earlier version): replaying it would mix runs and configurations.
+    #[error(
+        "{path}: decisions that ranked runs one by one (of a grid without replicates, or of \
+         an earlier version), but with repeats = {repeats} a schedule ranks configurations by \
+         their replicates' mean; delete {path} to decide every rung again"
+    )]
+    ReplicatesAlone { path: PathBuf, repeats: u32 },
 }
 
-/// The experiment's schedule record, checked against the spec's schedule; `None` when the
-/// experiment has none yet. Called before anything is written, so a mismatch writes nothing.
+/// The experiment's schedule record, checked against the spec's schedule and its `repeats`;
+/// `None` when the experiment has none yet. Called before anything is written, so a
+/// mismatch writes nothing.
 pub fn check_record(
     exp_dir: &Path,
     schedule: &ScheduleSpec,
+    repeats: u32,
 ) -> Result<Option<ScheduleRecord>, ScheduleError> {
     let Some(record) = store::read_schedule::<ScheduleRecord>(exp_dir)? else {
         return Ok(None);
@@ -87,6 +97,24 @@ pub fn check_record(
             path: store::schedule_path(exp_dir),
             recorded: show(&record.schedule),
             spec: show(schedule),
+        });
+    }
+    // Every decision over a grid with replicates records their values (`replicates`).
+    let alone = record
+        .decisions
+        .iter()
+        .map(|d| (&d.compared, &d.replicates))
+        .chain(
+            record
+                .promotions
+                .iter()
+                .map(|p| (&p.compared, &p.replicates)),
+        )
+        .any(|(compared, replicates)| !compared.is_empty() && replicates.is_empty());
+    if repeats > 1 && alone {
+        return Err(ScheduleError::ReplicatesAlone {
+            path: store::schedule_path(exp_dir),
+            repeats,
         });
     }
     Ok(Some(record))

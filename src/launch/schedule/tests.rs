@@ -133,7 +133,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     // now: an edited value of a pruned run does not bring it back.
     pause(&runs[1], 1, 1.0);
     set(&runs[1].dir, RunState::Cancelled, 1);
-    let record = check_record(exp.path(), &schedule()).unwrap();
+    let record = check_record(exp.path(), &schedule(), 1).unwrap();
     let mut again = halving(exp.path(), &runs, record);
     let replayed: Vec<usize> = again
         .settle(&[1, 2, 5], &[])
@@ -148,7 +148,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     // Another schedule than the record's is refused, naming the file.
     let mut other = schedule();
     other.reduction_factor = 2;
-    let err = check_record(exp.path(), &other).unwrap_err().to_string();
+    let err = check_record(exp.path(), &other, 1).unwrap_err().to_string();
     assert!(err.contains("schedule.json"), "{err}");
 }
 
@@ -203,7 +203,7 @@ fn median_stopping_decides_every_epoch_once_every_live_run_reported_it() {
     // Resumed: the record is replayed, nothing decided again.
     let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
     set(&runs[3].dir, RunState::Cancelled, 2);
-    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Median)).unwrap();
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Median), 1).unwrap();
     let mut again = Synchronous::new(
         trainings(exp.path(), &runs),
         schedule_of(ScheduleKind::Median),
@@ -311,7 +311,7 @@ fn asha_promotes_the_top_third_so_far_then_decides_a_complete_rung_and_replays_o
     // A later launch replays every decision and takes none again.
     let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
     set(&runs[1].dir, RunState::Cancelled, 1);
-    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Asha)).unwrap();
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Asha), 1).unwrap();
     let mut again = asha(exp.path(), &runs, record);
     assert_eq!(pruned_runs(again.settle(&[1, 4], &[]).unwrap()), vec![1]);
     assert_eq!(
@@ -439,6 +439,21 @@ fn with_replicates_halving_ranks_configurations_by_their_mean_and_prunes_them_wh
     let json = std::fs::read_to_string(store::schedule_path(plain.path())).unwrap();
     assert!(!json.contains("replicates"), "{json}");
     assert_eq!(note(&runs[0]).replicates, None);
+    // Such a record (or one an earlier version wrote, ranking replicates one by one) is not
+    // replayed over a grid with replicates; one that ranked configurations is.
+    let err = check_record(plain.path(), &schedule(), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schedule.json") && err.contains("repeats = 2"),
+        "{err}"
+    );
+    assert!(
+        check_record(plain.path(), &schedule(), 1)
+            .unwrap()
+            .is_some()
+    );
+    assert!(check_record(exp.path(), &schedule(), 2).unwrap().is_some());
 }
 
 #[test]
