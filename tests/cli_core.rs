@@ -386,4 +386,34 @@ fn plan_shows_the_schedule_and_the_epochs_it_saves() {
     let plain = sb.run(&["plan", "experiments/q2_optimizers.toml"]);
     plain.ok();
     assert!(!plain.stdout.contains("schedule:"));
+    // Replicates: 4 configurations of 2 replicates (8 trainings). Halving keeps ceil(4 / 3)
+    // = 2 configurations, 4 runs, where 8 single runs would keep 3.
+    let mut args = vec!["plan", "experiments/q2_quick.toml", "--json"];
+    args.extend(sets);
+    args.extend([
+        "--set",
+        "repeats=2",
+        "--set",
+        "grid.\"optimizer.lr\"=[0.0001, 0.001, 0.01, 0.1]",
+    ]);
+    let rep = sb.run(&args);
+    rep.ok();
+    let rep: serde_json::Value = serde_json::from_str(&rep.stdout).unwrap();
+    let s = &rep["schedule"];
+    assert_eq!(
+        (s["trainings"].as_u64(), s["replicates"].as_u64()),
+        (Some(8), Some(2)),
+        "{s}"
+    );
+    let rungs: Vec<(u64, u64)> = s["rungs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["enter"].as_u64().unwrap(), r["keep"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rungs, [(8, 4), (4, 2)], "{s}");
+    args.retain(|a| *a != "--json");
+    sb.run(&args)
+        .ok()
+        .stdout_has("over 8 trainings (4 configurations of 2 replicates, ranked by their mean");
 }

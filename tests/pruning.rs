@@ -3,6 +3,8 @@
 //! survivors and byte-identical summaries whatever `--jobs`; a SIGKILL of the orchestrator
 //! mid-rung that changes nothing and redoes no epoch; pruned runs that a plain rerun leaves
 //! alone. ASHA: every decision recorded, replayed by a second launch and after a SIGKILL.
+//! TensorBoard's HParams status of pruned and promoted runs, read by TensorBoard itself.
+//! With replicates: configurations ranked by their replicates' mean and pruned whole.
 
 mod util;
 
@@ -12,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use util::runs::{run_dirs, status};
+use util::tb::tb_check;
 use util::{Sandbox, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -187,6 +190,13 @@ fn a_schedule_record_of_another_schedule_is_refused() {
         std::fs::read(t.exp_dir(EXP).join("schedule.json")).unwrap(),
         status
     );
+    // Decisions that ranked runs one by one are not replayed over replicates, which the
+    // schedule ranks by configuration; nothing is written, not even the new replicates.
+    t.run(&["run", "prune.toml", "--set", "repeats=2"])
+        .expect_code(3)
+        .stderr_has("`repeats` = 2")
+        .stderr_has("ranked runs one by one");
+    assert_eq!(run_dirs(&t.exp_dir(EXP)).len(), 9);
 }
 
 #[test]
@@ -378,4 +388,188 @@ fn a_sigkill_under_asha_loses_no_finished_run_and_keeps_every_recorded_decision(
             .iter()
             .all(|d| matches!(state(d).as_str(), "pruned" | "done"))
     );
+}
+
+/// Each HParams session group's status by run name, as TensorBoard's dashboard filters them.
+fn hparams_status(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v["session_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let status = g["status"].as_array().unwrap();
+            assert_eq!(status.len(), 1, "one session per run: {g}");
+            (
+                g["name"].as_str().unwrap().to_string(),
+                status[0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tensorboard_ends_pruned_runs_as_failure_with_the_reason_and_a_promoted_one_as_success() {
+    let t = Sandbox::with_fixtures();
+    t.run(&["run", "prune.toml", "--jobs", "2"]).expect_code(0);
+    let exp = t.exp_dir(EXP);
+    let Some(v) = tb_check(&exp.join("tb"), &[]) else {
+        return;
+    };
+    let statuses = hparams_status(&v);
+    assert_eq!(statuses.len(), 9, "{v:#}");
+    for d in run_dirs(&exp) {
+        let name = util::runs::plan(&d).unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let run = &v["runs"][&name];
+        let note = &run["text"]["schedule/pruned"];
+        match state(&d).as_str() {
+            "done" => {
+                assert_eq!(statuses[&name], "STATUS_SUCCESS", "{name}");
+                assert!(note.is_null(), "{name}: {note}");
+            }
+            "pruned" => {
+                assert_eq!(statuses[&name], "STATUS_FAILURE", "{name}");
+                // The note is the reason `status` shows, at the rung's last step, which is
+                // where the run's curves end.
+                let message = status(&d).unwrap()["message"].as_str().unwrap().to_string();
+                assert_eq!(note[0][1], format!("pruned {message}"), "{name}");
+                let last = run["scalars"]["dev/accuracy"]
+                    .as_array()
+                    .unwrap()
+                    .last()
+                    .unwrap()[0]
+                    .clone();
+                assert_eq!(note[0][0], last, "{name}");
+            }
+            other => panic!("{name}: {other}"),
+        }
+    }
+
+    // lr0.01, pruned at the second rung, promoted: it ends as a success, the note is gone.
+    t.run(&["run", "prune.toml", "--promote", "lr0.01"])
+        .expect_code(0);
+    let v = tb_check(&exp.join("tb"), &[]).unwrap();
+    let after = hparams_status(&v);
+    assert_eq!(after["lr0.01"], "STATUS_SUCCESS");
+    assert!(v["runs"]["lr0.01"]["text"]["schedule/pruned"].is_null());
+    let epochs = v["runs"]["lr0.01"]["scalars"]["dev/accuracy"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(epochs, 4, "one continuous curve to the last epoch");
+    let changed: Vec<&String> = after.keys().filter(|n| after[*n] != statuses[*n]).collect();
+    assert_eq!(changed, ["lr0.01"]);
+}
+
+/// The fixture with two replicates of three learning rates: rungs at epochs 1 and 3 keep
+/// one configuration of three, both of its replicates.
+const REPLICATES: [&str; 4] = [
+    "--set",
+    "repeats=2",
+    "--set",
+    "grid.\"optimizer.lr\"=[0.00001, 0.001, 0.1]",
+];
+
+/// `run`'s `select.metric` at `epoch`, from its `metrics.jsonl`.
+fn dev_accuracy_at(run: &Path, epoch: u64) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["tag"] == "dev/accuracy" && v["epoch"] == epoch)
+        .and_then(|v| v["value"].as_f64())
+        .unwrap()
+}
+
+#[test]
+fn with_replicates_halving_ranks_configurations_by_their_mean_and_prunes_them_whole() {
+    let launch = |jobs: &str| {
+        let t = Sandbox::with_fixtures();
+        let mut args = vec!["run", "prune.toml", "--jobs", jobs];
+        args.extend(REPLICATES);
+        t.run(&args).expect_code(0);
+        (outcome(&t.exp_dir(EXP)), t)
+    };
+    let (one, t) = launch("1");
+    let exp = t.exp_dir(EXP);
+    let runs = run_dirs(&exp);
+    assert_eq!(runs.len(), 6);
+    // Replicates of one configuration end alike: one configuration done, two pruned at the
+    // first rung, both replicates each.
+    let ends: Vec<(String, u64)> = runs
+        .iter()
+        .map(|d| (state(d), status(d).unwrap()["epoch"].as_u64().unwrap()))
+        .collect();
+    for pair in ends.chunks(2) {
+        assert_eq!(pair[0], pair[1], "{ends:?}");
+    }
+    let done = ends.iter().filter(|e| e.0 == "done").count();
+    assert_eq!((done, ends.len() - done), (2, 4), "{ends:?}");
+
+    // The record compares three configuration means, each the mean of its replicates'
+    // values in their metrics.jsonl, and keeps the best mean.
+    let record: serde_json::Value = serde_json::from_str(&one.schedule).unwrap();
+    let rung = &record["decisions"][0];
+    let compared = rung["compared"].as_array().unwrap();
+    assert_eq!(compared.len(), 3, "{rung:#}");
+    let mut best = (f64::NEG_INFINITY, 0);
+    for (k, c) in compared.iter().enumerate() {
+        let first = 2 * k;
+        assert_eq!(c[0], first as u64);
+        let values: Vec<f64> = runs[first..first + 2]
+            .iter()
+            .map(|d| dev_accuracy_at(d, 1))
+            .collect();
+        let mean = (values[0] + values[1]) / 2.0;
+        let recorded = c[1].as_f64().unwrap();
+        assert!((recorded - mean).abs() < 1e-12, "{c} against {values:?}");
+        assert_eq!(rung["replicates"][k]["values"][1][1], values[1]);
+        if mean > best.0 {
+            best = (mean, first);
+        }
+    }
+    assert_eq!(rung["kept"], serde_json::json!([best.1]), "{rung:#}");
+    assert_eq!(state(&runs[best.1]), "done");
+    let pruned = runs.iter().find(|d| state(d) == "pruned").unwrap();
+    let message = status(pruned).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("(mean of 2 replicates)")
+            && message.ends_with("(1 of 3 configurations kept)"),
+        "{message}"
+    );
+    t.run(&["status", EXP])
+        .expect_code(0)
+        .stdout_has("4 pruned");
+
+    // Decided on recorded values alone: the same with two jobs.
+    let (two, _) = launch("2");
+    assert_eq!(two, one);
+
+    // Promoting one replicate continues its configuration: both replicates, to the end.
+    let index = runs.iter().position(|d| state(d) == "pruned").unwrap();
+    let name = util::runs::plan(&runs[index]).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec!["run", "prune.toml", "--promote", &name];
+    args.extend(REPLICATES);
+    t.run(&args).expect_code(0);
+    let sibling = index ^ 1;
+    for d in [&runs[index], &runs[sibling]] {
+        assert_eq!(state(d), "done", "{}", d.display());
+        assert_eq!(status(d).unwrap()["epoch"], 4);
+    }
+    let untouched = runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index && *i != sibling)
+        .all(|(_, d)| {
+            one.states[&d.file_name().unwrap().to_string_lossy().into_owned()]
+                == (state(d), status(d).unwrap()["epoch"].as_u64().unwrap())
+        });
+    assert!(untouched, "only the promoted configuration moved");
 }

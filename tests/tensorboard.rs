@@ -1,5 +1,6 @@
 //! TensorBoard logs read back by TensorBoard's own reader (`tools/tb_check.py`): a small
-//! grid with scalars, images, text and hparams, and a run killed and resumed.
+//! grid with scalars, images, text and hparams, a run killed and resumed, and a run pruned
+//! at a rung, then promoted.
 //!
 //! The Python side needs `pip install tensorboard` (no TensorFlow). Without it these tests
 //! fail, unless `ORCHESTRATE_SKIP_TB_CHECK=1` says to skip them.
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use orchestrate::events::{EventSink, RunEvent};
 use orchestrate::sinks::tensorboard::{
-    HParamValue, TensorBoardSink, domains_from_runs, write_experiment,
+    HParamValue, PRUNED_TAG, TensorBoardSink, domains_from_runs, end_pruned_session,
+    write_experiment,
 };
 use orchestrate::store::{PlanRecord, RunDir, RunState};
 use serde_json::Value;
@@ -361,6 +363,100 @@ fn killed_and_resumed_run_has_a_continuous_curve() {
         r["hparams"]["experiment"]["metric_tags"],
         serde_json::json!(metrics)
     );
+}
+
+/// The HParams dashboard's status of the session group `name`.
+fn group_status(v: &Value, name: &str) -> Value {
+    v["session_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no session group {name}: {v:#}"))["status"]
+        .clone()
+}
+
+#[test]
+fn a_pruned_run_ends_as_failure_with_a_note_and_once_promoted_and_done_as_success() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let tree = runs.join("prune").join("tb");
+    let pruned = log_dir(&runs, "prune", "aaaaaaaaaaaa", "lr0.01");
+    let kept = log_dir(&runs, "prune", "bbbbbbbbbbbb", "lr0.001");
+    // Both train to the rung at epoch 1 and pause there (the worker exits, no end record).
+    for (dir, lr) in [(&pruned, 1e-2), (&kept, 1e-3)] {
+        let mut sink = TensorBoardSink::in_dir(dir.clone(), run_hparams(lr));
+        emit(&mut sink, started(0, 1));
+        epoch_events(&mut sink, 1, lr, None);
+        emit(
+            &mut sink,
+            RunEvent::Finished {
+                state: RunState::Paused,
+                epoch: 1,
+                message: None,
+            },
+        );
+    }
+    let Some(v) = tb_check(&tree, &[]) else {
+        return;
+    };
+    // Paused: no end record, TensorBoard's "unknown", like a run still training.
+    assert_eq!(
+        group_status(&v, "lr0.01"),
+        serde_json::json!(["STATUS_UNKNOWN"])
+    );
+    assert!(
+        run(&v, "lr0.01")["hparams"]
+            .get("session_end_info")
+            .is_none()
+    );
+
+    // The orchestrator prunes lr0.01; a replayed decision writes nothing more.
+    let reason = "pruned at rung 1 (epoch 1) of successive_halving: dev/accuracy 0.6000 \
+                  against the cut 0.7000 (1 of 2 kept)";
+    end_pruned_session(&pruned, 1, reason).unwrap();
+    let files = std::fs::read_dir(&pruned).unwrap().count();
+    end_pruned_session(&pruned, 1, reason).unwrap();
+    assert_eq!(std::fs::read_dir(&pruned).unwrap().count(), files);
+
+    let v = tb_check(&tree, &[]).unwrap();
+    assert_eq!(
+        group_status(&v, "lr0.01"),
+        serde_json::json!(["STATUS_FAILURE"])
+    );
+    assert_eq!(
+        group_status(&v, "lr0.001"),
+        serde_json::json!(["STATUS_UNKNOWN"])
+    );
+    let r = run(&v, "lr0.01");
+    assert_eq!(r["hparams"]["session_end_info"]["status"], "STATUS_FAILURE");
+    assert_eq!(r["text"][PRUNED_TAG], serde_json::json!([[10, reason]]));
+    // The curve ends where the run stopped.
+    assert_eq!(steps(&r, "dev/accuracy"), [10]);
+
+    // `--promote`: the worker resumes after epoch 1, trains to the end and finishes done.
+    let mut sink = TensorBoardSink::in_dir(pruned.clone(), run_hparams(1e-2));
+    emit(&mut sink, started(1, 2));
+    for epoch in 2..=3 {
+        epoch_events(&mut sink, epoch, 1e-2, None);
+    }
+    emit(
+        &mut sink,
+        RunEvent::Finished {
+            state: RunState::Done,
+            epoch: 3,
+            message: None,
+        },
+    );
+    let v = tb_check(&tree, &[]).unwrap();
+    assert_eq!(
+        group_status(&v, "lr0.01"),
+        serde_json::json!(["STATUS_SUCCESS"])
+    );
+    let r = run(&v, "lr0.01");
+    assert!(r["text"].get(PRUNED_TAG).is_none(), "{r:#}");
+    assert_eq!(steps(&r, "dev/accuracy"), [10, 20, 30]);
+    assert_eq!(steps(&r, "train/loss"), [5, 10, 15, 20, 25, 30]);
 }
 
 /// The newest event file the run's sink wrote (not the experiment record's file).

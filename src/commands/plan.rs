@@ -92,6 +92,10 @@ struct SchedulePlan {
     max_epochs: usize,
     /// Trainings the schedule decides about: decode-only grid points follow the one they share.
     trainings: usize,
+    /// Replicates per configuration (`repeats`): the schedule decides about configurations,
+    /// and a configuration's trainings enter and leave each rung together.
+    #[serde(skip_serializing_if = "crate::spec::types::is_one")]
+    replicates: u32,
     /// Successive halving's rungs (ASHA promotes at the same epochs; median has none).
     rungs: Vec<RungPlan>,
     /// Epochs trained at most if every run records its metric (the full grid's for median,
@@ -109,7 +113,10 @@ fn schedule_plan(spec: &Spec, runs: &[RunPlan]) -> Option<SchedulePlan> {
     }
     let trainings: HashSet<&str> = runs.iter().map(|r| r.training_id.as_str()).collect();
     let epochs = spec.train.epochs;
-    let mut p = halving_plan(sc, trainings.len(), epochs);
+    // Every configuration has `repeats` trainings: one per replicate.
+    let replicates = spec.repeats.max(1);
+    let per = replicates as usize;
+    let mut p = halving_plan(sc, trainings.len() / per, per, epochs);
     if sc.kind == ScheduleKind::Median {
         p.rungs.clear();
         p.most_epochs = p.full_epochs;
@@ -120,6 +127,7 @@ fn schedule_plan(spec: &Spec, runs: &[RunPlan]) -> Option<SchedulePlan> {
         reduction_factor: sc.reduction_factor,
         max_epochs: sc.max_epochs_for(epochs),
         trainings: trainings.len(),
+        replicates,
         rungs: p.rungs,
         most_epochs: p.most_epochs,
         full_epochs: p.full_epochs,
@@ -134,6 +142,14 @@ fn render_schedule(s: &SchedulePlan) -> String {
         s.kind.word(),
         s.trainings
     );
+    if s.replicates > 1 {
+        out.push_str(&format!(
+            " ({} configurations of {} replicates, ranked by their mean and kept or pruned \
+             together)",
+            s.trainings / s.replicates as usize,
+            s.replicates
+        ));
+    }
     if s.kind != ScheduleKind::Median {
         out.push_str(&format!(
             ", reduction_factor {}, min_epochs {}, rungs below epoch {}",

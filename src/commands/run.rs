@@ -53,7 +53,8 @@ pub struct Args {
     /// Train this run again from scratch (run id, id prefix or name); repeatable.
     #[arg(long, value_name = "RUN")]
     pub rerun: Vec<String>,
-    /// Continue a pruned run to its last epoch (run id, id prefix or name); repeatable.
+    /// Continue a pruned run to its last epoch (run id, id prefix or name; a replicate, or a
+    /// configuration ID, continues its configuration's pruned replicates); repeatable.
     #[arg(long, value_name = "RUN")]
     pub promote: Vec<String>,
     /// Devices to spread runs over: `cpu` or `cuda:0,cuda:1` (default: launch.devices;
@@ -122,9 +123,19 @@ fn schedule_record(args: &Args, spec: &Spec) -> Result<Option<ScheduleRecord>, E
         return Ok(None);
     }
     let exp_dir = args.runs_dir.join(&spec.name);
-    match schedule::check_record(&exp_dir, &spec.schedule) {
+    match schedule::check_record(&exp_dir, &spec.schedule, spec.repeats) {
         Ok(r) => Ok(r),
         Err(ScheduleError::Store(e)) => Err(e.into()),
+        Err(e @ ScheduleError::ReplicatesAlone { repeats, .. }) => {
+            Err(Error::Spec(crate::spec::SpecError::Invalid {
+                problems: vec![crate::spec::Problem {
+                    origin: args.spec.file.display().to_string(),
+                    key: "repeats".into(),
+                    value: Some(repeats.to_string()),
+                    message: e.to_string(),
+                }],
+            }))
+        }
         Err(ScheduleError::Mismatch {
             path,
             recorded,

@@ -173,16 +173,28 @@ fn prepare_one(
     })
 }
 
-/// The run ids `--promote` names (run id, id prefix or name), each a pruned run of the plan
-/// under `exp_dir`; checked before anything is written.
+/// The run ids `--promote` names (run id, id prefix or name, or a configuration's ID), each
+/// a pruned run of the plan under `exp_dir`; checked before anything is written. With
+/// replicates a schedule prunes a configuration whole, so naming one replicate (or the
+/// configuration) promotes each of its pruned replicates.
 pub fn check_promotions(
     exp_dir: &Path,
     plans: &[RunPlan],
     keys: &[String],
 ) -> Result<Vec<String>, LaunchError> {
+    let state = |p: &RunPlan| -> Result<Option<RunState>, StoreError> {
+        Ok(store::read_status(&RunDir::at(exp_dir.join(&p.id)))?.map(|s| s.state))
+    };
     let mut ids = Vec::new();
     for key in keys {
-        let Some(p) = plans.iter().find(|p| matches_run(p, key)) else {
+        let named = plans.iter().find(|p| matches_run(p, key)).or_else(|| {
+            plans.iter().find(|p| {
+                p.replicate
+                    .as_ref()
+                    .is_some_and(|r| r.configuration == *key)
+            })
+        });
+        let Some(p) = named else {
             return Err(LaunchError::UnknownPromotion {
                 name: key.clone(),
                 known: plans
@@ -191,15 +203,23 @@ pub fn check_promotions(
                     .collect(),
             });
         };
-        let state = store::read_status(&RunDir::at(exp_dir.join(&p.id)))?.map(|s| s.state);
-        if state != Some(RunState::Pruned) {
+        let own = state(p)?;
+        if own != Some(RunState::Pruned) {
             return Err(LaunchError::NotPruned {
                 name: key.clone(),
                 id: p.id.clone(),
-                state: state.map_or_else(|| "not started".into(), |s| s.to_string()),
+                state: own.map_or_else(|| "not started".into(), |s| s.to_string()),
             });
         }
-        ids.push(p.id.clone());
+        let configuration = p.replicate.as_ref().map(|r| &r.configuration);
+        for q in plans {
+            let same = q.id == p.id
+                || configuration.is_some()
+                    && q.replicate.as_ref().map(|r| &r.configuration) == configuration;
+            if same && !ids.contains(&q.id) && state(q)? == Some(RunState::Pruned) {
+                ids.push(q.id.clone());
+            }
+        }
     }
     Ok(ids)
 }

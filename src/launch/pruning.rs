@@ -6,6 +6,11 @@
 //! breaks ties, so the same values give the same decision whatever `--jobs` is. "Better" is
 //! [`SelectMode::is_better`] and nothing else: a NaN or an infinity (divergence) loses to any
 //! finite value and is never kept or promoted.
+//!
+//! With replicates (`repeats > 1`) the rules rank configurations, not runs: a configuration
+//! enters a rung with the mean of its replicates' values ([`Replicates::entry`]), named by
+//! its first replicate's grid index, and every rule below is applied to those entries as it
+//! is to single runs.
 
 use std::cmp::Ordering;
 
@@ -16,6 +21,40 @@ use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode};
 /// One run's value at a rung: the run's index in the grid and its `select.metric` (NaN when
 /// it recorded none, e.g. it diverged before the rung).
 pub type Entry = (usize, f64);
+
+/// One configuration's replicates at a rung: the values its entry, their mean, came from.
+/// Recorded beside each decision, so `schedule.json` shows every replicate's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replicates {
+    /// The configuration, named as in the decision's `compared`: by the grid index of its
+    /// first replicate.
+    pub configuration: usize,
+    /// Each replicate's value, by the replicate's grid index.
+    #[serde(with = "entries")]
+    pub values: Vec<Entry>,
+}
+
+impl Replicates {
+    /// The configuration's entry: the mean of its replicates' values, NaN when one of them
+    /// has no finite value (it diverged, or failed before the rung). As in the summary's
+    /// ranking of configurations, a configuration counts only when every replicate does, so
+    /// a configuration with a diverged replicate loses to any finite mean; averaging over the
+    /// replicates left (Ray Tune's Repeater does, with `nanmean`) would keep training a
+    /// configuration that can no longer win.
+    pub fn entry(&self) -> Entry {
+        let values: Vec<f64> = self.values.iter().map(|e| e.1).collect();
+        let mean = match crate::stats::describe(&values) {
+            Some(d) if values.iter().all(|v| v.is_finite()) => d.mean,
+            _ => f64::NAN,
+        };
+        (self.configuration, mean)
+    }
+}
+
+/// The entries of `configurations`: each one's mean ([`Replicates::entry`]).
+pub fn configuration_entries(configurations: &[Replicates]) -> Vec<Entry> {
+    configurations.iter().map(Replicates::entry).collect()
+}
 
 /// `entries` best first under `mode`; equal values (and all non-finite ones, which are
 /// equally bad) keep run order.
@@ -86,6 +125,9 @@ pub struct RungDecision {
     pub kept: Vec<usize>,
     /// Runs stopped here, in run order.
     pub pruned: Vec<usize>,
+    /// With replicates: each configuration's replicate values, whose means `compared` holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicates: Vec<Replicates>,
 }
 
 /// Decides one rung of successive halving: keep the best `ceil(n / eta)` of the `n` runs
@@ -115,6 +157,7 @@ fn decided(epoch: usize, compared: Vec<Entry>, kept: Vec<usize>) -> RungDecision
         compared,
         kept,
         pruned,
+        replicates: Vec::new(),
     }
 }
 
@@ -145,6 +188,10 @@ pub struct Promotion {
     /// on the values so far ([`asha_promote`]).
     #[serde(default)]
     pub complete: bool,
+    /// With replicates: each compared configuration's replicate values, whose means
+    /// `compared` holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicates: Vec<Replicates>,
 }
 
 /// ASHA at one rung (Li et al. 2020, Algorithm 2): `run` is promoted when it is in the top
@@ -172,6 +219,7 @@ pub fn asha_promote(
         compared,
         promoted,
         complete: false,
+        replicates: Vec::new(),
     }
 }
 
@@ -198,6 +246,7 @@ pub fn asha_complete(
             compared: d.compared.clone(),
             promoted: d.kept.contains(&run),
             complete: true,
+            replicates: Vec::new(),
         })
         .collect()
 }
@@ -321,15 +370,22 @@ pub struct HalvingPlan {
     pub full_epochs: usize,
 }
 
-/// The successive halving plan of `schedule` for `runs` runs of `train_epochs` epochs.
-pub fn halving_plan(schedule: &ScheduleSpec, runs: usize, train_epochs: usize) -> HalvingPlan {
+/// The successive halving plan of `schedule` for `units` units of `replicates` runs each
+/// (a configuration's replicates, decided together; 1 without replicates) of `train_epochs`
+/// epochs: the rungs count runs, a unit's entering and leaving together.
+pub fn halving_plan(
+    schedule: &ScheduleSpec,
+    units: usize,
+    replicates: usize,
+    train_epochs: usize,
+) -> HalvingPlan {
     let eta = schedule.reduction_factor;
     let epochs = rung_epochs(
         schedule.min_epochs,
         eta,
         schedule.max_epochs_for(train_epochs),
     );
-    let mut live = runs;
+    let mut live = units;
     let mut most = 0;
     let mut rungs = Vec::new();
     for epoch in epochs {
@@ -337,15 +393,15 @@ pub fn halving_plan(schedule: &ScheduleSpec, runs: usize, train_epochs: usize) -
         most += (live - keep) * epoch;
         rungs.push(RungPlan {
             epoch,
-            enter: live,
-            keep,
+            enter: live * replicates,
+            keep: keep * replicates,
         });
         live = keep;
     }
     HalvingPlan {
         rungs,
-        most_epochs: most + live * train_epochs,
-        full_epochs: runs * train_epochs,
+        most_epochs: (most + live * train_epochs) * replicates,
+        full_epochs: units * replicates * train_epochs,
     }
 }
 
@@ -583,6 +639,110 @@ mod tests {
         );
     }
 
+    /// Configurations named 0, 2, 4, ... of the replicate values in `values`, replicate
+    /// runs numbered in grid order.
+    fn configurations(values: &[&[f64]]) -> Vec<Replicates> {
+        let mut run = 0;
+        values
+            .iter()
+            .map(|vs| {
+                let first = run;
+                let values = vs
+                    .iter()
+                    .map(|&v| {
+                        run += 1;
+                        (run - 1, v)
+                    })
+                    .collect();
+                Replicates {
+                    configuration: first,
+                    values,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_configuration_enters_a_rung_with_its_replicates_mean() {
+        let c = configurations(&[&[0.75, 0.25], &[0.5, 0.5, 0.5], &[0.9]]);
+        assert_eq!(
+            configuration_entries(&c),
+            vec![(0, 0.5), (2, 0.5), (5, 0.9)]
+        );
+        // A replicate without a finite value (none recorded, NaN, a diverged infinity)
+        // leaves the configuration without a mean, whatever the others did.
+        for bad in [NAN, INF, -INF] {
+            let c = configurations(&[&[0.9, bad]]);
+            assert!(c[0].entry().1.is_nan(), "{bad}");
+        }
+        assert!(configurations(&[&[]])[0].entry().1.is_nan());
+    }
+
+    #[test]
+    fn halving_over_configurations_keeps_the_best_mean_not_the_best_replicate() {
+        // Configuration 0 has the best single run (0.9) and the worst mean; configuration 4
+        // the second best run and a diverged replicate.
+        let c = configurations(&[&[0.9, 0.1], &[0.625, 0.625], &[0.8, INF]]);
+        let d = halving_rung(Max, 3, 1, &configuration_entries(&c));
+        assert_eq!((d.kept, d.pruned), (vec![2], vec![0, 4]));
+        // Ranked run by run, run 0 would have been kept: the rule sees means only.
+        let runs: Vec<Entry> = c.iter().flat_map(|c| c.values.clone()).collect();
+        assert_eq!(halving_rung(Max, 3, 1, &runs).kept, vec![0, 4]);
+        // Even with room for every configuration, the one with a diverged replicate stops.
+        let d = halving_rung(Max, 1, 1, &configuration_entries(&c));
+        assert_eq!((d.kept, d.pruned), (vec![2, 0], vec![4]));
+    }
+
+    #[test]
+    fn equal_configuration_means_go_to_the_earlier_configuration_in_any_report_order() {
+        // 0.5 both, from different spreads; eta 2 keeps one.
+        let c = configurations(&[&[0.25, 0.75], &[0.5, 0.5], &[0.125, 0.125]]);
+        let entries = configuration_entries(&c);
+        let d = halving_rung(Max, 2, 1, &entries);
+        assert_eq!((&d.kept, &d.pruned), (&vec![0, 2], &vec![4]));
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        assert_eq!(halving_rung(Max, 2, 1, &reversed), d);
+        let d = halving_rung(Max, 3, 1, &entries);
+        assert_eq!(d.kept, vec![0]);
+    }
+
+    #[test]
+    fn median_and_asha_over_configurations_use_the_means() {
+        // Means 0.5, 0.625, 0.375 and none (a NaN replicate).
+        let c = configurations(&[&[0.75, 0.25], &[0.5, 0.75], &[0.25, 0.5], &[0.9, NAN]]);
+        let entries = configuration_entries(&c);
+        let d = median_rung(Max, 1, 1, &entries);
+        // Configuration 0's others (0.625, 0.375; the NaN has no value) have the median 0.5:
+        // equal, not worse. Configuration 4 is below 0.5625 and 6 has no mean.
+        assert_eq!((d.kept, d.pruned), (vec![2, 0], vec![4, 6]));
+        // ASHA: the best mean of three is in the top third; the NaN one never goes on.
+        assert!(asha_promote(Max, 3, 1, 2, 0.625, &entries[..3]).promoted);
+        assert!(!asha_promote(Max, 3, 1, 0, 0.5, &entries[..3]).promoted);
+        let p = asha_complete(Max, 1, 1, &entries, &[6]);
+        assert!(!p[0].promoted && p[0].complete);
+    }
+
+    #[test]
+    fn replicate_values_are_recorded_with_nan_as_null_and_left_out_without_replicates() {
+        let c = configurations(&[&[0.5, NAN]]);
+        let mut d = halving_rung(Max, 3, 1, &configuration_entries(&c));
+        let plain = serde_json::to_string(&d).unwrap();
+        assert!(!plain.contains("replicates"), "{plain}");
+        d.replicates = c;
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.contains(r#""replicates":[{"configuration":0,"values":[[0,0.5],[1,null]]}]"#),
+            "{json}"
+        );
+        let back: RungDecision = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.replicates[0].values[0], (0, 0.5));
+        assert!(back.replicates[0].values[1].1.is_nan());
+        // Records written before replicates were ranked together still load.
+        let old: RungDecision = serde_json::from_str(&plain).unwrap();
+        assert!(old.replicates.is_empty());
+    }
+
     use proptest::prelude::Strategy;
 
     /// Rung values: any f64 (NaN and infinities included) mixed with a few repeated ones,
@@ -655,7 +815,7 @@ mod tests {
             reduction_factor: 3,
             max_epochs: 0,
         };
-        let p = halving_plan(&schedule, 9, 9);
+        let p = halving_plan(&schedule, 9, 1, 9);
         assert_eq!(
             p.rungs,
             vec![
@@ -673,7 +833,15 @@ mod tests {
         );
         // 6 runs stop after 1 epoch, 2 after 3, one trains all 9.
         assert_eq!((p.most_epochs, p.full_epochs), (6 + 6 + 9, 81));
-        let one = halving_plan(&schedule, 1, 9);
+        let one = halving_plan(&schedule, 1, 1, 9);
         assert_eq!((one.most_epochs, one.full_epochs), (9, 9));
+        // Four configurations of two replicates: configurations are kept, ceil(4 / 3) = 2
+        // of them (4 runs), where nine single runs would keep ceil(8 / 3) = 3.
+        let p = halving_plan(&schedule, 4, 2, 9);
+        let rungs: Vec<(usize, usize, usize)> =
+            p.rungs.iter().map(|r| (r.epoch, r.enter, r.keep)).collect();
+        assert_eq!(rungs, vec![(1, 8, 4), (3, 4, 2)]);
+        // 2 configurations stop after 1 epoch, 1 after 3, one trains 9; each two runs.
+        assert_eq!((p.most_epochs, p.full_epochs), (2 * (2 + 3 + 9), 72));
     }
 }

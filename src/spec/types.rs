@@ -100,7 +100,8 @@ pub fn replicate_seed(seed: u64, replicate: u32) -> u64 {
     u64::from_le_bytes(b) & (i64::MAX as u64)
 }
 
-fn is_one(n: &u32) -> bool {
+/// Serde's test for a count left out when it is 1 (`repeats`).
+pub(crate) fn is_one(n: &u32) -> bool {
     *n == 1
 }
 

@@ -96,14 +96,23 @@ pub struct PruneNote {
     /// The value a run had to beat: the worst kept value (successive halving, a complete
     /// ASHA rung) or the median of the others (median stopping); `null` when there was none.
     pub cut: Option<f64>,
+    /// With replicates: how many the values average. The schedule then ranks configurations
+    /// by their replicates' mean, `value` is the run's configuration's and `compared` and
+    /// `kept` count configurations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates: Option<usize>,
 }
 
 impl PruneNote {
     /// The one-line reason `status` and the status message show.
     pub fn reason(&self) -> String {
         let num = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.4}"));
+        let (mean, of) = match self.replicates {
+            Some(n) => (format!(" (mean of {n} replicates)"), " configurations"),
+            None => (String::new(), ""),
+        };
         format!(
-            "at rung {} (epoch {}) of {}: {} {} against the cut {} ({} of {} kept)",
+            "at rung {} (epoch {}) of {}: {} {}{mean} against the cut {} ({} of {}{of} kept)",
             self.rung,
             self.epoch,
             self.kind,

@@ -239,7 +239,7 @@ fn curves(summary: &ExperimentSummary, tag: &str) -> Vec<Curve> {
         return runs
             .iter()
             .map(|r| Curve {
-                label: r.label().to_string(),
+                label: run_label(r),
                 winner: r.winner,
                 set_apart: r.rank.is_none(),
                 points: band(&[r], tag),
@@ -250,7 +250,7 @@ fn curves(summary: &ExperimentSummary, tag: &str) -> Vec<Curve> {
         .configurations
         .iter()
         .map(|c| Curve {
-            label: configuration_label(c),
+            label: configuration_label(c, &runs),
             winner: c.winner,
             set_apart: c.rank.is_none(),
             points: band(&replicates(&runs, c), tag),
@@ -266,12 +266,35 @@ fn replicates<'a>(runs: &[&'a RunEntry], c: &ConfigurationEntry) -> Vec<&'a RunE
         .collect()
 }
 
-/// `lr0.0005 (n=5)`, with the reason a configuration is set apart.
-fn configuration_label(c: &ConfigurationEntry) -> String {
+/// A run's name in a legend or beside a bar, with its state when it is set apart
+/// (`lr0.01 (pruned)`): a pruned run's curve ends at its rung, and the label says why.
+fn run_label(r: &RunEntry) -> String {
+    match r.rank {
+        Some(_) => r.label().to_string(),
+        None => format!("{} ({})", r.label(), state_name(r.state)),
+    }
+}
+
+/// `lr0.0005 (n=5)`; a configuration set apart says why in a few words, as a run's label
+/// does: `lr0.1 (n=2, pruned)` when every replicate ended the same way (a schedule prunes a
+/// configuration whole), else the first replicate that sets it apart, `lr0.1 (n=2,
+/// lr0.1-rep1 failed)`. The summary's full reason (the prune note) is too long for a legend.
+fn configuration_label(c: &ConfigurationEntry, runs: &[&RunEntry]) -> String {
     let n = c.runs.len();
-    match (c.rank, &c.reason) {
-        (None, Some(why)) => format!("{} (n={n}, {why})", c.name),
-        _ => format!("{} (n={n})", c.name),
+    if c.rank.is_some() {
+        return format!("{} (n={n})", c.name);
+    }
+    let replicates = replicates(runs, c);
+    let apart: Vec<&&RunEntry> = replicates.iter().filter(|r| r.rank.is_none()).collect();
+    match apart.first() {
+        Some(r) if apart.len() == replicates.len() && apart.iter().all(|a| a.state == r.state) => {
+            format!("{} (n={n}, {})", c.name, state_name(r.state))
+        }
+        Some(r) => format!("{} (n={n}, {} {})", c.name, r.label(), state_name(r.state)),
+        None => match &c.reason {
+            Some(why) => format!("{} (n={n}, {why})", c.name),
+            None => format!("{} (n={n})", c.name),
+        },
     }
 }
 
@@ -303,10 +326,7 @@ fn items(summary: &ExperimentSummary) -> Vec<Item> {
         return summary
             .all_runs()
             .map(|r| Item {
-                label: match r.rank {
-                    Some(_) => r.label().to_string(),
-                    None => format!("{} ({})", r.label(), state_name(r.state)),
-                },
+                label: run_label(r),
                 index: r.index,
                 winner: r.winner,
                 set_apart: r.rank.is_none(),
@@ -321,11 +341,12 @@ fn items(summary: &ExperimentSummary) -> Vec<Item> {
             })
             .collect();
     }
+    let runs: Vec<&RunEntry> = summary.all_runs().collect();
     summary
         .configurations
         .iter()
         .map(|c| Item {
-            label: configuration_label(c),
+            label: configuration_label(c, &runs),
             index: c.index,
             winner: c.winner,
             set_apart: c.rank.is_none(),
@@ -455,7 +476,19 @@ fn epoch_figure(
         } else {
             base.mix(0.85).stroke_width(2)
         };
-        if r.points.iter().any(|p| p.high > p.low) {
+        if let [p] = r.points.as_slice()
+            && p.high > p.low
+        {
+            // One epoch (a configuration pruned at its first rung): its range as a whisker,
+            // where a band would have no width.
+            let whisker = vec![(p.epoch, p.low), (p.epoch, p.high)];
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    whisker,
+                    base.mix(0.5).stroke_width(2),
+                )))
+                .map_err(s)?;
+        } else if r.points.iter().any(|p| p.high > p.low) {
             let mut outline: Vec<(f64, f64)> = r.points.iter().map(|p| (p.epoch, p.high)).collect();
             outline.extend(r.points.iter().rev().map(|p| (p.epoch, p.low)));
             chart
@@ -718,6 +751,7 @@ fn grouped_figure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunState;
 
     fn run(name: &str, values: &[(usize, f64)]) -> RunEntry {
         let epochs: Vec<serde_json::Value> = values
@@ -731,6 +765,123 @@ mod tests {
                         "best": 0.5, "final": {}, "test": {}, "epochs": epochs},
         }))
         .unwrap()
+    }
+
+    /// An experiment of `ranked` runs (the first one the winner) and runs set apart.
+    fn experiment(mut ranked: Vec<RunEntry>, excluded: Vec<RunEntry>) -> ExperimentSummary {
+        for (i, r) in ranked.iter_mut().enumerate() {
+            r.rank = Some(i + 1);
+            r.winner = i == 0;
+        }
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "experiment": "prune", "winner": ranked.first().map(|r| &r.id),
+            "select": {"metric": "dev/accuracy", "mode": "max"},
+            "runs": ranked, "excluded": excluded,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pruned_run_is_drawn_apart_with_its_curve_ending_at_its_rung() {
+        let done = run("lr0.001", &[(1, 0.6), (2, 0.7), (3, 0.8), (4, 0.85)]);
+        let mut pruned = run("lr0.01", &[(1, 0.65)]);
+        pruned.rank = None;
+        pruned.state = Some(RunState::Pruned);
+        pruned.reason = Some("pruned".into());
+        let summary = experiment(vec![done], vec![pruned]);
+        let curves = curves(&summary, "dev/accuracy");
+        let c = curves
+            .iter()
+            .find(|c| c.label.starts_with("lr0.01"))
+            .expect("the pruned run is drawn");
+        assert_eq!(c.label, "lr0.01 (pruned)");
+        assert!(c.set_apart && !c.winner);
+        let epochs: Vec<f64> = c.points.iter().map(|p| p.epoch).collect();
+        assert_eq!(epochs, [1.0], "its curve ends at the rung it stopped at");
+        let w = curves.iter().find(|c| c.winner).unwrap();
+        assert_eq!((w.label.as_str(), w.points.len()), ("lr0.001", 4));
+        // The bar of its best epoch is grey and labelled the same way.
+        let bars = items(&summary);
+        let b = bars.iter().find(|i| i.label == "lr0.01 (pruned)").unwrap();
+        assert!(b.set_apart && b.select == Some((0.5, None)));
+        // And both figures of the metric are written (the runs have no train/loss).
+        let out = tempfile::tempdir().unwrap();
+        assert_eq!(write_report(&summary, out.path()).unwrap().len(), 2);
+    }
+
+    /// Replicate `k` of configuration `config`, set apart as `state` when given.
+    fn replicate(
+        config: &str,
+        k: u32,
+        values: &[(usize, f64)],
+        state: Option<RunState>,
+    ) -> RunEntry {
+        let mut r = run(&format!("{config}-rep{k}"), values);
+        r.id = format!("{config}{k}");
+        r.replicate = Some(crate::grid::Replicate {
+            configuration: config.into(),
+            index: k,
+        });
+        if let Some(s) = state {
+            r.rank = None;
+            r.state = Some(s);
+        }
+        r
+    }
+
+    #[test]
+    fn a_pruned_configuration_is_drawn_apart_in_a_few_words() {
+        let kept = [
+            replicate("lr0.001", 0, &[(1, 0.5), (2, 0.6), (3, 0.7)], None),
+            replicate("lr0.001", 1, &[(1, 0.25), (2, 0.5), (3, 0.75)], None),
+        ];
+        let pruned = [
+            replicate("lr0.1", 0, &[(1, 0.125)], Some(RunState::Pruned)),
+            replicate("lr0.1", 1, &[(1, 0.375)], Some(RunState::Pruned)),
+        ];
+        let mut mixed = replicate("lr0.01", 0, &[(1, 0.5), (2, 0.5), (3, 0.5)], None);
+        mixed.rank = Some(3);
+        let failed = replicate("lr0.01", 1, &[(1, 0.5)], Some(RunState::Failed));
+        let config = |name: &str, rank: Option<usize>, runs: &[&RunEntry]| {
+            serde_json::json!({
+                "rank": rank, "winner": rank == Some(1), "id": name, "name": name,
+                "index": 0, "runs": runs.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                "varied": {}, "test": {},
+                // The summary's reason: the whole prune note, too long for a legend.
+                "reason": rank.is_none().then(|| format!("replicate {}: pruned: at rung 1 \
+                    (epoch 1) of successive_halving: dev/accuracy 0.2500 (mean of 2 \
+                    replicates) against the cut 0.5000 (1 of 3 configurations kept)",
+                    runs[0].name)),
+            })
+        };
+        let mut summary = experiment(
+            vec![kept[0].clone(), kept[1].clone(), mixed.clone()],
+            vec![pruned[0].clone(), pruned[1].clone(), failed.clone()],
+        );
+        summary.configurations = serde_json::from_value(serde_json::json!([
+            config("lr0.001", Some(1), &[&kept[0], &kept[1]]),
+            config("lr0.1", None, &[&pruned[0], &pruned[1]]),
+            config("lr0.01", None, &[&mixed, &failed]),
+        ]))
+        .unwrap();
+        let curves = curves(&summary, "dev/accuracy");
+        let labels: Vec<&str> = curves.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "lr0.001 (n=2)",
+                "lr0.1 (n=2, pruned)",
+                "lr0.01 (n=2, lr0.01-rep1 failed)"
+            ]
+        );
+        // The pruned configuration's mean ends at its rung, its band the two replicates'.
+        let p = &curves[1];
+        assert!(p.set_apart);
+        assert_eq!(p.points.len(), 1);
+        assert_eq!((p.points[0].epoch, p.points[0].mean), (1.0, 0.25));
+        assert_eq!((p.points[0].low, p.points[0].high), (0.125, 0.375));
+        let bars = items(&summary);
+        assert_eq!(bars[1].label, "lr0.1 (n=2, pruned)");
     }
 
     #[test]

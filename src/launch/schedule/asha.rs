@@ -7,13 +7,17 @@
 //! running below it) is complete: the top `ceil(n / eta)` of it go on, the rest of those
 //! waiting there are pruned ([`pruning::asha_complete`]).
 //!
+//! With replicates the unit is a configuration: it stands at a rung once each of its
+//! replicates has reported it, with the mean of their values, and is promoted or pruned
+//! whole; a replicate that reaches the rung early waits there for the others.
+//!
 //! The decisions depend on which runs had reported when they were taken, so each one is
 //! recorded with the values it compared in `schedule.json` (`promotions`) before it takes
 //! effect, and a later launch replays them and decides only what the record lacks.
 
 use super::{ScheduleRecord, Trainings};
 use crate::launch::dispatch::Scheduler;
-use crate::launch::pruning::{self, Entry, Promotion};
+use crate::launch::pruning::{self, Promotion};
 use crate::spec::{ScheduleKind, ScheduleSpec};
 use crate::store::{PruneNote, StoreError};
 
@@ -45,86 +49,102 @@ impl Asha {
         }
     }
 
-    /// The rungs leader `run` was promoted past.
-    fn level(&self, run: usize) -> usize {
-        let g = self.t.grid_index(run);
+    /// The rungs unit `unit` was promoted past.
+    fn level(&self, unit: usize) -> usize {
+        let g = self.t.grid_index(unit);
         let promoted = |p: &&Promotion| p.run == g && p.promoted;
         self.record.promotions.iter().filter(promoted).count()
     }
 
-    fn is_pruned(&self, run: usize) -> bool {
-        let g = self.t.grid_index(run);
+    fn is_pruned(&self, unit: usize) -> bool {
+        let g = self.t.grid_index(unit);
         self.record
             .promotions
             .iter()
             .any(|p| p.run == g && !p.promoted)
     }
 
+    /// Where unit `unit` stands: a configuration waits at its rung once each of its
+    /// trainings has reported it or ended, and goes on while one of them still trains.
     fn position(
         &self,
-        run: usize,
+        unit: usize,
         pending: &[usize],
         held: &[usize],
     ) -> Result<Position, StoreError> {
-        if self.is_pruned(run) || self.t.promoted.contains(&run) {
+        let members: Vec<usize> = self.t.members(unit).collect();
+        if self.is_pruned(unit) || members.iter().any(|r| self.t.promoted.contains(r)) {
             return Ok(Position::Ended);
         }
-        let Some(&epoch) = self.rungs.get(self.level(run)) else {
+        let Some(&epoch) = self.rungs.get(self.level(unit)) else {
             return Ok(Position::Going);
         };
-        if held.contains(&run) {
-            return Ok(Position::Going);
+        let mut waiting = false;
+        for r in members {
+            if held.contains(&r) {
+                return Ok(Position::Going);
+            }
+            let pending = pending.contains(&r);
+            if self.t.ended(r, pending)? {
+                continue;
+            }
+            if !self.t.reported(r, epoch, pending)? {
+                return Ok(Position::Going);
+            }
+            waiting = true;
         }
-        let pending = pending.contains(&run);
-        Ok(if self.t.ended(run, pending)? {
-            Position::Ended
-        } else if self.t.reported(run, epoch, pending)? {
+        Ok(if waiting {
             Position::Waiting
         } else {
-            Position::Going
+            Position::Ended
         })
     }
 
-    /// The decisions that can be taken now, given each leader's level and position.
-    fn decide(&self, leaders: &[(usize, usize, Position)]) -> Result<Vec<Promotion>, StoreError> {
+    /// The decisions that can be taken now, given each unit's level and position.
+    fn decide(&self, units: &[(usize, usize, Position)]) -> Result<Vec<Promotion>, StoreError> {
         let s = &self.record.schedule;
         let (mode, eta) = (self.t.mode, s.reduction_factor);
         let mut out = Vec::new();
         for (k, &epoch) in self.rungs.iter().enumerate() {
-            let waiting: Vec<usize> = leaders
+            let waiting: Vec<usize> = units
                 .iter()
-                .filter(|l| l.1 == k && l.2 == Position::Waiting)
-                .map(|l| self.t.grid_index(l.0))
+                .filter(|u| u.1 == k && u.2 == Position::Waiting)
+                .map(|u| self.t.grid_index(u.0))
                 .collect();
             if waiting.is_empty() {
                 continue;
             }
-            // Every run that reached the rung: promoted past it, or standing or ended there.
-            let mut entries: Vec<Entry> = Vec::new();
-            for &(run, level, pos) in leaders {
-                if level > k || (level == k && pos != Position::Going) {
-                    entries.push((self.t.grid_index(run), self.t.value_at(run, epoch)?));
-                }
-            }
-            let complete = leaders.iter().all(|&(_, level, pos)| {
+            // Every unit that reached the rung: promoted past it, or standing or ended there.
+            let reached: Vec<usize> = units
+                .iter()
+                .filter(|&&(_, level, pos)| level > k || (level == k && pos != Position::Going))
+                .map(|u| u.0)
+                .collect();
+            let (entries, replicates) = self.t.rung_values(&reached, epoch)?;
+            let complete = units.iter().all(|&(_, level, pos)| {
                 level > k || (level == k && pos != Position::Going) || pos == Position::Ended
             });
+            let mut decided = Vec::new();
             if complete {
-                out.extend(pruning::asha_complete(mode, eta, epoch, &entries, &waiting));
-                continue;
-            }
-            for &g in &waiting {
-                let value = entries.iter().find(|e| e.0 == g).map_or(f64::NAN, |e| e.1);
-                let p = pruning::asha_promote(mode, eta, epoch, g, value, &entries);
-                if p.promoted {
-                    out.push(p);
+                decided.extend(pruning::asha_complete(mode, eta, epoch, &entries, &waiting));
+            } else {
+                for &g in &waiting {
+                    let value = entries.iter().find(|e| e.0 == g).map_or(f64::NAN, |e| e.1);
+                    let p = pruning::asha_promote(mode, eta, epoch, g, value, &entries);
+                    if p.promoted {
+                        decided.push(p);
+                    }
                 }
+            }
+            for mut p in decided {
+                p.replicates = replicates.clone();
+                out.push(p);
             }
         }
         Ok(out)
     }
 
-    /// Prunes the training group `p` decided to stop; returns its runs with the reason.
+    /// Prunes the unit `p` decided to stop; returns its runs with the reason.
     fn apply(&self, p: &Promotion) -> Result<Vec<(usize, String)>, StoreError> {
         if p.promoted {
             return Ok(Vec::new());
@@ -145,6 +165,7 @@ impl Asha {
             metric: self.t.metric.clone(),
             value: pruning::finite_value(&p.compared, p.run),
             cut: pruning::halving_cut(self.t.mode, &d),
+            replicates: self.t.replicates_of(p.run),
         };
         self.t.prune_group(p.run, &note)
     }
@@ -156,22 +177,23 @@ impl Scheduler for Asha {
             // Follows its training, or `--promote` sends it to its end.
             return true;
         }
-        if self.is_pruned(run) {
+        let unit = self.t.unit[run];
+        if self.is_pruned(unit) {
             return false;
         }
         self.t
-            .short_of(run, self.rungs.get(self.level(run)).copied())
+            .short_of(run, self.rungs.get(self.level(unit)).copied())
     }
 
     fn pause_after(&self, run: usize) -> Option<usize> {
         if self.t.unscheduled(run) {
             return None;
         }
-        self.rungs.get(self.level(run)).copied()
+        self.rungs.get(self.level(self.t.unit[run])).copied()
     }
 
     fn priority(&self, run: usize) -> usize {
-        self.level(self.t.leader[run])
+        self.level(self.t.unit[run])
     }
 
     fn settle(
@@ -185,12 +207,12 @@ impl Scheduler for Asha {
             pruned.extend(self.apply(p)?);
         }
         loop {
-            let leaders: Vec<(usize, usize, Position)> = self
+            let units: Vec<(usize, usize, Position)> = self
                 .t
-                .leaders()
-                .map(|r| Ok((r, self.level(r), self.position(r, pending, held)?)))
+                .units()
+                .map(|u| Ok((u, self.level(u), self.position(u, pending, held)?)))
                 .collect::<Result<_, StoreError>>()?;
-            let new = self.decide(&leaders)?;
+            let new = self.decide(&units)?;
             if new.is_empty() {
                 break;
             }

@@ -8,9 +8,13 @@
 //! later launch (after Ctrl-C or a SIGKILL) replays the record and decides only what it
 //! lacks.
 //!
-//! A training group (decode-only variants sharing one training) is one unit, ranked by its
-//! first run, the one that trains; the others follow it: pruned with it, or decoding its
-//! finished training.
+//! A training group (decode-only variants sharing one training) is one training, ranked by
+//! its first run, the one that trains; the others follow it: pruned with it, or decoding its
+//! finished training. With replicates (`repeats > 1`) the schedule decides about
+//! configurations: a configuration's trainings (one per replicate) pause at the same rungs,
+//! enter a rung together once each has reported it, are ranked by the mean of their values
+//! ([`pruning::Replicates::entry`]) and are pruned or sent on together. The records name a
+//! configuration by its first replicate's grid index.
 
 mod asha;
 mod synchronous;
@@ -23,7 +27,7 @@ pub use self::asha::Asha;
 pub use self::synchronous::Synchronous;
 use super::dispatch::{RunToEnd, Scheduler};
 use super::prepare::PreparedRun;
-use super::pruning::{Promotion, RungDecision};
+use super::pruning::{self, Entry, Promotion, Replicates, RungDecision};
 use crate::spec::{ScheduleKind, ScheduleSpec, SelectMode, SelectSpec};
 use crate::store::{self, PruneNote, RunState, RunStatus, StoreError};
 
@@ -66,13 +70,23 @@ pub enum ScheduleError {
         recorded: String,
         spec: String,
     },
+    /// The grid has replicates, and the record ranked runs one by one (a grid without
+    /// replicates, or an earlier version): replaying it would mix runs and configurations.
+    #[error(
+        "{path}: decisions that ranked runs one by one (of a grid without replicates, or of \
+         an earlier version), but with repeats = {repeats} a schedule ranks configurations by \
+         their replicates' mean; delete {path} to decide every rung again"
+    )]
+    ReplicatesAlone { path: PathBuf, repeats: u32 },
 }
 
-/// The experiment's schedule record, checked against the spec's schedule; `None` when the
-/// experiment has none yet. Called before anything is written, so a mismatch writes nothing.
+/// The experiment's schedule record, checked against the spec's schedule and its `repeats`;
+/// `None` when the experiment has none yet. Called before anything is written, so a
+/// mismatch writes nothing.
 pub fn check_record(
     exp_dir: &Path,
     schedule: &ScheduleSpec,
+    repeats: u32,
 ) -> Result<Option<ScheduleRecord>, ScheduleError> {
     let Some(record) = store::read_schedule::<ScheduleRecord>(exp_dir)? else {
         return Ok(None);
@@ -83,6 +97,24 @@ pub fn check_record(
             path: store::schedule_path(exp_dir),
             recorded: show(&record.schedule),
             spec: show(schedule),
+        });
+    }
+    // Every decision over a grid with replicates records their values (`replicates`).
+    let alone = record
+        .decisions
+        .iter()
+        .map(|d| (&d.compared, &d.replicates))
+        .chain(
+            record
+                .promotions
+                .iter()
+                .map(|p| (&p.compared, &p.replicates)),
+        )
+        .any(|(compared, replicates)| !compared.is_empty() && replicates.is_empty());
+    if repeats > 1 && alone {
+        return Err(ScheduleError::ReplicatesAlone {
+            path: store::schedule_path(exp_dir),
+            repeats,
         });
     }
     Ok(Some(record))
@@ -118,6 +150,12 @@ pub struct Trainings {
     mode: SelectMode,
     /// For each run, the index (into `runs`) of its training group's first run.
     leader: Vec<usize>,
+    /// For each run, the index (into `runs`) of the first training of its configuration:
+    /// the schedule's unit, which its records name. A training is its own unit without
+    /// replicates.
+    unit: Vec<usize>,
+    /// Whether the grid has replicates: decisions then record each replicate's value.
+    replicated: bool,
     /// Pruned runs `--promote` continues: they train to their end and are never pruned again.
     promoted: Vec<usize>,
 }
@@ -132,13 +170,25 @@ impl Trainings {
         mode: SelectMode,
         promoted: Vec<usize>,
     ) -> Self {
-        let leader = (0..runs.len())
-            .map(|i| {
-                (0..runs.len())
-                    .filter(|&j| runs[j].plan.training_id == runs[i].plan.training_id)
-                    .min_by_key(|&j| runs[j].plan.index)
-                    .unwrap_or(i)
-            })
+        let first_of = |same: &dyn Fn(usize, usize) -> bool, i: usize| {
+            (0..runs.len())
+                .filter(|&j| same(i, j))
+                .min_by_key(|&j| runs[j].plan.index)
+                .unwrap_or(i)
+        };
+        let same_training =
+            |i: usize, j: usize| runs[i].plan.training_id == runs[j].plan.training_id;
+        let leader: Vec<usize> = (0..runs.len())
+            .map(|i| first_of(&same_training, i))
+            .collect();
+        let configuration = |i: usize| runs[i].plan.replicate.as_ref().map(|r| &r.configuration);
+        // Leaders of one configuration; a leader without replicates is alone in its unit.
+        let same_unit = |i: usize, j: usize| {
+            leader[j] == j
+                && (i == j || configuration(i).is_some() && configuration(i) == configuration(j))
+        };
+        let unit = (0..runs.len())
+            .map(|i| first_of(&same_unit, leader[i]))
             .collect();
         Trainings {
             runs: runs.to_vec(),
@@ -146,6 +196,8 @@ impl Trainings {
             metric: metric.to_string(),
             mode,
             leader,
+            unit,
+            replicated: runs.iter().any(|r| r.plan.replicate.is_some()),
             promoted,
         }
     }
@@ -164,6 +216,48 @@ impl Trainings {
     /// The runs that train for their group, in grid order.
     fn leaders(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.runs.len()).filter(|&r| self.leader[r] == r)
+    }
+
+    /// The units the schedule decides about (each one's first training), in grid order.
+    fn units(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.runs.len()).filter(|&r| self.unit[r] == r)
+    }
+
+    /// The trainings of unit `unit` (its replicates' leaders), in grid order.
+    fn members(&self, unit: usize) -> impl Iterator<Item = usize> + '_ {
+        self.leaders().filter(move |&r| self.unit[r] == unit)
+    }
+
+    /// The entries of `units` at `epoch` (a configuration's: the mean of its replicates'
+    /// values) and, when the grid has replicates, the values each mean came from.
+    fn rung_values(
+        &self,
+        units: &[usize],
+        epoch: usize,
+    ) -> Result<(Vec<Entry>, Vec<Replicates>), StoreError> {
+        let mut configurations = Vec::new();
+        for &u in units {
+            let mut values = Vec::new();
+            for r in self.members(u) {
+                values.push((self.grid_index(r), self.value_at(r, epoch)?));
+            }
+            configurations.push(Replicates {
+                configuration: self.grid_index(u),
+                values,
+            });
+        }
+        let entries = pruning::configuration_entries(&configurations);
+        if !self.replicated {
+            configurations.clear();
+        }
+        Ok((entries, configurations))
+    }
+
+    /// How many replicates the value of the unit named `grid_index` averages: what a prune
+    /// note says; `None` without replicates.
+    fn replicates_of(&self, grid_index: usize) -> Option<usize> {
+        let unit = self.units().find(|&u| self.grid_index(u) == grid_index)?;
+        self.replicated.then(|| self.members(unit).count())
     }
 
     /// The grid index the schedule's records name run `run` (an index into the runs) by.
@@ -208,8 +302,9 @@ impl Trainings {
         Ok(store::metrics::value_at(&self.runs[run].dir, &self.metric, epoch)?.unwrap_or(f64::NAN))
     }
 
-    /// Prunes every not-yet-final run of the training group whose first run has grid index
-    /// `grid_index`, for `note`; returns them with the reason.
+    /// Prunes every not-yet-final run of the unit (a training group, or every training group
+    /// of a configuration) whose first run has grid index `grid_index`, for `note`; returns
+    /// them with the reason.
     fn prune_group(
         &self,
         grid_index: usize,
@@ -217,7 +312,7 @@ impl Trainings {
     ) -> Result<Vec<(usize, String)>, StoreError> {
         let mut out = Vec::new();
         for run in 0..self.runs.len() {
-            if self.promoted.contains(&run) || self.grid_index(self.leader[run]) != grid_index {
+            if self.promoted.contains(&run) || self.grid_index(self.unit[run]) != grid_index {
                 continue;
             }
             let Some(status) = self.status(run)? else {
@@ -228,6 +323,15 @@ impl Trainings {
                 continue;
             }
             let reason = note.reason();
+            // The log first: a kill before the status is written replays this decision,
+            // and the log's end record is then found and not written twice.
+            let log = self.runs[run].dir.tensorboard(&self.runs[run].plan)?;
+            crate::sinks::tensorboard::end_pruned_session(
+                &log,
+                note.epoch,
+                &format!("pruned {reason}"),
+            )
+            .map_err(|e| e.into_store(&log))?;
             store::write_status(
                 &self.runs[run].dir,
                 &RunStatus {

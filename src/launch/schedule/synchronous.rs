@@ -41,17 +41,17 @@ impl Synchronous {
         self.rungs.get(self.record.decisions.len()).copied()
     }
 
-    /// The leaders still in the schedule: every one before the first rung, then the last
-    /// decided rung's kept runs.
+    /// The units still in the schedule: every one before the first rung, then the last
+    /// decided rung's kept ones.
     fn live(&self) -> Vec<usize> {
         let last = self.record.decisions.last();
         self.t
-            .leaders()
-            .filter(|&r| last.is_none_or(|d| d.kept.contains(&self.t.grid_index(r))))
+            .units()
+            .filter(|&u| last.is_none_or(|d| d.kept.contains(&self.t.grid_index(u))))
             .collect()
     }
 
-    /// Decides the rung at `epoch` over `entries` by the schedule's rule.
+    /// Decides the rung at `epoch` over `entries` (one per unit) by the schedule's rule.
     fn decide(&self, epoch: usize, entries: &[pruning::Entry]) -> RungDecision {
         let s = &self.record.schedule;
         match s.kind {
@@ -60,8 +60,8 @@ impl Synchronous {
         }
     }
 
-    /// Prunes every not-yet-final run of the training groups `decision` pruned; returns them
-    /// with the reason.
+    /// Prunes every not-yet-final run of the units `decision` pruned; returns them with the
+    /// reason.
     fn apply(
         &self,
         rung: usize,
@@ -84,6 +84,7 @@ impl Synchronous {
                 metric: self.t.metric.clone(),
                 value: pruning::finite_value(&decision.compared, grid_index),
                 cut,
+                replicates: self.t.replicates_of(grid_index),
             };
             out.extend(self.t.prune_group(grid_index, &note)?);
         }
@@ -121,14 +122,15 @@ impl Scheduler for Synchronous {
             pruned.extend(self.apply(rung, d)?);
         }
         while let Some(epoch) = self.next_rung() {
-            let mut entries = Vec::new();
-            for run in self.live() {
+            let live = self.live();
+            for run in live.iter().flat_map(|&u| self.t.members(u)) {
                 if held.contains(&run) || !self.t.reported(run, epoch, pending.contains(&run))? {
                     return Ok(pruned);
                 }
-                entries.push((self.t.grid_index(run), self.t.value_at(run, epoch)?));
             }
-            let decision = self.decide(epoch, &entries);
+            let (entries, replicates) = self.t.rung_values(&live, epoch)?;
+            let mut decision = self.decide(epoch, &entries);
+            decision.replicates = replicates;
             let rung = self.record.decisions.len();
             self.record.decisions.push(decision.clone());
             self.t.record(&self.record)?;

@@ -133,7 +133,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     // now: an edited value of a pruned run does not bring it back.
     pause(&runs[1], 1, 1.0);
     set(&runs[1].dir, RunState::Cancelled, 1);
-    let record = check_record(exp.path(), &schedule()).unwrap();
+    let record = check_record(exp.path(), &schedule(), 1).unwrap();
     let mut again = halving(exp.path(), &runs, record);
     let replayed: Vec<usize> = again
         .settle(&[1, 2, 5], &[])
@@ -148,7 +148,7 @@ fn a_rung_waits_for_every_live_run_then_keeps_the_best_third_and_replays_on_resu
     // Another schedule than the record's is refused, naming the file.
     let mut other = schedule();
     other.reduction_factor = 2;
-    let err = check_record(exp.path(), &other).unwrap_err().to_string();
+    let err = check_record(exp.path(), &other, 1).unwrap_err().to_string();
     assert!(err.contains("schedule.json"), "{err}");
 }
 
@@ -203,7 +203,7 @@ fn median_stopping_decides_every_epoch_once_every_live_run_reported_it() {
     // Resumed: the record is replayed, nothing decided again.
     let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
     set(&runs[3].dir, RunState::Cancelled, 2);
-    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Median)).unwrap();
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Median), 1).unwrap();
     let mut again = Synchronous::new(
         trainings(exp.path(), &runs),
         schedule_of(ScheduleKind::Median),
@@ -311,7 +311,7 @@ fn asha_promotes_the_top_third_so_far_then_decides_a_complete_rung_and_replays_o
     // A later launch replays every decision and takes none again.
     let before = std::fs::read(store::schedule_path(exp.path())).unwrap();
     set(&runs[1].dir, RunState::Cancelled, 1);
-    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Asha)).unwrap();
+    let record = check_record(exp.path(), &schedule_of(ScheduleKind::Asha), 1).unwrap();
     let mut again = asha(exp.path(), &runs, record);
     assert_eq!(pruned_runs(again.settle(&[1, 4], &[]).unwrap()), vec![1]);
     assert_eq!(
@@ -362,4 +362,161 @@ fn asha_decides_about_trainings_and_a_decode_variant_follows_its_training() {
     );
     assert_eq!(a.record.promotions[0].compared.len(), 5);
     assert_eq!(note(&runs[1]).kind, "asha");
+}
+
+/// Six runs as three configurations of two replicates each (grid order: configuration by
+/// configuration), each replicate its own training.
+fn replicate_runs(exp: &Path) -> Vec<PreparedRun> {
+    let mut runs = runs(exp);
+    for (i, r) in runs.iter_mut().enumerate() {
+        r.plan.replicate = Some(crate::grid::Replicate {
+            configuration: format!("c{}", i / 2),
+            index: (i % 2) as u32,
+        });
+    }
+    runs
+}
+
+#[test]
+fn with_replicates_halving_ranks_configurations_by_their_mean_and_prunes_them_whole() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs = replicate_runs(exp.path());
+    let mut h = halving(exp.path(), &runs, None);
+    let all: Vec<usize> = (0..6).collect();
+    // Configuration 0 has the best single replicate (0.9) but the mean 0.55; configuration
+    // 1's replicates agree at 0.7; configuration 2 has a replicate diverged (NaN).
+    for (r, v) in [(0, 0.9), (1, 0.2), (2, 0.7), (3, 0.7), (4, 0.95)] {
+        pause(&runs[r], 1, v);
+    }
+    // Run 5, the second replicate of configuration 2, still trains: nothing is decided.
+    assert!(h.settle(&all, &[5]).unwrap().is_empty());
+    pause(&runs[5], 1, f64::NAN);
+    // ceil(3 / 3) = 1 configuration goes on: the best mean, not the best run.
+    assert_eq!(pruned_runs(h.settle(&all, &[]).unwrap()), vec![0, 1, 4, 5]);
+    let d = &h.record.decisions[0];
+    assert_eq!(d.kept, vec![2]);
+    assert_eq!(d.pruned, vec![0, 4]);
+    assert_eq!(d.compared.len(), 3);
+    assert!((d.compared[0].1 - 0.55).abs() < 1e-12, "{:?}", d.compared);
+    assert!(d.compared[2].1.is_nan(), "a diverged replicate: no mean");
+    // Each configuration's replicate values are recorded beside its mean.
+    let values: Vec<(usize, Vec<usize>)> = d
+        .replicates
+        .iter()
+        .map(|r| (r.configuration, r.values.iter().map(|v| v.0).collect()))
+        .collect();
+    assert_eq!(
+        values,
+        vec![(0, vec![0, 1]), (2, vec![2, 3]), (4, vec![4, 5])]
+    );
+    // Both replicates of a pruned configuration carry the configuration's note.
+    for r in [0, 1] {
+        let n = note(&runs[r]);
+        assert_eq!((n.compared, n.kept, n.replicates), (3, 1, Some(2)));
+        assert!((n.value.unwrap() - 0.55).abs() < 1e-12);
+        assert_eq!(n.cut, Some(0.7));
+        assert!(
+            n.reason().contains("(mean of 2 replicates)")
+                && n.reason().contains("configurations kept"),
+            "{}",
+            n.reason()
+        );
+    }
+    assert_eq!(note(&runs[4]).value, None);
+    assert!(h.may_start(2) && h.may_start(3));
+
+    // The record without replicates carries no `replicates` field at all: schedules of grids
+    // without `repeats` write what they wrote before.
+    let json = std::fs::read_to_string(store::schedule_path(exp.path())).unwrap();
+    assert!(json.contains("\"replicates\""), "{json}");
+    let plain = tempfile::tempdir().unwrap();
+    let runs = self::runs(plain.path());
+    let mut h = halving(plain.path(), &runs, None);
+    for (i, r) in runs.iter().enumerate() {
+        pause(r, 1, 0.1 * i as f64);
+    }
+    h.settle(&all, &[]).unwrap();
+    let json = std::fs::read_to_string(store::schedule_path(plain.path())).unwrap();
+    assert!(!json.contains("replicates"), "{json}");
+    assert_eq!(note(&runs[0]).replicates, None);
+    // Such a record (or one an earlier version wrote, ranking replicates one by one) is not
+    // replayed over a grid with replicates; one that ranked configurations is.
+    let err = check_record(plain.path(), &schedule(), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schedule.json") && err.contains("repeats = 2"),
+        "{err}"
+    );
+    assert!(
+        check_record(plain.path(), &schedule(), 1)
+            .unwrap()
+            .is_some()
+    );
+    assert!(check_record(exp.path(), &schedule(), 2).unwrap().is_some());
+}
+
+#[test]
+fn with_replicates_median_stopping_compares_a_configurations_mean_with_the_others() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs = replicate_runs(exp.path());
+    let t = trainings(exp.path(), &runs);
+    let mut m = Synchronous::new(t, schedule_of(ScheduleKind::Median), None);
+    let all: Vec<usize> = (0..6).collect();
+    // Means 0.5, 0.625 and 0.375. Configuration 0 equals the median of the others' means
+    // (0.625, 0.375): not worse, it goes on; configuration 2 is below theirs (0.5625).
+    for (r, v) in [
+        (0, 0.75),
+        (1, 0.25),
+        (2, 0.5),
+        (3, 0.75),
+        (4, 0.25),
+        (5, 0.5),
+    ] {
+        pause(&runs[r], 1, v);
+    }
+    assert_eq!(pruned_runs(m.settle(&all, &[]).unwrap()), vec![4, 5]);
+    assert_eq!(m.record.decisions[0].kept, vec![2, 0]);
+    let n = note(&runs[5]);
+    assert_eq!(
+        (n.kind.as_str(), n.replicates, n.compared),
+        ("median", Some(2), 3)
+    );
+    assert_eq!((n.value, n.cut), (Some(0.375), Some(0.5625)));
+}
+
+#[test]
+fn with_replicates_asha_waits_for_every_replicate_of_a_configuration() {
+    let exp = tempfile::tempdir().unwrap();
+    let runs = replicate_runs(exp.path());
+    let mut a = asha(exp.path(), &runs, None);
+    let all: Vec<usize> = (0..6).collect();
+    // Configurations 0 and 1 stand at rung 1; one replicate of configuration 2 does too,
+    // the other still trains: the rung has two configuration means, fewer than eta, and the
+    // best single value (run 4's 0.9) promotes nothing on its own.
+    for (r, v) in [(0, 0.5), (1, 0.5), (2, 0.25), (3, 0.25), (4, 0.9)] {
+        pause(&runs[r], 1, v);
+    }
+    assert!(a.settle(&all, &[5]).unwrap().is_empty());
+    assert!(
+        !a.may_start(4),
+        "a replicate waits at its rung for the others"
+    );
+    assert!(a.may_start(5), "its sibling trains on to the rung");
+    // The last replicate arrives (configuration 2's mean 0.75): the rung is complete and
+    // keeps ceil(3 / 3) = 1 configuration, both of its replicates; the others stop whole.
+    pause(&runs[5], 1, 0.6);
+    assert_eq!(pruned_runs(a.settle(&all, &[]).unwrap()), vec![0, 1, 2, 3]);
+    assert_eq!(
+        decided(&a),
+        vec![(0, 1, false, true), (2, 1, false, true), (4, 1, true, true)]
+    );
+    let p = &a.record.promotions[2];
+    assert_eq!(p.compared.len(), 3);
+    assert!((p.compared[2].1 - 0.75).abs() < 1e-12, "{:?}", p.compared);
+    assert_eq!(p.replicates.len(), 3);
+    assert_eq!(note(&runs[1]).replicates, Some(2));
+    assert!(a.may_start(4) && a.may_start(5));
+    assert_eq!((a.pause_after(4), a.pause_after(5)), (Some(3), Some(3)));
+    assert_eq!(a.priority(4), a.priority(5));
 }

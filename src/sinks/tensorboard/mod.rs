@@ -65,6 +65,18 @@ impl TbError {
             source,
         }
     }
+
+    /// As a store error about the log directory `dir`, for the orchestrator, which reads and
+    /// writes run records through the store's error type.
+    pub fn into_store(self, dir: &Path) -> crate::store::StoreError {
+        match self {
+            TbError::Io { path, source } => crate::store::StoreError::io(path, source),
+            other => crate::store::StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                message: other.to_string(),
+            },
+        }
+    }
 }
 
 impl From<TbError> for SinkError {
@@ -88,8 +100,9 @@ impl From<TbError> for SinkError {
 /// after a killed attempt (see [`resume`]), opens a new event file and writes the hparams
 /// session start; `EpochEnd` fsyncs and records where the epoch ended; `Finished` writes
 /// the session end: `Done` as success, `Failed` and `Diverged` as failure, and nothing
-/// for `Cancelled`, which is a pause: the run is resumed later and TensorBoard would keep
-/// a first end record over the resumed attempt's.
+/// for `Cancelled` or `Paused`: the run is resumed later and TensorBoard would keep a first
+/// end record over the resumed attempt's. A run paused at a rung that the schedule then
+/// prunes has its session ended by the orchestrator ([`end_pruned_session`]).
 #[derive(Debug)]
 pub struct TensorBoardSink {
     dir: PathBuf,
@@ -195,8 +208,8 @@ impl TensorBoardSink {
                 let success = match state {
                     RunState::Done => Some(true),
                     RunState::Failed | RunState::Diverged => Some(false),
-                    // A pruned run is neither a success nor a failure of its configuration;
-                    // a paused one goes on.
+                    // A paused run goes on; a worker never ends a run pruned (the
+                    // orchestrator does, see `end_pruned_session`).
                     RunState::Cancelled
                     | RunState::Queued
                     | RunState::Running
@@ -212,6 +225,56 @@ impl TensorBoardSink {
         }
         Ok(())
     }
+}
+
+/// Text tag of the note a pruned run's log ends with: why the schedule stopped it.
+pub const PRUNED_TAG: &str = "schedule/pruned";
+
+/// Ends the TensorBoard session of a run the schedule pruned, in its log directory `dir`:
+/// a text record `schedule/pruned` with `reason` at the last step of `epoch` (the rung the
+/// run stopped at), then the HParams session end with status failure. Written by the
+/// orchestrator when it prunes, since the run's worker exited at the rung before the
+/// decision.
+///
+/// Why failure: TensorBoard's HParams statuses are unknown, success, failure and running,
+/// nothing for a stopped trial. Success would put the run's early-epoch metrics among
+/// finished runs' final ones; unknown is what a session still training or paused shows (it
+/// has no end record), and running would be untrue. Failure is the status of a session that
+/// ended before completing, and the text record says it was pruned, not broken.
+///
+/// Nothing is written when the log has no session (the run never logged) or its session has
+/// an end record already, so a replayed decision adds nothing. The new file is listed in
+/// the log's sidecar after the rung's epoch: `--promote` resumes from that epoch and drops
+/// both records, and the finished run then ends with success.
+pub fn end_pruned_session(dir: &Path, epoch: usize, reason: &str) -> Result<(), TbError> {
+    let (mut started, mut ended) = (false, false);
+    for name in writer::list_event_files(dir)? {
+        let path = dir.join(&name);
+        let (records, _) = record::read_file(&path)?;
+        for r in &records {
+            match hparams::first_tag(&record::event(&path, r)?) {
+                Some(hparams::SESSION_START_TAG) => started = true,
+                Some(hparams::SESSION_END_TAG) => ended = true,
+                _ => {}
+            }
+        }
+    }
+    if !started || ended {
+        return Ok(());
+    }
+    let mut log = EpochLog::load(dir)?;
+    let step = log
+        .epochs
+        .iter()
+        .filter(|m| m.epoch <= epoch)
+        .max_by_key(|m| m.epoch)
+        .map_or(0, |m| m.step);
+    let mut w = EventFileWriter::create(dir)?;
+    log.files.push(w.file_name());
+    log.save(dir)?;
+    w.write_event(&summaries::text(step, PRUNED_TAG, reason)?)?;
+    w.write_event(&hparams::session_end(false)?)?;
+    w.sync()
 }
 
 impl EventSink for TensorBoardSink {
