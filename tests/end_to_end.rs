@@ -152,6 +152,45 @@ fn translation_grid_trains_each_model_once_and_decodes_it_both_ways() {
     assert_eq!(trained, 2, "each model is trained exactly once");
 }
 
+/// The translator trains batches of more than 32 sentences in shards, cut by the batch's
+/// size alone: one thread a run (`--jobs 2`) or two threads sharing the shards (`--jobs 1`)
+/// give the same metrics bit for bit, so the same summaries.
+#[test]
+fn translation_summaries_are_the_same_bytes_with_one_thread_or_two() {
+    let summaries = |jobs: &str, threads: &str| {
+        let t = Sandbox::with_data();
+        let args = [
+            "run",
+            "experiments/q3_smoke.toml",
+            "--set",
+            "train.batch_size=64",
+            "--set",
+            "train.epochs=3",
+            "--jobs",
+            jobs,
+            "--threads",
+            threads,
+            "--quiet",
+        ];
+        t.run(&args).expect_code(0);
+        let exp = t.exp_dir("q3_smoke");
+        let mut files = vec![std::fs::read_to_string(exp.join("summary.json")).unwrap()];
+        for dir in run_dirs(&exp) {
+            let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+            let kept: Vec<&str> = metrics.lines().filter(|l| !l.contains("\"time/")).collect();
+            files.push(kept.join("\n"));
+        }
+        files
+    };
+    let one = summaries("2", "1");
+    let two = summaries("1", "2");
+    assert!(one[1..].iter().any(|m| m.contains("train/loss")));
+    assert_eq!(
+        one, two,
+        "one thread a run vs two threads sharing each batch's shards"
+    );
+}
+
 #[test]
 fn a_cuda_device_in_a_cpu_only_build_is_refused_before_anything_is_written() {
     if cfg!(feature = "cuda") {

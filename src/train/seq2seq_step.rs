@@ -1,15 +1,20 @@
 //! One seq2seq training step's forward and backward passes: by hand on the CPU
-//! ([`crate::models::seq2seq_cpu`]), split into data-parallel shards when the run has more
-//! than one thread, and through Candle's autograd on other devices.
+//! ([`crate::models::seq2seq_cpu`]), larger batches in data-parallel shards that the run's
+//! threads share, and through Candle's autograd on other devices.
 //!
 //! A step is a few hundred small products (one `[B, H] x [H, 4H]` per time step, about
 //! 4 M multiply-adds at the homework's sizes). Split product by product across two threads
 //! they ran slower than on one: the hand-over costs more than the work
-//! (`bench/notes/seq2seq.md`). Splitting the *batch* instead gives each thread a whole
-//! forward and backward pass over its rows. Each shard divides its summed token losses by
+//! (`bench/notes/seq2seq.md`). Splitting the *batch* instead gives each thread whole
+//! forward and backward passes over its rows. Each shard divides its summed token losses by
 //! the whole batch's token count and makes its rows of the step's dropout masks (a mask
 //! element depends on its batch row, not on the shard), so the shards' gradients add up to
-//! the gradient of the unsharded step's loss; only the summation order differs (last bits).
+//! the gradient of the whole batch's loss.
+//!
+//! How a batch is cut depends on its size alone ([`SHARD_ROWS`] sentences a shard), never
+//! on the thread count: the threads only decide how many shards run at once, and the
+//! gradients are added in shard order. So a run gives the same bits on one thread or two,
+//! whatever `--jobs` leaves it.
 
 use crate::data::pairs::Batch;
 use crate::models::seeded::Dropout;
@@ -20,9 +25,10 @@ use candle_core::backprop::GradStore;
 use candle_core::{Error, Result, Tensor};
 use std::sync::{Mutex, PoisonError};
 
-/// Fewest sentences a shard gets: below this a shard's fixed per-step costs dominate and a
-/// second thread gains nothing (batch 8 runs unsharded).
-pub const MIN_SHARD_ROWS: usize = 16;
+/// Sentences per shard: a batch of up to this many runs whole (batch 8 has nothing to gain
+/// from a second thread), a larger one is cut into `ceil(rows / SHARD_ROWS)` shards of near
+/// equal size (the homework's 64: two of 32, one per core on two cores).
+pub const SHARD_ROWS: usize = 32;
 
 /// A training step's gradients: Candle's autograd store, or the CPU step's, by variable.
 pub enum StepGrads {
@@ -84,9 +90,9 @@ impl StepRunner {
         }
     }
 
-    /// How many shards a batch of `rows` sentences is split into.
-    pub fn shards(&self, rows: usize) -> usize {
-        (rows / MIN_SHARD_ROWS).clamp(1, self.workspaces.len())
+    /// How many shards a batch of `rows` sentences is split into (whatever the threads).
+    pub fn shards(rows: usize) -> usize {
+        rows.div_ceil(SHARD_ROWS).max(1)
     }
 
     /// Runs `f` on one thread without rayon splitting its work (in the first pool when
@@ -118,42 +124,54 @@ impl StepRunner {
             });
         }
         let denom: f64 = batch.tgt_mask.iter().map(|&m| m as f64).sum();
-        let shards = self.shards(batch.size);
+        let shards = StepRunner::shards(batch.size);
+        let threads = self.workspaces.len().min(shards);
         let rows = |k: usize| k * batch.size / shards..(k + 1) * batch.size / shards;
-        let work = |k: usize| -> Result<(f64, f64, Grads)> {
-            let mut ws = self.workspaces[k]
+        // Thread `i` runs shards i, i + threads, ... in its own workspace.
+        let work = |i: usize| -> Vec<Result<(f64, f64, Grads)>> {
+            let mut ws = self.workspaces[i]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let mut grads = Grads::zeros(model.config());
-            let r = rows(k);
-            let part;
-            let shard = if shards == 1 {
-                batch
-            } else {
-                part = batch.rows(r.clone());
-                &part
-            };
-            let l = train_step(
-                model,
-                &mut ws,
-                shard,
-                r.start,
-                masks.as_ref(),
-                denom,
-                &mut grads,
-            )?;
-            Ok((l.loss, l.tokens, grads))
+            (i..shards)
+                .step_by(threads)
+                .map(|k| {
+                    let mut grads = Grads::zeros(model.config());
+                    let r = rows(k);
+                    let part;
+                    let shard = if shards == 1 {
+                        batch
+                    } else {
+                        part = batch.rows(r.clone());
+                        &part
+                    };
+                    let l = train_step(
+                        model,
+                        &mut ws,
+                        shard,
+                        r.start,
+                        masks.as_ref(),
+                        denom,
+                        &mut grads,
+                    )?;
+                    Ok((l.loss, l.tokens, grads))
+                })
+                .collect()
         };
-        let results = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..shards).map(|k| s.spawn(move || work(k))).collect();
+        let per_thread = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads).map(|i| s.spawn(move || work(i))).collect();
             let mut out = vec![work(0)];
             for h in handles {
                 out.push(h.join().unwrap_or_else(|_| {
-                    Err(Error::Msg("seq2seq shard: its thread panicked".into()))
+                    vec![Err(Error::Msg("seq2seq shard: its thread panicked".into()))]
                 }))
             }
             out
         });
+        // Back in shard order: shard k is the (k / threads)-th of thread k % threads.
+        let mut per_thread: Vec<_> = per_thread.into_iter().map(Vec::into_iter).collect();
+        let results: Vec<_> = (0..shards)
+            .filter_map(|k| per_thread[k % threads].next())
+            .collect();
         let mut results = results.into_iter();
         let Some(first) = results.next() else {
             candle_core::bail!("seq2seq shard: no shard ran")
@@ -229,12 +247,14 @@ mod tests {
             .collect()
     }
 
-    /// Two shards give the unsharded step's loss, token count and every gradient within
-    /// float rounding (dropout included: each shard gets its rows of the same masks), and
-    /// the same bits on every repetition.
+    /// One, two or three threads give the same bits (the batch is cut by its size alone
+    /// and the shards' gradients are added in shard order); the two shards add up to the
+    /// whole batch's loss and gradients within rounding (dropout included: each shard makes
+    /// its rows of the same masks); the dropout stream moves by one key a step.
     #[test]
-    fn sharded_step_matches_the_whole_batch_and_repeats_bit_for_bit() {
+    fn a_step_is_the_same_bits_on_any_thread_count_and_adds_up_to_the_whole_batch() {
         let b = batch();
+        assert_eq!(StepRunner::shards(b.size), 2);
         for (att, p) in [
             (Attention::General, 0.3),
             (Attention::None, 0.3),
@@ -245,46 +265,60 @@ mod tests {
                 let runner = StepRunner::with_threads(threads);
                 let mut d = Dropout::new(p, ChaCha8Rng::seed_from_u64(11));
                 let out = runner.step(&m, &b, &mut d).unwrap();
-                // The generator must end where an unsharded step leaves it.
                 let next = d.next_step();
                 (out, next)
             };
             let (one, next1) = run(1);
-            let (two, next2) = run(2);
-            assert_eq!(StepRunner::with_threads(2).shards(b.size), 2);
-            assert_eq!(next1, next2, "{att:?}: dropout stream moved differently");
-            assert_eq!(one.tokens, two.tokens);
+            for threads in [2, 3] {
+                let (other, next) = run(threads);
+                assert_eq!(next, next1, "{att:?}: dropout stream moved differently");
+                assert_eq!(
+                    other.loss.to_bits(),
+                    one.loss.to_bits(),
+                    "{att:?} {threads}"
+                );
+                assert_eq!(other.tokens, one.tokens);
+                assert_eq!(
+                    grads(&m, &other),
+                    grads(&m, &one),
+                    "{att:?} {threads} threads"
+                );
+            }
+            let masks = Dropout::new(p, ChaCha8Rng::seed_from_u64(11)).next_step();
+            let mut whole = Grads::zeros(m.config());
+            let denom: f64 = b.tgt_mask.iter().map(|&v| v as f64).sum();
+            let mut ws = Workspace::default();
+            let l = train_step(&m, &mut ws, &b, 0, masks.as_ref(), denom, &mut whole).unwrap();
+            assert_eq!(l.tokens, one.tokens);
             assert!(
-                (one.loss - two.loss).abs() < 1e-5,
+                (l.loss - one.loss).abs() < 1e-6,
                 "{att:?}: {} vs {}",
-                one.loss,
-                two.loss
+                l.loss,
+                one.loss
             );
-            let (g1, g2) = (grads(&m, &one), grads(&m, &two));
-            for ((name, a), (_, b)) in g1.iter().zip(&g2) {
+            let whole = StepOutput {
+                loss: l.loss,
+                tokens: l.tokens,
+                grads: StepGrads::ByVar(whole.into_tensors(&m).unwrap()),
+            };
+            for ((name, a), (_, b)) in grads(&m, &one).iter().zip(&grads(&m, &whole)) {
                 for (x, y) in a.iter().zip(b) {
                     assert!(
-                        (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
                         "{att:?} {name}: {x} vs {y}"
                     );
                 }
             }
-            let (again, _) = run(2);
-            assert_eq!(again.loss.to_bits(), two.loss.to_bits());
-            assert_eq!(
-                grads(&m, &again),
-                g2,
-                "{att:?}: sharded step not repeatable"
-            );
         }
     }
 
     #[test]
-    fn small_batches_stay_whole() {
-        let r = StepRunner::with_threads(2);
-        assert_eq!(r.shards(8), 1);
-        assert_eq!(r.shards(31), 1);
-        assert_eq!(r.shards(64), 2);
-        assert_eq!(StepRunner::with_threads(1).shards(64), 1);
+    fn a_batch_is_cut_by_its_size_alone() {
+        assert_eq!(StepRunner::shards(8), 1);
+        assert_eq!(StepRunner::shards(32), 1);
+        assert_eq!(StepRunner::shards(33), 2);
+        assert_eq!(StepRunner::shards(64), 2);
+        assert_eq!(StepRunner::shards(100), 4);
+        assert_eq!(StepRunner::shards(0), 1);
     }
 }
