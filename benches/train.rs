@@ -61,6 +61,8 @@ struct Opts {
     pairs_dir: Option<PathBuf>,
     /// The seq2seq rows' dropout (the homework's 0.3 by default).
     s2s_dropout: f64,
+    /// Epochs of the whole Q3 study row.
+    study_epochs: usize,
     python: String,
     out: Option<PathBuf>,
 }
@@ -82,6 +84,7 @@ impl Opts {
             s2s_steps: 40,
             pairs_dir: None,
             s2s_dropout: 0.3,
+            study_epochs: 3,
             python: std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()),
             out: None,
         };
@@ -127,9 +130,12 @@ impl Opts {
                 "--no-seq2seq" => o.seq2seq = false,
                 "--no-cnn" => o.cnn = false,
                 "--s2s-steps" => o.s2s_steps = number("--s2s-steps", value("--s2s-steps")?)?.max(1),
+                "--study-epochs" => {
+                    o.study_epochs = number("--study-epochs", value("--study-epochs")?)?.max(1)
+                }
                 "--quick" => {
                     (o.reps, o.steps, o.steps_64, o.eval_passes, o.grid_reps) = (1, 60, 20, 1, 1);
-                    o.s2s_steps = 15;
+                    (o.s2s_steps, o.study_epochs) = (15, 1);
                 }
                 // cargo bench passes --bench to harness = false targets.
                 "--bench" => {}
@@ -153,7 +159,7 @@ impl Opts {
 }
 
 const HELP: &str = "cargo bench --bench train -- [--reps N] [--steps N] [--steps-64 N] [--warmup N] \
-[--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--no-torch] [--no-grid] [--no-seq2seq] [--no-cnn] \
+[--max-seconds S] [--eval-passes N] [--grid-reps N] [--s2s-steps N] [--study-epochs N] [--no-torch] [--no-grid] [--no-seq2seq] [--no-cnn] \
 [--pairs-dir DIR] [--s2s-dropout P] [--quick] [--python PATH] [--out FILE]";
 
 /// One side of a comparison.
@@ -184,8 +190,14 @@ enum Work {
         dropout: f64,
         pairs: String,
     },
-    /// Wall seconds of the Q3 bench grid, as `Grid` (PyTorch: one process per grid point).
-    Q3Grid { jobs: usize, torch_threads: usize },
+    /// Wall seconds of the homework Q3 study (`experiments/q3_attention.toml`, all four grid
+    /// points) for `epochs` epochs on the pairs that `pairs` names: ours as one `orchestrate
+    /// run` with its defaults, PyTorch as the four grid points' scripts one after another.
+    Q3Study { epochs: usize, pairs: String },
+    /// The training steps' seconds per epoch of one training within the `Q3Study` run just
+    /// measured (ours trains each attention setting once for its two decodings, PyTorch
+    /// every grid point): the step speed the decode sharing cannot hide.
+    Q3StudyTraining,
 }
 
 /// PyTorch's thread budget in a grid row's label (0 = all cores).
@@ -226,13 +238,13 @@ impl Work {
                      {threads} thr"
                 )
             }
-            Work::Q3Grid {
-                jobs,
-                torch_threads,
-            } => format!(
-                "Q3 grid: ours --jobs {jobs} -t 1 vs torch seq. {}",
-                torch_threads_label(*torch_threads)
+            Work::Q3Study { epochs, pairs } => format!(
+                "Q3 study, {epochs} epochs ({pairs}): ours `run q3_attention.toml` vs 4 torch \
+                 scripts in turn"
             ),
+            Work::Q3StudyTraining => {
+                "  of which training: seconds per epoch of one training".to_string()
+            }
         }
     }
 
@@ -240,7 +252,7 @@ impl Work {
     fn grid_kind(&self) -> Option<GridKind> {
         match self {
             Work::Grid { .. } => Some(GridKind::Q2),
-            Work::Q3Grid { .. } => Some(GridKind::Q3),
+            Work::Q3Study { .. } | Work::Q3StudyTraining => Some(GridKind::Q3),
             _ => None,
         }
     }
@@ -249,7 +261,7 @@ impl Work {
         match self {
             Work::Train { .. } | Work::Eval { .. } => Unit::ImagesPerSecond,
             Work::Matmul { .. } => Unit::Gflops,
-            Work::Grid { .. } | Work::Q3Grid { .. } => Unit::Seconds,
+            Work::Grid { .. } | Work::Q3Study { .. } | Work::Q3StudyTraining => Unit::Seconds,
             Work::TrainSeq2seq { .. } => Unit::SentencesPerSecond,
         }
     }
@@ -293,7 +305,7 @@ fn main() {
         }
     }
     // A grid that cannot be planned skips its rows, saying why, rather than the benchmark.
-    let plan = |wanted: bool, load: fn(&Path) -> Result<GridPlan, String>, what: &str| {
+    let plan = |wanted: bool, load: &dyn Fn(&Path) -> Result<GridPlan, String>, what: &str| {
         if !wanted {
             return None;
         }
@@ -301,7 +313,7 @@ fn main() {
             .inspect_err(|e| eprintln!("{what} rows skipped: {e}"))
             .ok()
     };
-    let grid = plan(opts.grid && opts.cnn, GridPlan::load, "grid");
+    let grid = plan(opts.grid && opts.cnn, &GridPlan::load, "grid");
     if grid.is_some() {
         for (jobs, torch_threads) in [(1, 0), (2, 0), (2, 1)] {
             work.push(Work::Grid {
@@ -310,13 +322,17 @@ fn main() {
             });
         }
     }
-    let q3_grid = plan(opts.seq2seq && opts.grid, GridPlan::load_q3, "Q3 grid");
+    // Named by the folder, so a results file says which pairs were used.
+    let pairs = opts.pairs_dir.as_deref().map_or_else(
+        || "data/spa-eng-mini".to_string(),
+        |d| d.display().to_string(),
+    );
+    let q3_study = plan(
+        opts.seq2seq && opts.grid,
+        &|repo| GridPlan::load_q3_study(repo, opts.pairs_dir.as_deref(), opts.study_epochs),
+        "Q3 study",
+    );
     if opts.seq2seq {
-        // Named by the folder, so a results file says which pairs were used.
-        let pairs = opts.pairs_dir.as_deref().map_or_else(
-            || "data/spa-eng-mini".to_string(),
-            |d| d.display().to_string(),
-        );
         for batch in [8, 64] {
             for threads in [1, 2] {
                 work.push(Work::TrainSeq2seq {
@@ -329,20 +345,20 @@ fn main() {
             }
         }
     }
-    if q3_grid.is_some() {
-        for (jobs, torch_threads) in [(1, 0), (2, 0), (2, 1)] {
-            work.push(Work::Q3Grid {
-                jobs,
-                torch_threads,
-            });
-        }
+    if q3_study.is_some() {
+        work.push(Work::Q3Study {
+            epochs: opts.study_epochs,
+            pairs,
+        });
+        work.push(Work::Q3StudyTraining);
     }
     let runner = Runner {
         opts: &opts,
         repo: &repo,
         torch_script: &torch_script,
         grid: grid.as_ref(),
-        q3_grid: q3_grid.as_ref(),
+        q3_study: q3_study.as_ref(),
+        study_training: Default::default(),
         scratch: tempfile::tempdir().expect("temp dir for grid runs"),
     };
     let started = Instant::now();
@@ -368,9 +384,6 @@ fn main() {
                 let value = match (w, side) {
                     (
                         Work::Grid {
-                            torch_threads: t, ..
-                        }
-                        | Work::Q3Grid {
                             torch_threads: t, ..
                         },
                         Side::Torch,
@@ -414,7 +427,8 @@ fn main() {
 fn opts_line(o: &Opts, torch: bool) -> String {
     format!(
         "cargo bench --bench train -- --reps {} --steps {} --steps-64 {} --warmup {} \
-         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {} --s2s-dropout {}{}{}{}{}{}",
+         --max-seconds {} --eval-passes {} --grid-reps {} --s2s-steps {} --s2s-dropout {} \
+         --study-epochs {}{}{}{}{}{}",
         o.reps,
         o.steps,
         o.steps_64,
@@ -424,6 +438,7 @@ fn opts_line(o: &Opts, torch: bool) -> String {
         o.grid_reps,
         o.s2s_steps,
         o.s2s_dropout,
+        o.study_epochs,
         o.pairs_dir
             .as_ref()
             .map_or_else(String::new, |d| format!(" --pairs-dir {}", d.display())),
@@ -445,6 +460,8 @@ enum GridKind {
 /// (one PyTorch process per run, the usual way).
 struct GridPlan {
     spec: PathBuf,
+    /// `--set` overrides of the spec (the study's data and epochs).
+    overrides: Vec<String>,
     torch_runs: Vec<Vec<String>>,
 }
 
@@ -468,13 +485,29 @@ impl GridPlan {
                 ]
             })
             .collect();
-        Ok(GridPlan { spec, torch_runs })
+        Ok(GridPlan {
+            spec,
+            overrides: Vec::new(),
+            torch_runs,
+        })
     }
 
-    /// The Q3 grid (`bench/q3_grid.toml`), each point as `torch_ref.py run-seq2seq`.
-    fn load_q3(repo: &Path) -> Result<GridPlan, String> {
-        let spec = repo.join("bench/q3_grid.toml");
-        let (_, plans) = orchestrate::grid::load_runs(&spec, &[]).map_err(|e| format!("{e}"))?;
+    /// The homework Q3 study (`experiments/q3_attention.toml`) for `epochs` epochs on the
+    /// pairs in `pairs_dir` (the shipped data/spa-eng-mini when `None`), each grid point as
+    /// `torch_ref.py run-seq2seq` with its settings.
+    fn load_q3_study(
+        repo: &Path,
+        pairs_dir: Option<&Path>,
+        epochs: usize,
+    ) -> Result<GridPlan, String> {
+        let spec = repo.join("experiments/q3_attention.toml");
+        let dir = pairs_dir.map_or_else(|| repo.join("data/spa-eng-mini"), Path::to_path_buf);
+        let overrides = vec![
+            format!("data.dir={}", dir.display()),
+            format!("train.epochs={epochs}"),
+        ];
+        let (_, plans) =
+            orchestrate::grid::load_runs(&spec, &overrides).map_err(|e| format!("{e}"))?;
         let runs = plans
             .iter()
             .map(|p| {
@@ -489,7 +522,7 @@ impl GridPlan {
                     format!("--batch={}", c.train.batch_size),
                     format!("--lr={}", c.optimizer.lr),
                     format!("--dropout={}", c.model.dropout),
-                    format!("--data-dir={}", repo.join(&c.data.dir).display()),
+                    format!("--data-dir={}", c.data.dir),
                     format!("--max-len={}", c.data.max_len),
                     format!("--train-limit={}", c.data.train_limit),
                     format!("--test-limit={}", c.data.test_limit),
@@ -507,6 +540,7 @@ impl GridPlan {
             .collect();
         Ok(GridPlan {
             spec,
+            overrides,
             torch_runs: runs,
         })
     }
@@ -518,7 +552,10 @@ struct Runner<'a> {
     repo: &'a Path,
     torch_script: &'a Path,
     grid: Option<&'a GridPlan>,
-    q3_grid: Option<&'a GridPlan>,
+    q3_study: Option<&'a GridPlan>,
+    /// Each side's training seconds per epoch in the last `Q3Study` it ran, for the
+    /// `Q3StudyTraining` row that follows it.
+    study_training: std::cell::RefCell<Vec<(Side, f64)>>,
     scratch: tempfile::TempDir,
 }
 
@@ -528,17 +565,32 @@ impl Runner<'_> {
         let o = self.opts;
         match (work, side) {
             (Work::Grid { jobs, .. }, Side::Ours) => {
-                self.our_grid(&self.grid.ok_or("no grid")?.spec, *jobs)
+                let grid = self.grid.ok_or("no grid")?;
+                let args = ["--jobs", &jobs.to_string(), "--threads", "1"];
+                self.our_grid(grid, &args).map(|(seconds, _)| seconds)
             }
             (Work::Grid { torch_threads, .. }, Side::Torch) => {
                 self.torch_grid(self.grid.ok_or("no grid")?, *torch_threads)
             }
-            (Work::Q3Grid { jobs, .. }, Side::Ours) => {
-                self.our_grid(&self.q3_grid.ok_or("no Q3 grid")?.spec, *jobs)
+            (Work::Q3Study { .. }, _) => {
+                let study = self.q3_study.ok_or("no Q3 study")?;
+                let (seconds, training) = match side {
+                    // As the README runs it: the spec's own launch settings.
+                    Side::Ours => self.our_grid(study, &[])?,
+                    Side::Torch => self.torch_study(study)?,
+                };
+                let mut t = self.study_training.borrow_mut();
+                t.retain(|(s, _)| *s != side);
+                t.push((side, training));
+                Ok(seconds)
             }
-            (Work::Q3Grid { torch_threads, .. }, Side::Torch) => {
-                self.torch_grid(self.q3_grid.ok_or("no Q3 grid")?, *torch_threads)
-            }
+            (Work::Q3StudyTraining, _) => self
+                .study_training
+                .borrow()
+                .iter()
+                .find(|(s, _)| *s == side)
+                .map(|&(_, v)| v)
+                .ok_or_else(|| "no Q3 study measured before".to_string()),
             (_, Side::Ours) => {
                 let (threads, args) = match work {
                     Work::Train { batch, threads } => (
@@ -578,7 +630,9 @@ impl Runner<'_> {
                         }
                         (*threads, v)
                     }
-                    Work::Grid { .. } | Work::Q3Grid { .. } => unreachable!("handled above"),
+                    Work::Grid { .. } | Work::Q3Study { .. } | Work::Q3StudyTraining => {
+                        unreachable!("handled above")
+                    }
                 };
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(exe);
@@ -637,7 +691,9 @@ impl Runner<'_> {
                         }
                         v
                     }
-                    Work::Grid { .. } | Work::Q3Grid { .. } => unreachable!("handled above"),
+                    Work::Grid { .. } | Work::Q3Study { .. } | Work::Q3StudyTraining => {
+                        unreachable!("handled above")
+                    }
                 };
                 let mut cmd = Command::new(&o.python);
                 cmd.arg(self.torch_script).args(&args);
@@ -646,19 +702,64 @@ impl Runner<'_> {
         }
     }
 
-    /// Wall seconds of `orchestrate run SPEC` (a bench grid) in a fresh runs directory.
-    fn our_grid(&self, spec: &Path, jobs: usize) -> Result<f64, String> {
+    /// Wall seconds of `orchestrate run` of `plan`'s spec with `args`, in a fresh runs
+    /// directory, and the mean seconds per epoch of its trainings' steps
+    /// (`time/train_seconds` of the runs that trained).
+    fn our_grid(&self, plan: &GridPlan, args: &[&str]) -> Result<(f64, f64), String> {
         let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
         cmd.arg("run")
-            .arg(spec)
+            .arg(&plan.spec)
             .arg("--runs-dir")
             .arg(runs_dir.path())
-            .args(["--jobs", &jobs.to_string(), "--threads", "1", "--quiet"])
+            .args(args)
+            .arg("--quiet")
             .current_dir(self.repo);
+        for o in &plan.overrides {
+            cmd.args(["--set", o]);
+        }
         let t = Instant::now();
         run_ok(cmd)?;
-        Ok(t.elapsed().as_secs_f64())
+        let seconds = t.elapsed().as_secs_f64();
+        let mut train = Vec::new();
+        for exp in std::fs::read_dir(runs_dir.path()).map_err(|e| e.to_string())? {
+            let exp = exp.map_err(|e| e.to_string())?.path();
+            for run in std::fs::read_dir(&exp).into_iter().flatten().flatten() {
+                let run = orchestrate::store::RunDir::at(run.path());
+                if !run.metrics().is_file() {
+                    continue;
+                }
+                let records = orchestrate::store::metrics::read_records(&run.metrics())
+                    .map_err(|e| e.to_string())?;
+                train.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.tag == "time/train_seconds")
+                        .map(|r| r.value),
+                );
+            }
+        }
+        Ok((seconds, mean(&train)))
+    }
+
+    /// The Q3 study the usual PyTorch way: each grid point's script, one after another,
+    /// with torch's default threads. Wall seconds, and the mean seconds per epoch of the
+    /// scripts' training steps.
+    fn torch_study(&self, plan: &GridPlan) -> Result<(f64, f64), String> {
+        let t = Instant::now();
+        let mut train = Vec::new();
+        for args in &plan.torch_runs {
+            let mut cmd = Command::new(&self.opts.python);
+            cmd.arg(self.torch_script).args(args);
+            let out = json_of(cmd)?;
+            let seconds = out.get("train_seconds").and_then(Value::as_f64);
+            let epochs = out.get("epochs").and_then(Value::as_array).map(Vec::len);
+            match (seconds, epochs) {
+                (Some(s), Some(e)) if e > 0 => train.extend(std::iter::repeat_n(s / e as f64, e)),
+                _ => return Err(format!("no train_seconds or epochs in {out}")),
+            }
+        }
+        Ok((t.elapsed().as_secs_f64(), mean(&train)))
     }
 
     /// Wall seconds of a grid the usual PyTorch way: one process per run, in turn.
@@ -673,6 +774,11 @@ impl Runner<'_> {
         }
         Ok(t.elapsed().as_secs_f64())
     }
+}
+
+/// The mean of `v` (NaN when empty).
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// The number a row records from a child's JSON answer.

@@ -179,6 +179,7 @@ pub fn run<T: Task>(
             "time/samples_per_second",
             task.samples_per_epoch() as f64 / train_seconds.max(1e-9),
         ));
+        records.push(("time/train_seconds", train_seconds));
         let mut final_weights = None;
         if verdict.last {
             let current = checkpoint::Entry {
