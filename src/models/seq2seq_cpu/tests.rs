@@ -5,11 +5,12 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// A tiny translator; untied, its embeddings (6) are narrower than the decoder (8).
 fn model(attention: Attention, tie: bool) -> Seq2Seq {
     let cfg = Seq2SeqConfig {
         src_vocab: 11,
         tgt_vocab: 9,
-        embedding_dim: 8,
+        embedding_dim: if tie { 8 } else { 6 },
         encoder_hidden: 4,
         decoder_hidden: 8,
         attention,
