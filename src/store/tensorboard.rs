@@ -7,7 +7,7 @@
 //! to the same directory. The label is the name the grid proposes (`RunPlan::log_name`)
 //! unless another run of the experiment holds it, or its directory holds files no run
 //! claims (a run directory deleted by hand); then the run ID is appended
-//! (`lr0.0005-3e202beadf54`). Labels nest (`lr0.0005` and `lr0.0005/r1`), so a run's log is
+//! (`lr0.0005-c5d1f0a7c171`). Labels nest (`lr0.0005` and `lr0.0005/r1`), so a run's log is
 //! the files directly in its directory, never the directories below it.
 //!
 //! Runs planned before labels logged to `<run-id>/tb/`; [`adopt_legacy_log`] moves such a
