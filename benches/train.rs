@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use orchestrate::stats::mean;
+
 /// The seq2seq rows' `data.max_len`, the homework's (experiments/q3_attention.toml).
 const S2S_MAX_LEN: usize = 20;
 
@@ -115,7 +117,14 @@ impl Opts {
                     o.eval_passes = number("--eval-passes", value("--eval-passes")?)?.max(1)
                 }
                 "--python" => o.python = value("--python")?,
-                "--pairs-dir" => o.pairs_dir = Some(PathBuf::from(value("--pairs-dir")?)),
+                "--pairs-dir" => {
+                    // Absolute, since our runs and the PyTorch scripts start in other
+                    // directories.
+                    let v = value("--pairs-dir")?;
+                    let dir = std::fs::canonicalize(&v)
+                        .map_err(|e| format!("--pairs-dir: {v:?}: {e}"))?;
+                    o.pairs_dir = Some(dir);
+                }
                 "--s2s-dropout" => {
                     let v = value("--s2s-dropout")?;
                     o.s2s_dropout = v
@@ -131,7 +140,10 @@ impl Opts {
                 "--no-cnn" => o.cnn = false,
                 "--s2s-steps" => o.s2s_steps = number("--s2s-steps", value("--s2s-steps")?)?.max(1),
                 "--study-epochs" => {
-                    o.study_epochs = number("--study-epochs", value("--study-epochs")?)?.max(1)
+                    o.study_epochs = number("--study-epochs", value("--study-epochs")?)?;
+                    if o.study_epochs == 0 {
+                        return Err("--study-epochs: 0 is not at least 1".into());
+                    }
                 }
                 "--quick" => {
                     (o.reps, o.steps, o.steps_64, o.eval_passes, o.grid_reps) = (1, 60, 20, 1, 1);
@@ -574,14 +586,17 @@ impl Runner<'_> {
             }
             (Work::Q3Study { .. }, _) => {
                 let study = self.q3_study.ok_or("no Q3 study")?;
+                // A failed study leaves no training figure for the row after it.
+                self.study_training.borrow_mut().retain(|(s, _)| *s != side);
                 let (seconds, training) = match side {
                     // As the README runs it: the spec's own launch settings.
-                    Side::Ours => self.our_grid(study, &[])?,
+                    Side::Ours => {
+                        let (seconds, runs) = self.our_grid(study, &[])?;
+                        (seconds, train_seconds(runs.path())?)
+                    }
                     Side::Torch => self.torch_study(study)?,
                 };
-                let mut t = self.study_training.borrow_mut();
-                t.retain(|(s, _)| *s != side);
-                t.push((side, training));
+                self.study_training.borrow_mut().push((side, training));
                 Ok(seconds)
             }
             (Work::Q3StudyTraining, _) => self
@@ -703,9 +718,8 @@ impl Runner<'_> {
     }
 
     /// Wall seconds of `orchestrate run` of `plan`'s spec with `args`, in a fresh runs
-    /// directory, and the mean seconds per epoch of its trainings' steps
-    /// (`time/train_seconds` of the runs that trained).
-    fn our_grid(&self, plan: &GridPlan, args: &[&str]) -> Result<(f64, f64), String> {
+    /// directory, and that directory.
+    fn our_grid(&self, plan: &GridPlan, args: &[&str]) -> Result<(f64, tempfile::TempDir), String> {
         let runs_dir = tempfile::tempdir_in(self.scratch.path()).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrate"));
         cmd.arg("run")
@@ -720,26 +734,7 @@ impl Runner<'_> {
         }
         let t = Instant::now();
         run_ok(cmd)?;
-        let seconds = t.elapsed().as_secs_f64();
-        let mut train = Vec::new();
-        for exp in std::fs::read_dir(runs_dir.path()).map_err(|e| e.to_string())? {
-            let exp = exp.map_err(|e| e.to_string())?.path();
-            for run in std::fs::read_dir(&exp).into_iter().flatten().flatten() {
-                let run = orchestrate::store::RunDir::at(run.path());
-                if !run.metrics().is_file() {
-                    continue;
-                }
-                let records = orchestrate::store::metrics::read_records(&run.metrics())
-                    .map_err(|e| e.to_string())?;
-                train.extend(
-                    records
-                        .iter()
-                        .filter(|r| r.tag == "time/train_seconds")
-                        .map(|r| r.value),
-                );
-            }
-        }
-        Ok((seconds, mean(&train)))
+        Ok((t.elapsed().as_secs_f64(), runs_dir))
     }
 
     /// The Q3 study the usual PyTorch way: each grid point's script, one after another,
@@ -747,19 +742,19 @@ impl Runner<'_> {
     /// scripts' training steps.
     fn torch_study(&self, plan: &GridPlan) -> Result<(f64, f64), String> {
         let t = Instant::now();
-        let mut train = Vec::new();
+        let (mut train, mut epochs) = (0.0, 0);
         for args in &plan.torch_runs {
             let mut cmd = Command::new(&self.opts.python);
             cmd.arg(self.torch_script).args(args);
             let out = json_of(cmd)?;
             let seconds = out.get("train_seconds").and_then(Value::as_f64);
-            let epochs = out.get("epochs").and_then(Value::as_array).map(Vec::len);
-            match (seconds, epochs) {
-                (Some(s), Some(e)) if e > 0 => train.extend(std::iter::repeat_n(s / e as f64, e)),
+            let n = out.get("epochs").and_then(Value::as_array).map(Vec::len);
+            match (seconds, n) {
+                (Some(s), Some(n)) if n > 0 => (train, epochs) = (train + s, epochs + n),
                 _ => return Err(format!("no train_seconds or epochs in {out}")),
             }
         }
-        Ok((t.elapsed().as_secs_f64(), mean(&train)))
+        Ok((t.elapsed().as_secs_f64(), train / epochs as f64))
     }
 
     /// Wall seconds of a grid the usual PyTorch way: one process per run, in turn.
@@ -776,9 +771,34 @@ impl Runner<'_> {
     }
 }
 
-/// The mean of `v` (NaN when empty).
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
+/// The mean seconds per epoch of the training steps (`time/train_seconds`) of the runs of
+/// every experiment under `runs_dir`.
+fn train_seconds(runs_dir: &Path) -> Result<f64, String> {
+    let mut train = Vec::new();
+    for exp in std::fs::read_dir(runs_dir).map_err(|e| e.to_string())? {
+        let exp = exp.map_err(|e| e.to_string())?.path();
+        if !exp.is_dir() {
+            continue;
+        }
+        for run in orchestrate::summary::run_dirs(&exp).map_err(|e| e.to_string())? {
+            let metrics = orchestrate::store::RunDir::at(run).metrics();
+            let records =
+                orchestrate::store::metrics::read_records(&metrics).map_err(|e| e.to_string())?;
+            train.extend(
+                records
+                    .iter()
+                    .filter(|r| r.tag == "time/train_seconds")
+                    .map(|r| r.value),
+            );
+        }
+    }
+    if train.is_empty() {
+        return Err(format!(
+            "no time/train_seconds under {}",
+            runs_dir.display()
+        ));
+    }
+    Ok(mean(&train))
 }
 
 /// The number a row records from a child's JSON answer.
