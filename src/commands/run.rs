@@ -104,16 +104,14 @@ fn refuse_schedule(file: &Path, spec: &Spec, detach: bool) -> Result<(), Error> 
     if spec.schedule.kind == crate::spec::ScheduleKind::None || !detach {
         return Ok(());
     }
-    Err(Error::Spec(crate::spec::SpecError::Invalid {
-        problems: vec![crate::spec::Problem {
-            origin: file.display().to_string(),
-            key: "schedule.kind".into(),
-            value: Some(format!("\"{}\"", spec.schedule.kind.word())),
-            message: "a schedule decides its rungs while `run` follows the grid; \
-                      drop --detach, or set schedule.kind = \"none\""
-                .into(),
-        }],
-    }))
+    Err(Error::Spec(crate::spec::SpecError::one(
+        file,
+        "schedule.kind",
+        Some(format!("\"{}\"", spec.schedule.kind.word())),
+        "a schedule decides its rungs while `run` follows the grid; drop --detach, or set \
+         schedule.kind = \"none\""
+            .into(),
+    )))
 }
 
 /// The experiment's schedule record, refused (exit 3, before anything is written) when it
@@ -126,32 +124,28 @@ fn schedule_record(args: &Args, spec: &Spec) -> Result<Option<ScheduleRecord>, E
     match schedule::check_record(&exp_dir, &spec.schedule, spec.repeats) {
         Ok(r) => Ok(r),
         Err(ScheduleError::Store(e)) => Err(e.into()),
-        Err(e @ ScheduleError::ReplicatesAlone { repeats, .. }) => {
-            Err(Error::Spec(crate::spec::SpecError::Invalid {
-                problems: vec![crate::spec::Problem {
-                    origin: args.spec.file.display().to_string(),
-                    key: "repeats".into(),
-                    value: Some(repeats.to_string()),
-                    message: e.to_string(),
-                }],
-            }))
+        Err(e @ ScheduleError::RepeatsChanged { repeats, .. }) => {
+            Err(Error::Spec(crate::spec::SpecError::one(
+                &args.spec.file,
+                "repeats",
+                Some(repeats.to_string()),
+                e.to_string(),
+            )))
         }
         Err(ScheduleError::Mismatch {
             path,
             recorded,
             spec: given,
-        }) => Err(Error::Spec(crate::spec::SpecError::Invalid {
-            problems: vec![crate::spec::Problem {
-                origin: args.spec.file.display().to_string(),
-                key: "schedule".into(),
-                value: Some(given),
-                message: format!(
-                    "{} holds the decisions of schedule {recorded}; restore that \
-                         schedule, or delete the file to decide every rung again",
-                    path.display()
-                ),
-            }],
-        })),
+        }) => Err(Error::Spec(crate::spec::SpecError::one(
+            &args.spec.file,
+            "schedule",
+            Some(given),
+            format!(
+                "{} holds the decisions of schedule {recorded}; restore that schedule, or \
+                 delete the file to decide every rung again",
+                path.display()
+            ),
+        ))),
     }
 }
 

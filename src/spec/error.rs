@@ -93,6 +93,18 @@ pub enum ReadError {
 }
 
 impl SpecError {
+    /// One problem with `key` of the spec file `file`, whose value is `value`.
+    pub fn one(file: &std::path::Path, key: &str, value: Option<String>, message: String) -> Self {
+        SpecError::Invalid {
+            problems: vec![Problem {
+                origin: file.display().to_string(),
+                key: key.into(),
+                value,
+                message,
+            }],
+        }
+    }
+
     /// Whether the user named a spec file that cannot be read (a usage error, not a bad spec).
     pub fn is_unreadable_input(&self) -> bool {
         matches!(

@@ -70,14 +70,49 @@ pub enum ScheduleError {
         recorded: String,
         spec: String,
     },
-    /// The grid has replicates, and the record ranked runs one by one (a grid without
-    /// replicates, or an earlier version): replaying it would mix runs and configurations.
-    #[error(
-        "{path}: decisions that ranked runs one by one (of a grid without replicates, or of \
-         an earlier version), but with repeats = {repeats} a schedule ranks configurations by \
-         their replicates' mean; delete {path} to decide every rung again"
-    )]
-    ReplicatesAlone { path: PathBuf, repeats: u32 },
+    /// The record's decisions were taken with another number of replicates per
+    /// configuration: the grid indices they name are other runs now.
+    #[error("{}", repeats_changed(path, *recorded, *repeats))]
+    RepeatsChanged {
+        path: PathBuf,
+        recorded: u32,
+        repeats: u32,
+    },
+}
+
+/// The message of [`ScheduleError::RepeatsChanged`].
+fn repeats_changed(path: &Path, recorded: u32, repeats: u32) -> String {
+    let path = path.display();
+    if recorded == 1 {
+        format!(
+            "{path}: decisions that ranked runs one by one (of a grid without replicates, or \
+             of an earlier version), but with repeats = {repeats} a schedule ranks \
+             configurations by their replicates' mean; delete {path} to decide every rung again"
+        )
+    } else {
+        format!(
+            "{path}: decisions over {recorded} replicates per configuration, but with repeats = \
+             {repeats} the grid indices they name are other runs; restore repeats = \
+             {recorded}, or delete {path} to decide every rung again"
+        )
+    }
+}
+
+/// How many replicates per configuration the record's decisions averaged (1: they ranked
+/// runs one by one); `None` before anything was compared.
+fn recorded_repeats(record: &ScheduleRecord) -> Option<u32> {
+    let decisions = record
+        .decisions
+        .iter()
+        .map(|d| (&d.compared, &d.replicates));
+    let promotions = record
+        .promotions
+        .iter()
+        .map(|p| (&p.compared, &p.replicates));
+    let (_, replicates) = decisions
+        .chain(promotions)
+        .find(|(compared, _)| !compared.is_empty())?;
+    Some(replicates.first().map_or(1, |r| r.values.len() as u32))
 }
 
 /// The experiment's schedule record, checked against the spec's schedule and its `repeats`;
@@ -100,20 +135,12 @@ pub fn check_record(
         });
     }
     // Every decision over a grid with replicates records their values (`replicates`).
-    let alone = record
-        .decisions
-        .iter()
-        .map(|d| (&d.compared, &d.replicates))
-        .chain(
-            record
-                .promotions
-                .iter()
-                .map(|p| (&p.compared, &p.replicates)),
-        )
-        .any(|(compared, replicates)| !compared.is_empty() && replicates.is_empty());
-    if repeats > 1 && alone {
-        return Err(ScheduleError::ReplicatesAlone {
+    if let Some(recorded) = recorded_repeats(&record)
+        && recorded != repeats
+    {
+        return Err(ScheduleError::RepeatsChanged {
             path: store::schedule_path(exp_dir),
+            recorded,
             repeats,
         });
     }

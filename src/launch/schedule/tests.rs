@@ -454,6 +454,16 @@ fn with_replicates_halving_ranks_configurations_by_their_mean_and_prunes_them_wh
             .is_some()
     );
     assert!(check_record(exp.path(), &schedule(), 2).unwrap().is_some());
+    // Nor one over another number of replicates: its grid indices name other runs.
+    for repeats in [1, 3] {
+        let err = check_record(exp.path(), &schedule(), repeats)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("over 2 replicates") && err.contains(&format!("repeats = {repeats}")),
+            "{err}"
+        );
+    }
 }
 
 #[test]
