@@ -272,6 +272,8 @@ pub struct Batch {
     pub tgt_out: Vec<u32>,
     /// `[size, tgt_len]` 1.0 where `tgt_out` is not padding.
     pub tgt_mask: Vec<f32>,
+    /// Target tokens of each row: its characters and EOS (the 1.0s of its `tgt_mask` row).
+    pub tgt_lens: Vec<usize>,
 }
 
 impl Batch {
@@ -290,6 +292,7 @@ impl Batch {
             tgt_in: vec![PAD; size * tgt_len],
             tgt_out: vec![PAD; size * tgt_len],
             tgt_mask: vec![0.0; size * tgt_len],
+            tgt_lens: examples.iter().map(|e| e.tgt.len() + 1).collect(),
         };
         for (i, e) in examples.iter().enumerate() {
             for (t, &id) in e.src.iter().enumerate() {
@@ -329,7 +332,13 @@ impl Batch {
             tgt_in: self.tgt_in[a * t..z * t].to_vec(),
             tgt_out: self.tgt_out[a * t..z * t].to_vec(),
             tgt_mask: self.tgt_mask[a * t..z * t].to_vec(),
+            tgt_lens: self.tgt_lens[a..z].to_vec(),
         }
+    }
+
+    /// Target tokens in the batch (EOS included): what its loss is averaged over.
+    pub fn tokens(&self) -> f64 {
+        self.tgt_lens.iter().sum::<usize>() as f64
     }
 }
 
@@ -459,6 +468,8 @@ mod tests {
         assert_eq!(batch.tgt_in, vec![SOS, 8, PAD, SOS, 10, 11]);
         assert_eq!(batch.tgt_out, vec![8, EOS, PAD, 10, 11, EOS]);
         assert_eq!(batch.tgt_mask, vec![1., 1., 0., 1., 1., 1.]);
+        assert_eq!((batch.tgt_lens.clone(), batch.tokens()), (vec![2, 3], 5.0));
+        assert_eq!(batch.rows(1..2).tgt_lens, vec![3]);
     }
 
     #[test]

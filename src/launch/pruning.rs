@@ -43,9 +43,10 @@ impl Replicates {
     /// configuration that can no longer win.
     pub fn entry(&self) -> Entry {
         let values: Vec<f64> = self.values.iter().map(|e| e.1).collect();
-        let mean = match crate::stats::describe(&values) {
-            Some(d) if values.iter().all(|v| v.is_finite()) => d.mean,
-            _ => f64::NAN,
+        let mean = if values.iter().all(|v| v.is_finite()) {
+            crate::stats::mean(&values)
+        } else {
+            f64::NAN
         };
         (self.configuration, mean)
     }

@@ -5,15 +5,27 @@
 //! of images, shards of a batch), which at these sizes is faster than splitting each
 //! product, and keeps results independent of the thread count.
 
+use candle_core::{CpuStorage, Layout, Result, bail};
 use gemm::Parallelism;
+
+/// The f32 elements of a contiguous CPU tensor; `what` names the caller in the error.
+pub fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        bail!("{what}: f32 tensors only")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("{what}: contiguous tensors only"),
+    }
+}
 
 /// A strided view of a matrix for [`matmul`]: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Mat<'a> {
-    pub data: &'a [f32],
+    data: &'a [f32],
     /// Stride between rows and between columns.
-    pub rs: usize,
-    pub cs: usize,
+    rs: usize,
+    cs: usize,
 }
 
 impl<'a> Mat<'a> {

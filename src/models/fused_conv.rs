@@ -14,7 +14,7 @@
 //! window (Candle 0.11's `max_pool2d` backward scales it by ties/(k*k) instead), and ReLU's
 //! derivative at 0 is 0.
 
-use super::cpu_kernels::{Mat, matmul};
+use super::cpu_kernels::{Mat, contiguous_f32, matmul};
 use crate::spec::Activation;
 use candle_core::{CpuStorage, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -471,15 +471,6 @@ fn col2im(g: &Geom, dcols: &[f32], nb: usize, dx: &mut [f32]) {
     }
 }
 
-/// The f32 slice of a contiguous CPU tensor argument.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv block: arguments must be contiguous"),
-    }
-}
-
 impl candle_core::CustomOp3 for ConvBlockOp {
     fn name(&self) -> &'static str {
         "conv-block"
@@ -495,7 +486,11 @@ impl candle_core::CustomOp3 for ConvBlockOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geom(l1.dims(), l2.dims(), l3.dims())?;
-        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, w, b) = (
+            contiguous_f32(s1, l1, self.name())?,
+            contiguous_f32(s2, l2, self.name())?,
+            contiguous_f32(s3, l3, self.name())?,
+        );
         let mut out = vec![0f32; g.batch * g.out_per_image()];
         let pooled_per_image = if self.save && g.pool > 1 {
             g.out_per_image()
@@ -516,16 +511,8 @@ impl candle_core::CustomOp3 for ConvBlockOp {
             let n = nb * g.conv_pixels();
             with_scratch(g.rows() * n, g.c_out * n, |cols, z| {
                 im2col(&g, x, b0, nb, cols);
-                let lhs = Mat {
-                    data: w,
-                    rs: g.rows(),
-                    cs: 1,
-                };
-                let rhs = Mat {
-                    data: cols,
-                    rs: n,
-                    cs: 1,
-                };
+                let lhs = Mat::rows(w, g.rows());
+                let rhs = Mat::rows(cols, n);
                 matmul(g.c_out, n, g.rows(), z, n, false, lhs, rhs);
                 self.epilogue(&g, z, b, o, (!a.is_empty()).then_some(a));
             });
@@ -563,7 +550,12 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                 candle_core::Storage::Cpu(w),
                 candle_core::Storage::Cpu(y),
                 candle_core::Storage::Cpu(dy),
-            ) => (slice(x, lx)?, slice(w, lw)?, slice(y, ly)?, slice(dy, lg)?),
+            ) => (
+                contiguous_f32(x, lx, self.name())?,
+                contiguous_f32(w, lw, self.name())?,
+                contiguous_f32(y, ly, self.name())?,
+                contiguous_f32(dy, lg, self.name())?,
+            ),
             _ => candle_core::bail!("conv block: backward on the CPU only"),
         };
         let argmax = self
@@ -601,29 +593,13 @@ impl candle_core::CustomOp3 for ConvBlockOp {
                 }
                 im2col(&g, x, b0, nb, cols);
                 // dW = dZ . cols^T
-                let lhs = Mat {
-                    data: dz,
-                    rs: n,
-                    cs: 1,
-                };
-                let rhs = Mat {
-                    data: cols,
-                    rs: 1,
-                    cs: n,
-                };
+                let lhs = Mat::rows(dz, n);
+                let rhs = Mat::t(cols, n);
                 matmul(g.c_out, g.rows(), n, dw, g.rows(), false, lhs, rhs);
                 if !d.is_empty() {
                     // dcols = W^T . dZ, reusing the columns' buffer.
-                    let lhs = Mat {
-                        data: w,
-                        rs: 1,
-                        cs: g.rows(),
-                    };
-                    let rhs = Mat {
-                        data: dz,
-                        rs: n,
-                        cs: 1,
-                    };
+                    let lhs = Mat::t(w, g.rows());
+                    let rhs = Mat::rows(dz, n);
                     matmul(g.rows(), n, g.c_out, cols, n, false, lhs, rhs);
                     col2im(&g, cols, nb, d);
                 }

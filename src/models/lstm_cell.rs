@@ -14,20 +14,9 @@
 //!
 //! CPU only: [`cell`] falls back to Candle's operations on other devices.
 
-use super::cpu_kernels::{sigmoid, tanh};
+use super::cpu_kernels::{contiguous_f32, sigmoid, tanh};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// The f32 slice of a contiguous CPU tensor.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        bail!("{op}: f32 tensors only")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("{op}: contiguous tensors only"),
-    }
-}
 
 /// `(gates [B, 4H], x [B, H])` dimensions after checking they fit together.
 fn dims(g: &Layout, x: &Layout, op: &str) -> Result<(usize, usize)> {
@@ -97,9 +86,9 @@ impl CustomOp3 for NextCell {
         if l2.shape() != l1.shape() {
             bail!("{}: {:?} + {:?}", self.name(), l1.shape(), l2.shape())
         }
-        let xp = slice(s1, l1, self.name())?;
-        let hw = slice(s2, l2, self.name())?;
-        let c_prev = slice(s3, l3, self.name())?;
+        let xp = contiguous_f32(s1, l1, self.name())?;
+        let hw = contiguous_f32(s2, l2, self.name())?;
+        let c_prev = contiguous_f32(s3, l3, self.name())?;
         let mut acts = vec![0f32; b * 4 * h];
         let mut c = vec![0f32; b * h];
         for r in 0..b {
@@ -180,7 +169,7 @@ impl CustomOp1 for NextHidden {
                 l.shape()
             )
         }
-        let c = slice(s, l, self.name())?;
+        let c = contiguous_f32(s, l, self.name())?;
         let t: Vec<f32> = c.iter().map(|&v| tanh(v)).collect();
         let mut out = vec![0f32; b * h];
         for r in 0..b {
@@ -224,7 +213,7 @@ pub fn cell(xp: &Tensor, hw: &Tensor, c_prev: &Tensor) -> Result<(Tensor, Tensor
 }
 
 /// Whether `xp` can take the fused CPU path.
-pub fn fused(xp: &Tensor) -> bool {
+fn fused(xp: &Tensor) -> bool {
     xp.device().is_cpu() && xp.dtype() == candle_core::DType::F32
 }
 

@@ -249,8 +249,8 @@ fn draw_mask(rng: &mut ChaCha8Rng, p: f64, n: usize) -> Vec<f32> {
 }
 
 /// Zeroes each element of `xs` with probability `p` and scales the rest by `1 / (1 - p)`,
-/// drawing from `rng` as [`Dropout`] does; for models that hold no [`Dropout`] (the image
-/// classifiers). With `rng` `None` (evaluation) or `p <= 0` the input is returned unchanged.
+/// drawing the mask element by element from `rng`; for models that hold no [`Dropout`]
+/// (the image classifiers, whose masks must stay as they were). With `rng` `None` (evaluation) or `p <= 0` the input is returned unchanged.
 pub fn dropout(xs: &Tensor, p: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
     let Some(rng) = rng else {
         return Ok(xs.clone());

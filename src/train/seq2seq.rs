@@ -167,7 +167,7 @@ impl<'a> Translator<'a> {
             model.params().named().to_vec(),
             ctx.kernels.optim,
         )?;
-        // On a GPU every op is issued from this thread: the batch shards and per-thread pools
+        // On a GPU every op is issued from this thread: the batch shards and their threads
         // only pay off on the CPU, and Candle gives each host thread its own CUDA stream.
         let runner = if device.is_cpu() {
             StepRunner::new()

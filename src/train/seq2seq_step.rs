@@ -56,8 +56,9 @@ pub struct StepOutput {
 /// Runs training steps on the run's threads, keeping each thread's buffers from step to
 /// step.
 pub struct StepRunner {
-    /// One-thread pools for work that must not be split by rayon (the optimizer step).
-    pools: Vec<rayon::ThreadPool>,
+    /// A one-thread pool for work that must not be split by rayon (the optimizer step);
+    /// `None` when the run has one thread anyway.
+    pool: Option<rayon::ThreadPool>,
     /// One workspace per thread.
     workspaces: Vec<Mutex<Workspace>>,
 }
@@ -77,16 +78,12 @@ impl StepRunner {
 
     /// A runner for `threads` threads.
     pub fn with_threads(threads: usize) -> Self {
-        let pools = if threads <= 1 {
-            Vec::new()
-        } else {
-            (0..threads)
-                .filter_map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
-                .collect()
-        };
+        let pool = (threads > 1)
+            .then(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok())
+            .flatten();
         StepRunner {
             workspaces: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
-            pools,
+            pool,
         }
     }
 
@@ -95,10 +92,9 @@ impl StepRunner {
         rows.div_ceil(SHARD_ROWS).max(1)
     }
 
-    /// Runs `f` on one thread without rayon splitting its work (in the first pool when
-    /// there are pools): for the optimizer step.
+    /// Runs `f` on one thread without rayon splitting its work: for the optimizer step.
     pub fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match self.pools.first() {
+        match &self.pool {
             Some(p) => p.install(f),
             None => f(),
         }
@@ -123,7 +119,7 @@ impl StepRunner {
                 grads: StepGrads::Autograd(loss.backward()?),
             });
         }
-        let denom: f64 = batch.tgt_mask.iter().map(|&m| m as f64).sum();
+        let denom = batch.tokens();
         let shards = StepRunner::shards(batch.size);
         let threads = self.workspaces.len().min(shards);
         let rows = |k: usize| k * batch.size / shards..(k + 1) * batch.size / shards;
@@ -286,7 +282,7 @@ mod tests {
             }
             let masks = Dropout::new(p, ChaCha8Rng::seed_from_u64(11)).next_step();
             let mut whole = Grads::zeros(m.config());
-            let denom: f64 = b.tgt_mask.iter().map(|&v| v as f64).sum();
+            let denom = b.tokens();
             let mut ws = Workspace::default();
             let l = train_step(&m, &mut ws, &b, 0, masks.as_ref(), denom, &mut whole).unwrap();
             assert_eq!(l.tokens, one.tokens);

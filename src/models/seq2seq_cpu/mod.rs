@@ -23,12 +23,12 @@ mod tests;
 use self::attention::{AttnGrads, AttnTape, AttnWeights, Sentence};
 use self::lstm::{LstmGrads, LstmWeights, Tape, sized, zeroed};
 use self::packing::Packing;
-use super::cpu_kernels::{Mat, add_column_sums, matmul};
+use super::cpu_kernels::{Mat, add_column_sums, contiguous_f32, matmul};
 use super::seeded::{MaskKind, StepMasks};
 use super::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use crate::data::pairs::Batch;
 use crate::spec::Attention;
-use candle_core::{CpuStorage, Result, Storage, Tensor, bail};
+use candle_core::{Layout, Result, Storage, Tensor, bail};
 
 /// The model's weights as slices of its variables.
 struct Weights<'a> {
@@ -194,8 +194,6 @@ pub struct Workspace {
     values: Vec<f32>,
     values_mask: Vec<f32>,
     attn: AttnTape,
-    /// Decoder outputs (row-major packed) without attention.
-    plain: Vec<f32>,
     /// Dropped decoder outputs, their mask, the logits (then their gradient).
     yd: Vec<f32>,
     out_mask: Vec<f32>,
@@ -223,14 +221,11 @@ pub struct StepLoss {
 }
 
 /// The f32 values of a contiguous CPU tensor's storage.
-fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
-    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
-        bail!("seq2seq cpu step: f32 CPU tensors only")
+fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        bail!("seq2seq cpu step: CPU tensors only")
     };
-    match layout.contiguous_offsets() {
-        Some((a, z)) => Ok(&data[a..z]),
-        None => bail!("seq2seq cpu step: contiguous tensors only"),
-    }
+    contiguous_f32(cpu, layout, "seq2seq cpu step")
 }
 
 /// The teacher-forced loss of `batch` (its summed token losses divided by `denom`, the
@@ -355,7 +350,6 @@ fn step(
         values,
         values_mask,
         attn,
-        plain,
         yd,
         out_mask,
         logits,
@@ -372,13 +366,8 @@ fn step(
     let (e, he, hd, v) = (w.emb, w.enc_hidden, w.dec_hidden, w.tgt_vocab);
     let enc_w = 2 * he;
     let with_masks = |kind| masks.map(|m| (m, kind, first_row));
-    let tgt_lens: Vec<usize> = batch
-        .tgt_mask
-        .chunks_exact(t_len.max(1))
-        .map(|row| row.iter().filter(|&&m| m > 0.0).count())
-        .collect();
     let sp = Packing::new(&batch.src_lens);
-    let tp = Packing::new(&tgt_lens);
+    let tp = Packing::new(&batch.tgt_lens);
     let mut src_rank = vec![0; b];
     for (r, &row) in sp.order.iter().enumerate() {
         src_rank[row] = r;
@@ -450,7 +439,8 @@ fn step(
             }
         }
     };
-    let y: &[f32] = match &w.attn {
+    let yd = sized(yd, nt * hd);
+    match &w.attn {
         Some(aw) => {
             let vals = sized(values, b * s_len * enc_w);
             let vmask = sized(values_mask, if masks.is_some() { vals.len() } else { 0 });
@@ -471,16 +461,10 @@ fn step(
             let hc = sized(&mut attn.hc, nt * (hd + enc_w));
             gather_rows(&dec.h, hc, hd + enc_w);
             attention::forward(aw, &sentences, vals, s_len, attn);
-            &attn.y[..]
+            yd.copy_from_slice(&attn.y[..nt * hd]);
         }
-        None => {
-            let p = sized(plain, nt * hd);
-            gather_rows(&dec.h, p, hd);
-            &p[..]
-        }
-    };
-    let yd = sized(yd, nt * hd);
-    yd.copy_from_slice(&y[..nt * hd]);
+        None => gather_rows(&dec.h, yd, hd),
+    }
     let out_mask = sized(out_mask, if masks.is_some() { nt * hd } else { 0 });
     if let Some(m) = masks {
         for (s, &row) in sentences.iter().zip(&tp.order) {
@@ -563,9 +547,9 @@ fn step(
     }
 
     // Attention (its queries' and values' gradients) or straight to the decoder.
-    let dq = sized(dq, nt * hd);
-    let d_out_enc = match (&w.attn, &mut grads.attn) {
+    let (dq, d_out_enc) = match (&w.attn, &mut grads.attn) {
         (Some(aw), Some(ag)) => {
+            let dq = sized(dq, nt * hd);
             let dvals = zeroed(dvalues, b * s_len * enc_w);
             attention::backward(aw, &sentences, values, s_len, attn, dy, dq, dvals, ag);
             if masks.is_some() {
@@ -581,12 +565,9 @@ fn step(
                     db[idx * he..(idx + 1) * he].copy_from_slice(&dvals[at + he..at + enc_w]);
                 }
             }
-            Some((&df[..], &db[..]))
+            (&dq[..], Some((&df[..], &db[..])))
         }
-        _ => {
-            dq.copy_from_slice(dy);
-            None
-        }
+        _ => (&dy[..], None),
     };
     let dh = sized(dh, nt * hd);
     for (q, s) in sentences.iter().enumerate() {

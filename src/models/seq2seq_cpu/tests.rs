@@ -110,7 +110,7 @@ fn shards_add_up_and_steps_repeat_bit_for_bit() {
     let refs: Vec<&Example> = ex.iter().collect();
     let batch = Batch::new(&refs);
     let masks = StepMasks::new(0.3, 5);
-    let denom: f64 = batch.tgt_mask.iter().map(|&v| v as f64).sum();
+    let denom = batch.tokens();
     let run = |ws: &mut Workspace| {
         let mut g = Grads::zeros(m.config());
         let l = train_step(&m, ws, &batch, 0, Some(&masks), denom, &mut g).unwrap();

@@ -134,9 +134,7 @@ impl TensorBoardSink {
         self.writer = None;
         self.log = EpochLog::load(&self.dir)?;
         let cutoff = resume::prepare(&self.dir, &mut self.log, resumed_from, steps_per_epoch)?;
-        let mut w = EventFileWriter::create(&self.dir)?;
-        self.log.files.push(w.file_name());
-        self.log.save(&self.dir)?;
+        let mut w = open_listed(&self.dir, &mut self.log)?;
         w.write_event(&summaries::session_start(cutoff.saturating_add(1)))?;
         if !self.hparams.is_empty() {
             w.write_event(&hparams::session_start(&self.hparams)?)?;
@@ -149,11 +147,8 @@ impl TensorBoardSink {
     /// The open writer; events before `Started` open a file without cleaning up.
     fn writer(&mut self) -> Result<&mut EventFileWriter, TbError> {
         if self.writer.is_none() {
-            let w = EventFileWriter::create(&self.dir)?;
             self.log = EpochLog::load(&self.dir)?;
-            self.log.files.push(w.file_name());
-            self.log.save(&self.dir)?;
-            self.writer = Some(w);
+            self.writer = Some(open_listed(&self.dir, &mut self.log)?);
         }
         let dir = &self.dir;
         self.writer
@@ -227,6 +222,15 @@ impl TensorBoardSink {
     }
 }
 
+/// A new event file in `dir`, listed in the sidecar `log` before anything is written to it
+/// (so a resume knows every file an attempt wrote).
+fn open_listed(dir: &Path, log: &mut EpochLog) -> Result<EventFileWriter, TbError> {
+    let w = EventFileWriter::create(dir)?;
+    log.files.push(w.file_name());
+    log.save(dir)?;
+    Ok(w)
+}
+
 /// Text tag of the note a pruned run's log ends with: why the schedule stopped it.
 pub const PRUNED_TAG: &str = "schedule/pruned";
 
@@ -269,9 +273,7 @@ pub fn end_pruned_session(dir: &Path, epoch: usize, reason: &str) -> Result<(), 
         .filter(|m| m.epoch <= epoch)
         .max_by_key(|m| m.epoch)
         .map_or(0, |m| m.step);
-    let mut w = EventFileWriter::create(dir)?;
-    log.files.push(w.file_name());
-    log.save(dir)?;
+    let mut w = open_listed(dir, &mut log)?;
     w.write_event(&summaries::text(step, PRUNED_TAG, reason)?)?;
     w.write_event(&hparams::session_end(false)?)?;
     w.sync()
